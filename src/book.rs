@@ -1,0 +1,1 @@
+//! The local order book (placeholder, being built).

@@ -1,0 +1,1 @@
+//! `obrec sim`: a local Binance USD-M look-alike exchange (placeholder, being built).
