@@ -1,0 +1,70 @@
+//! The library's error type.
+//!
+//! Callers need to tell apart three things: bad input (exit 2, nothing written), a feed failure
+//! that a reconnect may cure, and a host failure (a file that cannot be written) that ends the run.
+
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The user asked for something that cannot work.
+    #[error("{0}")]
+    Invalid(String),
+    /// The exchange connection failed; worth a reconnect.
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+    /// A file or directory could not be created or written.
+    #[error("{}: {source}", path.display())]
+    File { path: PathBuf, source: io::Error },
+}
+
+impl Error {
+    pub fn file(path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::File {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when retrying the same operation later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Feed(_))
+    }
+}
+
+/// Why a connection ended or could not be opened. Every variant is worth a reconnect.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("connect failed: {0}")]
+    Connect(io::Error),
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    #[error("server closed the connection{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Closed(Option<String>),
+    #[error("read failed: {0}")]
+    Read(tungstenite::Error),
+    #[error("no data for {0:?}")]
+    Stale(std::time::Duration),
+    #[error("no pong within {0:?}")]
+    PongTimeout(std::time::Duration),
+    #[error("snapshot request failed: {0}")]
+    Rest(String),
+}
+
+impl FeedError {
+    /// A short label for logs and metrics.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            FeedError::Connect(_) => "connect",
+            FeedError::Handshake(_) => "handshake",
+            FeedError::Closed(_) => "closed",
+            FeedError::Read(_) => "read",
+            FeedError::Stale(_) => "stale",
+            FeedError::PongTimeout(_) => "pong-timeout",
+            FeedError::Rest(_) => "rest",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,371 @@
+//! Sequence continuity: pure state machines shared by the live recorder and `obrec replay`.
+//!
+//! Binance USD-M depth events carry `U` (first update id), `u` (last) and `pu` (the `u` of the
+//! previous event of the same symbol). Ids are one exchange-wide sequence, so they are *not* dense
+//! per symbol: continuity is `pu == last u`, never `U == last u + 1`.
+//!
+//! Two machines live here, both free of I/O so they can be table-tested:
+//!
+//! * [`Chain`] classifies every event of one symbol: continuous, a break (the exchange lost
+//!   something on a healthy connection), a new chain after a reconnect (counted as a reconnect,
+//!   not a break), or a duplicate (the same event delivered again by an overlapping connection).
+//! * [`BookSync`] is the diff-depth snapshot procedure: buffer events, take a REST snapshot,
+//!   drop `u < lastUpdateId`, bridge with `U <= lastUpdateId <= u`, then follow the chain;
+//!   after a break, ask for a new snapshot.
+
+use std::collections::VecDeque;
+
+/// The update ids of one depth event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ids {
+    /// `U`: first update id in the event.
+    pub first: u64,
+    /// `u`: final update id in the event.
+    pub last: u64,
+    /// `pu`: final update id of the previous event of this symbol.
+    pub prev: u64,
+}
+
+/// What the chain says about one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The first event seen for this symbol.
+    Start,
+    /// `pu` equals the previous event's `u`.
+    Continuous,
+    /// The first event on a new connection does not chain to the last one recorded: data was lost
+    /// while no connection was up. Counted as part of the reconnect, not as a break.
+    Reconnected { expected_pu: u64, got_pu: u64 },
+    /// On the same connection `pu` differs from the previous `u`, or `u` went backwards: the
+    /// exchange lost or reset something.
+    Break { expected_pu: u64, got_pu: u64 },
+    /// Another connection already delivered this event (`u` not beyond the last one): skip it.
+    Duplicate,
+}
+
+impl Verdict {
+    /// True when events before this one cannot be bridged to it.
+    pub fn is_discontinuity(self) -> bool {
+        matches!(self, Verdict::Reconnected { .. } | Verdict::Break { .. })
+    }
+}
+
+/// Continuity of one symbol's depth events, across the connections that deliver them.
+#[derive(Clone, Debug, Default)]
+pub struct Chain {
+    last: Option<Last>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Last {
+    u: u64,
+    conn: u64,
+}
+
+impl Chain {
+    pub fn new() -> Chain {
+        Chain::default()
+    }
+
+    /// The `u` of the last accepted event.
+    pub fn last_u(&self) -> Option<u64> {
+        self.last.map(|l| l.u)
+    }
+
+    /// Classifies an event delivered by connection `conn` and, unless it is a duplicate, makes it
+    /// the chain's last event.
+    pub fn check(&mut self, ids: Ids, conn: u64) -> Verdict {
+        let verdict = match self.last {
+            None => Verdict::Start,
+            Some(last) if ids.last <= last.u && conn != last.conn => return Verdict::Duplicate,
+            Some(last) if ids.prev == last.u && ids.last > last.u => Verdict::Continuous,
+            Some(last) if conn != last.conn => Verdict::Reconnected {
+                expected_pu: last.u,
+                got_pu: ids.prev,
+            },
+            Some(last) => Verdict::Break {
+                expected_pu: last.u,
+                got_pu: ids.prev,
+            },
+        };
+        self.last = Some(Last { u: ids.last, conn });
+        verdict
+    }
+}
+
+/// What to do with a diff event, given the snapshot state.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step<T> {
+    /// No usable snapshot yet: the event is buffered.
+    Buffered,
+    /// The event is older than the snapshot taken: the snapshot already contains it.
+    Covered,
+    /// Apply these events to the book, in order (the bridge event and any buffered after it, or
+    /// just the current event once live).
+    Apply(Vec<T>),
+    /// The chain broke: the book is invalid until a new snapshot bridges. The event is buffered.
+    Lost,
+}
+
+/// What a snapshot did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SnapshotStep<T> {
+    /// Reset the book to the snapshot, then apply these buffered events in order.
+    Bridged(Vec<T>),
+    /// Reset the book to the snapshot; no buffered event reaches it yet, the bridge is still to come.
+    Pending,
+    /// The snapshot is older than every buffered event (`U > lastUpdateId` for the first one
+    /// kept): it cannot be bridged. Fetch another.
+    TooOld,
+}
+
+/// Most diff events kept while waiting for a snapshot. A snapshot normally arrives within a second
+/// (tens of events at 100 ms); the cap only bounds memory when snapshots are throttled or failing,
+/// and dropping the oldest is safe because a later snapshot is newer than them anyway.
+pub const MAX_BUFFERED: usize = 8192;
+
+/// The official diff-depth procedure for one symbol, generic over what is buffered with each
+/// event (`()` for the recorder, which only needs to know when to fetch; the payload for replay,
+/// which rebuilds the book).
+#[derive(Debug)]
+pub struct BookSync<T> {
+    state: SyncState,
+    buffer: VecDeque<(Ids, T)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SyncState {
+    /// Waiting for a snapshot; events are buffered.
+    NeedSnapshot,
+    /// A snapshot was taken at `last_update_id`; the event that bridges it has not come yet.
+    Pending { last_update_id: u64 },
+    /// The book follows the chain.
+    Live,
+}
+
+impl<T> Default for BookSync<T> {
+    fn default() -> Self {
+        BookSync {
+            state: SyncState::NeedSnapshot,
+            buffer: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> BookSync<T> {
+    pub fn new() -> BookSync<T> {
+        BookSync::default()
+    }
+
+    /// True while the book is not following the chain (a snapshot is needed or pending).
+    pub fn is_live(&self) -> bool {
+        self.state == SyncState::Live
+    }
+
+    /// True when a (new) snapshot should be fetched: events have arrived since the book was lost
+    /// and no snapshot is pending. Fetching only after the first event arrived is what makes the
+    /// procedure work on high-latency links.
+    pub fn wants_snapshot(&self) -> bool {
+        self.state == SyncState::NeedSnapshot && !self.buffer.is_empty()
+    }
+
+    /// Feeds one event and the chain's verdict on it. Duplicates must not be fed.
+    pub fn event(&mut self, ids: Ids, verdict: Verdict, item: T) -> Step<T> {
+        if verdict.is_discontinuity() {
+            let was_usable = self.state != SyncState::NeedSnapshot;
+            self.state = SyncState::NeedSnapshot;
+            self.buffer.clear();
+            self.push(ids, item);
+            return if was_usable { Step::Lost } else { Step::Buffered };
+        }
+        match self.state {
+            SyncState::Live => Step::Apply(vec![item]),
+            SyncState::NeedSnapshot => {
+                self.push(ids, item);
+                Step::Buffered
+            }
+            SyncState::Pending { last_update_id } => {
+                if ids.last < last_update_id {
+                    Step::Covered
+                } else if ids.first <= last_update_id {
+                    self.state = SyncState::Live;
+                    Step::Apply(vec![item])
+                } else {
+                    // The bridge event was missed: this snapshot can never be reached.
+                    self.state = SyncState::NeedSnapshot;
+                    self.push(ids, item);
+                    Step::Lost
+                }
+            }
+        }
+    }
+
+    /// Feeds a REST snapshot's `lastUpdateId`.
+    pub fn snapshot(&mut self, last_update_id: u64) -> SnapshotStep<T> {
+        while self
+            .buffer
+            .front()
+            .is_some_and(|(ids, _)| ids.last < last_update_id)
+        {
+            self.buffer.pop_front();
+        }
+        match self.buffer.front() {
+            None => {
+                self.state = SyncState::Pending { last_update_id };
+                SnapshotStep::Pending
+            }
+            Some((ids, _)) if ids.first <= last_update_id => {
+                self.state = SyncState::Live;
+                SnapshotStep::Bridged(self.buffer.drain(..).map(|(_, item)| item).collect())
+            }
+            Some(_) => {
+                self.state = SyncState::NeedSnapshot;
+                SnapshotStep::TooOld
+            }
+        }
+    }
+
+    fn push(&mut self, ids: Ids, item: T) {
+        if self.buffer.len() == MAX_BUFFERED {
+            self.buffer.pop_front();
+        }
+        self.buffer.push_back((ids, item));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(first: u64, last: u64, prev: u64) -> Ids {
+        Ids { first, last, prev }
+    }
+
+    #[test]
+    fn chain_table() {
+        use Verdict::*;
+        // (U, u, pu, conn, expected verdict) applied in order to one chain.
+        let table: &[(u64, u64, u64, u64, Verdict)] = &[
+            (100, 110, 90, 1, Start),
+            // ids are not dense: U jumps past pu + 1, still continuous.
+            (115, 120, 110, 1, Continuous),
+            (121, 121, 120, 1, Continuous),
+            // pu mismatch on the same connection is a break.
+            (130, 140, 125, 1, Break { expected_pu: 121, got_pu: 125 }),
+            (141, 150, 140, 1, Continuous),
+            // a second, overlapping connection delivers events already seen.
+            (141, 150, 140, 2, Duplicate),
+            (151, 160, 150, 2, Continuous),
+            (151, 160, 150, 1, Duplicate),
+            (161, 170, 160, 1, Continuous),
+            // a new connection after an outage: not a break.
+            (200, 210, 190, 3, Reconnected { expected_pu: 170, got_pu: 190 }),
+            (211, 220, 210, 3, Continuous),
+            // u going backwards on one connection (a sequence reset) is a break.
+            (5, 9, 3, 3, Break { expected_pu: 220, got_pu: 3 }),
+            (10, 12, 9, 3, Continuous),
+        ];
+        let mut chain = Chain::new();
+        for (i, &(first, last, prev, conn, want)) in table.iter().enumerate() {
+            let got = chain.check(ids(first, last, prev), conn);
+            assert_eq!(got, want, "row {i}");
+        }
+        assert_eq!(chain.last_u(), Some(12));
+    }
+
+    #[test]
+    fn repeated_event_on_same_connection_is_a_break_not_a_duplicate() {
+        let mut chain = Chain::new();
+        chain.check(ids(1, 5, 0), 1);
+        assert_eq!(
+            chain.check(ids(1, 5, 0), 1),
+            Verdict::Break { expected_pu: 5, got_pu: 0 }
+        );
+    }
+
+    #[test]
+    fn snapshot_bridges_buffered_events() {
+        let mut sync = BookSync::new();
+        assert!(!sync.wants_snapshot(), "no snapshot before the first event");
+        let events = [ids(10, 20, 5), ids(21, 30, 20), ids(31, 40, 30), ids(45, 50, 40)];
+        for (n, e) in events.iter().enumerate() {
+            let verdict = if n == 0 { Verdict::Start } else { Verdict::Continuous };
+            assert_eq!(sync.event(*e, verdict, n), Step::Buffered);
+        }
+        assert!(sync.wants_snapshot());
+        // lastUpdateId 35 lies in event 2 (31..=40): events 0 and 1 are dropped.
+        assert_eq!(sync.snapshot(35), SnapshotStep::Bridged(vec![2, 3]));
+        assert!(sync.is_live());
+        assert_eq!(sync.event(ids(51, 60, 50), Verdict::Continuous, 4), Step::Apply(vec![4]));
+    }
+
+    #[test]
+    fn snapshot_bridge_boundaries_are_inclusive() {
+        for l in [31, 40] {
+            let mut sync = BookSync::new();
+            sync.event(ids(31, 40, 30), Verdict::Start, ());
+            assert_eq!(sync.snapshot(l), SnapshotStep::Bridged(vec![()]), "L={l}");
+        }
+    }
+
+    #[test]
+    fn snapshot_older_than_buffer_is_refetched() {
+        let mut sync = BookSync::new();
+        sync.event(ids(31, 40, 30), Verdict::Start, ());
+        assert_eq!(sync.snapshot(25), SnapshotStep::TooOld);
+        assert!(sync.wants_snapshot());
+        assert_eq!(sync.snapshot(33), SnapshotStep::Bridged(vec![()]));
+    }
+
+    #[test]
+    fn snapshot_newer_than_buffer_waits_for_the_bridge() {
+        let mut sync = BookSync::new();
+        sync.event(ids(10, 20, 5), Verdict::Start, 'a');
+        assert_eq!(sync.snapshot(25), SnapshotStep::Pending);
+        assert!(!sync.wants_snapshot());
+        // u < L: already inside the snapshot.
+        assert_eq!(sync.event(ids(21, 24, 20), Verdict::Continuous, 'b'), Step::Covered);
+        assert_eq!(sync.event(ids(25, 30, 24), Verdict::Continuous, 'c'), Step::Apply(vec!['c']));
+        assert!(sync.is_live());
+    }
+
+    #[test]
+    fn missed_bridge_while_pending_asks_again() {
+        let mut sync = BookSync::new();
+        sync.event(ids(10, 20, 5), Verdict::Start, ());
+        assert_eq!(sync.snapshot(25), SnapshotStep::Pending);
+        assert_eq!(sync.event(ids(28, 30, 26), Verdict::Continuous, ()), Step::Lost);
+        assert!(sync.wants_snapshot());
+    }
+
+    #[test]
+    fn break_while_live_loses_the_book_and_resyncs() {
+        let mut sync = BookSync::new();
+        sync.event(ids(10, 20, 5), Verdict::Start, 0);
+        assert_eq!(sync.snapshot(15), SnapshotStep::Bridged(vec![0]));
+        let gap = Verdict::Break { expected_pu: 20, got_pu: 25 };
+        assert_eq!(sync.event(ids(26, 30, 25), gap, 1), Step::Lost);
+        assert!(!sync.is_live());
+        assert!(sync.wants_snapshot());
+        assert_eq!(sync.snapshot(27), SnapshotStep::Bridged(vec![1]));
+    }
+
+    #[test]
+    fn break_before_any_snapshot_discards_the_stale_buffer() {
+        let mut sync = BookSync::new();
+        sync.event(ids(10, 20, 5), Verdict::Start, 0);
+        let gap = Verdict::Reconnected { expected_pu: 20, got_pu: 90 };
+        assert_eq!(sync.event(ids(95, 100, 90), gap, 1), Step::Buffered);
+        assert_eq!(sync.snapshot(97), SnapshotStep::Bridged(vec![1]));
+    }
+
+    #[test]
+    fn buffer_is_bounded() {
+        let mut sync = BookSync::new();
+        for n in 0..(MAX_BUFFERED as u64 + 10) {
+            sync.event(ids(n * 10 + 1, n * 10 + 10, n * 10), Verdict::Continuous, n);
+        }
+        assert_eq!(sync.buffer.len(), MAX_BUFFERED);
+        assert_eq!(sync.buffer.front().map(|(_, n)| *n), Some(10));
+    }
+}
