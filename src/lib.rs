@@ -1,8 +1,48 @@
+//! obrec records Binance USD-M futures order-book streams to gzip NDJSON, proves their
+//! continuity, reports live health metrics, and replays recordings offline.
+//!
+//! # Data flow
+//!
+//! ```text
+//!  exchange ──ws──▶ feed::Group (one thread per ≤200 streams)
+//!                     │  record::parse_frame: header only, payload kept byte-exact
+//!                     │  sequence::Chain: pu == last u, per symbol
+//!                     ▼
+//!            bounded crossbeam channel of record::Event (full → counted drop, never a stall)
+//!                     ▼
+//!                  writer::Writer (one thread)
+//!                     ├─▶ <symbol>_depth_<UTC>.ndjson.gz(.part)   gzip members, fsync + rename
+//!                     └─▶ metrics.json + SUMMARY line               metrics::Metrics + Stats
+//! ```
+//!
+//! Data flows one way: readers never wait for the writer, the writer never talks back.
+//!
+//! # Layout
+//!
+//! * [`cli`] — flags (each also an `OBREC_*` variable), validated while parsing.
+//! * [`recorder`] — one recording run: starts readers and writer, shuts them down in order.
+//! * [`feed`] — connections, pings, staleness, backoff, make-before-break rollover.
+//! * [`record`] — the frame header parser and the depth line encoder.
+//! * [`sequence`] — continuity state machines, shared by live recording and replay.
+//! * [`writer`] — gzip files, rotation, atomic `metrics.json`.
+//! * [`metrics`] — counters, HdrHistogram figures, the report schema and SUMMARY line.
+//! * [`book`] — the local order book.
+//! * [`sim`] — a local Binance look-alike with fault injection (`obrec sim`, and every test).
+//! * [`demo`] — sim + record + check, with no network.
+//! * [`logging`], [`shutdown`], [`error`] — plumbing.
+
 pub mod book;
+pub mod cli;
+pub mod demo;
 pub mod error;
+pub mod feed;
+pub mod logging;
+pub mod metrics;
 pub mod record;
+pub mod recorder;
 pub mod sequence;
 pub mod shutdown;
 pub mod sim;
+pub mod writer;
 
 pub use error::{Error, FeedError, Result};

@@ -1,1 +1,51 @@
-fn main() {}
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use obrec::cli::{Cli, Command, RecordArgs};
+use obrec::shutdown::Shutdown;
+use obrec::{demo, logging, recorder, sim};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("obrec: {err:#}");
+            exit_code(&err)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    shutdown
+        .on_signals()
+        .context("cannot install signal handlers")?;
+    match cli.command {
+        None => record(&cli.record, &shutdown),
+        Some(Command::Record(args)) => record(&args, &shutdown),
+        Some(Command::Sim(args)) => {
+            let _log = logging::to_stderr("info")?;
+            sim::run(&args, &shutdown)
+        }
+        Some(Command::Demo(args)) => demo::run(&args, &shutdown),
+    }
+}
+
+fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
+    let config = args.config();
+    config.preflight()?;
+    let _log = logging::to_files(&args.log_options())?;
+    recorder::run(&config, shutdown).context("recording failed")?;
+    Ok(())
+}
+
+/// 2 for input the user can fix, 1 for failures at run time.
+fn exit_code(err: &anyhow::Error) -> ExitCode {
+    match err.downcast_ref::<obrec::Error>() {
+        Some(obrec::Error::Invalid(_)) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
+}

@@ -67,7 +67,9 @@ pub enum Frame<'a> {
     /// A reply to a control message (`{"result":…,"id":…}` or an error with an id).
     Reply,
     /// Well-formed, but not an event the recorder records (another event type).
-    Other { stream: &'a str },
+    Other {
+        stream: &'a str,
+    },
 }
 
 /// The header fields of a `depthUpdate`, borrowed from the frame.
@@ -127,7 +129,8 @@ pub fn parse_frame(text: &str) -> Result<Frame<'_>, FrameError> {
         _ => return Err(FrameError::Shape),
     };
     let raw = data.get();
-    let f: EventFields = serde_json::from_str(raw).map_err(|e| FrameError::Fields(e.to_string()))?;
+    let f: EventFields =
+        serde_json::from_str(raw).map_err(|e| FrameError::Fields(e.to_string()))?;
     if f.e != Some("depthUpdate") {
         return Ok(Frame::Other { stream });
     }
@@ -328,7 +331,13 @@ mod tests {
 
     #[test]
     fn millis_have_three_exact_decimals() {
-        for (us, want) in [(0, "0.000"), (123, "0.123"), (79_000, "79.000"), (-250, "-0.250"), (-1_270_456, "-1270.456")] {
+        for (us, want) in [
+            (0, "0.000"),
+            (123, "0.123"),
+            (79_000, "79.000"),
+            (-250, "-0.250"),
+            (-1_270_456, "-1270.456"),
+        ] {
             let mut out = Vec::new();
             push_millis(&mut out, us);
             assert_eq!(String::from_utf8(out).unwrap(), want);
@@ -357,8 +366,20 @@ mod tests {
         assert!(line.ends_with("}}\n"));
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let order = [
-            "timestamp", "symbol", "ts_recv", "E", "T", "U", "u", "pu", "latency_event_ms",
-            "latency_pipeline_ms", "recv_ns", "conn", "stream", "data",
+            "timestamp",
+            "symbol",
+            "ts_recv",
+            "E",
+            "T",
+            "U",
+            "u",
+            "pu",
+            "latency_event_ms",
+            "latency_pipeline_ms",
+            "recv_ns",
+            "conn",
+            "stream",
+            "data",
         ];
         let positions: Vec<usize> = order
             .iter()

@@ -176,7 +176,11 @@ impl<T> BookSync<T> {
             self.state = SyncState::NeedSnapshot;
             self.buffer.clear();
             self.push(ids, item);
-            return if was_usable { Step::Lost } else { Step::Buffered };
+            return if was_usable {
+                Step::Lost
+            } else {
+                Step::Buffered
+            };
         }
         match self.state {
             SyncState::Live => Step::Apply(vec![item]),
@@ -251,7 +255,16 @@ mod tests {
             (115, 120, 110, 1, Continuous),
             (121, 121, 120, 1, Continuous),
             // pu mismatch on the same connection is a break.
-            (130, 140, 125, 1, Break { expected_pu: 121, got_pu: 125 }),
+            (
+                130,
+                140,
+                125,
+                1,
+                Break {
+                    expected_pu: 121,
+                    got_pu: 125,
+                },
+            ),
             (141, 150, 140, 1, Continuous),
             // a second, overlapping connection delivers events already seen.
             (141, 150, 140, 2, Duplicate),
@@ -259,10 +272,28 @@ mod tests {
             (151, 160, 150, 1, Duplicate),
             (161, 170, 160, 1, Continuous),
             // a new connection after an outage: not a break.
-            (200, 210, 190, 3, Reconnected { expected_pu: 170, got_pu: 190 }),
+            (
+                200,
+                210,
+                190,
+                3,
+                Reconnected {
+                    expected_pu: 170,
+                    got_pu: 190,
+                },
+            ),
             (211, 220, 210, 3, Continuous),
             // u going backwards on one connection (a sequence reset) is a break.
-            (5, 9, 3, 3, Break { expected_pu: 220, got_pu: 3 }),
+            (
+                5,
+                9,
+                3,
+                3,
+                Break {
+                    expected_pu: 220,
+                    got_pu: 3,
+                },
+            ),
             (10, 12, 9, 3, Continuous),
         ];
         let mut chain = Chain::new();
@@ -279,7 +310,10 @@ mod tests {
         chain.check(ids(1, 5, 0), 1);
         assert_eq!(
             chain.check(ids(1, 5, 0), 1),
-            Verdict::Break { expected_pu: 5, got_pu: 0 }
+            Verdict::Break {
+                expected_pu: 5,
+                got_pu: 0
+            }
         );
     }
 
@@ -287,16 +321,28 @@ mod tests {
     fn snapshot_bridges_buffered_events() {
         let mut sync = BookSync::new();
         assert!(!sync.wants_snapshot(), "no snapshot before the first event");
-        let events = [ids(10, 20, 5), ids(21, 30, 20), ids(31, 40, 30), ids(45, 50, 40)];
+        let events = [
+            ids(10, 20, 5),
+            ids(21, 30, 20),
+            ids(31, 40, 30),
+            ids(45, 50, 40),
+        ];
         for (n, e) in events.iter().enumerate() {
-            let verdict = if n == 0 { Verdict::Start } else { Verdict::Continuous };
+            let verdict = if n == 0 {
+                Verdict::Start
+            } else {
+                Verdict::Continuous
+            };
             assert_eq!(sync.event(*e, verdict, n), Step::Buffered);
         }
         assert!(sync.wants_snapshot());
         // lastUpdateId 35 lies in event 2 (31..=40): events 0 and 1 are dropped.
         assert_eq!(sync.snapshot(35), SnapshotStep::Bridged(vec![2, 3]));
         assert!(sync.is_live());
-        assert_eq!(sync.event(ids(51, 60, 50), Verdict::Continuous, 4), Step::Apply(vec![4]));
+        assert_eq!(
+            sync.event(ids(51, 60, 50), Verdict::Continuous, 4),
+            Step::Apply(vec![4])
+        );
     }
 
     #[test]
@@ -324,8 +370,14 @@ mod tests {
         assert_eq!(sync.snapshot(25), SnapshotStep::Pending);
         assert!(!sync.wants_snapshot());
         // u < L: already inside the snapshot.
-        assert_eq!(sync.event(ids(21, 24, 20), Verdict::Continuous, 'b'), Step::Covered);
-        assert_eq!(sync.event(ids(25, 30, 24), Verdict::Continuous, 'c'), Step::Apply(vec!['c']));
+        assert_eq!(
+            sync.event(ids(21, 24, 20), Verdict::Continuous, 'b'),
+            Step::Covered
+        );
+        assert_eq!(
+            sync.event(ids(25, 30, 24), Verdict::Continuous, 'c'),
+            Step::Apply(vec!['c'])
+        );
         assert!(sync.is_live());
     }
 
@@ -334,7 +386,10 @@ mod tests {
         let mut sync = BookSync::new();
         sync.event(ids(10, 20, 5), Verdict::Start, ());
         assert_eq!(sync.snapshot(25), SnapshotStep::Pending);
-        assert_eq!(sync.event(ids(28, 30, 26), Verdict::Continuous, ()), Step::Lost);
+        assert_eq!(
+            sync.event(ids(28, 30, 26), Verdict::Continuous, ()),
+            Step::Lost
+        );
         assert!(sync.wants_snapshot());
     }
 
@@ -343,7 +398,10 @@ mod tests {
         let mut sync = BookSync::new();
         sync.event(ids(10, 20, 5), Verdict::Start, 0);
         assert_eq!(sync.snapshot(15), SnapshotStep::Bridged(vec![0]));
-        let gap = Verdict::Break { expected_pu: 20, got_pu: 25 };
+        let gap = Verdict::Break {
+            expected_pu: 20,
+            got_pu: 25,
+        };
         assert_eq!(sync.event(ids(26, 30, 25), gap, 1), Step::Lost);
         assert!(!sync.is_live());
         assert!(sync.wants_snapshot());
@@ -354,7 +412,10 @@ mod tests {
     fn break_before_any_snapshot_discards_the_stale_buffer() {
         let mut sync = BookSync::new();
         sync.event(ids(10, 20, 5), Verdict::Start, 0);
-        let gap = Verdict::Reconnected { expected_pu: 20, got_pu: 90 };
+        let gap = Verdict::Reconnected {
+            expected_pu: 20,
+            got_pu: 90,
+        };
         assert_eq!(sync.event(ids(95, 100, 90), gap, 1), Step::Buffered);
         assert_eq!(sync.snapshot(97), SnapshotStep::Bridged(vec![1]));
     }

@@ -1,0 +1,221 @@
+//! `obrec record`: wires reader groups, the bounded queue and the writer together, and shuts
+//! them down in order.
+//!
+//! Shutdown (SIGINT, SIGTERM, end of `--run-minutes`) triggers the token; readers notice within a
+//! read tick, close their sockets and drop their senders; the writer sees the channel close,
+//! drains what is queued, finishes every gzip file and writes the final metrics.
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::feed::{FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
+use crate::metrics::{Report, Stats};
+use crate::shutdown::Shutdown;
+use crate::writer::{SymbolFiles, Writer, WriterConfig};
+
+/// Update speed of a depth stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Speed {
+    #[value(name = "100ms")]
+    Ms100,
+    /// Binance's default: no suffix on the stream name.
+    #[value(name = "250ms")]
+    Ms250,
+    #[value(name = "500ms")]
+    Ms500,
+}
+
+/// Everything a recording run needs, validated.
+#[derive(Clone, Debug)]
+pub struct RecordConfig {
+    /// Upper-case symbols.
+    pub symbols: Vec<String>,
+    /// 5, 10, 20: partial depth; 0: diff depth.
+    pub depth: u8,
+    pub speed: Speed,
+    pub endpoint: String,
+    pub rest_endpoint: String,
+    pub data_dir: PathBuf,
+    /// Stop after this long; `None` runs until a signal.
+    pub run_for: Option<Duration>,
+    pub print_every: Duration,
+    pub stale_after: Duration,
+    pub ping_every: Duration,
+    pub max_conn_age: Duration,
+    pub file_period: Duration,
+    pub flush_every: Duration,
+    pub queue: usize,
+    pub gzip_level: u32,
+}
+
+/// The combined-stream name for a symbol, e.g. `ethusdt@depth5@100ms`.
+pub fn stream_name(symbol: &str, depth: u8, speed: Speed) -> String {
+    let levels = if depth == 0 {
+        String::new()
+    } else {
+        depth.to_string()
+    };
+    let suffix = match speed {
+        Speed::Ms100 => "@100ms",
+        Speed::Ms250 => "",
+        Speed::Ms500 => "@500ms",
+    };
+    format!("{}@depth{levels}{suffix}", symbol.to_ascii_lowercase())
+}
+
+impl RecordConfig {
+    /// `<data-dir>/order_book`.
+    pub fn book_dir(&self) -> PathBuf {
+        self.data_dir.join("order_book")
+    }
+
+    /// Creates the output directory and proves it writable, before anything else is written.
+    pub fn preflight(&self) -> Result<()> {
+        let dir = self.book_dir();
+        let unusable = |e: std::io::Error| {
+            Error::Invalid(format!("data dir {} is not writable: {e}", dir.display()))
+        };
+        fs::create_dir_all(&dir).map_err(unusable)?;
+        let probe = dir.join(".obrec-write-test");
+        fs::write(&probe, b"").map_err(unusable)?;
+        fs::remove_file(&probe).map_err(unusable)
+    }
+}
+
+/// Records until the token triggers or `run_for` passes; returns the final report.
+pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
+    let dir = config.book_dir();
+    fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e))?;
+    let stats = Arc::new(Stats::new(config.symbols.len()));
+    let (tx, rx) = crossbeam_channel::bounded(config.queue);
+
+    let files: Vec<SymbolFiles> = config
+        .symbols
+        .iter()
+        .map(|s| SymbolFiles {
+            symbol: s.clone(),
+            stream: stream_name(s, config.depth, config.speed),
+        })
+        .collect();
+    let writer = Writer::new(
+        WriterConfig {
+            dir,
+            symbols: files.clone(),
+            file_period: config.file_period,
+            flush_every: config.flush_every,
+            print_every: config.print_every,
+            gzip_level: config.gzip_level,
+        },
+        Arc::clone(&stats),
+    );
+    let writer = thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || writer.run(rx))
+        .map_err(|e| Error::file(&config.data_dir, e))?;
+
+    let feed = FeedConfig {
+        endpoint: config.endpoint.clone(),
+        stale_after: config.stale_after,
+        ping_every: config.ping_every,
+        max_conn_age: config.max_conn_age,
+    };
+    let subs: Vec<Subscription> = files
+        .into_iter()
+        .enumerate()
+        .map(|(symbol, f)| Subscription {
+            symbol,
+            stream: f.stream,
+        })
+        .collect();
+    let mut readers = Vec::new();
+    for (n, chunk) in subs.chunks(MAX_STREAMS_PER_CONNECTION).enumerate() {
+        let group = Group::new(
+            feed.clone(),
+            chunk.to_vec(),
+            tx.clone(),
+            Arc::clone(&stats),
+            shutdown.clone(),
+        );
+        let spawned = thread::Builder::new()
+            .name(format!("reader-{}", n + 1))
+            .spawn(move || group.run());
+        match spawned {
+            Ok(handle) => readers.push(handle),
+            Err(e) => {
+                shutdown.trigger();
+                log::error!("cannot start reader thread: {e}");
+                break;
+            }
+        }
+    }
+    drop(tx);
+    log::info!(
+        "recording {} symbol(s) over {} connection group(s) to {}",
+        config.symbols.len(),
+        readers.len(),
+        config.book_dir().display()
+    );
+
+    wait(config.run_for, shutdown, &writer);
+    shutdown.trigger();
+    for reader in readers {
+        if reader.join().is_err() {
+            log::error!("a reader thread panicked");
+        }
+    }
+    let report = writer.join().unwrap_or_else(|_| {
+        Err(Error::file(
+            config.book_dir(),
+            std::io::Error::other("writer thread panicked"),
+        ))
+    })?;
+    println!("{}", report.summary_line());
+    log::info!("final {}", report.summary_line());
+    Ok(report)
+}
+
+/// Returns when the token triggers, `run_for` passes, or the writer stopped on its own (a file
+/// error).
+fn wait(
+    run_for: Option<Duration>,
+    shutdown: &Shutdown,
+    writer: &thread::JoinHandle<Result<Report>>,
+) {
+    /// How often the writer thread is checked for an early end.
+    const CHECK: Duration = Duration::from_millis(200);
+    let deadline = run_for.map(|d| Instant::now() + d);
+    loop {
+        let slice = deadline.map_or(CHECK, |d| {
+            d.saturating_duration_since(Instant::now()).min(CHECK)
+        });
+        if shutdown.wait_timeout(slice) || writer.is_finished() {
+            return;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            log::info!("run time reached");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_follow_binance() {
+        assert_eq!(
+            stream_name("ETHUSDT", 5, Speed::Ms100),
+            "ethusdt@depth5@100ms"
+        );
+        assert_eq!(stream_name("BTCUSDT", 20, Speed::Ms250), "btcusdt@depth20");
+        assert_eq!(
+            stream_name("BTCUSDT", 0, Speed::Ms500),
+            "btcusdt@depth@500ms"
+        );
+    }
+}

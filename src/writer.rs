@@ -1,0 +1,518 @@
+//! The writer thread: records in, gzip NDJSON files and `metrics.json` out.
+//!
+//! Each file is a series of complete gzip members. Lines accumulate per symbol in memory and are
+//! compressed into one member when the buffer is large or `--flush-ms` has passed, then written
+//! with a single `write`. So at any instant the file on disk is valid gzip up to its last flush:
+//! `zcat`, Python's `gzip` and pandas read a live `.part` file, or one left by `kill -9`,
+//! without an error. One compressor serves every symbol, which keeps memory flat with hundreds
+//! of symbols. A finished file is fsynced, then renamed from `.part` to its final name.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+
+use crate::error::{Error, Result};
+use crate::metrics::{Metrics, Report, ReportClock, Stats};
+use crate::record::{DepthRecord, Event, SnapshotRecord, encode_line};
+
+/// Raw line bytes that trigger a member before the flush timer does. Large enough that a member
+/// boundary (which resets the compression dictionary) costs nothing measurable in ratio, small
+/// enough that hundreds of symbols' buffers stay a few MB.
+const MEMBER_BYTES: usize = 1 << 20;
+
+/// How a symbol's data is laid out on disk.
+#[derive(Clone, Debug)]
+pub struct SymbolFiles {
+    /// Upper-case symbol, as written in each line.
+    pub symbol: String,
+    /// The combined-stream name, as written in each line.
+    pub stream: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// `<data-dir>/order_book`.
+    pub dir: PathBuf,
+    pub symbols: Vec<SymbolFiles>,
+    /// Length of a data file's period; periods are aligned to UTC midnight.
+    pub file_period: Duration,
+    /// Most time a received line may sit only in memory.
+    pub flush_every: Duration,
+    /// SUMMARY and `metrics.json` refresh.
+    pub print_every: Duration,
+    pub gzip_level: u32,
+}
+
+/// A gzip member encoder that reuses one compressor for every member.
+pub struct MemberEncoder {
+    compress: Compress,
+}
+
+/// RFC 1952 header: magic, deflate, no flags, no mtime, no extra flags, OS unknown.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+impl MemberEncoder {
+    pub fn new(level: u32) -> MemberEncoder {
+        MemberEncoder {
+            compress: Compress::new(Compression::new(level), false),
+        }
+    }
+
+    /// Appends one complete gzip member holding `input` to `out`.
+    pub fn encode(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&GZIP_HEADER);
+        self.compress.reset();
+        let start_in = self.compress.total_in();
+        loop {
+            let consumed = (self.compress.total_in() - start_in) as usize;
+            out.reserve((input.len() - consumed) / 2 + 64);
+            let status = self
+                .compress
+                .compress_vec(&input[consumed..], out, FlushCompress::Finish)
+                .expect("deflate over an in-memory buffer cannot fail");
+            if status == Status::StreamEnd {
+                break;
+            }
+        }
+        let mut crc = Crc::new();
+        crc.update(input);
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        out.extend_from_slice(&(input.len() as u32).to_le_bytes());
+    }
+}
+
+/// One symbol's (or snapshot stream's) current file.
+struct Sink {
+    /// File name prefix, e.g. `ethusdt_depth`.
+    prefix: String,
+    /// Lines not yet compressed.
+    pending: Vec<u8>,
+    /// When the oldest pending line arrived (monotonic, for the flush deadline).
+    pending_since: Option<Instant>,
+    /// Receipt time of the first line of the current period, which names the file.
+    first_ns: u64,
+    /// The UTC period of the open file and pending lines.
+    period: Option<u64>,
+    open: Option<OpenFile>,
+}
+
+struct OpenFile {
+    file: File,
+    part: PathBuf,
+    done: PathBuf,
+}
+
+impl Sink {
+    fn new(prefix: String) -> Sink {
+        Sink {
+            prefix,
+            pending: Vec::new(),
+            pending_since: None,
+            first_ns: 0,
+            period: None,
+            open: None,
+        }
+    }
+}
+
+/// Files, compressor and metrics: everything the writer thread owns.
+pub struct Writer {
+    config: WriterConfig,
+    depth: Vec<Sink>,
+    snapshots: Vec<Sink>,
+    encoder: MemberEncoder,
+    /// Compressed output scratch, reused.
+    member: Vec<u8>,
+    metrics: Metrics,
+    stats: Arc<Stats>,
+    started: Instant,
+    last_report: Instant,
+}
+
+impl Writer {
+    pub fn new(config: WriterConfig, stats: Arc<Stats>) -> Writer {
+        let lower = |s: &SymbolFiles| s.symbol.to_ascii_lowercase();
+        let depth = config
+            .symbols
+            .iter()
+            .map(|s| Sink::new(format!("{}_depth", lower(s))))
+            .collect();
+        let snapshots = config
+            .symbols
+            .iter()
+            .map(|s| Sink::new(format!("{}_snapshot", lower(s))))
+            .collect();
+        let metrics = Metrics::new(config.symbols.iter().map(|s| s.symbol.clone()).collect());
+        let now = Instant::now();
+        Writer {
+            encoder: MemberEncoder::new(config.gzip_level),
+            config,
+            depth,
+            snapshots,
+            member: Vec::new(),
+            metrics,
+            stats,
+            started: now,
+            last_report: now,
+        }
+    }
+
+    /// Runs until every sender is gone, then finishes every file and writes the final metrics.
+    ///
+    /// On a file error the run ends: the error is returned after a best effort to finish the other
+    /// files and write final metrics, so a supervisor restart starts from intact files.
+    pub fn run(mut self, rx: Receiver<Event>) -> Result<Report> {
+        let result = self.pump(&rx);
+        // Stop the readers' sends from piling up while files are finished.
+        drop(rx);
+        let closed = self.close_all();
+        let report = self.write_report();
+        result.and(closed).and(report)
+    }
+
+    fn pump(&mut self, rx: &Receiver<Event>) -> Result<()> {
+        let mut next_flush = Instant::now() + self.config.flush_every;
+        let mut next_report = Instant::now() + self.config.print_every;
+        loop {
+            let timeout = next_flush
+                .min(next_report)
+                .saturating_duration_since(Instant::now());
+            match rx.recv_timeout(timeout) {
+                Ok(event) => {
+                    self.metrics.observe_queue_depth(rx.len());
+                    self.handle(event)?;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            let now = Instant::now();
+            if now >= next_flush {
+                self.flush_due(now)?;
+                self.close_finished_periods()?;
+                next_flush = now + self.config.flush_every / 4;
+            }
+            if now >= next_report {
+                let report = self.write_report()?;
+                println!("{}", report.summary_line());
+                log::info!("{}", report.summary_line());
+                next_report += self.config.print_every;
+                if next_report < now {
+                    next_report = now + self.config.print_every;
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) -> Result<()> {
+        match event {
+            Event::Depth(rec) => self.depth_line(&rec),
+            Event::Snapshot(snap) => self.snapshot_line(&snap),
+        }
+    }
+
+    fn depth_line(&mut self, rec: &DepthRecord) -> Result<()> {
+        if rec.symbol >= self.depth.len() {
+            return Ok(());
+        }
+        let period = self.period_of(rec.recv_ns);
+        self.enter_period(Kind::Depth, rec.symbol, period, rec.recv_ns)?;
+        let pipeline_ns = rec.recv_at.elapsed().as_nanos() as u64;
+        let spec = &self.config.symbols[rec.symbol];
+        let sink = &mut self.depth[rec.symbol];
+        encode_line(
+            &mut sink.pending,
+            rec,
+            &spec.symbol,
+            &spec.stream,
+            pipeline_ns,
+        );
+        sink.pending_since.get_or_insert_with(Instant::now);
+        self.metrics.observe_pipeline(pipeline_ns);
+        self.metrics
+            .observe(rec.symbol, rec.recv_ns, rec.event_ms, rec.ids);
+        if self.depth[rec.symbol].pending.len() >= MEMBER_BYTES {
+            self.emit(Kind::Depth, rec.symbol)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot_line(&mut self, snap: &SnapshotRecord) -> Result<()> {
+        if snap.symbol >= self.snapshots.len() {
+            return Ok(());
+        }
+        let period = self.period_of(snap.recv_ns);
+        self.enter_period(Kind::Snapshot, snap.symbol, period, snap.recv_ns)?;
+        let spec = &self.config.symbols[snap.symbol];
+        let sink = &mut self.snapshots[snap.symbol];
+        let mut num = itoa::Buffer::new();
+        let out = &mut sink.pending;
+        out.extend_from_slice(b"{\"recv_ns\":");
+        out.extend_from_slice(num.format(snap.recv_ns).as_bytes());
+        out.extend_from_slice(b",\"symbol\":\"");
+        out.extend_from_slice(spec.symbol.as_bytes());
+        out.extend_from_slice(b"\",\"lastUpdateId\":");
+        out.extend_from_slice(num.format(snap.last_update_id).as_bytes());
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(snap.body.as_bytes());
+        out.extend_from_slice(b"}\n");
+        // Snapshots are rare and a replay needs them with their events: write at once.
+        self.emit(Kind::Snapshot, snap.symbol)
+    }
+
+    fn period_of(&self, recv_ns: u64) -> u64 {
+        recv_ns / self.config.file_period.as_nanos().max(1) as u64
+    }
+
+    fn sink(&mut self, kind: Kind, symbol: usize) -> &mut Sink {
+        match kind {
+            Kind::Depth => &mut self.depth[symbol],
+            Kind::Snapshot => &mut self.snapshots[symbol],
+        }
+    }
+
+    /// Makes `period` the sink's current one, finishing the file of an earlier period first.
+    fn enter_period(&mut self, kind: Kind, symbol: usize, period: u64, recv_ns: u64) -> Result<()> {
+        match self.sink(kind, symbol).period {
+            Some(current) if current >= period => return Ok(()),
+            Some(_) => self.finish(kind, symbol)?,
+            None => {}
+        }
+        let sink = self.sink(kind, symbol);
+        sink.period = Some(period);
+        sink.first_ns = recv_ns;
+        Ok(())
+    }
+
+    /// Compresses the pending lines into a member and appends it to the sink's file, opening the
+    /// file on its first member.
+    fn emit(&mut self, kind: Kind, symbol: usize) -> Result<()> {
+        if self.sink(kind, symbol).pending.is_empty() {
+            return Ok(());
+        }
+        if self.sink(kind, symbol).open.is_none() {
+            let opened = self.open_file(kind, symbol)?;
+            self.sink(kind, symbol).open = Some(opened);
+        }
+        let sink = match kind {
+            Kind::Depth => &mut self.depth[symbol],
+            Kind::Snapshot => &mut self.snapshots[symbol],
+        };
+        let Some(open) = sink.open.as_mut() else {
+            return Ok(());
+        };
+        self.member.clear();
+        self.encoder.encode(&sink.pending, &mut self.member);
+        open.file
+            .write_all(&self.member)
+            .map_err(|e| Error::file(&open.part, e))?;
+        sink.pending.clear();
+        sink.pending_since = None;
+        self.metrics.add_bytes_written(self.member.len() as u64);
+        Ok(())
+    }
+
+    /// Opens the file for the sink's current period, named after the period start or, when the
+    /// data starts later (a new run, a quiet symbol), after its first line.
+    fn open_file(&mut self, kind: Kind, symbol: usize) -> Result<OpenFile> {
+        let period_secs = self.config.file_period.as_secs().max(1);
+        let dir = self.config.dir.clone();
+        let sink = self.sink(kind, symbol);
+        let period_start = sink.period.unwrap_or_default() * period_secs;
+        let first_line = sink.first_ns / 1_000_000_000;
+        let (file, part, done) = create_unique(&dir, &sink.prefix, period_start.max(first_line))?;
+        log::info!("opened {}", part.display());
+        Ok(OpenFile { file, part, done })
+    }
+
+    /// Flushes every sink whose oldest pending line is due.
+    fn flush_due(&mut self, now: Instant) -> Result<()> {
+        let due = now.checked_sub(self.config.flush_every.mul_f64(0.75));
+        for symbol in 0..self.depth.len() {
+            let sink = &self.depth[symbol];
+            let is_due = match (sink.pending_since, due) {
+                (Some(since), Some(due)) => since <= due,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if is_due {
+                self.emit(Kind::Depth, symbol)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes files of periods that are over, so a quiet symbol's file does not stay `.part`.
+    fn close_finished_periods(&mut self) -> Result<()> {
+        let current = self.period_of(wall_ns());
+        for kind in [Kind::Depth, Kind::Snapshot] {
+            for symbol in 0..self.depth.len() {
+                if self.sink(kind, symbol).period.is_some_and(|p| p < current) {
+                    self.finish(kind, symbol)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the pending lines, fsyncs the file and renames it to its final name; the sink then
+    /// has no period until its next line.
+    fn finish(&mut self, kind: Kind, symbol: usize) -> Result<()> {
+        self.emit(kind, symbol)?;
+        let sink = self.sink(kind, symbol);
+        sink.period = None;
+        let Some(open) = sink.open.take() else {
+            return Ok(());
+        };
+        open.file
+            .sync_all()
+            .map_err(|e| Error::file(&open.part, e))?;
+        drop(open.file);
+        fs::rename(&open.part, &open.done).map_err(|e| Error::file(&open.done, e))?;
+        sync_dir(&self.config.dir);
+        log::info!("finished {}", open.done.display());
+        Ok(())
+    }
+
+    /// Writes out everything pending and finishes every file, carrying on past errors so one bad
+    /// file does not cost the others.
+    fn close_all(&mut self) -> Result<()> {
+        let mut first_error = None;
+        for kind in [Kind::Depth, Kind::Snapshot] {
+            for symbol in 0..self.depth.len() {
+                if let Err(e) = self.finish(kind, symbol) {
+                    log::error!("{e}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Builds the report and replaces `metrics.json` atomically.
+    fn write_report(&mut self) -> Result<Report> {
+        let now = Instant::now();
+        let clock = ReportClock {
+            now: SystemTime::now(),
+            runtime_secs: now.duration_since(self.started).as_secs_f64(),
+            window_secs: now.duration_since(self.last_report).as_secs_f64(),
+        };
+        self.last_report = now;
+        let report = self.metrics.report(&clock, &self.stats.counters());
+        let body = serde_json::to_vec_pretty(&report).expect("report serialises");
+        write_atomic(&self.config.dir.join("metrics.json"), &body)?;
+        Ok(report)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Depth,
+    Snapshot,
+}
+
+/// Creates `<prefix>_<YYYYMMDDTHHMMSSZ>.ndjson.gz.part` exclusively. An existing file (complete
+/// or `.part`) is never reused: the timestamp moves on a second, which keeps name order equal to
+/// time order because the existing file's data is older.
+fn create_unique(dir: &Path, prefix: &str, mut secs: u64) -> Result<(File, PathBuf, PathBuf)> {
+    /// Give up after this many taken names: something else is writing here.
+    const MAX_TRIES: u32 = 1000;
+    for _ in 0..MAX_TRIES {
+        let done = dir.join(format!("{prefix}_{}.ndjson.gz", compact_utc(secs)));
+        let part = dir.join(format!(
+            "{}.part",
+            done.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+        ));
+        if !done.exists() {
+            match OpenOptions::new().write(true).create_new(true).open(&part) {
+                Ok(file) => return Ok((file, part, done)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::file(part, e)),
+            }
+        }
+        secs += 1;
+    }
+    Err(Error::file(
+        dir,
+        io::Error::other(format!("no free file name for {prefix}")),
+    ))
+}
+
+/// `20261120T081523Z`.
+pub fn compact_utc(secs: u64) -> String {
+    let (y, mo, d) = crate::record::civil_from_days((secs / 86_400) as i64);
+    let sod = secs % 86_400;
+    format!(
+        "{y:04}{mo:02}{d:02}T{:02}{:02}{:02}Z",
+        sod / 3_600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
+/// Replaces `path` by writing a temporary file beside it and renaming it over.
+pub fn write_atomic(path: &Path, body: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, body).map_err(|e| Error::file(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::file(path, e))
+}
+
+/// Makes a rename durable. Best effort: some filesystems cannot sync a directory.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+pub fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn members_concatenate_into_one_readable_stream() {
+        let mut enc = MemberEncoder::new(3);
+        let mut file = Vec::new();
+        let a = b"{\"a\":1}\n".repeat(1000);
+        let b = b"{\"b\":2}\n".to_vec();
+        enc.encode(&a, &mut file);
+        enc.encode(&b, &mut file);
+        enc.encode(b"", &mut file);
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&file[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, [a, b].concat());
+    }
+
+    #[test]
+    fn compact_utc_formats_and_sorts() {
+        assert_eq!(compact_utc(1_763_627_881), "20251120T083801Z");
+        assert!(compact_utc(1_763_627_881) < compact_utc(1_763_627_882));
+    }
+
+    #[test]
+    fn create_unique_never_reuses_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, part1, done1) = create_unique(dir.path(), "x_depth", 100).unwrap();
+        fs::write(&done1, b"old").unwrap();
+        let (_, part2, done2) = create_unique(dir.path(), "x_depth", 100).unwrap();
+        assert_ne!(done1, done2);
+        assert!(done1 < done2, "names sort by time");
+        assert!(part1.exists() && part2.exists());
+        assert_eq!(fs::read(&done1).unwrap(), b"old");
+    }
+}
