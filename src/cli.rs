@@ -28,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Record live depth streams (the default command).
     Record(Box<RecordArgs>),
+    /// Verify and summarise recordings: continuity, latency, damaged files.
+    Replay(ReplayArgs),
     /// Run a local Binance USD-M look-alike exchange, with fault injection.
     Sim(crate::sim::SimArgs),
     /// Record a few seconds from an embedded simulator and summarise them: no network needed.
@@ -139,6 +141,19 @@ impl RecordArgs {
             level: self.log_level.clone(),
         }
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// Recordings: files, directories (their depth files) or glob patterns; read in name order.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Also write a report in the metrics.json schema, with every break and connection change.
+    #[arg(long, env = "OBREC_JSON")]
+    pub json: Option<PathBuf>,
+    /// Exit 1 when a continuity break was found, not only when a file is damaged.
+    #[arg(long, env = "OBREC_STRICT")]
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,10 +2,6 @@
 //! serves two symbols on loopback, the real recorder records them, and the files are read back
 //! and checked against what the simulator sent.
 
-use std::collections::HashMap;
-use std::fs;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -75,24 +71,28 @@ pub fn run(args: &DemoArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
     let sent = sim.sent();
     sim.shutdown();
 
-    let mut sent_per_stream: HashMap<String, usize> = HashMap::new();
-    for frame in &sent {
-        *sent_per_stream.entry(frame.stream.clone()).or_default() += 1;
-    }
-    let recorded = count_lines(&config.book_dir())?;
+    let files = crate::replay::expand(&[config.book_dir()])?;
+    let replayed = crate::replay::replay(&files)?;
     println!();
-    for (file, lines) in &recorded.files {
-        println!("  {} — {lines} lines", file.display());
+    for f in &replayed.files {
+        println!(
+            "  {} — {} lines{}",
+            f.file,
+            f.lines,
+            if f.complete { "" } else { " (damaged)" }
+        );
     }
-    let total: usize = recorded.files.iter().map(|(_, n)| n).sum();
+    println!("replay: {}", replayed.metrics.summary_line());
+    let recorded = replayed.metrics.total_messages;
     println!(
-        "recorded {total} lines; the simulator sent {}; metrics.json counts {}",
+        "recorded {recorded} events; the simulator sent {}; metrics.json counted {}; {} continuity breaks",
         sent.len(),
-        report.total_messages
+        report.total_messages,
+        replayed.breaks.len()
     );
-    if total as u64 != report.total_messages {
+    if recorded != report.total_messages || !replayed.all_complete() {
         bail!(
-            "files hold {total} lines but metrics counted {}",
+            "the files do not match the metrics: {recorded} lines, {} counted",
             report.total_messages
         );
     }
@@ -101,27 +101,4 @@ pub fn run(args: &DemoArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
         config.book_dir().join("metrics.json").display()
     );
     Ok(())
-}
-
-struct Recorded {
-    files: Vec<(PathBuf, usize)>,
-}
-
-fn count_lines(dir: &Path) -> anyhow::Result<Recorded> {
-    let mut files = Vec::new();
-    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".ndjson.gz"))
-        .collect();
-    entries.sort();
-    for path in entries {
-        let file =
-            fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-        let lines = BufReader::new(flate2::read::MultiGzDecoder::new(file))
-            .lines()
-            .count();
-        files.push((path, lines));
-    }
-    Ok(Recorded { files })
 }

@@ -26,6 +26,7 @@
 //! * [`sequence`] — continuity state machines, shared by live recording and replay.
 //! * [`writer`] — gzip files, rotation, atomic `metrics.json`.
 //! * [`metrics`] — counters, HdrHistogram figures, the report schema and SUMMARY line.
+//! * [`replay`] — offline verification and summary of recordings.
 //! * [`book`] — the local order book.
 //! * [`sim`] — a local Binance look-alike with fault injection (`obrec sim`, and every test).
 //! * [`demo`] — sim + record + check, with no network.
@@ -40,6 +41,7 @@ pub mod logging;
 pub mod metrics;
 pub mod record;
 pub mod recorder;
+pub mod replay;
 pub mod sequence;
 pub mod shutdown;
 pub mod sim;

@@ -5,12 +5,12 @@ use clap::Parser;
 
 use obrec::cli::{Cli, Command, RecordArgs};
 use obrec::shutdown::Shutdown;
-use obrec::{demo, logging, recorder, sim};
+use obrec::{demo, logging, recorder, replay, sim};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("obrec: {err:#}");
             exit_code(&err)
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::new();
     shutdown
         .on_signals()
@@ -26,20 +26,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => record(&cli.record, &shutdown),
         Some(Command::Record(args)) => record(&args, &shutdown),
+        Some(Command::Replay(args)) => {
+            let _log = logging::to_stderr("warn")?;
+            let passed = replay::run(&args)?;
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Some(Command::Sim(args)) => {
             let _log = logging::to_stderr("info")?;
-            sim::run(&args, &shutdown)
+            sim::run(&args, &shutdown)?;
+            Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Demo(args)) => demo::run(&args, &shutdown),
+        Some(Command::Demo(args)) => {
+            demo::run(&args, &shutdown)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
-fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
+fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let config = args.config();
     config.preflight()?;
     let _log = logging::to_files(&args.log_options())?;
     recorder::run(&config, shutdown).context("recording failed")?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// 2 for input the user can fix, 1 for failures at run time.

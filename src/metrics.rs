@@ -236,6 +236,13 @@ impl Metrics {
         }
     }
 
+    /// Adds a symbol discovered on the way (replay) and returns its id.
+    pub fn add_symbol(&mut self, name: String) -> SymbolId {
+        self.symbols.push(name);
+        self.per_symbol.push(Figures::new(SYMBOL_SIGFIG));
+        self.symbols.len() - 1
+    }
+
     /// Counts one recorded event.
     pub fn observe(&mut self, symbol: SymbolId, recv_ns: u64, event_ms: u64, ids: Ids) {
         let latency_us = (recv_ns / 1_000) as i64 - event_ms as i64 * 1_000;
@@ -259,6 +266,10 @@ impl Metrics {
 
     pub fn add_bytes_written(&mut self, n: u64) {
         self.bytes_written += n;
+    }
+
+    pub fn symbol_count(&self) -> usize {
+        self.symbols.len()
     }
 
     pub fn total_messages(&self) -> u64 {

@@ -1,0 +1,349 @@
+//! `obrec replay`: verify and summarise recordings offline.
+//!
+//! Files are read in name order (which is time order per symbol), complete and `.part` alike. Each
+//! symbol's events go through the same [`Chain`] the recorder uses live, and the same [`Metrics`]
+//! build the report, so a replayed report is comparable key for key with the live `metrics.json`.
+//! A damaged file is read up to the damage, which is reported with its position.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::metrics::{Counters, Metrics, Report, ReportClock, SymbolCounters};
+use crate::record::SymbolId;
+use crate::sequence::{Chain, Ids, Verdict};
+
+/// The header of a recorded depth line (the payload is skipped).
+#[derive(Deserialize)]
+#[allow(non_snake_case)]
+struct LineHeader<'a> {
+    symbol: &'a str,
+    E: u64,
+    U: u64,
+    u: u64,
+    pu: u64,
+    latency_pipeline_ms: Option<f64>,
+    recv_ns: u64,
+    conn: u64,
+}
+
+/// A `pu` mismatch found in a recording.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BreakAt {
+    pub file: String,
+    pub line: u64,
+    pub symbol: String,
+    pub expected_pu: u64,
+    pub got_pu: u64,
+}
+
+/// Where a symbol's events moved to another connection.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ConnChange {
+    pub file: String,
+    pub line: u64,
+    pub symbol: String,
+    pub from_conn: u64,
+    pub to_conn: u64,
+    /// Whether the new connection's first event chained to the old one's last (no data lost).
+    pub seamless: bool,
+}
+
+/// What became of one file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FileReport {
+    pub file: String,
+    pub lines: u64,
+    /// Read to a clean end of gzip data.
+    pub complete: bool,
+    /// What stopped the read, with its position, when not complete.
+    pub error: Option<String>,
+}
+
+/// `--json`: the metrics.json schema plus what only a replay can list.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReplayReport {
+    #[serde(flatten)]
+    pub metrics: Report,
+    pub breaks: Vec<BreakAt>,
+    pub connection_changes: Vec<ConnChange>,
+    pub files: Vec<FileReport>,
+}
+
+impl ReplayReport {
+    pub fn all_complete(&self) -> bool {
+        self.files.iter().all(|f| f.complete)
+    }
+}
+
+/// Expands files, directories (their depth files) and glob patterns, in name order.
+pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        let text = path.to_string_lossy();
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path).map_err(|e| Error::file(path, e))?;
+            files.extend(
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| is_depth_file(p)),
+            );
+        } else if path.exists() {
+            files.push(path.clone());
+        } else if text.contains(['*', '?', '[']) {
+            let matches = glob::glob(&text)
+                .map_err(|e| Error::Invalid(format!("bad pattern {text}: {e}")))?;
+            let before = files.len();
+            files.extend(matches.filter_map(|m| m.ok()).filter(|p| p.is_file()));
+            if files.len() == before {
+                return Err(Error::Invalid(format!("{text}: no file matches")));
+            }
+        } else {
+            return Err(Error::Invalid(format!("{text}: no such file or directory")));
+        }
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()).then(a.cmp(b)));
+    files.dedup();
+    Ok(files)
+}
+
+fn is_depth_file(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    name.contains("_depth") && (name.ends_with(".ndjson.gz") || name.ends_with(".ndjson.gz.part"))
+}
+
+/// `obrec replay`: prints the summary and damaged files; returns whether the run passed
+/// (every file whole and, with `--strict`, no break).
+pub fn run(args: &crate::cli::ReplayArgs) -> Result<bool> {
+    let files = expand(&args.paths)?;
+    let report = replay(&files)?;
+    for f in report.files.iter().filter(|f| !f.complete) {
+        eprintln!("{}: {}", f.file, f.error.as_deref().unwrap_or("incomplete"));
+    }
+    for b in &report.breaks {
+        eprintln!(
+            "break: {} line {} {}: expected pu={}, got pu={}",
+            b.file, b.line, b.symbol, b.expected_pu, b.got_pu
+        );
+    }
+    println!(
+        "files={} {}",
+        report.files.len(),
+        report.metrics.summary_line()
+    );
+    if let Some(path) = &args.json {
+        let body = serde_json::to_vec_pretty(&report).expect("report serialises");
+        crate::writer::write_atomic(path, &body)?;
+    }
+    Ok(report.all_complete() && !(args.strict && !report.breaks.is_empty()))
+}
+
+/// Verifies and summarises `files` (already expanded and ordered).
+pub fn replay(files: &[PathBuf]) -> Result<ReplayReport> {
+    let mut state = State::default();
+    let mut reports = Vec::new();
+    for path in files {
+        reports.push(state.read_file(path)?);
+    }
+    Ok(state.finish(reports))
+}
+
+struct State {
+    symbols: HashMap<String, SymbolId>,
+    chains: Vec<Chain>,
+    last_conn: Vec<u64>,
+    counters: Vec<SymbolCounters>,
+    metrics: Metrics,
+    breaks: Vec<BreakAt>,
+    changes: Vec<ConnChange>,
+    first_ns: Option<u64>,
+    last_ns: u64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            symbols: HashMap::new(),
+            chains: Vec::new(),
+            last_conn: Vec::new(),
+            counters: Vec::new(),
+            metrics: Metrics::new(Vec::new()),
+            breaks: Vec::new(),
+            changes: Vec::new(),
+            first_ns: None,
+            last_ns: 0,
+        }
+    }
+}
+
+impl State {
+    fn symbol(&mut self, name: &str) -> SymbolId {
+        if let Some(&id) = self.symbols.get(name) {
+            return id;
+        }
+        let id = self.metrics.add_symbol(name.to_string());
+        self.symbols.insert(name.to_string(), id);
+        self.chains.push(Chain::new());
+        self.last_conn.push(0);
+        self.counters.push(SymbolCounters::default());
+        id
+    }
+
+    fn read_file(&mut self, path: &Path) -> Result<FileReport> {
+        let file = File::open(path).map_err(|e| Error::file(path, e))?;
+        let name = path.display().to_string();
+        let counted = CountingReader {
+            inner: file,
+            count: 0,
+        };
+        let mut reader = BufReader::with_capacity(
+            1 << 18,
+            flate2::bufread::MultiGzDecoder::new(BufReader::new(counted)),
+        );
+        let mut buf = Vec::with_capacity(4096);
+        let mut line_no = 0u64;
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) => {
+                    return Ok(FileReport {
+                        file: name,
+                        lines: line_no,
+                        complete: true,
+                        error: None,
+                    });
+                }
+                Ok(_) if buf.last() != Some(&b'\n') => {
+                    return Ok(damaged(name, line_no, "last line is cut short"));
+                }
+                Ok(_) => {
+                    line_no += 1;
+                    if let Err(what) = self.line(&buf, &name, line_no) {
+                        return Ok(damaged(
+                            name,
+                            line_no - 1,
+                            &format!("line {line_no}: {what}"),
+                        ));
+                    }
+                }
+                Err(e) => {
+                    let at = reader.get_ref().get_ref().get_ref().count;
+                    return Ok(damaged(
+                        name,
+                        line_no,
+                        &format!("{} after compressed byte {at}", describe(&e)),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn line(&mut self, bytes: &[u8], file: &str, line_no: u64) -> std::result::Result<(), String> {
+        let h: LineHeader =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a depth line: {e}"))?;
+        let id = self.symbol(h.symbol);
+        let ids = Ids {
+            first: h.U,
+            last: h.u,
+            prev: h.pu,
+        };
+        let verdict = self.chains[id].check(ids, h.conn);
+        match verdict {
+            Verdict::Break {
+                expected_pu,
+                got_pu,
+            } => {
+                self.counters[id].breaks += 1;
+                self.breaks.push(BreakAt {
+                    file: file.to_string(),
+                    line: line_no,
+                    symbol: h.symbol.to_string(),
+                    expected_pu,
+                    got_pu,
+                });
+            }
+            Verdict::Reconnected { .. } => self.counters[id].reconnect_gaps += 1,
+            Verdict::Duplicate => self.counters[id].duplicates += 1,
+            Verdict::Start | Verdict::Continuous => {}
+        }
+        let previous_conn = std::mem::replace(&mut self.last_conn[id], h.conn);
+        if previous_conn != 0 && previous_conn != h.conn {
+            self.changes.push(ConnChange {
+                file: file.to_string(),
+                line: line_no,
+                symbol: h.symbol.to_string(),
+                from_conn: previous_conn,
+                to_conn: h.conn,
+                seamless: verdict == Verdict::Continuous,
+            });
+        }
+        self.first_ns = Some(self.first_ns.map_or(h.recv_ns, |t| t.min(h.recv_ns)));
+        self.last_ns = self.last_ns.max(h.recv_ns);
+        self.metrics.observe(id, h.recv_ns, h.E, ids);
+        if let Some(ms) = h.latency_pipeline_ms {
+            self.metrics.observe_pipeline((ms * 1e6) as u64);
+        }
+        Ok(())
+    }
+
+    fn finish(self, files: Vec<FileReport>) -> ReplayReport {
+        let span_ns = self
+            .last_ns
+            .saturating_sub(self.first_ns.unwrap_or(self.last_ns));
+        let clock = ReportClock {
+            now: UNIX_EPOCH + Duration::from_nanos(self.last_ns),
+            runtime_secs: span_ns as f64 / 1e9,
+            window_secs: span_ns as f64 / 1e9,
+        };
+        let counters = Counters {
+            symbols: self.counters,
+            reconnects: self.changes.iter().filter(|c| !c.seamless).count() as u64,
+            rollovers: self.changes.iter().filter(|c| c.seamless).count() as u64,
+            ..Counters::default()
+        };
+        ReplayReport {
+            metrics: self.metrics.peek(&clock, &counters),
+            breaks: self.breaks,
+            connection_changes: self.changes,
+            files,
+        }
+    }
+}
+
+fn damaged(file: String, lines: u64, what: &str) -> FileReport {
+    FileReport {
+        file,
+        lines,
+        complete: false,
+        error: Some(format!("{what} (after line {lines})")),
+    }
+}
+
+fn describe(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => "truncated gzip data".into(),
+        _ => format!("corrupt gzip data: {e}"),
+    }
+}
+
+/// Counts the compressed bytes read, to say where damage starts.
+struct CountingReader<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}

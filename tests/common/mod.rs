@@ -1,0 +1,133 @@
+//! Helpers shared by the end-to-end tests: run the real binary, read the real files back.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn obrec() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_obrec"));
+    // Flags given by a test must not be overridden by the environment of whoever runs it.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OBREC_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// A recording's depth line, as read back from a file.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub file: PathBuf,
+    pub text: String,
+    pub json: serde_json::Value,
+}
+
+impl Line {
+    pub fn u(&self) -> u64 {
+        self.json["u"].as_u64().unwrap()
+    }
+    pub fn symbol(&self) -> &str {
+        self.json["symbol"].as_str().unwrap()
+    }
+    /// The raw `data` payload exactly as it stands in the line.
+    pub fn raw_data(&self) -> &str {
+        let start = self.text.find(",\"data\":").unwrap() + ",\"data\":".len();
+        &self.text[start..self.text.len() - 1]
+    }
+}
+
+/// Depth files under `<data>/order_book`, in name order.
+pub fn depth_files(data_dir: &Path) -> Vec<PathBuf> {
+    let dir = data_dir.join("order_book");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| {
+        let name = p.file_name().unwrap().to_string_lossy();
+        name.contains("_depth")
+            && (name.ends_with(".ndjson.gz") || name.ends_with(".ndjson.gz.part"))
+    });
+    files.sort();
+    files
+}
+
+/// Every line of the given gzip files, decoded strictly: a corrupt member fails the test.
+pub fn read_lines(files: &[PathBuf]) -> Vec<Line> {
+    let mut lines = Vec::new();
+    for file in files {
+        let mut text = String::new();
+        flate2::read::MultiGzDecoder::new(File::open(file).unwrap())
+            .read_to_string(&mut text)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for l in text.lines() {
+            let json =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", file.display()));
+            lines.push(Line {
+                file: file.clone(),
+                text: l.to_string(),
+                json,
+            });
+        }
+    }
+    lines
+}
+
+pub fn lines_by_symbol(lines: &[Line]) -> BTreeMap<String, Vec<Line>> {
+    let mut map: BTreeMap<String, Vec<Line>> = BTreeMap::new();
+    for l in lines {
+        map.entry(l.symbol().to_string())
+            .or_default()
+            .push(l.clone());
+    }
+    map
+}
+
+pub fn metrics(data_dir: &Path) -> serde_json::Value {
+    let text = fs::read_to_string(data_dir.join("order_book/metrics.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Waits for `check` to hold, polling; panics with `what` after `limit`.
+pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub fn run_output(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+pub fn gunzip_lines(path: &Path) -> usize {
+    BufReader::new(flate2::read::MultiGzDecoder::new(File::open(path).unwrap()))
+        .lines()
+        .count()
+}
