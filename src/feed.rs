@@ -27,9 +27,10 @@ use tungstenite::{Connector, HandshakeError, Message, WebSocket};
 
 use crate::error::FeedError;
 use crate::metrics::Stats;
-use crate::record::{DepthRecord, Event, Frame, SymbolId, parse_frame};
-use crate::sequence::{Chain, Verdict};
+use crate::record::{DepthRecord, Event, Frame, SnapshotRecord, SymbolId, parse_frame};
+use crate::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
 use crate::shutdown::Shutdown;
+use crate::snapshot::{Snapshot, SnapshotRequest};
 use crate::writer::wall_ns;
 
 /// Binance allows more, but 200 streams per connection is the documented conservative limit.
@@ -86,9 +87,25 @@ pub struct Group {
     shutdown: Shutdown,
     backoff: Backoff,
     last_bad_frame_log: Option<Instant>,
+    /// Diff-depth only: the snapshot procedure of each stream.
+    books: Option<BookSyncs>,
+}
+
+/// The snapshot side of diff-depth recording for one group.
+struct BookSyncs {
+    requests: Sender<SnapshotRequest>,
+    reply_tx: Sender<Snapshot>,
+    replies: crossbeam_channel::Receiver<Snapshot>,
+    syncs: Vec<BookSync<()>>,
+    /// A request is out for this slot.
+    requested: Vec<bool>,
+    /// Snapshots applied per slot: every one after the first is a resync.
+    taken: Vec<u64>,
+    slot_of: HashMap<SymbolId, usize>,
 }
 
 /// How a connection's turn ended.
+#[derive(PartialEq, Eq)]
 enum Turn {
     /// A message or a quiet tick; carry on.
     Continue,
@@ -127,7 +144,28 @@ impl Group {
             shutdown,
             backoff: Backoff::new(),
             last_bad_frame_log: None,
+            books: None,
         }
+    }
+
+    /// Diff-depth mode: keep each stream's book syncable by asking `requests` for snapshots.
+    pub fn with_snapshots(mut self, requests: Sender<SnapshotRequest>) -> Group {
+        let (reply_tx, replies) = crossbeam_channel::unbounded();
+        self.books = Some(BookSyncs {
+            requests,
+            reply_tx,
+            replies,
+            syncs: self.subs.iter().map(|_| BookSync::new()).collect(),
+            requested: vec![false; self.subs.len()],
+            taken: vec![0; self.subs.len()],
+            slot_of: self
+                .subs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.symbol, i))
+                .collect(),
+        });
+        self
     }
 
     /// Reads until shutdown, reconnecting forever on any failure.
@@ -164,6 +202,9 @@ impl Group {
             }
             if let Some((i, e)) = failed {
                 self.drop_failed(&mut conns, i, e);
+            }
+            if self.take_snapshots() == Turn::WriterGone {
+                break;
             }
             self.maybe_roll_over(&mut conns);
         }
@@ -244,7 +285,8 @@ impl Group {
         conn.delivered = true;
         let symbol = self.subs[slot].symbol;
         let counters = &self.stats.symbols[symbol];
-        match self.chains[slot].check(ids, conn.id) {
+        let verdict = self.chains[slot].check(ids, conn.id);
+        match verdict {
             Verdict::Duplicate => {
                 Stats::bump(&counters.duplicates);
                 return Turn::Continue;
@@ -275,6 +317,9 @@ impl Group {
             Verdict::Start | Verdict::Continuous => {}
         }
         log::debug!("{} u={} conn {}", self.subs[slot].stream, ids.last, conn.id);
+        if let Some(books) = &mut self.books {
+            books.event(slot, symbol, ids, verdict, &self.subs[slot].stream);
+        }
         let record = DepthRecord {
             symbol,
             conn: conn.id,
@@ -294,6 +339,47 @@ impl Group {
             }
             Err(TrySendError::Disconnected(_)) => Turn::WriterGone,
         }
+    }
+
+    /// Records the snapshots that arrived and feeds them to their book sync.
+    fn take_snapshots(&mut self) -> Turn {
+        let Some(books) = &mut self.books else {
+            return Turn::Continue;
+        };
+        while let Ok(snap) = books.replies.try_recv() {
+            let Some(&slot) = books.slot_of.get(&snap.symbol) else {
+                continue;
+            };
+            books.requested[slot] = false;
+            let stream = &self.subs[slot].stream;
+            match books.syncs[slot].snapshot(snap.last_update_id) {
+                SnapshotStep::Bridged(_) | SnapshotStep::Pending => {
+                    if books.taken[slot] > 0 {
+                        Stats::bump(&self.stats.symbols[snap.symbol].resyncs);
+                    }
+                    books.taken[slot] += 1;
+                }
+                SnapshotStep::TooOld => {
+                    log::info!(
+                        "{stream}: snapshot {} older than the buffered events, fetching another",
+                        snap.last_update_id
+                    );
+                }
+            }
+            let record = SnapshotRecord {
+                symbol: snap.symbol,
+                recv_ns: snap.recv_ns,
+                last_update_id: snap.last_update_id,
+                body: snap.body,
+            };
+            match self.tx.try_send(Event::Snapshot(record)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => Stats::bump(&self.stats.symbols[snap.symbol].drops),
+                Err(TrySendError::Disconnected(_)) => return Turn::WriterGone,
+            }
+            books.request_if_wanted(slot, snap.symbol);
+        }
+        Turn::Continue
     }
 
     fn bad_frame(&mut self, conn: u64, what: &str) {
@@ -388,6 +474,29 @@ impl Group {
             }
             _ => {}
         }
+    }
+}
+
+impl BookSyncs {
+    fn event(&mut self, slot: usize, symbol: SymbolId, ids: Ids, verdict: Verdict, stream: &str) {
+        if let Step::Lost = self.syncs[slot].event(ids, verdict, ()) {
+            log::warn!(
+                "{stream}: book lost at u={}, resyncing from a new snapshot",
+                ids.last
+            );
+        }
+        self.request_if_wanted(slot, symbol);
+    }
+
+    fn request_if_wanted(&mut self, slot: usize, symbol: SymbolId) {
+        if self.requested[slot] || !self.syncs[slot].wants_snapshot() {
+            return;
+        }
+        let request = SnapshotRequest {
+            symbol,
+            reply: self.reply_tx.clone(),
+        };
+        self.requested[slot] = self.requests.send(request).is_ok();
     }
 }
 

@@ -24,6 +24,7 @@
 //! * [`feed`] — connections, pings, staleness, backoff, make-before-break rollover.
 //! * [`record`] — the frame header parser and the depth line encoder.
 //! * [`sequence`] — continuity state machines, shared by live recording and replay.
+//! * [`snapshot`] — REST depth snapshots for diff depth, inside the weight budget.
 //! * [`writer`] — gzip files, rotation, atomic `metrics.json`.
 //! * [`metrics`] — counters, HdrHistogram figures, the report schema and SUMMARY line.
 //! * [`replay`] — offline verification and summary of recordings.
@@ -45,6 +46,7 @@ pub mod replay;
 pub mod sequence;
 pub mod shutdown;
 pub mod sim;
+pub mod snapshot;
 pub mod writer;
 
 pub use error::{Error, FeedError, Result};

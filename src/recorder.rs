@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::feed::{FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
 use crate::metrics::{Report, Stats};
 use crate::shutdown::Shutdown;
+use crate::snapshot::Fetcher;
 use crate::writer::{SymbolFiles, Writer, WriterConfig};
 
 /// Update speed of a depth stream.
@@ -131,15 +132,35 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
             stream: f.stream,
         })
         .collect();
+    // Diff depth needs REST snapshots: one fetcher thread serves every group.
+    let (fetcher, snapshot_requests) = if config.depth == 0 {
+        let (req_tx, req_rx) = crossbeam_channel::unbounded();
+        let worker = Fetcher::new(
+            config.rest_endpoint.clone(),
+            config.symbols.clone(),
+            Arc::clone(&stats),
+        );
+        let token = shutdown.clone();
+        let handle = thread::Builder::new()
+            .name("snapshots".into())
+            .spawn(move || worker.run(req_rx, token))
+            .map_err(|e| Error::file(&config.data_dir, e))?;
+        (Some(handle), Some(req_tx))
+    } else {
+        (None, None)
+    };
     let mut readers = Vec::new();
     for (n, chunk) in subs.chunks(MAX_STREAMS_PER_CONNECTION).enumerate() {
-        let group = Group::new(
+        let mut group = Group::new(
             feed.clone(),
             chunk.to_vec(),
             tx.clone(),
             Arc::clone(&stats),
             shutdown.clone(),
         );
+        if let Some(requests) = &snapshot_requests {
+            group = group.with_snapshots(requests.clone());
+        }
         let spawned = thread::Builder::new()
             .name(format!("reader-{}", n + 1))
             .spawn(move || group.run());
@@ -153,6 +174,7 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
         }
     }
     drop(tx);
+    drop(snapshot_requests);
     log::info!(
         "recording {} symbol(s) over {} connection group(s) to {}",
         config.symbols.len(),
@@ -166,6 +188,11 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
         if reader.join().is_err() {
             log::error!("a reader thread panicked");
         }
+    }
+    if let Some(fetcher) = fetcher
+        && fetcher.join().is_err()
+    {
+        log::error!("the snapshot thread panicked");
     }
     let report = writer.join().unwrap_or_else(|_| {
         Err(Error::file(

@@ -143,7 +143,8 @@ pub fn run(args: &crate::cli::ReplayArgs) -> Result<bool> {
         let body = serde_json::to_vec_pretty(&report).expect("report serialises");
         crate::writer::write_atomic(path, &body)?;
     }
-    Ok(report.all_complete() && !(args.strict && !report.breaks.is_empty()))
+    let breaks_fail = args.strict && !report.breaks.is_empty();
+    Ok(report.all_complete() && !breaks_fail)
 }
 
 /// Verifies and summarises `files` (already expanded and ordered).
