@@ -24,6 +24,7 @@
 //! * [`feed`] — connections, pings, staleness, backoff, make-before-break rollover.
 //! * [`record`] — the frame header parser and the depth line encoder.
 //! * [`sequence`] — continuity state machines, shared by live recording and replay.
+//! * [`salvage`] — finishes `.part` files left by a crash, before recording resumes.
 //! * [`snapshot`] — REST depth snapshots for diff depth, inside the weight budget.
 //! * [`writer`] — gzip files, rotation, atomic `metrics.json`.
 //! * [`metrics`] — counters, HdrHistogram figures, the report schema and SUMMARY line.
@@ -43,6 +44,7 @@ pub mod metrics;
 pub mod record;
 pub mod recorder;
 pub mod replay;
+pub mod salvage;
 pub mod sequence;
 pub mod shutdown;
 pub mod sim;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::feed::{FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
 use crate::metrics::{Report, Stats};
+use crate::salvage;
 use crate::shutdown::Shutdown;
 use crate::snapshot::Fetcher;
 use crate::writer::{SymbolFiles, Writer, WriterConfig};
@@ -91,6 +92,18 @@ impl RecordConfig {
 pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
     let dir = config.book_dir();
     fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e))?;
+    let prefixes: Vec<String> = config
+        .symbols
+        .iter()
+        .flat_map(|s| {
+            let lower = s.to_ascii_lowercase();
+            [format!("{lower}_depth_"), format!("{lower}_snapshot_")]
+        })
+        .collect();
+    // A crash leaves .part files: finish them before new ones are started.
+    if let Err(e) = salvage::salvage_dir(&dir, &prefixes, config.gzip_level) {
+        log::error!("crash recovery stopped: {e}");
+    }
     let stats = Arc::new(Stats::new(config.symbols.len()));
     let (tx, rx) = crossbeam_channel::bounded(config.queue);
 

@@ -431,7 +431,12 @@ fn create_unique(dir: &Path, prefix: &str, mut secs: u64) -> Result<(File, PathB
         ));
         if !done.exists() {
             match OpenOptions::new().write(true).create_new(true).open(&part) {
-                Ok(file) => return Ok((file, part, done)),
+                Ok(file) => {
+                    // Tells crash recovery in another process that this file is live.
+                    file.try_lock()
+                        .map_err(|e| Error::file(&part, io::Error::other(e.to_string())))?;
+                    return Ok((file, part, done));
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(Error::file(part, e)),
             }
