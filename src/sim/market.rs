@@ -5,6 +5,7 @@
 //! latest event: that exactness is what makes the diff stream and the snapshot provably
 //! consistent for a client following Binance's local-book procedure.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use rand::rngs::SmallRng;
@@ -26,13 +27,15 @@ const TARGET_LEVELS: usize = 1_080;
 /// A side never shrinks below this, so `depth20` is always full and the book always has a top.
 const MIN_LEVELS: usize = 50;
 /// Most levels one event changes; a diff event carries 1..=this many levels.
-const MAX_CHANGES: usize = 16;
+const MAX_CHANGES: usize = 12;
 /// Near-top changes pick one of this many levels from the best.
 const NEAR_LEVELS: usize = 30;
 /// A new near-top level goes up to this many ticks behind the best...
 const INSERT_SPAN: i64 = 40;
 /// ...or up to this many ticks inside the spread (clamped so the book never crosses).
 const IMPROVE_SPAN: i64 = 2;
+/// When that step is taken, an insert tries this many random steps deeper for a free one.
+const INSERT_TRIES: usize = 4;
 /// Chance that a change touches the near top by rewriting a quantity.
 const MODIFY_CHANCE: f64 = 0.55;
 /// Chance (cumulative with the above) that it inserts or removes a near-top level; the rest
@@ -96,16 +99,62 @@ enum Side {
     Ask,
 }
 
-/// Price levels of both sides: price units → quantity lots. A level is present only with a
-/// positive quantity.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Room for a level's text: `["`, two u64 decimals of up to 21 bytes each, `","` and `"]`.
+const LEVEL_TEXT: usize = 49;
+
+/// A level's JSON text `["price","qty"]`, rendered when the level changes. Payloads copy it
+/// instead of formatting two numbers per level per event: at `--rate max` rendering is the
+/// sim's hot path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LevelText {
+    bytes: [u8; LEVEL_TEXT],
+    len: usize,
+}
+
+impl LevelText {
+    fn new(price: i64, price_decimals: u32, lots: u64) -> LevelText {
+        let mut text = LevelText {
+            bytes: [0; LEVEL_TEXT],
+            len: 0,
+        };
+        for part in [
+            &b"[\""[..],
+            Decimal::new(price.unsigned_abs(), price_decimals).as_bytes(),
+            b"\",\"",
+            Decimal::new(lots, QTY_DECIMALS).as_bytes(),
+            b"\"]",
+        ] {
+            text.bytes[text.len..text.len + part.len()].copy_from_slice(part);
+            text.len += part.len();
+        }
+        text
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Price levels of both sides: price units → the level's text, which carries its quantity. A
+/// level is present only with a positive quantity.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Book {
-    bids: BTreeMap<i64, u64>,
-    asks: BTreeMap<i64, u64>,
+    /// Price decimals, for the levels' text.
+    decimals: u32,
+    bids: BTreeMap<i64, LevelText>,
+    asks: BTreeMap<i64, LevelText>,
 }
 
 impl Book {
-    fn side(&self, side: Side) -> &BTreeMap<i64, u64> {
+    fn new(decimals: u32) -> Book {
+        Book {
+            decimals,
+            bids: BTreeMap::new(),
+            asks: BTreeMap::new(),
+        }
+    }
+
+    fn side(&self, side: Side) -> &BTreeMap<i64, LevelText> {
         match side {
             Side::Bid => &self.bids,
             Side::Ask => &self.asks,
@@ -120,6 +169,14 @@ impl Book {
         }
     }
 
+    fn nth_from_best_mut(&mut self, side: Side, rank: usize) -> Option<(i64, &mut LevelText)> {
+        let level = match side {
+            Side::Bid => self.bids.iter_mut().rev().nth(rank),
+            Side::Ask => self.asks.iter_mut().nth(rank),
+        };
+        level.map(|(&price, level)| (price, level))
+    }
+
     /// Sets a level; zero lots removes it.
     fn set(&mut self, side: Side, price: i64, lots: u64) {
         let levels = match side {
@@ -129,7 +186,7 @@ impl Book {
         if lots == 0 {
             levels.remove(&price);
         } else {
-            levels.insert(price, lots);
+            levels.insert(price, LevelText::new(price, self.decimals, lots));
         }
     }
 
@@ -167,7 +224,7 @@ impl Market {
     pub fn new(symbol: &str, seed: u64, now_ms: u64) -> Market {
         let grid = grid_for(symbol);
         let mut rng = SmallRng::seed_from_u64(seed ^ fnv1a(symbol.as_bytes()));
-        let mut book = Book::default();
+        let mut book = Book::new(grid.decimals);
         let best_bid = grid.start - grid.start % grid.tick;
         for step in 0..START_LEVELS {
             // The first step of each side is always filled: the spread starts at one tick.
@@ -209,13 +266,16 @@ impl Market {
         let tick = self.grid.tick;
         let len = self.book.side(side).len();
         let roll: f64 = self.rng.random();
-        let (price, lots) = if roll < MODIFY_CHANCE {
-            let rank = self.near_rank(len);
-            match self.book.nth_from_best(side, rank) {
-                Some(price) => (price, random_lots(&mut self.rng)),
-                None => return,
+        if roll < MODIFY_CHANCE {
+            let (rank, lots) = (self.near_rank(len), random_lots(&mut self.rng));
+            let decimals = self.grid.decimals;
+            if let Some((price, level)) = self.book.nth_from_best_mut(side, rank) {
+                *level = LevelText::new(price, decimals, lots);
+                self.changed[side as usize].push(price);
             }
-        } else if roll < RESHAPE_CHANCE {
+            return;
+        }
+        let (price, lots) = if roll < RESHAPE_CHANCE {
             let insert_chance = if len < TARGET_LEVELS { 0.6 } else { 0.4 };
             if len <= MIN_LEVELS || self.rng.random_bool(insert_chance) {
                 let Some(best) = self.book.nth_from_best(side, 0) else {
@@ -225,9 +285,13 @@ impl Market {
                 let mut price = self
                     .book
                     .uncrossed(side, behind(side, best, ticks * tick), tick);
-                // The top is dense: take the first free step behind, so an insert adds a level.
-                while self.book.side(side).contains_key(&price) {
-                    price = behind(side, price, tick);
+                // The top fills up: look for a free step deeper, so that an insert usually
+                // adds a level and the level count can hold its target.
+                for _ in 0..INSERT_TRIES {
+                    if !self.book.side(side).contains_key(&price) {
+                        break;
+                    }
+                    price = self.anywhere(side, best, len);
                 }
                 (price, random_lots(&mut self.rng))
             } else {
@@ -242,8 +306,7 @@ impl Market {
             let Some(best) = self.book.nth_from_best(side, 0) else {
                 return;
             };
-            let ticks = self.rng.random_range(0..=(len as i64 + len as i64 / 4));
-            let price = behind(side, best, ticks * tick);
+            let price = self.anywhere(side, best, len);
             let present = self.book.side(side).contains_key(&price);
             let lots = if present && len > MIN_LEVELS && self.rng.random_bool(0.5) {
                 0
@@ -257,6 +320,12 @@ impl Market {
         }
         self.book.set(side, price, lots);
         self.changed[side as usize].push(price);
+    }
+
+    /// A random step between the best and a bit beyond the deepest level of a `len`-level side.
+    fn anywhere(&mut self, side: Side, best: i64, len: usize) -> i64 {
+        let ticks = self.rng.random_range(0..=(len + len / 4) as i64);
+        behind(side, best, ticks * self.grid.tick)
     }
 
     /// A rank near the best, biased towards the top like real activity.
@@ -284,39 +353,27 @@ impl Market {
         push_int(out, h.prev);
     }
 
-    /// Appends `[["price","qty"],…]`.
-    fn push_levels(&self, out: &mut Vec<u8>, levels: impl Iterator<Item = (i64, u64)>) {
-        out.push(b'[');
-        for (i, (price, lots)) in levels.enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"[\"");
-            push_decimal(out, price.unsigned_abs(), self.grid.decimals);
-            out.extend_from_slice(b"\",\"");
-            push_decimal(out, lots, QTY_DECIMALS);
-            out.extend_from_slice(b"\"]");
-        }
-        out.push(b']');
-    }
-
     /// Appends the top `n` levels a side, best first, under the given keys (`,"b":…,"a":…`).
     fn push_top(&self, out: &mut Vec<u8>, n: usize, keys: [&[u8]; 2]) {
         out.extend_from_slice(keys[0]);
-        self.push_levels(
+        push_list(
             out,
-            self.book.bids.iter().rev().take(n).map(|(&p, &q)| (p, q)),
+            self.book.bids.values().rev().take(n).map(Cow::Borrowed),
         );
         out.extend_from_slice(keys[1]);
-        self.push_levels(out, self.book.asks.iter().take(n).map(|(&p, &q)| (p, q)));
+        push_list(out, self.book.asks.values().take(n).map(Cow::Borrowed));
     }
 
-    /// The latest event's changes on `side` with their quantities now (0 = removed).
-    fn changes(&self, side: Side) -> impl Iterator<Item = (i64, u64)> + '_ {
+    /// Appends the latest event's changes on `side` with their quantities now (0 = removed).
+    fn push_changes(&self, out: &mut Vec<u8>, side: Side) {
         let levels = self.book.side(side);
-        self.changed[side as usize]
+        let texts = self.changed[side as usize]
             .iter()
-            .map(move |p| (*p, levels.get(p).copied().unwrap_or(0)))
+            .map(|p| match levels.get(p) {
+                Some(level) => Cow::Borrowed(level),
+                None => Cow::Owned(LevelText::new(*p, self.grid.decimals, 0)),
+            });
+        push_list(out, texts);
     }
 }
 
@@ -365,9 +422,9 @@ impl Feed for Market {
         match view {
             View::Diff => {
                 out.extend_from_slice(b",\"b\":");
-                self.push_levels(out, self.changes(Side::Bid));
+                self.push_changes(out, Side::Bid);
                 out.extend_from_slice(b",\"a\":");
-                self.push_levels(out, self.changes(Side::Ask));
+                self.push_changes(out, Side::Ask);
             }
             View::Partial(n) => self.push_top(out, n, [b",\"b\":", b",\"a\":"]),
         }
@@ -402,17 +459,47 @@ fn push_int(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
-/// Appends `value / 10^decimals` with exactly `decimals` digits after the point, as Binance
-/// prints prices and quantities ("3051.27", "0.000").
-fn push_decimal(out: &mut Vec<u8>, value: u64, decimals: u32) {
-    let scale = 10u64.pow(decimals);
-    push_int(out, value / scale);
-    if decimals > 0 {
-        out.push(b'.');
-        let mut buf = itoa::Buffer::new();
-        let frac = buf.format(value % scale);
-        out.extend(std::iter::repeat_n(b'0', decimals as usize - frac.len()));
-        out.extend_from_slice(frac.as_bytes());
+/// Appends `[level,level,…]`.
+fn push_list<'a>(out: &mut Vec<u8>, texts: impl Iterator<Item = Cow<'a, LevelText>>) {
+    out.push(b'[');
+    for (i, text) in texts.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(text.as_bytes());
+    }
+    out.push(b']');
+}
+
+/// `value / 10^decimals` in text with exactly `decimals` digits after the point, as Binance
+/// prints prices and quantities ("3051.27", "0.000"). Written right to left into a buffer that
+/// holds any u64 with up to 19 decimals.
+struct Decimal {
+    buf: [u8; 21],
+    start: usize,
+}
+
+impl Decimal {
+    fn new(mut value: u64, decimals: u32) -> Decimal {
+        let mut buf = [0; 21];
+        let (mut start, mut digits) = (buf.len(), 0);
+        loop {
+            if digits == decimals && digits > 0 {
+                start -= 1;
+                buf[start] = b'.';
+            }
+            start -= 1;
+            buf[start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            digits += 1;
+            if value == 0 && digits > decimals {
+                return Decimal { buf, start };
+            }
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
     }
 }
 
@@ -422,9 +509,7 @@ mod tests {
     use serde_json::Value;
 
     fn decimal(value: u64, decimals: u32) -> String {
-        let mut out = Vec::new();
-        push_decimal(&mut out, value, decimals);
-        String::from_utf8(out).unwrap()
+        String::from_utf8(Decimal::new(value, decimals).as_bytes().to_vec()).unwrap()
     }
 
     #[test]
@@ -435,6 +520,12 @@ mod tests {
         assert_eq!(decimal(7, 3), "0.007");
         assert_eq!(decimal(6_000_010, 2), "60000.10");
         assert_eq!(decimal(42, 0), "42");
+        assert_eq!(decimal(0, 0), "0");
+        assert_eq!(decimal(u64::MAX, 19), "1.8446744073709551615");
+        assert_eq!(
+            LevelText::new(305_127, 2, 0).as_bytes(),
+            br#"["3051.27","0.000"]"#
+        );
     }
 
     fn rendered(market: &Market, view: View) -> Value {
