@@ -882,6 +882,79 @@ fn max_rate_streams_an_unbroken_chain() {
 }
 
 #[test]
+fn max_rate_leaves_room_for_rest_and_subscriptions() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let sim = start(SimConfig {
+        rate: Rate::Max,
+        ..SimConfig::default()
+    });
+    let url = format!("{}/ws/ethusdt@depth@0ms", sim.ws_url());
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut c = Client::open(&url);
+            let mut frames = 0;
+            while !done.load(Ordering::Relaxed) {
+                c.event();
+                frames += 1;
+            }
+            frames
+        })
+    };
+    let mut other = Client::open(&format!("{}/ws", sim.ws_url()));
+    while sim.stats().frames_sent < 1_000 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for id in 1..=5 {
+        let began = Instant::now();
+        let snap = rest_json(&sim, "/fapi/v1/depth?symbol=ETHUSDT&limit=1000");
+        assert_eq!(levels(&snap["bids"]).len(), 1000);
+        other.send(&format!(
+            r#"{{"method":"SUBSCRIBE","params":["ethusdt@depth5"],"id":{id}}}"#
+        ));
+        assert_eq!(other.text(), format!(r#"{{"result":null,"id":{id}}}"#));
+        other.event();
+        other.send(&format!(
+            r#"{{"method":"UNSUBSCRIBE","params":["ethusdt@depth5"],"id":{id}}}"#
+        ));
+        assert_eq!(other.reply()["id"], id);
+        assert!(
+            began.elapsed() < Duration::from_millis(500),
+            "starved for {:?}",
+            began.elapsed()
+        );
+    }
+    done.store(true, Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 1_000, "the stream kept flowing");
+}
+
+#[test]
+fn a_client_close_is_answered_with_a_close() {
+    let sim = start(fast(&["ETHUSDT"]));
+    let mut c = Client::open(&format!("{}/ws/ethusdt@depth5", sim.ws_url()));
+    c.event();
+    c.ws.close(None).unwrap();
+    let (_, end) = c.drain();
+    assert!(matches!(end, tungstenite::Error::ConnectionClosed), "a clean close handshake, got {end}");
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_at_a_fixed_rate() {
+    let sim = start(SimConfig { rate: Rate::PerSecond(50_000.0), ..SimConfig::default() });
+    // depth20 frames are ~1 KB: the queue and the socket buffers fill within a second or two.
+    let _lazy = Client::open(&format!("{}/ws/ethusdt@depth20", sim.ws_url()));
+    let began = Instant::now();
+    while sim.stats().slow_clients == 0 {
+        assert!(began.elapsed() < WATCHDOG, "a client that reads nothing is never cut");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut fresh = Client::open(&format!("{}/ws/ethusdt@depth5", sim.ws_url()));
+    fresh.events(10);
+}
+
+#[test]
 fn shutdown_closes_connections_and_the_port() {
     let sim = start(fast(&["ETHUSDT"]));
     let addr = sim.local_addr();

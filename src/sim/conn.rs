@@ -10,8 +10,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, select};
@@ -46,8 +46,11 @@ pub(crate) struct Link {
     /// Whether frames carry the `{"stream":…,"data":…}` envelope (`/stream` paths).
     pub combined: bool,
     pub tx: Sender<Outbound>,
-    /// Set by a paced pump that found the queue full: the writer drops the client.
-    pub lagged: AtomicBool,
+    /// The socket, to cut a client too slow for a paced pump; weak, so that only the
+    /// connection's own threads decide when the socket closes (an RST needs the last close).
+    pub tcp: Weak<TcpStream>,
+    /// Set once the connection was cut for being too slow.
+    pub too_slow: AtomicBool,
 }
 
 /// Everything the writer sends or reacts to, in decision order.
@@ -121,7 +124,8 @@ pub(crate) fn serve(shared: &Arc<Shared>, tcp: Arc<TcpStream>, route: Route) {
         id,
         combined: route.combined,
         tx,
-        lagged: AtomicBool::new(false),
+        tcp: Arc::downgrade(&tcp),
+        too_slow: AtomicBool::new(false),
     });
     let writer = {
         let (shared, link, tcp) = (Arc::clone(shared), Arc::clone(&link), Arc::clone(&tcp));
@@ -219,7 +223,6 @@ enum End {
     Fault(Ending),
     PeerClosed,
     PeerGone,
-    Lagged,
     Shutdown,
     Broken(io::Error),
 }
@@ -282,9 +285,6 @@ impl<'a> Writer<'a> {
             if now >= self.next_ping {
                 frame::push_ping(&mut self.buf, now_ms().to_string().as_bytes());
                 self.next_ping = now + self.shared.config.ping_interval;
-            }
-            if self.link.lagged.load(Ordering::Relaxed) {
-                return End::Lagged;
             }
             if let Err(e) = self.flush() {
                 return End::Broken(e);
@@ -352,10 +352,6 @@ impl<'a> Writer<'a> {
             End::Fault(Ending::Eof) => self.flush(),
             End::Shutdown => self.close(CloseCode::Away, "server shutdown", None),
             End::PeerClosed => self.close(CloseCode::Normal, "", None),
-            End::Lagged => {
-                warn!("sim conn {id}: dropped, too slow");
-                Ok(())
-            }
             End::PeerGone => Ok(()),
             End::Broken(e) => Err(e),
         };

@@ -7,8 +7,9 @@
 //! follows an UNSUBSCRIBE acknowledgement, and a REST snapshot is exactly the state after the
 //! latest event.
 
+use std::net::Shutdown;
 use std::ops::Range;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,8 @@ struct Symbol {
 /// Every served symbol with its feed and subscribers.
 pub(crate) struct Hub {
     symbols: Vec<Symbol>,
+    /// Connections cut because their queue overflowed at a fixed rate.
+    slow_clients: AtomicU64,
 }
 
 /// What became of one queued frame.
@@ -80,11 +83,18 @@ impl Hub {
                 }),
             })
             .collect();
-        Hub { symbols }
+        Hub {
+            symbols,
+            slow_clients: AtomicU64::new(0),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.symbols.len()
+    }
+
+    pub(crate) fn slow_clients(&self) -> u64 {
+        self.slow_clients.load(Ordering::Relaxed)
     }
 
     /// Feeds `stream` to the connection from the next event on. Streams this hub does not
@@ -136,115 +146,139 @@ impl Hub {
     /// Runs symbol `index`'s event loop until `stop` disconnects.
     pub(crate) fn pump(&self, index: usize, rate: Rate, injector: &Injector, stop: &Receiver<()>) {
         let symbol = &self.symbols[index];
+        Pump {
+            hub: self,
+            symbol,
+            rate,
+            injector,
+            stop,
+        }
+        .run();
+    }
+}
+
+/// One symbol's event loop and what it needs.
+struct Pump<'a> {
+    hub: &'a Hub,
+    symbol: &'a Symbol,
+    rate: Rate,
+    injector: &'a Injector,
+    stop: &'a Receiver<()>,
+}
+
+impl Pump<'_> {
+    fn run(&self) {
         let mut due = Instant::now();
         loop {
-            match rate.interval() {
+            match self.rate.interval() {
                 Some(interval) => {
                     due += interval;
                     let now = Instant::now();
                     if now > due + MAX_LAG {
                         due = now;
                     }
-                    if stop.recv_deadline(due) != Err(RecvTimeoutError::Timeout) {
+                    if self.stop.recv_deadline(due) != Err(RecvTimeoutError::Timeout) {
                         return;
                     }
                 }
-                None if lock(&symbol.state).subscribers.is_empty() => {
-                    if stop.recv_timeout(IDLE_POLL) != Err(RecvTimeoutError::Timeout) {
+                None if lock(&self.symbol.state).subscribers.is_empty() => {
+                    if self.stop.recv_timeout(IDLE_POLL) != Err(RecvTimeoutError::Timeout) {
                         return;
                     }
                     continue;
                 }
-                None if stop.try_recv() != Err(TryRecvError::Empty) => return,
+                None if self.stop.try_recv() != Err(TryRecvError::Empty) => return,
                 None => {}
             }
-            if !publish(symbol, rate, injector, stop) {
+            if !self.publish() {
                 return;
             }
         }
     }
-}
 
-/// Generates the symbol's next event and queues it to every subscriber. False when stopping.
-fn publish(symbol: &Symbol, rate: Rate, injector: &Injector, stop: &Receiver<()>) -> bool {
-    let mut guard = lock(&symbol.state);
-    let state = &mut *guard;
-    let header = state.feed.advance(now_ms());
-    state.events += 1;
-    if injector.drops_event(state.events) || state.subscribers.is_empty() {
-        return true;
-    }
-    // Each view is rendered once and each (stream, envelope) framed once, whatever the number
-    // of subscribers.
-    state.scratch.clear();
-    let mut payloads: Vec<(View, Range<usize>)> = Vec::new();
-    let mut frames: Vec<(bool, Arc<DataFrame>)> = Vec::new();
-    let mut stopping = false;
-    state.subscribers.retain(|sub| {
-        if stopping {
+    /// Generates the symbol's next event and queues it to every subscriber. False when stopping.
+    fn publish(&self) -> bool {
+        let mut guard = lock(&self.symbol.state);
+        let state = &mut *guard;
+        let header = state.feed.advance(now_ms());
+        state.events += 1;
+        if self.injector.drops_event(state.events) || state.subscribers.is_empty() {
             return true;
         }
-        let combined = sub.link.combined;
-        let frame = match frames
-            .iter()
-            .find(|(c, f)| *c == combined && f.stream == sub.stream)
-        {
-            Some((_, frame)) => Arc::clone(frame),
-            None => {
-                let range = match payloads.iter().find(|(v, _)| *v == sub.view) {
-                    Some((_, range)) => range.clone(),
-                    None => {
-                        let start = state.scratch.len();
-                        state.feed.render(sub.view, &mut state.scratch);
-                        payloads.push((sub.view, start..state.scratch.len()));
-                        start..state.scratch.len()
-                    }
-                };
-                let payload = &state.scratch[range];
-                let frame = Arc::new(DataFrame::new(
-                    &sub.stream,
-                    combined,
-                    &symbol.name,
-                    header,
-                    payload,
-                ));
-                frames.push((combined, Arc::clone(&frame)));
-                frame
+        // Each view is rendered once and each (stream, envelope) framed once, whatever the
+        // number of subscribers.
+        state.scratch.clear();
+        let mut payloads: Vec<(View, Range<usize>)> = Vec::new();
+        let mut frames: Vec<(bool, Arc<DataFrame>)> = Vec::new();
+        let mut stopping = false;
+        state.subscribers.retain(|sub| {
+            if stopping {
+                return true;
             }
-        };
-        match deliver(&sub.link, frame, rate, stop) {
-            Delivery::Queued => true,
-            Delivery::Gone => false,
-            Delivery::Stopping => {
-                stopping = true;
-                true
-            }
-        }
-    });
-    !stopping
-}
-
-/// Queues a frame to one connection. At `--rate max` the pump waits for room, so the slowest
-/// subscriber sets the pace; at a fixed rate a full queue means the client is too slow, and it
-/// is dropped the way Binance drops slow consumers.
-fn deliver(link: &Link, frame: Arc<DataFrame>, rate: Rate, stop: &Receiver<()>) -> Delivery {
-    match rate {
-        Rate::Max => select! {
-            send(link.tx, Outbound::Data(frame)) -> sent => match sent {
-                Ok(()) => Delivery::Queued,
-                Err(_) => Delivery::Gone,
-            },
-            recv(stop) -> _ => Delivery::Stopping,
-        },
-        Rate::PerSecond(_) => match link.tx.try_send(Outbound::Data(frame)) {
-            Ok(()) => Delivery::Queued,
-            Err(TrySendError::Full(_)) => {
-                if !link.lagged.swap(true, Ordering::Relaxed) {
-                    log::warn!("sim conn {}: client too slow, dropping it", link.id);
+            let combined = sub.link.combined;
+            let frame = match frames
+                .iter()
+                .find(|(c, f)| *c == combined && f.stream == sub.stream)
+            {
+                Some((_, frame)) => Arc::clone(frame),
+                None => {
+                    let range = match payloads.iter().find(|(v, _)| *v == sub.view) {
+                        Some((_, range)) => range.clone(),
+                        None => {
+                            let start = state.scratch.len();
+                            state.feed.render(sub.view, &mut state.scratch);
+                            payloads.push((sub.view, start..state.scratch.len()));
+                            start..state.scratch.len()
+                        }
+                    };
+                    let payload = &state.scratch[range];
+                    let frame =
+                        DataFrame::new(&sub.stream, combined, &self.symbol.name, header, payload);
+                    let frame = Arc::new(frame);
+                    frames.push((combined, Arc::clone(&frame)));
+                    frame
                 }
-                Delivery::Gone
+            };
+            match self.deliver(&sub.link, frame) {
+                Delivery::Queued => true,
+                Delivery::Gone => false,
+                Delivery::Stopping => {
+                    stopping = true;
+                    true
+                }
             }
-            Err(TrySendError::Disconnected(_)) => Delivery::Gone,
-        },
+        });
+        !stopping
+    }
+
+    /// Queues a frame to one connection. At `--rate max` the pump waits for room, so the
+    /// slowest subscriber sets the pace; at a fixed rate a full queue means the client is too
+    /// slow, and it is dropped the way Binance drops consumers that cannot keep up.
+    fn deliver(&self, link: &Link, frame: Arc<DataFrame>) -> Delivery {
+        match self.rate {
+            Rate::Max => select! {
+                send(link.tx, Outbound::Data(frame)) -> sent => match sent {
+                    Ok(()) => Delivery::Queued,
+                    Err(_) => Delivery::Gone,
+                },
+                recv(self.stop) -> _ => Delivery::Stopping,
+            },
+            Rate::PerSecond(_) => match link.tx.try_send(Outbound::Data(frame)) {
+                Ok(()) => Delivery::Queued,
+                Err(TrySendError::Full(_)) => {
+                    // Cutting the socket fails the writer's blocked write and wakes the reader:
+                    // the connection ends now, not when a write times out.
+                    if !link.too_slow.swap(true, Ordering::Relaxed) {
+                        log::warn!("sim conn {}: client too slow, dropping it", link.id);
+                        self.hub.slow_clients.fetch_add(1, Ordering::Relaxed);
+                        if let Some(tcp) = link.tcp.upgrade() {
+                            let _ = tcp.shutdown(Shutdown::Both);
+                        }
+                    }
+                    Delivery::Gone
+                }
+                Err(TrySendError::Disconnected(_)) => Delivery::Gone,
+            },
+        }
     }
 }

@@ -162,6 +162,9 @@ pub struct SimStats {
     pub rest_requests: u64,
     /// Data frames sent, all connections together.
     pub frames_sent: u64,
+    /// Connections cut because they fell more than a queue behind a fixed rate (at `max` the
+    /// slowest client sets the pace instead).
+    pub slow_clients: u64,
     faults: [u64; Fault::COUNT],
 }
 

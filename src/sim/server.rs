@@ -188,6 +188,7 @@ impl Sim {
             connections: self.shared.connections.load(Ordering::Relaxed),
             rest_requests: self.shared.rest_requests.load(Ordering::Relaxed),
             frames_sent: self.shared.frames_sent.load(Ordering::Relaxed),
+            slow_clients: self.shared.hub.slow_clients(),
             faults: self.shared.injector.counts(),
         }
     }
