@@ -937,17 +937,26 @@ fn a_client_close_is_answered_with_a_close() {
     c.event();
     c.ws.close(None).unwrap();
     let (_, end) = c.drain();
-    assert!(matches!(end, tungstenite::Error::ConnectionClosed), "a clean close handshake, got {end}");
+    assert!(
+        matches!(end, tungstenite::Error::ConnectionClosed),
+        "a clean close handshake, got {end}"
+    );
 }
 
 #[test]
 fn a_client_that_stops_reading_is_cut_at_a_fixed_rate() {
-    let sim = start(SimConfig { rate: Rate::PerSecond(50_000.0), ..SimConfig::default() });
+    let sim = start(SimConfig {
+        rate: Rate::PerSecond(50_000.0),
+        ..SimConfig::default()
+    });
     // depth20 frames are ~1 KB: the queue and the socket buffers fill within a second or two.
     let _lazy = Client::open(&format!("{}/ws/ethusdt@depth20", sim.ws_url()));
     let began = Instant::now();
     while sim.stats().slow_clients == 0 {
-        assert!(began.elapsed() < WATCHDOG, "a client that reads nothing is never cut");
+        assert!(
+            began.elapsed() < WATCHDOG,
+            "a client that reads nothing is never cut"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut fresh = Client::open(&format!("{}/ws/ethusdt@depth5", sim.ws_url()));

@@ -185,10 +185,11 @@ impl Session<'_> {
             Err(reply) => self.send(Outbound::Reply(reply)),
             // Acknowledge first: data of a new stream must not arrive before its ACK.
             Ok(Request::Subscribe(streams, id)) => {
-                self.send(Outbound::Reply(control::ack(id))) && {
+                let acked = self.send(Outbound::Reply(control::ack(id)));
+                if acked {
                     self.subscribe(streams);
-                    true
                 }
+                acked
             }
             // Acknowledge last: nothing of a dropped stream may arrive after its ACK.
             Ok(Request::Unsubscribe(streams, id)) => {

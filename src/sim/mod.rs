@@ -8,6 +8,9 @@
 //! the book after the latest event, so Binance's local-book procedure works against it. Users test
 //! pipelines offline with it; every recorder test runs against it.
 //!
+//! Pacing is the sim's own: each symbol produces `--rate` events per second and every stream of
+//! the symbol shows every event, whatever its speed suffix (`@100ms`, `@500ms`, `@0ms`).
+//!
 //! # Layout
 //! - `feed`: the seam between the front and an event source (the `Feed` trait).
 //! - `market`: the random-walk book and id sequence, the default source.
@@ -131,6 +134,15 @@ impl Rate {
         match self {
             Rate::PerSecond(r) => Some(Duration::from_secs_f64(1.0 / r)),
             Rate::Max => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rate::PerSecond(r) => write!(f, "{r} events/s"),
+            Rate::Max => f.write_str("max rate"),
         }
     }
 }
@@ -259,8 +271,8 @@ pub fn run(args: &SimArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
             .with_context(|| format!("{}: cannot write", path.display()))?;
     }
     log::info!(
-        "sim: serving {:?} at {:?} on {addr}",
-        args.symbols,
+        "sim: serving {} at {} on {addr}",
+        args.symbols.join(","),
         args.rate
     );
     while !shutdown.wait_timeout(SENT_LOG_EVERY) {

@@ -112,7 +112,8 @@ impl Sim {
         Sim::serve(listen, config, feeds)
     }
 
-    /// Serves `feeds` with the front configured by `config` (whose `symbols` are ignored).
+    /// Serves `feeds`, one per symbol, behind the front `config` sets up (rate, pings, faults).
+    /// This is the seam for other event sources, such as a recording's playback.
     fn serve(listen: &str, config: SimConfig, feeds: Vec<Box<dyn Feed>>) -> io::Result<Sim> {
         let listener = TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
