@@ -1,0 +1,398 @@
+//! One WebSocket connection: the handshake, a reader thread that applies control messages, and a
+//! writer thread that owns everything sent.
+//!
+//! The writer is the only code that writes to the socket after the handshake. Data frames,
+//! control replies, pongs and pings all reach it through one queue, so their order is the order
+//! they were decided in (an ACK before the first frame of a new stream), and every frame passes
+//! the connection's faults. That is also why tungstenite's automatic pong and close replies on
+//! the reading side are swallowed: the reader forwards client pings and closes to the writer,
+//! which answers them (or, with `--ignore-pings`, does not).
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown as Direction, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, select};
+use log::{debug, warn};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Bytes, Message, WebSocket};
+
+use super::control::{self, Request};
+use super::faults::{ConnFaults, Ending, Verdict};
+use super::frame::{self, DataFrame};
+use super::http::Route;
+use super::server::Shared;
+use super::{SentFrame, lock, now_ms, now_ns};
+
+/// Frames a connection may have queued. At a fixed rate a client this far behind is dropped
+/// (~2.5 MB of depth frames: minutes of data at normal rates); at `--rate max` it is the
+/// back-pressure window.
+const OUTBOUND_CAPACITY: usize = 4_096;
+/// A client that takes no bytes for this long is dropped, as a real exchange drops dead peers.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest message a client may send: control requests are well under 1 KiB.
+const MAX_CLIENT_MESSAGE: usize = 64 << 10;
+/// The writer sends once this much is buffered, or when its queue is empty.
+const FLUSH_BYTES: usize = 64 << 10;
+/// After a server-initiated Close, how long to wait for the client's Close before cutting TCP.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// What the hub and the reader hold of a connection.
+pub(crate) struct Link {
+    pub id: u64,
+    /// Whether frames carry the `{"stream":…,"data":…}` envelope (`/stream` paths).
+    pub combined: bool,
+    pub tx: Sender<Outbound>,
+    /// The socket, to cut a client too slow for a paced pump; weak, so that only the
+    /// connection's own threads decide when the socket closes (an RST needs the last close).
+    pub tcp: Weak<TcpStream>,
+    /// Set once the connection was cut for being too slow.
+    pub too_slow: AtomicBool,
+}
+
+/// Everything the writer sends or reacts to, in decision order.
+pub(crate) enum Outbound {
+    Data(Arc<DataFrame>),
+    /// A control reply (text frame).
+    Reply(String),
+    /// A client ping, to be answered with this payload.
+    Ping(Bytes),
+    /// The client sent a Close frame.
+    PeerClosed,
+    /// The client's side ended without a Close frame.
+    PeerGone,
+}
+
+/// The socket as the reading side's WebSocket sees it: writes reach the socket only during the
+/// handshake; afterwards tungstenite's automatic replies are dropped (the writer answers).
+struct Inbound {
+    tcp: Arc<TcpStream>,
+    writes: bool,
+}
+
+impl Read for Inbound {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.tcp).read(buf)
+    }
+}
+
+impl Write for Inbound {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.writes {
+            (&*self.tcp).write(buf)
+        } else {
+            Ok(buf.len())
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Completes the upgrade on a socket whose request head routed to `route`, then serves the
+/// connection until it ends. Runs on the accepting thread, which becomes the reader.
+pub(crate) fn serve(shared: &Arc<Shared>, tcp: Arc<TcpStream>, route: Route) {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE));
+    let inbound = Inbound {
+        tcp: Arc::clone(&tcp),
+        writes: true,
+    };
+    let mut ws = match tungstenite::accept_with_config(inbound, Some(config)) {
+        Ok(ws) => ws,
+        Err(e) => {
+            debug!("sim: upgrade failed: {e}");
+            return;
+        }
+    };
+    ws.get_mut().writes = false;
+    if let Err(e) = tcp
+        .set_read_timeout(None)
+        .and_then(|()| tcp.set_write_timeout(Some(WRITE_TIMEOUT)))
+    {
+        warn!("sim: cannot set socket timeouts: {e}");
+        return;
+    }
+    let (tx, rx) = bounded(OUTBOUND_CAPACITY);
+    let id = shared.new_connection();
+    let link = Arc::new(Link {
+        id,
+        combined: route.combined,
+        tx,
+        tcp: Arc::downgrade(&tcp),
+        too_slow: AtomicBool::new(false),
+    });
+    let writer = {
+        let (shared, link, tcp) = (Arc::clone(shared), Arc::clone(&link), Arc::clone(&tcp));
+        move || Writer::new(&shared, &link, &tcp).run(&rx)
+    };
+    if let Err(e) = shared.spawn(format!("sim-write-{id}"), writer) {
+        warn!("sim: cannot start a writer: {e}");
+        return;
+    }
+    debug!("sim conn {id}: open, streams {:?}", route.streams);
+    let mut session = Session {
+        shared,
+        link: &link,
+        streams: Vec::new(),
+    };
+    session.subscribe(route.streams);
+    session.read(&mut ws);
+    shared.hub.leave(id);
+    debug!("sim conn {id}: closed");
+}
+
+/// The reading side: the connection's subscriptions and its control messages.
+struct Session<'a> {
+    shared: &'a Shared,
+    link: &'a Arc<Link>,
+    /// Every stream subscribed, known or not, in subscription order (for LIST_SUBSCRIPTIONS).
+    streams: Vec<String>,
+}
+
+impl Session<'_> {
+    fn read(&mut self, ws: &mut WebSocket<Inbound>) {
+        loop {
+            let sent = match ws.read() {
+                Ok(Message::Text(text)) => self.apply(text.as_str()),
+                Ok(Message::Ping(payload)) => self.send(Outbound::Ping(payload)),
+                Ok(Message::Close(_)) => {
+                    self.send(Outbound::PeerClosed);
+                    return;
+                }
+                // Binance ignores binary frames and pongs; raw frames never surface on read.
+                Ok(_) => true,
+                Err(e) => {
+                    debug!("sim conn {}: read ended: {e}", self.link.id);
+                    self.send(Outbound::PeerGone);
+                    return;
+                }
+            };
+            if !sent {
+                return;
+            }
+        }
+    }
+
+    /// Applies one control message. False when the writer is gone.
+    fn apply(&mut self, text: &str) -> bool {
+        match control::parse(text) {
+            Err(reply) => self.send(Outbound::Reply(reply)),
+            // Acknowledge first: data of a new stream must not arrive before its ACK.
+            Ok(Request::Subscribe(streams, id)) => {
+                let acked = self.send(Outbound::Reply(control::ack(id)));
+                if acked {
+                    self.subscribe(streams);
+                }
+                acked
+            }
+            // Acknowledge last: nothing of a dropped stream may arrive after its ACK.
+            Ok(Request::Unsubscribe(streams, id)) => {
+                for stream in streams {
+                    self.shared.hub.unsubscribe(self.link.id, &stream);
+                    self.streams.retain(|s| *s != stream);
+                }
+                self.send(Outbound::Reply(control::ack(id)))
+            }
+            Ok(Request::List(id)) => self.send(Outbound::Reply(control::list(&self.streams, id))),
+        }
+    }
+
+    fn subscribe(&mut self, streams: Vec<String>) {
+        for stream in streams {
+            if !self.streams.contains(&stream) {
+                self.shared
+                    .hub
+                    .subscribe(self.link, &stream, &self.shared.injector);
+                self.streams.push(stream);
+            }
+        }
+    }
+
+    fn send(&self, out: Outbound) -> bool {
+        self.link.tx.send(out).is_ok()
+    }
+}
+
+/// Why a writer stops.
+enum End {
+    Fault(Ending),
+    PeerClosed,
+    PeerGone,
+    Shutdown,
+    Broken(io::Error),
+}
+
+/// The sending side of one connection.
+struct Writer<'a> {
+    shared: &'a Shared,
+    link: &'a Link,
+    tcp: &'a TcpStream,
+    faults: ConnFaults<'a>,
+    /// Frames encoded but not yet written.
+    buf: Vec<u8>,
+    next_ping: Instant,
+}
+
+impl<'a> Writer<'a> {
+    fn new(shared: &'a Shared, link: &'a Link, tcp: &'a TcpStream) -> Writer<'a> {
+        let now = Instant::now();
+        Writer {
+            shared,
+            link,
+            tcp,
+            faults: shared.injector.for_connection(now),
+            buf: Vec::with_capacity(2 * FLUSH_BYTES),
+            next_ping: now + shared.config.ping_interval,
+        }
+    }
+
+    fn run(mut self, rx: &Receiver<Outbound>) {
+        let end = self.serve(rx);
+        self.finish(end, rx);
+    }
+
+    fn serve(&mut self, rx: &Receiver<Outbound>) -> End {
+        loop {
+            let wake = self
+                .faults
+                .deadline()
+                .map_or(self.next_ping, |d| d.min(self.next_ping));
+            let first = select! {
+                recv(rx) -> out => out.ok(),
+                recv(self.shared.stop) -> _ => return End::Shutdown,
+                default(wake.saturating_duration_since(Instant::now())) => None,
+            };
+            if let Some(out) = first {
+                if let Some(end) = self.handle(out) {
+                    return end;
+                }
+                while self.buf.len() < FLUSH_BYTES {
+                    let Ok(out) = rx.try_recv() else { break };
+                    if let Some(end) = self.handle(out) {
+                        return end;
+                    }
+                }
+            }
+            let now = Instant::now();
+            if self.faults.deadline().is_some_and(|d| now >= d) {
+                return End::Fault(self.faults.expire());
+            }
+            if now >= self.next_ping {
+                frame::push_ping(&mut self.buf, now_ms().to_string().as_bytes());
+                self.next_ping = now + self.shared.config.ping_interval;
+            }
+            if let Err(e) = self.flush() {
+                return End::Broken(e);
+            }
+        }
+    }
+
+    /// Encodes one queued item; `Some` when it ends the connection.
+    fn handle(&mut self, out: Outbound) -> Option<End> {
+        match out {
+            Outbound::Data(frame) => match self.faults.next_frame(Instant::now()) {
+                Verdict::Send(extras) => {
+                    self.buf.extend_from_slice(&frame.wire);
+                    self.record(&frame);
+                    for junk in self.shared.injector.junk(&extras) {
+                        self.buf.extend_from_slice(junk);
+                    }
+                }
+                Verdict::Withhold => {}
+                Verdict::End(ending) => return Some(End::Fault(ending)),
+            },
+            Outbound::Reply(text) => frame::push_text(&mut self.buf, &text),
+            Outbound::Ping(payload) => {
+                if self.faults.answers_ping() {
+                    frame::push_pong(&mut self.buf, &payload);
+                }
+            }
+            Outbound::PeerClosed => return Some(End::PeerClosed),
+            Outbound::PeerGone => return Some(End::PeerGone),
+        }
+        None
+    }
+
+    fn record(&self, frame: &DataFrame) {
+        self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
+        if self.shared.config.record_sent {
+            let sent = SentFrame {
+                conn: self.link.id,
+                stream: frame.stream.to_string(),
+                symbol: frame.symbol.to_string(),
+                u: frame.header.last,
+                pu: frame.header.prev,
+                payload: String::from_utf8_lossy(frame.payload()).into_owned(),
+                sent_ns: now_ns(),
+            };
+            lock(&self.shared.sent).push(sent);
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let result = self.tcp.write_all(&self.buf);
+        self.buf.clear();
+        result
+    }
+
+    /// Ends the connection the way `end` asks, after sending what is already encoded.
+    fn finish(mut self, end: End, rx: &Receiver<Outbound>) {
+        let id = self.link.id;
+        let result = match end {
+            End::Fault(Ending::Close) => self.close(CloseCode::Normal, "close-after", Some(rx)),
+            End::Fault(Ending::Lifetime) => {
+                self.close(CloseCode::Away, "connection lifetime reached", Some(rx))
+            }
+            End::Fault(Ending::Reset) => return self.reset(),
+            End::Fault(Ending::Eof) => self.flush(),
+            End::Shutdown => self.close(CloseCode::Away, "server shutdown", None),
+            End::PeerClosed => self.close(CloseCode::Normal, "", None),
+            End::PeerGone => Ok(()),
+            End::Broken(e) => Err(e),
+        };
+        if let Err(e) = result {
+            debug!("sim conn {id}: {e}");
+        }
+        // FIN both ways: the client sees EOF, the reader wakes up and leaves.
+        let _ = self.tcp.shutdown(Direction::Both);
+    }
+
+    /// Sends a Close frame and, for a close the server starts, waits briefly for the client's.
+    fn close(
+        &mut self,
+        code: CloseCode,
+        reason: &'static str,
+        reply: Option<&Receiver<Outbound>>,
+    ) -> io::Result<()> {
+        frame::push_close(&mut self.buf, code, reason);
+        self.flush()?;
+        if let Some(rx) = reply {
+            let deadline = Instant::now() + CLOSE_GRACE;
+            while let Ok(out) = rx.recv_deadline(deadline) {
+                if matches!(out, Outbound::PeerClosed | Outbound::PeerGone) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resets the connection. The last holder of the socket closes it, and with linger 0 that
+    /// close sends an RST; shutting down the read side (which sends nothing) wakes the reader so
+    /// it lets go.
+    fn reset(mut self) {
+        let result = self
+            .flush()
+            .and_then(|()| socket2::SockRef::from(self.tcp).set_linger(Some(Duration::ZERO)))
+            .and_then(|()| self.tcp.shutdown(Direction::Read));
+        if let Err(e) = result {
+            debug!("sim conn {}: reset: {e}", self.link.id);
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The running sim: the listening socket, the threads, and an orderly shutdown.
+//!
+//! Threads: one accept loop; one handler per accepted socket, which answers REST or becomes a
+//! WebSocket connection's reader; one writer per WebSocket connection; one pump per symbol. All
+//! handles are kept so that shutdown joins every thread the sim started.
+
+use std::io;
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown as Direction, SocketAddr, TcpListener, TcpStream,
+};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use log::{debug, warn};
+
+use super::faults::Injector;
+use super::feed::Feed;
+use super::http::{self, HEAD_TIMEOUT};
+use super::hub::Hub;
+use super::market::Market;
+use super::{SentFrame, SimConfig, SimStats, conn, lock, now_ms};
+
+/// Pause after a failed accept (e.g. out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// On shutdown, connections get this long to close politely before their sockets are cut.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+/// How often shutdown looks whether connections are gone.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(5);
+/// Bound on the connection that wakes the accept loop at shutdown.
+const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// State every thread of one sim shares.
+pub(crate) struct Shared {
+    pub(crate) config: SimConfig,
+    pub(crate) hub: Hub,
+    pub(crate) injector: Injector,
+    /// Disconnects (nothing is ever sent on it) when the sim stops: threads blocked in a
+    /// `select!` or a timed wait wake up at once.
+    pub(crate) stop: Receiver<()>,
+    stopping: AtomicBool,
+    /// Every accepted socket, to cut the ones still open when the shutdown grace is over.
+    sockets: Mutex<Vec<Weak<TcpStream>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// WebSocket connections so far; ids are 1..=this.
+    connections: AtomicU64,
+    rest_requests: AtomicU64,
+    pub(crate) frames_sent: AtomicU64,
+    /// Data frames sent, in order (only with `record_sent`).
+    pub(crate) sent: Mutex<Vec<SentFrame>>,
+}
+
+impl Shared {
+    /// Starts a named thread whose handle shutdown joins.
+    pub(crate) fn spawn(
+        &self,
+        name: String,
+        work: impl FnOnce() + Send + 'static,
+    ) -> io::Result<()> {
+        let handle = thread::Builder::new().name(name).spawn(work)?;
+        let mut threads = lock(&self.threads);
+        threads.retain(|t| !t.is_finished());
+        threads.push(handle);
+        Ok(())
+    }
+
+    /// Counts a new WebSocket connection and returns its id.
+    pub(crate) fn new_connection(&self) -> u64 {
+        self.connections.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn track(&self, tcp: &Arc<TcpStream>) {
+        let mut sockets = lock(&self.sockets);
+        sockets.retain(|s| s.strong_count() > 0);
+        sockets.push(Arc::downgrade(tcp));
+    }
+
+    fn open_sockets(&self) -> Vec<Arc<TcpStream>> {
+        lock(&self.sockets)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+}
+
+/// A running sim exchange. Dropping it shuts it down like [`Sim::shutdown`].
+pub struct Sim {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    /// Dropped to stop every thread; `None` once stopped.
+    stop: Option<Sender<()>>,
+    accept: Option<JoinHandle<()>>,
+    pumps: Vec<JoinHandle<()>>,
+}
+
+impl Sim {
+    /// Binds `listen` (e.g. `127.0.0.1:0`), starts serving the simulated market and returns at
+    /// once.
+    ///
+    /// # Errors
+    /// An invalid configuration (`InvalidInput`), or the bind failing.
+    pub fn start(listen: &str, config: SimConfig) -> io::Result<Sim> {
+        let config = config.validated()?;
+        let now = now_ms();
+        let feeds = config
+            .symbols
+            .iter()
+            .map(|s| Box::new(Market::new(s, config.seed, now)) as Box<dyn Feed>)
+            .collect();
+        Sim::serve(listen, config, feeds)
+    }
+
+    /// Serves `feeds`, one per symbol, behind the front `config` sets up (rate, pings, faults).
+    /// This is the seam for other event sources, such as a recording's playback.
+    fn serve(listen: &str, config: SimConfig, feeds: Vec<Box<dyn Feed>>) -> io::Result<Sim> {
+        let listener = TcpListener::bind(listen)?;
+        let addr = listener.local_addr()?;
+        let (stop, stop_rx) = bounded(0);
+        let shared = Arc::new(Shared {
+            hub: Hub::new(feeds),
+            injector: Injector::new(config.faults.clone()),
+            config,
+            stop: stop_rx,
+            stopping: AtomicBool::new(false),
+            sockets: Mutex::default(),
+            threads: Mutex::default(),
+            connections: AtomicU64::new(0),
+            rest_requests: AtomicU64::new(0),
+            frames_sent: AtomicU64::new(0),
+            sent: Mutex::default(),
+        });
+        let mut sim = Sim {
+            shared: Arc::clone(&shared),
+            addr,
+            stop: Some(stop),
+            accept: None,
+            pumps: Vec::new(),
+        };
+        for index in 0..shared.hub.len() {
+            let shared = Arc::clone(&shared);
+            let pump = move || {
+                shared
+                    .hub
+                    .pump(index, shared.config.rate, &shared.injector, &shared.stop)
+            };
+            sim.pumps.push(
+                thread::Builder::new()
+                    .name(format!("sim-pump-{index}"))
+                    .spawn(pump)?,
+            );
+        }
+        let accept = move || accept_loop(&shared, &listener);
+        sim.accept = Some(
+            thread::Builder::new()
+                .name("sim-accept".into())
+                .spawn(accept)?,
+        );
+        Ok(sim)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://HOST:PORT`, to which a client appends `/stream?streams=…` or `/ws/…`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", reachable(self.addr))
+    }
+
+    /// `http://HOST:PORT`, to which a client appends `/fapi/v1/depth?…`.
+    pub fn rest_url(&self) -> String {
+        format!("http://{}", reachable(self.addr))
+    }
+
+    /// Every data frame sent so far, in send order; empty unless `record_sent` is set.
+    pub fn sent(&self) -> Vec<SentFrame> {
+        lock(&self.shared.sent).clone()
+    }
+
+    /// Takes the frames recorded so far, for streaming them to a file.
+    pub(crate) fn take_sent(&self) -> Vec<SentFrame> {
+        std::mem::take(&mut *lock(&self.shared.sent))
+    }
+
+    pub fn stats(&self) -> SimStats {
+        SimStats {
+            connections: self.shared.connections.load(Ordering::Relaxed),
+            rest_requests: self.shared.rest_requests.load(Ordering::Relaxed),
+            frames_sent: self.shared.frames_sent.load(Ordering::Relaxed),
+            slow_clients: self.shared.hub.slow_clients(),
+            faults: self.shared.injector.counts(),
+        }
+    }
+
+    /// Stops accepting, closes every connection (Close 1001 where it can) and joins all threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    /// The shutdown itself; does nothing the second time.
+    pub(crate) fn stop(&mut self) {
+        let Some(stop) = self.stop.take() else { return };
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        drop(stop);
+        if let Err(e) = TcpStream::connect_timeout(&reachable(self.addr), WAKE_TIMEOUT) {
+            warn!("sim: cannot wake the accept loop: {e}");
+        }
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while !self.shared.open_sockets().is_empty() && Instant::now() < deadline {
+            thread::sleep(SHUTDOWN_POLL);
+        }
+        for tcp in self.shared.open_sockets() {
+            let _ = tcp.shutdown(Direction::Both);
+        }
+        loop {
+            let threads = std::mem::take(&mut *lock(&self.shared.threads));
+            if threads.is_empty() {
+                break;
+            }
+            for thread in threads {
+                let _ = thread.join();
+            }
+        }
+        for pump in self.pumps.drain(..) {
+            let _ = pump.join();
+        }
+        debug!("sim: stopped, {:?}", self.stats());
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The address a local client dials: loopback when bound to the unspecified address.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
+    for tcp in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match tcp {
+            Ok(tcp) => {
+                let conn = Arc::clone(shared);
+                if let Err(e) = shared.spawn("sim-conn".into(), move || handle(&conn, tcp)) {
+                    warn!("sim: cannot start a connection thread: {e}");
+                }
+            }
+            Err(e) => {
+                warn!("sim: accept failed: {e}");
+                thread::sleep(ACCEPT_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Serves one accepted socket: a REST request, or a WebSocket connection until it ends.
+fn handle(shared: &Arc<Shared>, tcp: TcpStream) {
+    if let Err(e) = tcp
+        .set_nodelay(true)
+        .and_then(|()| tcp.set_read_timeout(Some(HEAD_TIMEOUT)))
+    {
+        debug!("sim: socket setup failed: {e}");
+        return;
+    }
+    let tcp = Arc::new(tcp);
+    shared.track(&tcp);
+    let head = match http::peek_head(&tcp) {
+        Ok(Some(head)) => head,
+        Ok(None) => {
+            let _ = http::respond(&tcp, 0, http::error(400, -1, "malformed request"));
+            return;
+        }
+        Err(e) => {
+            debug!("sim: no request: {e}");
+            return;
+        }
+    };
+    let reply = if !head.upgrade {
+        shared.rest_requests.fetch_add(1, Ordering::Relaxed);
+        http::rest(&head, &shared.hub)
+    } else {
+        match http::ws_route(&head.target) {
+            Err(reply) => reply,
+            Ok(_) if shared.stopping.load(Ordering::SeqCst) => {
+                http::error(503, -1, "shutting down")
+            }
+            Ok(route) => match shared.injector.rejects_upgrade() {
+                Some(status) => http::error(status, -1, "upgrade rejected (fault injection)"),
+                None => return conn::serve(shared, tcp, route),
+            },
+        }
+    };
+    if let Err(e) = http::respond(&tcp, head.len, reply) {
+        debug!("sim: answering {}: {e}", head.target);
+    }
+}
