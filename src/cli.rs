@@ -31,7 +31,7 @@ pub enum Command {
     /// Verify and summarise recordings: continuity, latency, damaged files.
     Replay(ReplayArgs),
     /// Run a local Binance USD-M look-alike exchange, with fault injection.
-    Sim(crate::sim::SimArgs),
+    Sim(Box<crate::sim::SimArgs>),
     /// Record a few seconds from an embedded simulator and summarise them: no network needed.
     Demo(DemoArgs),
 }
