@@ -46,6 +46,11 @@ pub enum FeedError {
     Read(tungstenite::Error),
     #[error("no data for {0:?}")]
     Stale(std::time::Duration),
+    #[error("{streams} subscribed stream(s) delivered nothing within {after:?}")]
+    Silent {
+        streams: usize,
+        after: std::time::Duration,
+    },
     #[error("no pong within {0:?}")]
     PongTimeout(std::time::Duration),
     #[error("snapshot request failed: {0}")]
@@ -61,6 +66,7 @@ impl FeedError {
             FeedError::Closed(_) => "closed",
             FeedError::Read(_) => "read",
             FeedError::Stale(_) => "stale",
+            FeedError::Silent { .. } => "silent-stream",
             FeedError::PongTimeout(_) => "pong-timeout",
             FeedError::Rest(_) => "rest",
         }

@@ -87,6 +87,9 @@ pub struct Group {
     shutdown: Shutdown,
     backoff: Backoff,
     last_bad_frame_log: Option<Instant>,
+    /// Connections replaced because some stream never delivered: each one doubles the next
+    /// connection's window, so a merely quiet symbol cannot cause a reconnect storm.
+    silent_strikes: u32,
     /// Diff-depth only: the snapshot procedure of each stream.
     books: Option<BookSyncs>,
 }
@@ -144,6 +147,7 @@ impl Group {
             shutdown,
             backoff: Backoff::new(),
             last_bad_frame_log: None,
+            silent_strikes: 0,
             books: None,
         }
     }
@@ -174,7 +178,7 @@ impl Group {
         let mut first = true;
         'outer: while !self.shutdown.is_triggered() {
             if conns.is_empty() {
-                match Conn::open(&self.url, first) {
+                match Conn::open(&self.url, first, self.subs.len(), self.first_frame_window()) {
                     Ok(conn) => {
                         first = false;
                         Stats::bump(&self.stats.connections_open);
@@ -283,6 +287,10 @@ impl Group {
             (header.ids, header.event_ms, header.trade_ms, header.data);
         conn.last_data = recv_at;
         conn.delivered = true;
+        if !conn.streams_seen[slot] {
+            conn.streams_seen[slot] = true;
+            conn.streams_missing -= 1;
+        }
         let symbol = self.subs[slot].symbol;
         let counters = &self.stats.symbols[symbol];
         let verdict = self.chains[slot].check(ids, conn.id);
@@ -339,6 +347,16 @@ impl Group {
             }
             Err(TrySendError::Disconnected(_)) => Turn::WriterGone,
         }
+    }
+
+    /// The time every stream gets to deliver a first event on a new connection.
+    fn first_frame_window(&self) -> Duration {
+        /// Longest wait for a first event, however often streams stayed silent.
+        const MAX_WINDOW: Duration = Duration::from_secs(3600);
+        self.config
+            .stale_after
+            .saturating_mul(1 << self.silent_strikes.min(12))
+            .min(MAX_WINDOW)
     }
 
     /// Records the snapshots that arrived and feeds them to their book sync.
@@ -408,8 +426,11 @@ impl Group {
             return;
         }
         Stats::bump(&self.stats.reconnects);
-        if matches!(e, FeedError::Stale(_)) {
+        if matches!(e, FeedError::Stale(_) | FeedError::Silent { .. }) {
             Stats::bump(&self.stats.stale_reconnects);
+        }
+        if matches!(e, FeedError::Silent { .. }) {
+            self.silent_strikes = self.silent_strikes.saturating_add(1);
         }
         if conn.opened.elapsed() >= HEALTHY_AFTER {
             self.backoff.reset();
@@ -446,7 +467,7 @@ impl Group {
                     conns[0].id,
                     self.config.max_conn_age
                 );
-                match Conn::open(&self.url, false) {
+                match Conn::open(&self.url, false, self.subs.len(), self.first_frame_window()) {
                     Ok(next) => {
                         Stats::bump(&self.stats.connections_open);
                         for c in conns.iter_mut() {
@@ -517,12 +538,22 @@ struct Conn {
     ping_payload: u64,
     /// Whether any subscribed stream delivered an event on this connection.
     delivered: bool,
+    /// Which of the group's streams delivered on this connection, and how many have not yet.
+    streams_seen: Vec<bool>,
+    streams_missing: usize,
+    /// How long the streams get to deliver their first event before the connection is replaced.
+    first_frame_window: Duration,
     /// After a failed replacement attempt, when to try again.
     retry_successor_after: Option<Instant>,
 }
 
 impl Conn {
-    fn open(url: &str, first: bool) -> Result<Conn, FeedError> {
+    fn open(
+        url: &str,
+        first: bool,
+        streams: usize,
+        first_frame_window: Duration,
+    ) -> Result<Conn, FeedError> {
         let request = url
             .into_client_request()
             .map_err(|e| FeedError::Handshake(e.to_string()))?;
@@ -574,6 +605,9 @@ impl Conn {
             ping_sent: None,
             ping_payload: 0,
             delivered: false,
+            streams_seen: vec![false; streams],
+            streams_missing: streams,
+            first_frame_window,
             retry_successor_after: None,
         };
         conn.set_read_timeout(READ_TICK);
@@ -596,6 +630,12 @@ impl Conn {
         let now = Instant::now();
         if now.duration_since(self.last_data) >= config.stale_after {
             return Err(FeedError::Stale(config.stale_after));
+        }
+        if self.streams_missing > 0 && now.duration_since(self.opened) >= self.first_frame_window {
+            return Err(FeedError::Silent {
+                streams: self.streams_missing,
+                after: self.first_frame_window,
+            });
         }
         if let Some(sent) = self.ping_sent
             && now.duration_since(sent) >= config.ping_every

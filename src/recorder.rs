@@ -212,7 +212,9 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
             config.book_dir(),
             std::io::Error::other("writer thread panicked"),
         ))
-    })?;
+    });
+    // The supervisor restarts us on exit 1; the log says why.
+    let report = report.inspect_err(|e| log::error!("writer stopped: {e}"))?;
     println!("{}", report.summary_line());
     log::info!("final {}", report.summary_line());
     Ok(report)

@@ -533,3 +533,80 @@ fn check_no_overlap(data: &Path) {
     let second = read_lines(&files[1..]);
     assert!(first.last().unwrap().u() < second.first().unwrap().u());
 }
+
+/// Per connection, the send time of its last frame: frames sent just before the recorder closed a
+/// connection may not have been read.
+fn last_sent_per_conn(sent: &[SentFrame]) -> HashMap<u64, u64> {
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    for f in sent {
+        let e = last.entry(f.conn).or_default();
+        *e = (*e).max(f.sent_ns);
+    }
+    last
+}
+
+#[test]
+fn a_stream_that_never_delivers_gets_its_connection_replaced_with_growing_patience() {
+    let run = record(
+        Faults {
+            mute: vec!["BTCUSDT".into()],
+            ..faults()
+        },
+        4.0,
+        &[],
+    );
+    assert!(run.stats.injected(Fault::Muted) >= 1);
+    // Windows of 1 s, then 2 s: two replacements in 4 s at most, not one a second.
+    let stale = run.count("stale_reconnects");
+    assert!((1..=2).contains(&stale), "{stale} stale reconnects");
+    assert!(lines_by_symbol(&run.lines).get("BTCUSDT").is_none());
+    let last = last_sent_per_conn(&run.sent);
+    run.assert_exactly_once(|f| last[&f.conn] - f.sent_ns < 200_000_000);
+}
+
+#[test]
+fn a_data_dir_that_goes_away_ends_the_run_with_exit_1_and_intact_files() {
+    let sim = start_sim(&["ETHUSDT"], Rate::PerSecond(100.0), faults());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = obrec()
+        .args([
+            "--symbol",
+            "ETHUSDT",
+            "--endpoint",
+            &sim.ws_url(),
+            "--flush-ms",
+            "100",
+        ])
+        .args(["--file-minutes", "0.02", "--print-interval", "0.5"])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--log-dir")
+        .arg(dir.path().join("logs"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "a finished file", || {
+        depth_files(&data)
+            .iter()
+            .any(|f| f.extension().unwrap() == "gz")
+    });
+    let moved = dir.path().join("moved");
+    std::fs::rename(data.join("order_book"), &moved).unwrap();
+    let status =
+        wait_with_timeout(&mut child, Duration::from_secs(10)).expect("the recorder stops");
+    sim.shutdown();
+    assert_eq!(status.code(), Some(1));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.lines().any(|l| l.starts_with("obrec: ")), "{stderr}");
+    // What was written before is whole: finished files decode completely, and so does the .part.
+    let mut files: Vec<_> = std::fs::read_dir(&moved)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.retain(|p| p.to_string_lossy().contains("_depth_"));
+    files.sort();
+    assert!(!read_lines(&files).is_empty());
+}
