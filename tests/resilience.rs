@@ -559,7 +559,7 @@ fn a_stream_that_never_delivers_gets_its_connection_replaced_with_growing_patien
     // Windows of 1 s, then 2 s: two replacements in 4 s at most, not one a second.
     let stale = run.count("stale_reconnects");
     assert!((1..=2).contains(&stale), "{stale} stale reconnects");
-    assert!(lines_by_symbol(&run.lines).get("BTCUSDT").is_none());
+    assert!(!lines_by_symbol(&run.lines).contains_key("BTCUSDT"));
     let last = last_sent_per_conn(&run.sent);
     run.assert_exactly_once(|f| last[&f.conn] - f.sent_ns < 200_000_000);
 }
