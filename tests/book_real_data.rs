@@ -9,6 +9,8 @@
 //! many comparisons were made, where the snapshot bridged and that the chain never broke. Leaving
 //! one event out must make the comparison fail, which shows that it can.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
@@ -329,6 +331,85 @@ fn hftbacktest_comparison_catches_one_missing_event() {
     assert!(!result.mismatches.is_empty());
     assert!(!rebuild.crossed.is_empty());
 }
+
+/// Applying the whole recording to its snapshot may allocate at most this often: the book grows
+/// from 2,000 to 9,600 levels on the way, so it needs new blocks, but a level or an event must not
+/// cost an allocation. Measured: 202 (a `BTreeMap` per side made about 7,000).
+const HFT_MAX_ALLOCATIONS: usize = HFT_EVENTS / 10;
+
+#[test]
+fn applying_real_events_barely_allocates() {
+    let mut snapshot = None;
+    let mut diffs = Vec::new();
+    for line in hft_text().lines() {
+        let (_, message) = line.split_once(' ').expect("two fields");
+        if message.starts_with(r#"{"lastUpdateId""#) {
+            snapshot = Some(message);
+        } else if let Ok(Frame::Depth(h)) = parse_frame(message) {
+            diffs.push((h.ids.last, &message[h.data]));
+        }
+    }
+    let mut book = Book::new();
+    let last_update_id = book
+        .reset_from_snapshot(snapshot.expect("snapshot"))
+        .expect("snapshot");
+    let diffs: Vec<&str> = diffs
+        .into_iter()
+        .filter(|(u, _)| *u >= last_update_id)
+        .map(|(_, payload)| payload)
+        .collect();
+    let before = allocations();
+    for diff in &diffs {
+        book.apply_diff(diff).expect("diff");
+    }
+    let made = allocations() - before;
+    println!(
+        "hftbacktest BTCUSDT: {} events applied with {made} allocations",
+        diffs.len()
+    );
+    assert_eq!(diffs.len(), HFT_EVENTS - (HFT_BRIDGE.0 - 1));
+    assert!(made <= HFT_MAX_ALLOCATIONS, "{made} allocations");
+}
+
+/// Counts the allocations of each thread, so a test can watch its own while others run.
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+fn count_allocation() {
+    // A thread being torn down has no counter left; its allocations do not matter here.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY: every call is passed on unchanged to the system allocator; counting touches only a
+// const-initialised thread-local `Cell`, which never allocates.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_allocation();
+        // SAFETY: the caller's guarantees for `layout` are the system allocator's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator, that is from the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_allocation();
+        // SAFETY: as for `alloc` and `dealloc`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 // ---- cryptofeed USD-M: 4 symbols on one connection, 4 REST snapshots ----
 
