@@ -246,8 +246,10 @@ const HFT_EVENTS: usize = 6_551;
 /// The snapshot bridges at depth event 5, file line 42; events 1-4 are older and dropped.
 const HFT_BRIDGE: (usize, usize) = (5, 42);
 
-/// Tickers whose `u` the book reached, counted once on this recording and pinned: of 66,089
-/// tickers, 629 share a `u` with a depth event, and those after the snapshot are compared.
+/// Tickers whose `u` the book reached, counted once on this recording and pinned. Of the 66,089
+/// tickers, these are all that share a `u` with a depth event: a ticker is sent whenever the best
+/// level changes, a depth event batches many updates, and the two end on the same update in
+/// roughly one event of ten.
 const HFT_COMPARISONS: usize = 629;
 
 /// The decompressed recording, read once for all tests of this binary.
@@ -600,5 +602,59 @@ fn cryptofeed_comparisons_catch_one_missing_event() {
         );
         assert_eq!(rebuild.breaks, 0, "{}", x.symbol);
         assert!(!result.mismatches.is_empty(), "{}", x.symbol);
+    }
+}
+
+// ---- crypto-crawler-rs: single real frames of other shapes ----
+
+const CRAWLER: &str = "crypto-crawler-rs_binance_msg_samples.ndjson";
+
+/// Lines holding futures partial-depth events (`depthUpdate` on `@depth5` / `@depth20`), USD-M and
+/// COIN-M; line 15 has `"pu":-1` and an empty bid side.
+const CRAWLER_PARTIALS: [usize; 8] = [12, 13, 14, 15, 16, 29, 30, 31];
+
+/// Lines holding REST depth snapshots: spot, COIN-M (with extra fields) and USD-M.
+const CRAWLER_SNAPSHOTS: [usize; 5] = [22, 23, 24, 25, 26];
+
+/// An envelope's payload, as received.
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+}
+
+/// `[[price, qty], …]` as text.
+fn pairs(levels: &serde_json::Value) -> Vec<(String, String)> {
+    serde_json::from_value(levels.clone()).expect("[[price, qty], …]")
+}
+
+fn held(levels: obrec::book::Levels<'_>) -> Vec<(String, String)> {
+    levels
+        .map(|q| (q.price.to_owned(), q.qty.to_owned()))
+        .collect()
+}
+
+#[test]
+fn real_snapshots_and_partial_frames_become_the_whole_book() {
+    let text = read_text(CRAWLER);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut book = Book::new();
+    for line in CRAWLER_SNAPSHOTS {
+        let body: serde_json::Value = serde_json::from_str(lines[line - 1]).expect("json");
+        let id = book.reset_from_snapshot(lines[line - 1]).expect("snapshot");
+        assert_eq!(Some(id), body["lastUpdateId"].as_u64(), "line {line}");
+        assert_eq!(held(book.bids()), pairs(&body["bids"]), "line {line}");
+        assert_eq!(held(book.asks()), pairs(&body["asks"]), "line {line}");
+        assert!(!book.is_crossed(), "line {line}");
+    }
+    for line in CRAWLER_PARTIALS {
+        let frame: serde_json::Value = serde_json::from_str(lines[line - 1]).expect("json");
+        let raw: RawFrame = serde_json::from_str(lines[line - 1]).expect("envelope");
+        // Whatever the book held before, a partial event is all of it afterwards.
+        let id = book.replace_partial(raw.data.get()).expect("partial");
+        assert_eq!(Some(id), frame["data"]["u"].as_u64(), "line {line}");
+        assert_eq!(held(book.bids()), pairs(&frame["data"]["b"]), "line {line}");
+        assert_eq!(held(book.asks()), pairs(&frame["data"]["a"]), "line {line}");
+        assert!(!book.is_crossed(), "line {line}");
     }
 }
