@@ -154,6 +154,10 @@ pub struct ReplayArgs {
     /// Exit 1 when a continuity break was found, not only when a file is damaged.
     #[arg(long, env = "OBREC_STRICT")]
     pub strict: bool,
+    /// Rebuild each symbol's book and print one line per event with its top N levels
+    /// (diff streams are synced from the recorded snapshot files).
+    #[arg(long, env = "OBREC_BOOK", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub book: Option<u16>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -7,22 +7,27 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
+use crate::book::Book;
 use crate::error::{Error, Result};
 use crate::metrics::{Counters, Metrics, Report, ReportClock, SymbolCounters};
 use crate::record::SymbolId;
-use crate::sequence::{Chain, Ids, Verdict};
+use crate::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
 
-/// The header of a recorded depth line (the payload is skipped).
+/// A recorded depth line: its header fields and the raw payload.
 #[derive(Deserialize)]
 #[allow(non_snake_case)]
 struct LineHeader<'a> {
     symbol: &'a str,
+    stream: &'a str,
+    #[serde(borrow)]
+    data: &'a RawValue,
     E: u64,
     U: u64,
     u: u64,
@@ -91,7 +96,7 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             files.extend(
                 entries
                     .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| is_depth_file(p)),
+                    .filter(|p| is_depth_file(p) || is_snapshot_file(p)),
             );
         } else if path.exists() {
             files.push(path.clone());
@@ -113,18 +118,37 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 fn is_depth_file(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    name.contains("_depth") && (name.ends_with(".ndjson.gz") || name.ends_with(".ndjson.gz.part"))
+    is_recording(path) && file_name(path).contains("_depth")
+}
+
+fn is_snapshot_file(path: &Path) -> bool {
+    is_recording(path) && file_name(path).contains("_snapshot")
+}
+
+fn is_recording(path: &Path) -> bool {
+    let name = file_name(path);
+    name.ends_with(".ndjson.gz") || name.ends_with(".ndjson.gz.part")
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// `obrec replay`: prints the summary and damaged files; returns whether the run passed
 /// (every file whole and, with `--strict`, no break).
 pub fn run(args: &crate::cli::ReplayArgs) -> Result<bool> {
     let files = expand(&args.paths)?;
-    let report = replay(&files)?;
+    let stdout = io::stdout();
+    let mut lock = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let books = args.book.map(|levels| BookOutput {
+        levels: usize::from(levels),
+        writer: &mut lock,
+    });
+    let book_mode = books.is_some();
+    let report = replay_with(&files, books)?;
+    drop(lock);
     for f in report.files.iter().filter(|f| !f.complete) {
         eprintln!("{}: {}", f.file, f.error.as_deref().unwrap_or("incomplete"));
     }
@@ -134,11 +158,17 @@ pub fn run(args: &crate::cli::ReplayArgs) -> Result<bool> {
             b.file, b.line, b.symbol, b.expected_pu, b.got_pu
         );
     }
-    println!(
+    let summary = format!(
         "files={} {}",
         report.files.len(),
         report.metrics.summary_line()
     );
+    // With --book, stdout carries the books; the summary goes beside the errors.
+    if book_mode {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
     if let Some(path) = &args.json {
         let body = serde_json::to_vec_pretty(&report).expect("report serialises");
         crate::writer::write_atomic(path, &body)?;
@@ -149,15 +179,226 @@ pub fn run(args: &crate::cli::ReplayArgs) -> Result<bool> {
 
 /// Verifies and summarises `files` (already expanded and ordered).
 pub fn replay(files: &[PathBuf]) -> Result<ReplayReport> {
+    replay_with(files, None)
+}
+
+/// Like [`replay`]; with `books`, also rebuilds each symbol's book (snapshot files feed the diff
+/// streams) and writes one line per event with the top levels.
+pub fn replay_with(files: &[PathBuf], books: Option<BookOutput<'_>>) -> Result<ReplayReport> {
     let mut state = State::default();
     let mut reports = Vec::new();
-    for path in files {
+    if let Some(out) = books {
+        let mut rebuild = Rebuild::new(out);
+        for path in files.iter().filter(|p| is_snapshot_file(p)) {
+            reports.push(rebuild.load_snapshots(path)?);
+        }
+        state.rebuild = Some(rebuild);
+    }
+    for path in files.iter().filter(|p| !is_snapshot_file(p)) {
         reports.push(state.read_file(path)?);
+    }
+    if let Some(rebuild) = &mut state.rebuild {
+        rebuild
+            .out
+            .writer
+            .flush()
+            .map_err(|e| Error::file("stdout", e))?;
     }
     Ok(state.finish(reports))
 }
 
-struct State {
+/// Where `--book` lines go and how deep.
+pub struct BookOutput<'a> {
+    pub levels: usize,
+    pub writer: &'a mut dyn Write,
+}
+
+/// A recorded REST snapshot.
+struct RecordedSnapshot {
+    recv_ns: u64,
+    last_update_id: u64,
+    body: String,
+}
+
+#[derive(Deserialize)]
+struct SnapshotLine<'a> {
+    recv_ns: u64,
+    symbol: &'a str,
+    #[serde(rename = "lastUpdateId")]
+    last_update_id: u64,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// Book rebuilding for `--book`.
+struct Rebuild<'a> {
+    out: BookOutput<'a>,
+    /// Per symbol: snapshots not yet applied, oldest first.
+    snapshots: HashMap<String, std::collections::VecDeque<RecordedSnapshot>>,
+    books: HashMap<String, SymbolBook>,
+    line: Vec<u8>,
+}
+
+#[derive(Default)]
+struct SymbolBook {
+    book: Book,
+    sync: BookSync<String>,
+}
+
+impl<'a> Rebuild<'a> {
+    fn new(out: BookOutput<'a>) -> Rebuild<'a> {
+        Rebuild {
+            out,
+            snapshots: HashMap::new(),
+            books: HashMap::new(),
+            line: Vec::new(),
+        }
+    }
+
+    fn load_snapshots(&mut self, path: &Path) -> Result<FileReport> {
+        let file = File::open(path).map_err(|e| Error::file(path, e))?;
+        let name = path.display().to_string();
+        let reader = BufReader::new(flate2::read::MultiGzDecoder::new(file));
+        let mut count = 0;
+        for line in reader.lines() {
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => return Ok(damaged(name, count, &describe(&e))),
+            };
+            let Ok(snap) = serde_json::from_str::<SnapshotLine>(&line) else {
+                return Ok(damaged(
+                    name,
+                    count,
+                    &format!("line {}: not a snapshot line", count + 1),
+                ));
+            };
+            count += 1;
+            let queue = self.snapshots.entry(snap.symbol.to_string()).or_default();
+            queue.push_back(RecordedSnapshot {
+                recv_ns: snap.recv_ns,
+                last_update_id: snap.last_update_id,
+                body: snap.data.get().to_string(),
+            });
+            queue.make_contiguous().sort_by_key(|s| s.recv_ns);
+        }
+        Ok(FileReport {
+            file: name,
+            lines: count,
+            complete: true,
+            error: None,
+        })
+    }
+
+    /// Applies one recorded event (and any snapshot received before it) and prints the book.
+    fn event(
+        &mut self,
+        h: &LineHeader,
+        ids: Ids,
+        verdict: Verdict,
+    ) -> std::result::Result<(), String> {
+        if verdict == Verdict::Duplicate {
+            return Ok(());
+        }
+        let state = self.books.entry(h.symbol.to_string()).or_default();
+        if is_partial(h.stream) {
+            state
+                .book
+                .replace_partial(h.data.get())
+                .map_err(|e| e.to_string())?;
+            return print_book(
+                &mut self.out,
+                &mut self.line,
+                &state.book,
+                h.symbol,
+                ids.last,
+                h.E,
+            );
+        }
+        let mut applied = Vec::new();
+        if let Some(queue) = self.snapshots.get_mut(h.symbol) {
+            while queue.front().is_some_and(|s| s.recv_ns <= h.recv_ns) {
+                let snap = queue.pop_front().expect("front exists");
+                match state.sync.snapshot(snap.last_update_id) {
+                    SnapshotStep::Bridged(events) => {
+                        state
+                            .book
+                            .reset_from_snapshot(&snap.body)
+                            .map_err(|e| e.to_string())?;
+                        applied.extend(events);
+                    }
+                    SnapshotStep::Pending => {
+                        state
+                            .book
+                            .reset_from_snapshot(&snap.body)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    SnapshotStep::TooOld => {}
+                }
+            }
+        }
+        if let Step::Apply(events) = state.sync.event(ids, verdict, h.data.get().to_string()) {
+            applied.extend(events);
+        }
+        for data in applied {
+            let u = state.book.apply_diff(&data).map_err(|e| e.to_string())?;
+            let event_ms = event_time(&data).unwrap_or(h.E);
+            print_book(
+                &mut self.out,
+                &mut self.line,
+                &state.book,
+                h.symbol,
+                u,
+                event_ms,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `{"symbol":…,"u":…,"E":…,"bids":[[p,q]…],"asks":[[p,q]…]}`.
+fn print_book(
+    out: &mut BookOutput<'_>,
+    line: &mut Vec<u8>,
+    book: &Book,
+    symbol: &str,
+    u: u64,
+    event_ms: u64,
+) -> std::result::Result<(), String> {
+    let mut num = itoa::Buffer::new();
+    line.clear();
+    line.extend_from_slice(b"{\"symbol\":\"");
+    line.extend_from_slice(symbol.as_bytes());
+    line.extend_from_slice(b"\",\"u\":");
+    line.extend_from_slice(num.format(u).as_bytes());
+    line.extend_from_slice(b",\"E\":");
+    line.extend_from_slice(num.format(event_ms).as_bytes());
+    line.push(b',');
+    book.write_top_json(out.levels, line);
+    line.extend_from_slice(b"}\n");
+    out.writer
+        .write_all(line)
+        .map_err(|e| format!("writing the book: {e}"))
+}
+
+/// Partial-depth streams are named `<sym>@depth<N>…`; diff streams `<sym>@depth` or `<sym>@depth@…`.
+fn is_partial(stream: &str) -> bool {
+    stream
+        .split_once("@depth")
+        .is_some_and(|(_, rest)| rest.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// `E` of a buffered payload, which may be older than the line being read.
+fn event_time(data: &str) -> Option<u64> {
+    #[derive(Deserialize)]
+    #[allow(non_snake_case)]
+    struct EventTime {
+        E: u64,
+    }
+    serde_json::from_str::<EventTime>(data).ok().map(|e| e.E)
+}
+
+struct State<'a> {
+    rebuild: Option<Rebuild<'a>>,
     symbols: HashMap<String, SymbolId>,
     chains: Vec<Chain>,
     last_conn: Vec<u64>,
@@ -169,9 +410,10 @@ struct State {
     last_ns: u64,
 }
 
-impl Default for State {
+impl Default for State<'_> {
     fn default() -> Self {
         State {
+            rebuild: None,
             symbols: HashMap::new(),
             chains: Vec::new(),
             last_conn: Vec::new(),
@@ -185,7 +427,7 @@ impl Default for State {
     }
 }
 
-impl State {
+impl State<'_> {
     fn symbol(&mut self, name: &str) -> SymbolId {
         if let Some(&id) = self.symbols.get(name) {
             return id;
@@ -285,6 +527,9 @@ impl State {
                 to_conn: h.conn,
                 seamless: verdict == Verdict::Continuous,
             });
+        }
+        if let Some(rebuild) = &mut self.rebuild {
+            rebuild.event(&h, ids, verdict)?;
         }
         self.first_ns = Some(self.first_ns.map_or(h.recv_ns, |t| t.min(h.recv_ns)));
         self.last_ns = self.last_ns.max(h.recv_ns);
