@@ -34,6 +34,8 @@ pub enum Command {
     Sim(Box<crate::sim::SimArgs>),
     /// Record a few seconds from an embedded simulator and summarise them: no network needed.
     Demo(DemoArgs),
+    /// Exit 0 when a recorder's metrics.json is fresh and inside the alert thresholds, else 1.
+    Health(crate::health::HealthArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,7 +5,7 @@ use clap::Parser;
 
 use obrec::cli::{Cli, Command, RecordArgs};
 use obrec::shutdown::Shutdown;
-use obrec::{demo, logging, recorder, replay, sim};
+use obrec::{demo, health, logging, recorder, replay, sim};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,6 +40,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sim::run(&args, &shutdown)?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Health(args)) => match health::check(&args, std::time::SystemTime::now())? {
+            None => {
+                println!("healthy");
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(reason) => {
+                println!("unhealthy: {reason}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Some(Command::Demo(args)) => {
             demo::run(&args, &shutdown)?;
             Ok(ExitCode::SUCCESS)
