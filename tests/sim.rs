@@ -527,6 +527,7 @@ fn snapshot_plus_diffs_rebuild_the_next_snapshot() {
 #[test]
 fn rest_endpoints_and_errors() {
     let sim = start(fast(&["ETHUSDT", "BTCUSDT"]));
+    assert_eq!(sim.rest_url(), format!("http://{}", sim.local_addr()));
     let (status, head, body) = http_get(&sim, "/fapi/v1/time");
     assert_eq!(status, 200);
     assert!(
@@ -769,10 +770,12 @@ fn junk_frames_follow_every_nth_data_frame() {
         });
     }
     assert_eq!(kinds, "DDGDBDGODDGBD");
+    // Counted when decided: the writer may be a few frames ahead of what was read.
     let stats = sim.stats();
-    assert_eq!(
-        [Fault::Garbage, Fault::Binary, Fault::Oversized].map(|f| stats.injected(f)),
-        [3, 2, 1]
+    let counts = [Fault::Garbage, Fault::Binary, Fault::Oversized].map(|f| stats.injected(f));
+    assert!(
+        counts[0] >= 3 && counts[1] >= 2 && counts[2] >= 1,
+        "{counts:?}"
     );
 }
 
@@ -849,9 +852,19 @@ fn sent_frames_match_what_the_client_received() {
         "{}/stream?streams=ethusdt@depth5/ethusdt@depth",
         sim.ws_url()
     ));
-    let received: Vec<String> = (0..20).map(|_| c.text()).collect();
+    let mut received: Vec<String> = (0..20).map(|_| c.text()).collect();
+    // Close, and keep everything that was in flight: then sent and received are complete.
+    c.ws.close(None).unwrap();
+    loop {
+        match c.ws.read() {
+            Ok(Message::Text(t)) => received.push(t.as_str().to_owned()),
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
     let sent = sim.sent();
-    assert!(sent.len() >= 20);
+    assert_eq!(sent.len(), received.len());
     for (text, s) in received.iter().zip(&sent) {
         assert_eq!(
             *text,

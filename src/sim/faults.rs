@@ -553,6 +553,11 @@ mod tests {
     }
 
     #[test]
+    fn every_fault_has_a_counter() {
+        assert_eq!(Fault::RejectedUpgrade as usize + 1, Fault::COUNT);
+    }
+
+    #[test]
     fn no_faults_by_default() {
         let inj = Injector::new(Faults::default());
         let mut conn = inj.for_connection(Instant::now());

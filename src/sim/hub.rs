@@ -9,8 +9,8 @@
 
 use std::net::Shutdown;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError, TrySendError, select};
@@ -50,6 +50,19 @@ struct Symbol {
     /// Lower case, as stream names spell it.
     lower: String,
     state: Mutex<SymbolState>,
+    /// Threads other than the pump waiting for `state`. A max-rate pump relocks the moment it
+    /// unlocks, so it lets them in first; otherwise REST and SUBSCRIBE could starve.
+    waiting: AtomicUsize,
+}
+
+impl Symbol {
+    /// Locks the state for a REST request or a subscription change.
+    fn lock(&self) -> MutexGuard<'_, SymbolState> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let guard = lock(&self.state);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        guard
+    }
 }
 
 /// Every served symbol with its feed and subscribers.
@@ -75,6 +88,7 @@ impl Hub {
             .map(|feed| Symbol {
                 name: feed.symbol().into(),
                 lower: feed.symbol().to_ascii_lowercase(),
+                waiting: AtomicUsize::new(0),
                 state: Mutex::new(SymbolState {
                     feed,
                     events: 0,
@@ -115,7 +129,7 @@ impl Hub {
             stream: stream.into(),
             view,
         };
-        lock(&symbol.state).subscribers.push(subscriber);
+        symbol.lock().subscribers.push(subscriber);
     }
 
     /// Stops feeding `stream` to connection `conn`; no frame of it is queued after this returns.
@@ -130,7 +144,7 @@ impl Hub {
 
     fn forget(&self, doomed: impl Fn(&Subscriber) -> bool) {
         for symbol in &self.symbols {
-            lock(&symbol.state).subscribers.retain(|s| !doomed(s));
+            symbol.lock().subscribers.retain(|s| !doomed(s));
         }
     }
 
@@ -139,7 +153,7 @@ impl Hub {
         let Some(symbol) = self.symbols.iter().find(|s| &*s.name == symbol) else {
             return false;
         };
-        lock(&symbol.state).feed.snapshot(limit, now_ms(), out);
+        symbol.lock().feed.snapshot(limit, now_ms(), out);
         true
     }
 
@@ -192,6 +206,9 @@ impl Pump<'_> {
             }
             if !self.publish() {
                 return;
+            }
+            while self.symbol.waiting.load(Ordering::SeqCst) > 0 {
+                std::thread::yield_now();
             }
         }
     }

@@ -267,7 +267,11 @@ pub fn run(args: &SimArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
         .context("cannot write to stdout")?;
     drop(stdout);
     if let Some(path) = &args.port_file {
-        std::fs::write(path, format!("{}\n", addr.port()))
+        // Written aside and renamed, so that a script polling for the file never reads half.
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(".tmp");
+        std::fs::write(&aside, format!("{}\n", addr.port()))
+            .and_then(|()| std::fs::rename(&aside, path))
             .with_context(|| format!("{}: cannot write", path.display()))?;
     }
     log::info!(

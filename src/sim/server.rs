@@ -313,3 +313,16 @@ fn handle(shared: &Arc<Shared>, tcp: TcpStream) {
         debug!("sim: answering {}: {e}", head.target);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_dial_loopback_when_bound_to_any_address() {
+        let dial = |addr: &str| reachable(addr.parse().unwrap()).to_string();
+        assert_eq!(dial("0.0.0.0:8080"), "127.0.0.1:8080");
+        assert_eq!(dial("[::]:8080"), "[::1]:8080");
+        assert_eq!(dial("127.0.0.2:8080"), "127.0.0.2:8080");
+    }
+}
