@@ -90,6 +90,7 @@ pub struct Book {
 }
 
 impl Book {
+    /// An empty book, waiting for a snapshot.
     pub fn new() -> Book {
         Book::default()
     }
@@ -149,10 +150,12 @@ impl Book {
         self.update_id
     }
 
+    /// The highest bid.
     pub fn best_bid(&self) -> Option<Quote<'_>> {
         self.bids.best().map(Level::quote)
     }
 
+    /// The lowest ask.
     pub fn best_ask(&self) -> Option<Quote<'_>> {
         self.asks.best().map(Level::quote)
     }
