@@ -212,13 +212,33 @@ impl Group {
             }
             self.maybe_roll_over(&mut conns);
         }
-        for conn in &mut conns {
-            conn.close();
+        for mut conn in conns.drain(..) {
+            self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+            self.retire(&mut conn);
         }
-        if !conns.is_empty() {
-            self.stats
-                .connections_open
-                .fetch_sub(conns.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Closes a connection, first recording what it had already sent: tungstenite still hands
+    /// over data frames until the peer acknowledges the close, and those are events the exchange
+    /// delivered.
+    fn retire(&mut self, conn: &mut Conn) {
+        /// Longest wait for the peer's acknowledgement; a dead peer never sends one.
+        const DRAIN: Duration = Duration::from_millis(250);
+        let _ = conn.ws.close(None);
+        let _ = conn.ws.flush();
+        conn.set_read_timeout(OVERLAP_TICK);
+        let deadline = Instant::now() + DRAIN;
+        while Instant::now() < deadline {
+            match conn.ws.read() {
+                Ok(Message::Text(text)) => {
+                    if self.on_text(conn, text) == Turn::WriterGone {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if is_timeout(&e) => {}
+                Err(_) => return,
+            }
         }
     }
 
@@ -417,7 +437,7 @@ impl Group {
     /// replaced (by the successor if there is one), counted as a reconnect, after a backoff.
     fn drop_failed(&mut self, conns: &mut Vec<Conn>, i: usize, e: FeedError) {
         let mut conn = conns.remove(i);
-        conn.close();
+        self.retire(&mut conn);
         self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
         if i > 0 {
             log::warn!("replacement conn {} failed ({}): {e}", conn.id, e.cause());
@@ -487,7 +507,7 @@ impl Group {
             }
             2 if conns[1].delivered => {
                 let mut old = conns.remove(0);
-                old.close();
+                self.retire(&mut old);
                 self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
                 Stats::bump(&self.stats.rollovers);
                 conns[0].set_read_timeout(READ_TICK);
@@ -652,12 +672,6 @@ impl Conn {
             self.ping_sent.get_or_insert(now);
         }
         Ok(())
-    }
-
-    /// Sends a close frame and gives the peer a moment to answer; errors do not matter here.
-    fn close(&mut self) {
-        let _ = self.ws.close(None);
-        let _ = self.ws.flush();
     }
 }
 

@@ -534,17 +534,6 @@ fn check_no_overlap(data: &Path) {
     assert!(first.last().unwrap().u() < second.first().unwrap().u());
 }
 
-/// Per connection, the send time of its last frame: frames sent just before the recorder closed a
-/// connection may not have been read.
-fn last_sent_per_conn(sent: &[SentFrame]) -> HashMap<u64, u64> {
-    let mut last: HashMap<u64, u64> = HashMap::new();
-    for f in sent {
-        let e = last.entry(f.conn).or_default();
-        *e = (*e).max(f.sent_ns);
-    }
-    last
-}
-
 #[test]
 fn a_stream_that_never_delivers_gets_its_connection_replaced_with_growing_patience() {
     let run = record(
@@ -560,8 +549,8 @@ fn a_stream_that_never_delivers_gets_its_connection_replaced_with_growing_patien
     let stale = run.count("stale_reconnects");
     assert!((1..=2).contains(&stale), "{stale} stale reconnects");
     assert!(!lines_by_symbol(&run.lines).contains_key("BTCUSDT"));
-    let last = last_sent_per_conn(&run.sent);
-    run.assert_exactly_once(|f| last[&f.conn] - f.sent_ns < 200_000_000);
+    // The replaced connection is drained: nothing it had sent is lost.
+    run.assert_exactly_once(|_| false);
 }
 
 #[test]
