@@ -59,7 +59,9 @@ pub fn to_files(opts: &LogOptions) -> Result<Logging> {
                 current_infix: None,
                 format: "%Y-%m-%d_%H-%M-%S",
             },
-            Cleanup::KeepLogFiles(opts.backups),
+            // Files are written under their final names, so flexi_logger counts the current
+            // one too; the seed keeps `backups` besides it.
+            Cleanup::KeepLogFiles(opts.backups.saturating_add(1)),
         )
         .format_for_files(flexi_logger::detailed_format)
         .duplicate_to_stderr(Duplicate::Warn)

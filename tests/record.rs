@@ -285,3 +285,76 @@ print(len(latencies), statistics.mean(latencies), max(latencies))
     assert_eq!(n, read_lines(std::slice::from_ref(file)).len());
     assert!(n > 0);
 }
+
+fn log_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn logs_rotate_by_interval_and_by_size_keeping_the_backups_asked_for() {
+    let sim = sim(&["ETHUSDT"], 50.0);
+    for (mode, extra) in [
+        ("interval", ["--rotate-sec", "1"]),
+        ("size", ["--max-bytes", "2000"]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        let out = run_output(
+            obrec()
+                .args([
+                    "--symbol",
+                    "ETHUSDT",
+                    "--endpoint",
+                    &sim.ws_url(),
+                    "--run-minutes",
+                    "0.06",
+                ])
+                .args([
+                    "--print-interval",
+                    "0.2",
+                    "--rotate",
+                    mode,
+                    "--backups",
+                    "2",
+                    "--log-level",
+                    "debug",
+                ])
+                .args(extra)
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .arg("--log-dir")
+                .arg(&logs),
+        );
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let files = log_files(&logs);
+        // It rotated more than twice in 3.6 s, and kept the current file plus --backups.
+        assert_eq!(files.len(), 3, "{mode}: {files:?}");
+        let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("ethusdt_20"), "{mode}: {name}");
+        let text: String = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        assert!(text.contains("SUMMARY | t="), "{mode}");
+        if mode == "size" {
+            for f in &files[..files.len() - 1] {
+                // A file is rotated once it passes the limit, by at most one line.
+                assert!(
+                    std::fs::metadata(f).unwrap().len() < 2000 + 1000,
+                    "{mode}: {f:?}"
+                );
+            }
+        }
+    }
+    sim.shutdown();
+}
