@@ -100,6 +100,10 @@ pub struct RecordArgs {
     /// gzip level: 1 is fastest, 9 smallest.
     #[arg(long, env = "OBREC_GZIP_LEVEL", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub gzip_level: u32,
+    /// Serve Prometheus metrics on http://ADDR/metrics and a health check on /healthz
+    /// (e.g. 127.0.0.1:9464; port 0 picks a free port, printed at start).
+    #[arg(long, env = "OBREC_METRICS_ADDR", value_name = "ADDR", value_parser = parse_socket_addr)]
+    pub metrics_addr: Option<String>,
     /// Log filter: error, warn, info, debug (per message), trace; or a RUST_LOG-style spec.
     #[arg(long, env = "OBREC_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -126,6 +130,7 @@ impl RecordArgs {
             flush_every: Duration::from_millis(self.flush_ms),
             queue: usize::try_from(self.queue).unwrap_or(usize::MAX),
             gzip_level: self.gzip_level,
+            metrics_addr: self.metrics_addr.clone(),
         }
     }
 
@@ -244,6 +249,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s} must be above zero"));
     }
     Ok(d)
+}
+
+fn parse_socket_addr(s: &str) -> Result<String, String> {
+    s.trim()
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.to_string())
+        .map_err(|_| format!("{s:?} is not an address like 127.0.0.1:9464"))
 }
 
 fn parse_ws_url(s: &str) -> Result<String, String> {

@@ -59,6 +59,7 @@ pub fn run(args: &DemoArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
         flush_every: Duration::from_millis(200),
         queue: 65536,
         gzip_level: 3,
+        metrics_addr: None,
     };
     config.preflight()?;
     println!(

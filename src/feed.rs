@@ -76,6 +76,8 @@ pub struct Subscription {
 
 /// A reader thread's state: its streams, their chains, its connections.
 pub struct Group {
+    /// This group's slot in `Stats::groups`.
+    index: usize,
     config: FeedConfig,
     url: String,
     /// Stream name → index into `subs` and `chains`.
@@ -118,6 +120,7 @@ enum Turn {
 
 impl Group {
     pub fn new(
+        index: usize,
         config: FeedConfig,
         subs: Vec<Subscription>,
         tx: Sender<Event>,
@@ -137,6 +140,7 @@ impl Group {
             .collect();
         let chains = subs.iter().map(|_| Chain::new()).collect();
         Group {
+            index,
             config,
             url,
             routes,
@@ -307,6 +311,9 @@ impl Group {
             (header.ids, header.event_ms, header.trade_ms, header.data);
         conn.last_data = recv_at;
         conn.delivered = true;
+        self.stats.groups[self.index]
+            .last_data_ns
+            .store(recv_ns, Ordering::Relaxed);
         if !conn.streams_seen[slot] {
             conn.streams_seen[slot] = true;
             conn.streams_missing -= 1;

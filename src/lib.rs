@@ -32,6 +32,7 @@
 //! * [`book`] — the local order book.
 //! * [`sim`] — a local Binance look-alike with fault injection (`obrec sim`, and every test).
 //! * [`demo`] — sim + record + check, with no network.
+//! * [`exporter`] — Prometheus `/metrics` and `/healthz` (`--metrics-addr`).
 //! * [`health`] — `obrec health`, a supervisor's check of `metrics.json`.
 //! * [`logging`], [`shutdown`], [`error`] — plumbing.
 
@@ -39,6 +40,7 @@ pub mod book;
 pub mod cli;
 pub mod demo;
 pub mod error;
+pub mod exporter;
 pub mod feed;
 pub mod health;
 pub mod logging;

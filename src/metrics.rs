@@ -6,6 +6,7 @@
 //! the same type from the lines it reads, so live and offline reports are computed identically.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,19 @@ pub struct Stats {
     pub bad_frames: AtomicU64,
     /// Connections currently delivering.
     pub connections_open: AtomicU64,
+    /// One per reader group, for `/healthz`.
+    pub groups: Vec<GroupHealth>,
+    /// The writer's latest report, for `/metrics`. Only the writer and the HTTP thread take it.
+    pub latest: Mutex<Option<Report>>,
+}
+
+/// When a reader group last received a stream event.
+#[derive(Debug, Default)]
+pub struct GroupHealth {
+    /// Wall clock, ns since the epoch; 0 before the first event.
+    pub last_data_ns: AtomicU64,
+    /// The group's first symbol, to name it in a health message.
+    pub first_symbol: String,
 }
 
 /// Per-symbol counters.
@@ -51,9 +65,17 @@ pub struct SymbolStats {
 }
 
 impl Stats {
-    pub fn new(symbols: usize) -> Stats {
+    /// Counters for `symbols` symbols read by groups whose first symbols are `groups`.
+    pub fn new(symbols: usize, groups: Vec<String>) -> Stats {
         Stats {
             symbols: (0..symbols).map(|_| SymbolStats::default()).collect(),
+            groups: groups
+                .into_iter()
+                .map(|first_symbol| GroupHealth {
+                    last_data_ns: AtomicU64::new(0),
+                    first_symbol,
+                })
+                .collect(),
             ..Stats::default()
         }
     }

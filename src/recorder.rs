@@ -12,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::exporter::Exporter;
 use crate::feed::{FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
 use crate::metrics::{Report, Stats};
 use crate::salvage;
@@ -52,6 +53,8 @@ pub struct RecordConfig {
     pub flush_every: Duration,
     pub queue: usize,
     pub gzip_level: u32,
+    /// Serve Prometheus `/metrics` and `/healthz` here.
+    pub metrics_addr: Option<String>,
 }
 
 /// The combined-stream name for a symbol, e.g. `ethusdt@depth5@100ms`.
@@ -104,7 +107,26 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
     if let Err(e) = salvage::salvage_dir(&dir, &prefixes, config.gzip_level) {
         log::error!("crash recovery stopped: {e}");
     }
-    let stats = Arc::new(Stats::new(config.symbols.len()));
+    let groups = config
+        .symbols
+        .chunks(MAX_STREAMS_PER_CONNECTION)
+        .map(|chunk| chunk[0].clone())
+        .collect();
+    let stats = Arc::new(Stats::new(config.symbols.len(), groups));
+    let exporter = match &config.metrics_addr {
+        Some(addr) => {
+            let exporter = Exporter::start(
+                addr,
+                Arc::clone(&stats),
+                config.stale_after,
+                shutdown.clone(),
+            )?;
+            println!("metrics on http://{}/metrics", exporter.local_addr());
+            log::info!("metrics on http://{}/metrics", exporter.local_addr());
+            Some(exporter)
+        }
+        None => None,
+    };
     let (tx, rx) = crossbeam_channel::bounded(config.queue);
 
     let files: Vec<SymbolFiles> = config
@@ -165,6 +187,7 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
     let mut readers = Vec::new();
     for (n, chunk) in subs.chunks(MAX_STREAMS_PER_CONNECTION).enumerate() {
         let mut group = Group::new(
+            n,
             feed.clone(),
             chunk.to_vec(),
             tx.clone(),
@@ -201,6 +224,9 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
         if reader.join().is_err() {
             log::error!("a reader thread panicked");
         }
+    }
+    if let Some(exporter) = exporter {
+        exporter.join();
     }
     if let Some(fetcher) = fetcher
         && fetcher.join().is_err()

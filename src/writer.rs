@@ -404,6 +404,7 @@ impl Writer {
         self.last_report = now;
         let report = self.metrics.report(&clock, &self.stats.counters());
         let body = serde_json::to_vec_pretty(&report).expect("report serialises");
+        *self.stats.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
         write_atomic(&self.config.dir.join("metrics.json"), &body)?;
         Ok(report)
     }

@@ -1,0 +1,166 @@
+//! Operations: Prometheus `/metrics`, `/healthz` and `obrec health`, against a real recorder.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::*;
+use obrec::sim::{Faults, Rate, Sim, SimConfig};
+
+fn sim(faults: Faults) -> Sim {
+    Sim::start(
+        "127.0.0.1:0",
+        SimConfig {
+            symbols: vec!["ETHUSDT".into(), "BTCUSDT".into()],
+            rate: Rate::PerSecond(50.0),
+            faults,
+            ..SimConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Starts a recorder with `--metrics-addr 127.0.0.1:0`; returns it and its metrics base URL.
+fn recorder(sim: &Sim, dir: &std::path::Path) -> (Child, String) {
+    let mut child = obrec()
+        .args(["--symbol", "ETHUSDT,BTCUSDT", "--endpoint", &sim.ws_url()])
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--print-interval",
+            "0.3",
+            "--stale-sec",
+            "1",
+        ])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--log-dir")
+        .arg(dir.join("logs"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("metrics on ")
+        .unwrap_or_else(|| panic!("first line: {line}"))
+        .trim_end_matches("/metrics")
+        .to_string();
+    // Keep reading stdout so the recorder never blocks on a full pipe.
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    (child, url)
+}
+
+fn get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn prometheus_scrape_and_health_checks_follow_the_recorder() {
+    let sim = sim(Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = recorder(&sim, dir.path());
+    let metrics_json = dir.path().join("data/order_book/metrics.json");
+    wait_for(Duration::from_secs(20), "recorded events", || {
+        let (_, text) = get(&format!("{url}/metrics"));
+        text.contains("obrec_symbol_messages_total{symbol=\"BTCUSDT\"}")
+            && sample(&text, "obrec_messages_total") > 20.0
+    });
+    let (status, text) = get(&format!("{url}/metrics"));
+    assert_eq!(status, 200);
+    for series in [
+        "obrec_connections_open",
+        "obrec_breaks_total",
+        "obrec_drops_total",
+        "obrec_event_latency_milliseconds{symbol=\"ETHUSDT\",quantile=\"0.99\"}",
+        "obrec_event_latency_milliseconds_count{symbol=\"ETHUSDT\"}",
+        "obrec_symbol_messages_total{symbol=\"ETHUSDT\"}",
+    ] {
+        sample(&text, series);
+    }
+    assert_eq!(sample(&text, "obrec_connections_open"), 1.0);
+    assert!(text.contains("# TYPE obrec_messages_total counter"));
+    assert_eq!(get(&format!("{url}/healthz")), (200, "ok\n".to_string()));
+    assert_eq!(get(&format!("{url}/nope")).0, 404);
+
+    let health = |extra: &[&str]| {
+        run_output(
+            obrec()
+                .args(["health", "--metrics"])
+                .arg(&metrics_json)
+                .args(extra),
+        )
+    };
+    let out = health(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = health(&["--max-p99", "0.0001"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("p99"));
+
+    signal(&child, "-TERM");
+    assert!(
+        wait_with_timeout(&mut child, Duration::from_secs(5))
+            .unwrap()
+            .success()
+    );
+    sim.shutdown();
+    // A recorder that stopped writing its metrics is unhealthy.
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = health(&["--max-age", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("old"));
+    let out = run_output(
+        obrec()
+            .args(["health", "--metrics"])
+            .arg(dir.path().join("missing.json")),
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn healthz_reports_a_feed_that_delivers_nothing() {
+    let sim = sim(Faults {
+        mute: vec!["ETHUSDT".into(), "BTCUSDT".into()],
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = recorder(&sim, dir.path());
+    wait_for(Duration::from_secs(10), "an unhealthy /healthz", || {
+        get(&format!("{url}/healthz")).0 == 503
+    });
+    let (_, body) = get(&format!("{url}/healthz"));
+    assert!(body.contains("no data since start"), "{body}");
+    signal(&child, "-TERM");
+    assert!(
+        wait_with_timeout(&mut child, Duration::from_secs(5))
+            .unwrap()
+            .success()
+    );
+    sim.shutdown();
+}
