@@ -25,6 +25,16 @@ use crate::record::{DepthRecord, Event, SnapshotRecord, encode_line};
 /// enough that hundreds of symbols' buffers stay a few MB.
 const MEMBER_BYTES: usize = 1 << 20;
 
+/// Longest interval between checks of the flush deadlines.
+const MAX_FLUSH_CHECK: Duration = Duration::from_millis(50);
+/// Members compressed before the writer looks at its queue again: each takes tens of µs for a
+/// second of a busy symbol, so a turn stays well under a millisecond.
+const MEMBERS_PER_TURN: usize = 8;
+/// Events taken from the queue in one go before the clocks are looked at.
+const RECV_BATCH: usize = 256;
+/// How often the writer looks for files whose period has ended.
+const PERIOD_CHECK: Duration = Duration::from_secs(1);
+
 /// How a symbol's data is laid out on disk.
 #[derive(Clone, Debug)]
 pub struct SymbolFiles {
@@ -176,25 +186,42 @@ impl Writer {
     }
 
     fn pump(&mut self, rx: &Receiver<Event>) -> Result<()> {
-        let mut next_flush = Instant::now() + self.config.flush_every;
+        let check_every =
+            (self.config.flush_every / 10).clamp(Duration::from_millis(1), MAX_FLUSH_CHECK);
+        let mut next_check = Instant::now() + check_every;
+        let mut next_period_check = Instant::now() + PERIOD_CHECK;
         let mut next_report = Instant::now() + self.config.print_every;
+        let mut backlog = false;
         loop {
-            let timeout = next_flush
-                .min(next_report)
-                .saturating_duration_since(Instant::now());
+            let timeout = if backlog {
+                Duration::ZERO
+            } else {
+                next_check
+                    .min(next_report)
+                    .saturating_duration_since(Instant::now())
+            };
             match rx.recv_timeout(timeout) {
                 Ok(event) => {
                     self.metrics.observe_queue_depth(rx.len());
                     self.handle(event)?;
+                    // Take what else is queued before looking at the clocks.
+                    for event in rx.try_iter().take(RECV_BATCH) {
+                        self.handle(event)?;
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
             let now = Instant::now();
-            if now >= next_flush {
-                self.flush_due(now)?;
+            if backlog || now >= next_check {
+                backlog = self.flush_due(now, check_every)?;
+                if now >= next_check {
+                    next_check = now + check_every;
+                }
+            }
+            if now >= next_period_check {
                 self.close_finished_periods()?;
-                next_flush = now + self.config.flush_every / 4;
+                next_period_check = now + PERIOD_CHECK;
             }
             if now >= next_report {
                 let report = self.write_report()?;
@@ -329,21 +356,27 @@ impl Writer {
         Ok(OpenFile { file, part, done })
     }
 
-    /// Flushes every sink whose oldest pending line is due.
-    fn flush_due(&mut self, now: Instant) -> Result<()> {
-        let due = now.checked_sub(self.config.flush_every.mul_f64(0.75));
+    /// Writes the sinks whose oldest pending line is about to be `--flush-ms` old, at most
+    /// [`MEMBERS_PER_TURN`] of them; returns whether more are due. Each sink comes due at its own
+    /// time, and the budget lets queued events in between, so hundreds of symbols do not make
+    /// one long compression burst while the queue waits.
+    fn flush_due(&mut self, now: Instant, check_every: Duration) -> Result<bool> {
+        let age = self.config.flush_every.saturating_sub(check_every);
+        let mut emitted = 0;
         for symbol in 0..self.depth.len() {
-            let sink = &self.depth[symbol];
-            let is_due = match (sink.pending_since, due) {
-                (Some(since), Some(due)) => since <= due,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            if is_due {
-                self.emit(Kind::Depth, symbol)?;
+            let due = self.depth[symbol]
+                .pending_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= age);
+            if !due {
+                continue;
             }
+            if emitted == MEMBERS_PER_TURN {
+                return Ok(true);
+            }
+            self.emit(Kind::Depth, symbol)?;
+            emitted += 1;
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Finishes files of periods that are over, so a quiet symbol's file does not stay `.part`.
