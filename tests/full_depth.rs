@@ -16,16 +16,41 @@ use obrec::sim::{Fault, Faults, Rate, Sim, SimConfig};
 
 #[test]
 fn rebuilt_books_match_the_simulators_book_through_gaps_and_resyncs() {
+    let faults = Faults {
+        gap_every: Some(30),
+        ..Faults::default()
+    };
+    let m = record_and_compare(faults);
+    // Every break was healed by a new snapshot, on the same connection.
+    assert_eq!(m["continuity"]["resyncs"], m["continuity"]["breaks"]);
+    assert_eq!(m["continuity"]["reconnects"], 0);
+}
+
+#[test]
+fn rebuilt_books_match_the_simulators_book_through_reconnects() {
+    let faults = Faults {
+        gap_every: Some(30),
+        close_after: Some(150),
+        ..Faults::default()
+    };
+    let m = record_and_compare(faults);
+    assert!(m["continuity"]["reconnects"].as_u64().unwrap() >= 1, "{m}");
+    // A reconnect loses the book like a break does: it is resynced too.
+    let breaks = m["continuity"]["breaks"].as_u64().unwrap();
+    let resyncs = m["continuity"]["resyncs"].as_u64().unwrap();
+    assert!(resyncs > breaks, "{resyncs} resyncs, {breaks} breaks");
+}
+
+/// Records both symbols' diff depth from a simulator with `faults`, rebuilds the books with
+/// `obrec replay --book 20` and compares them with the simulator's; returns metrics.json.
+fn record_and_compare(faults: Faults) -> serde_json::Value {
     let sim = Sim::start(
         "127.0.0.1:0",
         SimConfig {
             symbols: vec!["ETHUSDT".into(), "BTCUSDT".into()],
             rate: Rate::PerSecond(40.0),
             record_sent: true,
-            faults: Faults {
-                gap_every: Some(30),
-                ..Faults::default()
-            },
+            faults,
             ..SimConfig::default()
         },
     )
@@ -35,20 +60,24 @@ fn rebuilt_books_match_the_simulators_book_through_gaps_and_resyncs() {
         "{}/stream?streams=ethusdt@depth20@100ms/btcusdt@depth20@100ms",
         sim.ws_url()
     );
-    let (mut observer, _) = tungstenite::connect(url).unwrap();
-    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = observer.get_mut() {
-        tcp.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-    }
     let done = Arc::new(AtomicBool::new(false));
     let stop = Arc::clone(&done);
-    // Keeps the subscription read until the recorder is done; the frames are taken from sim.sent().
+    // Keeps the subscription read (reconnecting when the simulator closes it) until the recorder
+    // is done; the frames themselves are taken from sim.sent().
     let watcher = std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
-            if let Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) =
-                observer.read()
-            {
-                break;
+            let (mut observer, _) = tungstenite::connect(&url).unwrap();
+            if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = observer.get_mut() {
+                tcp.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+            }
+            while !stop.load(Ordering::Relaxed) {
+                match observer.read() {
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e))
+                        if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
             }
         }
     });
@@ -84,12 +113,9 @@ fn rebuilt_books_match_the_simulators_book_through_gaps_and_resyncs() {
     let m = metrics(&data);
     let breaks = m["continuity"]["breaks"].as_u64().unwrap();
     assert!(
-        breaks >= 4 && breaks <= gaps,
+        breaks >= 2 && breaks <= gaps,
         "{breaks} breaks, {gaps} gaps"
     );
-    // Every break was healed by a new snapshot, on the same connection.
-    assert_eq!(m["continuity"]["resyncs"].as_u64().unwrap(), breaks);
-    assert_eq!(m["continuity"]["reconnects"], 0);
 
     // The simulator's top 20 at each (symbol, u).
     let mut truth: HashMap<(String, u64), serde_json::Value> = HashMap::new();
@@ -127,4 +153,5 @@ fn rebuilt_books_match_the_simulators_book_through_gaps_and_resyncs() {
             "{compared:?}"
         );
     }
+    m
 }
