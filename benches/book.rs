@@ -5,7 +5,7 @@
 //! `apply_diff` is measured twice over the same work, once counted in events and once in levels
 //! (`[price, qty]` pairs), so criterion prints events/s and levels/s (ns per level = 1e9 divided
 //! by levels/s). `serde_only` reads the same payloads into `Vec`s of borrowed pairs and applies
-//! nothing: what the JSON alone costs. Set `OBREC_FIXTURES` when the fixtures live elsewhere.
+//! nothing: what the JSON alone costs.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -16,8 +16,8 @@ use serde::Deserialize;
 use obrec::book::Book;
 use obrec::record::{Frame, parse_frame};
 
-/// Where the fixtures live unless `OBREC_FIXTURES` says otherwise.
-const DEFAULT_FIXTURES: &str = "/work/shared/fixtures/binance";
+/// The real Binance recordings kept beside the repository.
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/binance");
 
 const RECORDING: &str = "hftbacktest_usdm_btcusdt_20240808.gz";
 
@@ -31,8 +31,7 @@ struct Recording {
 }
 
 fn load() -> Recording {
-    let dir = std::env::var_os("OBREC_FIXTURES").unwrap_or_else(|| DEFAULT_FIXTURES.into());
-    let path = PathBuf::from(dir).join(RECORDING);
+    let path = PathBuf::from(FIXTURES).join(RECORDING);
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut text = String::new();
     flate2::read::GzDecoder::new(file)

@@ -117,7 +117,8 @@ struct EventFields<'a> {
     T: Option<u64>,
     U: Option<u64>,
     u: Option<u64>,
-    pu: Option<u64>,
+    /// Real frames carry `-1` when there is no previous event.
+    pu: Option<i64>,
 }
 
 /// Parses the parts of a combined-stream frame the recorder needs.
@@ -144,7 +145,10 @@ pub fn parse_frame(text: &str) -> Result<Frame<'_>, FrameError> {
         ids: Ids {
             first: f.U.ok_or_else(|| missing("U"))?,
             last: f.u.ok_or_else(|| missing("u"))?,
-            prev: f.pu.ok_or_else(|| missing("pu"))?,
+            prev: f
+                .pu
+                .map(|pu| u64::try_from(pu).unwrap_or(0))
+                .ok_or_else(|| missing("pu"))?,
         },
     }))
 }
@@ -307,11 +311,21 @@ mod tests {
             "[1,2]",
             r#"{"stream":"x"}"#,
             r#"{"stream":"x","data":{"e":"depthUpdate","E":1}}"#,
-            r#"{"stream":"x","data":{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"pu":-1}}"#,
+            r#"{"stream":"x","data":{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"pu":"1"}}"#,
             &FRAME[..FRAME.len() - 1],
         ] {
             assert!(parse_frame(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn a_missing_previous_event_is_pu_minus_one() {
+        // A real COIN-M depth5 frame (crypto-crawler-rs sample).
+        let frame = r#"{"stream":"x@depth5","data":{"e":"depthUpdate","E":1,"T":1,"s":"X","U":5,"u":9,"pu":-1,"b":[],"a":[]}}"#;
+        let Ok(Frame::Depth(h)) = parse_frame(frame) else {
+            panic!("rejected")
+        };
+        assert_eq!(h.ids.prev, 0);
     }
 
     #[test]

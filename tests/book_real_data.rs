@@ -13,25 +13,19 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use serde::Deserialize;
 
+mod common;
+
+use common::fixture;
 use obrec::book::Book;
 use obrec::record::{Frame, parse_frame};
 use obrec::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
 
-/// Where the fixtures live unless `OBREC_FIXTURES` says otherwise.
-const DEFAULT_FIXTURES: &str = "/work/shared/fixtures/binance";
-
 /// The one connection every recording came over.
 const CONN: u64 = 1;
-
-fn fixture(name: &str) -> PathBuf {
-    let dir = std::env::var_os("OBREC_FIXTURES").unwrap_or_else(|| DEFAULT_FIXTURES.into());
-    PathBuf::from(dir).join(name)
-}
 
 fn read_text(name: &str) -> String {
     let path = fixture(name);

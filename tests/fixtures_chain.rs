@@ -4,16 +4,12 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 
+mod common;
+
+use common::fixture;
 use obrec::record::{Frame, parse_frame};
 use obrec::sequence::{Chain, Verdict};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/binance")
-        .join(name)
-}
 
 #[derive(Default, Debug, PartialEq)]
 struct Tally {

@@ -8,6 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// A file of the real Binance recordings kept beside the repository (`shared/fixtures/binance`).
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/binance")
+        .join(name)
+}
+
 pub fn obrec() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_obrec"));
     // Flags given by a test must not be overridden by the environment of whoever runs it.
