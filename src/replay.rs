@@ -185,7 +185,10 @@ pub fn replay(files: &[PathBuf]) -> Result<ReplayReport> {
 /// Like [`replay`]; with `books`, also rebuilds each symbol's book (snapshot files feed the diff
 /// streams) and writes one line per event with the top levels.
 pub fn replay_with(files: &[PathBuf], books: Option<BookOutput<'_>>) -> Result<ReplayReport> {
-    let mut state = State::default();
+    let mut state = State {
+        progress: progress_bar(files),
+        ..State::default()
+    };
     let mut reports = Vec::new();
     if let Some(out) = books {
         let mut rebuild = Rebuild::new(out);
@@ -197,6 +200,9 @@ pub fn replay_with(files: &[PathBuf], books: Option<BookOutput<'_>>) -> Result<R
     for path in files.iter().filter(|p| !is_snapshot_file(p)) {
         reports.push(state.read_file(path)?);
     }
+    if let Some(bar) = &state.progress {
+        bar.finish_and_clear();
+    }
     if let Some(rebuild) = &mut state.rebuild {
         rebuild
             .out
@@ -205,6 +211,31 @@ pub fn replay_with(files: &[PathBuf], books: Option<BookOutput<'_>>) -> Result<R
             .map_err(|e| Error::file("stdout", e))?;
     }
     Ok(state.finish(reports))
+}
+
+/// Lines between progress bar updates.
+const PROGRESS_EVERY: u64 = 1 << 16;
+/// Below this much compressed data a replay is over before a bar would help.
+const PROGRESS_MIN_BYTES: u64 = 32 << 20;
+
+/// A bar over the files' compressed bytes, only when stderr is a terminal and the job is long.
+fn progress_bar(files: &[PathBuf]) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    let total: u64 = files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    if !io::stderr().is_terminal() || total < PROGRESS_MIN_BYTES {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    let style = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .expect("valid template");
+    bar.set_style(style);
+    Some(bar)
 }
 
 /// Where `--book` lines go and how deep.
@@ -399,6 +430,10 @@ fn event_time(data: &str) -> Option<u64> {
 
 struct State<'a> {
     rebuild: Option<Rebuild<'a>>,
+    /// A progress bar over the compressed bytes, on a terminal only.
+    progress: Option<indicatif::ProgressBar>,
+    /// Compressed bytes of the files already read.
+    bytes_before: u64,
     symbols: HashMap<String, SymbolId>,
     chains: Vec<Chain>,
     last_conn: Vec<u64>,
@@ -414,6 +449,8 @@ impl Default for State<'_> {
     fn default() -> Self {
         State {
             rebuild: None,
+            progress: None,
+            bytes_before: 0,
             symbols: HashMap::new(),
             chains: Vec::new(),
             last_conn: Vec::new(),
@@ -441,6 +478,15 @@ impl State<'_> {
     }
 
     fn read_file(&mut self, path: &Path) -> Result<FileReport> {
+        let report = self.read_lines(path);
+        self.bytes_before += std::fs::metadata(path).map_or(0, |m| m.len());
+        if let Some(bar) = &self.progress {
+            bar.set_position(self.bytes_before);
+        }
+        report
+    }
+
+    fn read_lines(&mut self, path: &Path) -> Result<FileReport> {
         let file = File::open(path).map_err(|e| Error::file(path, e))?;
         let name = path.display().to_string();
         let counted = CountingReader {
@@ -469,6 +515,13 @@ impl State<'_> {
                 }
                 Ok(_) => {
                     line_no += 1;
+                    if line_no % PROGRESS_EVERY == 0
+                        && let Some(bar) = &self.progress
+                    {
+                        bar.set_position(
+                            self.bytes_before + reader.get_ref().get_ref().get_ref().count,
+                        );
+                    }
                     if let Err(what) = self.line(&buf, &name, line_no) {
                         return Ok(damaged(
                             name,
