@@ -515,7 +515,7 @@ impl State<'_> {
                 }
                 Ok(_) => {
                     line_no += 1;
-                    if line_no % PROGRESS_EVERY == 0
+                    if line_no.is_multiple_of(PROGRESS_EVERY)
                         && let Some(bar) = &self.progress
                     {
                         bar.set_position(
