@@ -121,8 +121,70 @@ struct EventFields<'a> {
     pu: Option<i64>,
 }
 
+/// Binance's combined-stream layout: exactly these two members, in this order.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Combined<'a> {
+    #[serde(borrow)]
+    stream: &'a str,
+    #[serde(borrow)]
+    data: EventFields<'a>,
+}
+
 /// Parses the parts of a combined-stream frame the recorder needs.
 pub fn parse_frame(text: &str) -> Result<Frame<'_>, FrameError> {
+    fast_path(text).map_or_else(|| general_path(text), Ok)
+}
+
+/// One pass over a frame in Binance's exact layout, `{"stream":"…","data":{…}}`: serde validates
+/// the whole frame and reads the header fields, and since `data` is then the last member its raw
+/// bytes run from after the prefix to the closing brace. `None` for anything else.
+fn fast_path(text: &str) -> Option<Frame<'_>> {
+    const PREFIX: &str = "{\"stream\":\"";
+    const DATA_KEY: &str = "\",\"data\":";
+    let rest = text.strip_prefix(PREFIX)?;
+    let stream_len = memchr::memchr(b'"', rest.as_bytes())?;
+    let data_start = PREFIX.len() + stream_len + DATA_KEY.len();
+    if !text[PREFIX.len() + stream_len..].starts_with(DATA_KEY) {
+        return None;
+    }
+    let env: Combined = serde_json::from_str(text).ok()?;
+    let data_end = text.trim_end().len() - 1;
+    let raw = text.get(data_start..data_end)?.trim();
+    let f = env.data;
+    if f.e != Some("depthUpdate") {
+        return Some(Frame::Other { stream: env.stream });
+    }
+    depth_header(env.stream, offset_in(text, raw), f)
+        .ok()
+        .map(Frame::Depth)
+}
+
+fn depth_header<'a>(
+    stream: &'a str,
+    data: Range<usize>,
+    f: EventFields<'a>,
+) -> Result<DepthHeader<'a>, FrameError> {
+    let missing = |name: &str| FrameError::Fields(format!("missing {name}"));
+    Ok(DepthHeader {
+        stream,
+        data,
+        symbol: f.s.ok_or_else(|| missing("s"))?,
+        event_ms: f.E.ok_or_else(|| missing("E"))?,
+        trade_ms: f.T,
+        ids: Ids {
+            first: f.U.ok_or_else(|| missing("U"))?,
+            last: f.u.ok_or_else(|| missing("u"))?,
+            prev: f
+                .pu
+                .map(|pu| u64::try_from(pu).unwrap_or(0))
+                .ok_or_else(|| missing("pu"))?,
+        },
+    })
+}
+
+/// Any other layout: the envelope first, then the payload.
+fn general_path(text: &str) -> Result<Frame<'_>, FrameError> {
     let env: Envelope = serde_json::from_str(text).map_err(|e| FrameError::Json(e.to_string()))?;
     let (stream, data) = match (env.stream, env.data) {
         (Some(stream), Some(data)) => (stream, data),
@@ -316,6 +378,29 @@ mod tests {
         ] {
             assert!(parse_frame(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn both_paths_agree_on_every_layout() {
+        let layouts = [
+            FRAME.to_string(),
+            format!("{FRAME}  \n"),
+            FRAME.replacen("}}", "} }", 1),
+            // Members swapped, or an extra member: only the general path applies.
+            FRAME
+                .replacen(r#"{"stream":"btcusdt@depth@0ms","data":"#, r#"{"data":"#, 1)
+                .replacen("}}", r#"},"stream":"btcusdt@depth@0ms"}"#, 1),
+            FRAME.replacen("}}", r#"},"x":{}}"#, 1),
+        ];
+        for text in &layouts {
+            let general = general_path(text).unwrap();
+            assert_eq!(parse_frame(text).unwrap(), general, "{text}");
+            let Frame::Depth(h) = general else { panic!() };
+            assert!(text[h.data].ends_with(r#""a":[]}"#), "{text}");
+        }
+        assert!(fast_path(&layouts[3]).is_none());
+        assert!(fast_path(&layouts[4]).is_none());
+        assert!(fast_path(&layouts[1]).is_some());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use flate2::{Compress, Compression, FlushCompress, Status};
 
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, Report, ReportClock, Stats};
@@ -32,6 +32,11 @@ const MAX_FLUSH_CHECK: Duration = Duration::from_millis(50);
 const MEMBERS_PER_TURN: usize = 8;
 /// Events taken from the queue in one go before the clocks are looked at.
 const RECV_BATCH: usize = 256;
+/// A drain at least this large means events arrive faster than one per wake-up is worth.
+const BUSY_BATCH: usize = 16;
+/// How long a busy writer naps before taking the next batch: short against `--flush-ms`, long
+/// against the cost of a wake-up.
+const BUSY_NAP: Duration = Duration::from_micros(200);
 /// How often the writer looks for files whose period has ended.
 const PERIOD_CHECK: Duration = Duration::from_secs(1);
 
@@ -89,9 +94,8 @@ impl MemberEncoder {
                 break;
             }
         }
-        let mut crc = Crc::new();
-        crc.update(input);
-        out.extend_from_slice(&crc.sum().to_le_bytes());
+        // crc32fast uses the CPU's carry-less multiply; the deflate backend's own CRC does not.
+        out.extend_from_slice(&crc32fast::hash(input).to_le_bytes());
         out.extend_from_slice(&(input.len() as u32).to_le_bytes());
     }
 }
@@ -192,6 +196,7 @@ impl Writer {
         let mut next_period_check = Instant::now() + PERIOD_CHECK;
         let mut next_report = Instant::now() + self.config.print_every;
         let mut backlog = false;
+        let mut busy = false;
         loop {
             let timeout = if backlog {
                 Duration::ZERO
@@ -200,18 +205,27 @@ impl Writer {
                     .min(next_report)
                     .saturating_duration_since(Instant::now())
             };
-            match rx.recv_timeout(timeout) {
+            if busy && !timeout.is_zero() {
+                // Under load, napping beats being woken for every event: a wake-up costs both
+                // threads a context switch, a nap lets a batch pile up.
+                std::thread::sleep(BUSY_NAP.min(timeout));
+            }
+            let mut taken = 0;
+            match rx.recv_timeout(if busy { Duration::ZERO } else { timeout }) {
                 Ok(event) => {
                     self.metrics.observe_queue_depth(rx.len());
                     self.handle(event)?;
+                    taken = 1;
                     // Take what else is queued before looking at the clocks.
                     for event in rx.try_iter().take(RECV_BATCH) {
                         self.handle(event)?;
+                        taken += 1;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
+            busy = taken >= BUSY_BATCH;
             let now = Instant::now();
             if backlog || now >= next_check {
                 backlog = self.flush_due(now, check_every)?;

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Throughput, latency, CPU and memory of the real recorder against the simulator over loopback.
+#
+#   scripts/bench.sh                 # the standard run (about 2.5 minutes)
+#   BENCH_RSS_SECONDS=600 scripts/bench.sh   # the 10-minute flat-memory run
+#
+# Cases (one symbol, partial depth 10: ~600-byte frames, ~880-byte lines):
+#   max     the simulator as fast as the recorder reads, --gzip-level 1, BENCH_SECONDS (30)
+#   250k    a fixed 250,000 events/s, --gzip-level 1, BENCH_SECONDS
+#   gzip    the same line bytes through `gzip -1` alone: the bare compressor's ceiling
+#   10k     pipeline latency at 10,000 events/s
+#   3k      CPU at 3,000 events/s (a whole market's worth)
+#   rss     peak memory at 20,000 events/s over BENCH_RSS_SECONDS (60)
+# The simulator runs on the same 2 cores, so every figure includes its competition.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_RUN=${BENCH_SECONDS:-30}
+RSS_SECONDS=${BENCH_RSS_SECONDS:-60}
+cargo build --release --quiet
+BIN=$PWD/target/release/obrec
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+# run NAME RATE LEVEL SECONDS: records; leaves metrics in $WORK/NAME and prints a summary line.
+run() {
+  local name=$1 rate=$2 level=$3 secs=$4 dir=$WORK/$1
+  mkdir -p "$dir"
+  "$BIN" sim --symbols BTCUSDT --rate "$rate" --port-file "$dir/port" >"$dir/sim.log" 2>&1 &
+  local sim=$!
+  while [ ! -s "$dir/port" ]; do sleep 0.05; done
+  local minutes
+  minutes=$(python3 -c "print($secs / 60)")
+  "$BIN" record --symbol BTCUSDT --depth 10 --gzip-level "$level" \
+    --endpoint "ws://127.0.0.1:$(cat "$dir/port")" --data-dir "$dir/data" --log-dir "$dir/logs" \
+    --run-minutes "$minutes" --print-interval 5 >"$dir/record.log" 2>&1 &
+  local rec=$! cpu=0 rss=0 sample
+  # Sample CPU ticks and peak RSS until the recorder exits.
+  while sample=$(awk '{print $14 + $15}' "/proc/$rec/stat" 2>/dev/null) &&
+        rss=$(awk '/VmHWM/ {print $2}' "/proc/$rec/status" 2>/dev/null); do
+    cpu=$sample; echo "$cpu $rss" >"$dir/proc"; sleep 0.2
+  done
+  wait $rec || true
+  kill $sim 2>/dev/null; wait $sim 2>/dev/null || true
+  python3 - "$dir" "$(getconf CLK_TCK)" "$name" <<'EOF'
+import json, sys, glob, gzip, os
+d, hz, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+m = json.load(open(f"{d}/data/order_book/metrics.json"))
+cpu_ticks, rss_kb = map(int, open(f"{d}/proc").read().split())
+raw = sum(len(l) for f in glob.glob(f"{d}/data/order_book/*.ndjson.gz") for l in gzip.open(f, "rb"))
+n, t = m["total_messages"], m["runtime_seconds"]
+cpu = cpu_ticks / hz
+print(f"{name:>5}: {n / t:>9,.0f} events/s recorded  drops={m['log_queue']['drops']:<8} "
+      f"{raw / t / 1e6:6.1f} MB/s of lines  ratio {raw / max(m['bytes_written'], 1):.2f}  "
+      f"pipeline p50={m['pipeline_us']['p50']:.0f}us p99={m['pipeline_us']['p99']:.0f}us  "
+      f"cpu {cpu / t * 100:5.1f}% of a core = {cpu / max(n, 1) * 1e6:.2f} s per M events  "
+      f"peak RSS {rss_kb / 1024:.1f} MB")
+EOF
+}
+
+run max max 1 "$SECONDS_RUN"
+# The bare compressor on the same line bytes.
+LINES=$WORK/lines.ndjson
+zcat "$WORK"/max/data/order_book/*.ndjson.gz >"$LINES"
+python3 - "$LINES" <<'EOF'
+import subprocess, sys, time, os
+path = sys.argv[1]
+size = os.path.getsize(path)
+lines = sum(1 for _ in open(path, "rb"))
+start = time.perf_counter()
+subprocess.run(["gzip", "-1", "-c", path], stdout=subprocess.DEVNULL, check=True)
+secs = time.perf_counter() - start
+print(f" gzip: {lines / secs:>9,.0f} lines/s  gzip -1 alone on the same {size / 1e6:.0f} MB of lines: {size / secs / 1e6:.1f} MB/s")
+EOF
+rm -f "$LINES"
+run 250k 250000 1 "$SECONDS_RUN"
+run 10k 10000 3 10
+run 3k 3000 3 20
+run rss 20000 3 "$RSS_SECONDS"
