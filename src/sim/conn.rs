@@ -143,13 +143,13 @@ pub(crate) fn serve(shared: &Arc<Shared>, tcp: Arc<TcpStream>, route: Route) {
     };
     session.subscribe(route.streams);
     session.read(&mut ws);
-    shared.hub.leave(id);
+    shared.source.leave(id);
     debug!("sim conn {id}: closed");
 }
 
 /// The reading side: the connection's subscriptions and its control messages.
 struct Session<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     link: &'a Arc<Link>,
     /// Every stream subscribed, known or not, in subscription order (for LIST_SUBSCRIPTIONS).
     streams: Vec<String>,
@@ -194,7 +194,7 @@ impl Session<'_> {
             // Acknowledge last: nothing of a dropped stream may arrive after its ACK.
             Ok(Request::Unsubscribe(streams, id)) => {
                 for stream in streams {
-                    self.shared.hub.unsubscribe(self.link.id, &stream);
+                    self.shared.source.unsubscribe(self.link.id, &stream);
                     self.streams.retain(|s| *s != stream);
                 }
                 self.send(Outbound::Reply(control::ack(id)))
@@ -207,8 +207,8 @@ impl Session<'_> {
         for stream in streams {
             if !self.streams.contains(&stream) {
                 self.shared
-                    .hub
-                    .subscribe(self.link, &stream, &self.shared.injector);
+                    .source
+                    .subscribe(self.shared, self.link, &stream);
                 self.streams.push(stream);
             }
         }
@@ -248,7 +248,7 @@ impl<'a> Writer<'a> {
             tcp,
             faults: shared.injector.for_connection(now),
             buf: Vec::with_capacity(2 * FLUSH_BYTES),
-            next_ping: now + shared.config.ping_interval,
+            next_ping: now + shared.front.ping_interval,
         }
     }
 
@@ -285,7 +285,7 @@ impl<'a> Writer<'a> {
             }
             if now >= self.next_ping {
                 frame::push_ping(&mut self.buf, now_ms().to_string().as_bytes());
-                self.next_ping = now + self.shared.config.ping_interval;
+                self.next_ping = now + self.shared.front.ping_interval;
             }
             if let Err(e) = self.flush() {
                 return End::Broken(e);
@@ -321,7 +321,7 @@ impl<'a> Writer<'a> {
 
     fn record(&self, frame: &DataFrame) {
         self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
-        if self.shared.config.record_sent {
+        if self.shared.front.record_sent {
             let sent = SentFrame {
                 conn: self.link.id,
                 stream: frame.stream.to_string(),

@@ -12,9 +12,11 @@
 //! the symbol shows every event, whatever its speed suffix (`@100ms`, `@500ms`, `@0ms`).
 //!
 //! # Layout
-//! - `feed`: the seam between the front and an event source (the `Feed` trait).
-//! - `market`: the random-walk book and id sequence, the default source.
-//! - `hub`: symbols, subscriptions, pacing; encodes each event once and queues it.
+//! - `source`: the seam between the front and what it serves (the `Source` trait).
+//! - `feed`: one symbol's simulated events (the `Feed` trait), and stream names.
+//! - `market`: the random-walk book and id sequence, the sim's feed.
+//! - `hub`: the sim's source: symbols, subscriptions, pacing; encodes each event once and
+//!   queues it.
 //! - `conn`: one WebSocket connection: handshake, control messages, the writer.
 //! - `control`: control message parsing and replies.
 //! - `http`: request heads, WebSocket routing, REST endpoints.
@@ -31,6 +33,7 @@ mod http;
 mod hub;
 mod market;
 mod server;
+mod source;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
