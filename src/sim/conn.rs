@@ -64,6 +64,8 @@ pub(crate) enum Outbound {
     PeerClosed,
     /// The client's side ended without a Close frame.
     PeerGone,
+    /// The source has nothing more for this connection: close it (1000) with this reason.
+    End(&'static str),
 }
 
 /// The socket as the reading side's WebSocket sees it: writes reach the socket only during the
@@ -204,13 +206,15 @@ impl Session<'_> {
     }
 
     fn subscribe(&mut self, streams: Vec<String>) {
+        let mut new: Vec<String> = Vec::with_capacity(streams.len());
         for stream in streams {
-            if !self.streams.contains(&stream) {
-                self.shared
-                    .source
-                    .subscribe(self.shared, self.link, &stream);
-                self.streams.push(stream);
+            if !self.streams.contains(&stream) && !new.contains(&stream) {
+                new.push(stream);
             }
+        }
+        if !new.is_empty() {
+            self.shared.source.subscribe(self.shared, self.link, &new);
+            self.streams.extend(new);
         }
     }
 
@@ -224,6 +228,7 @@ enum End {
     Fault(Ending),
     PeerClosed,
     PeerGone,
+    Finished(&'static str),
     Shutdown,
     Broken(io::Error),
 }
@@ -315,6 +320,7 @@ impl<'a> Writer<'a> {
             }
             Outbound::PeerClosed => return Some(End::PeerClosed),
             Outbound::PeerGone => return Some(End::PeerGone),
+            Outbound::End(reason) => return Some(End::Finished(reason)),
         }
         None
     }
@@ -351,6 +357,7 @@ impl<'a> Writer<'a> {
             }
             End::Fault(Ending::Reset) => return self.reset(),
             End::Fault(Ending::Eof) => self.flush(),
+            End::Finished(reason) => self.close(CloseCode::Normal, reason, Some(rx)),
             End::Shutdown => self.close(CloseCode::Away, "server shutdown", None),
             End::PeerClosed => self.close(CloseCode::Normal, "", None),
             End::PeerGone => Ok(()),

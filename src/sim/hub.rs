@@ -135,22 +135,24 @@ impl Source for Hub {
     /// Feeds `stream` to the connection from the next event on. Streams this hub does not
     /// produce (other kinds, other symbols) and muted symbols are simply never fed, which is
     /// what Binance does with a well-formed name it has no data for.
-    fn subscribe(&self, shared: &Arc<Shared>, link: &Arc<Link>, stream: &str) {
-        let Some((symbol, view)) = parse_stream(stream) else {
-            return;
-        };
-        let Some(symbol) = self.symbols.iter().find(|s| s.lower == symbol) else {
-            return;
-        };
-        if shared.injector.mutes(&symbol.name) {
-            return;
+    fn subscribe(&self, shared: &Arc<Shared>, link: &Arc<Link>, streams: &[String]) {
+        for stream in streams {
+            let Some((symbol, view)) = parse_stream(stream) else {
+                continue;
+            };
+            let Some(symbol) = self.symbols.iter().find(|s| s.lower == symbol) else {
+                continue;
+            };
+            if shared.injector.mutes(&symbol.name) {
+                continue;
+            }
+            let subscriber = Subscriber {
+                link: Arc::clone(link),
+                stream: stream.as_str().into(),
+                view,
+            };
+            symbol.lock().subscribers.push(subscriber);
         }
-        let subscriber = Subscriber {
-            link: Arc::clone(link),
-            stream: stream.into(),
-            view,
-        };
-        symbol.lock().subscribers.push(subscriber);
     }
 
     fn unsubscribe(&self, conn: u64, stream: &str) {

@@ -14,8 +14,8 @@ use super::server::Shared;
 
 /// What the front asks of whatever produces data frames and REST answers.
 ///
-/// Frames reach a connection through its [`Link`]: `Outbound::Data` in order, then optionally
-/// `Outbound::End` when the source has nothing more for it.
+/// Frames reach a connection through its [`Link`]: `Outbound::Data` in order, then, when the
+/// source has nothing more for it, `Outbound::End`.
 pub(crate) trait Source: Send + Sync {
     /// Threads the source runs for the server's whole life (the sim's pumps).
     fn workers(&self) -> usize {
@@ -25,9 +25,10 @@ pub(crate) trait Source: Send + Sync {
     /// Worker `index`'s loop; returns once `shared.stop` disconnects.
     fn work(&self, _index: usize, _shared: &Shared) {}
 
-    /// Feeds `stream` (a well-formed name, not necessarily one the source produces) to the
-    /// connection from now on. Called after the SUBSCRIBE is acknowledged.
-    fn subscribe(&self, shared: &Arc<Shared>, link: &Arc<Link>, stream: &str);
+    /// Feeds `streams` (well-formed names, not necessarily ones the source produces, none
+    /// already subscribed) to the connection from now on, all from the same event. Called after
+    /// the SUBSCRIBE is acknowledged, and with the streams of the URL when a connection opens.
+    fn subscribe(&self, shared: &Arc<Shared>, link: &Arc<Link>, streams: &[String]);
 
     /// Stops feeding `stream` to connection `conn`: no frame of it is queued after this returns.
     fn unsubscribe(&self, conn: u64, stream: &str);
