@@ -32,6 +32,8 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Run a local Binance USD-M look-alike exchange, with fault injection.
     Sim(Box<crate::sim::SimArgs>),
+    /// Play recordings back as a live Binance-compatible stream, paced as recorded.
+    Serve(crate::serve::ServeArgs),
     /// Record a few seconds from an embedded simulator and summarise them: no network needed.
     Demo(DemoArgs),
     /// Exit 0 when a recorder's metrics.json is fresh and inside the alert thresholds, else 1.
