@@ -311,7 +311,18 @@ fn the_real_capture_plays_to_a_diff_depth_recorder() {
         1,
     );
 
-    let serve = ServeProcess::start(&[book.to_str().unwrap(), "--speed", "max"]);
+    let port_file = dir.path().join("port");
+    let serve = ServeProcess::start(&[
+        book.to_str().unwrap(),
+        "--speed",
+        "max",
+        "--port-file",
+        port_file.to_str().unwrap(),
+    ]);
+    // Written just after the line on stdout.
+    wait_for(WATCHDOG, "the port file", || port_file.exists());
+    let port = std::fs::read_to_string(&port_file).unwrap();
+    assert!(serve.addr.ends_with(&format!(":{}", port.trim())), "{port}");
     // REST before any connection plays: the snapshot byte for byte, the recording's start time.
     let (status, body) = http_get(&serve.addr, "/fapi/v1/depth?symbol=BTCUSDT&limit=1000");
     assert_eq!((status, body.as_str()), (200, snap_body.as_str()));
@@ -744,26 +755,41 @@ fn bad_paths_exit_2_and_help_lists_every_flag() {
     }
 }
 
-/// A large synthetic recording at `--speed max`, read by one plain client: events per second.
+/// The real capture's depth events, repeated into a 190,000-event recording, played at
+/// `--speed max` to one plain client: events and MB per second.
 #[test]
 #[ignore = "benchmark"]
 fn max_speed_throughput() {
+    let fixture = std::fs::read_to_string(FIXTURE).unwrap();
+    let payloads: Vec<&str> = fixture
+        .lines()
+        .filter(|l| l.starts_with(r#"{"stream":"btcusdt@depth@0ms","#))
+        .map(raw_data)
+        .collect();
+    let repeats = 2000;
+    let mut recorded = Vec::with_capacity(payloads.len() * repeats);
+    for i in 0..payloads.len() * repeats {
+        let recv_ns = BASE_NS + i as u64 * 1_000_000;
+        let data = payloads[i % payloads.len()];
+        recorded.push(depth_line("BTCUSDT", "btcusdt@depth@0ms", recv_ns, data));
+    }
     let dir = tempfile::tempdir().unwrap();
-    let count = 200_000;
-    let events = diff_events("ETHUSDT", "ethusdt@depth@0ms", count, BASE_NS, 1_000_000);
     write_gz(
-        &dir.path().join("ethusdt_depth_a.ndjson.gz"),
-        &lines(&events),
+        &dir.path().join("btcusdt_depth_a.ndjson.gz"),
+        &recorded,
         1000,
     );
     let server = serve(dir.path(), Pace::Max);
     let began = Instant::now();
-    let got = Client::open(&format!("{}/ws/ethusdt@depth", server.ws_url())).until_closed();
+    let got = Client::open(&format!("{}/ws/btcusdt@depth", server.ws_url())).until_closed();
     let secs = began.elapsed().as_secs_f64();
-    assert_eq!(got.frames.len() as u64, count);
-    println!(
-        "max speed: {count} events in {secs:.2} s: {:.0} events/s",
-        count as f64 / secs
-    );
     server.shutdown();
+    assert_eq!(got.frames.len(), recorded.len());
+    let bytes: usize = got.frames.iter().map(|(_, t)| t.len()).sum();
+    println!(
+        "max speed: {} events in {secs:.2} s: {:.0} events/s, {:.0} MB/s",
+        got.frames.len(),
+        got.frames.len() as f64 / secs,
+        bytes as f64 / secs / 1e6
+    );
 }

@@ -11,6 +11,9 @@
 //! Pacing is the sim's own: each symbol produces `--rate` events per second and every stream of
 //! the symbol shows every event, whatever its speed suffix (`@100ms`, `@500ms`, `@0ms`).
 //!
+//! The front (everything but `market` and `hub`) also serves recordings: `obrec serve` puts a
+//! playback behind it through the `Source` trait (see [`crate::serve`]).
+//!
 //! # Layout
 //! - `source`: the seam between the front and what it serves (the `Source` trait).
 //! - `feed`: one symbol's simulated events (the `Feed` trait), and stream names.
