@@ -157,6 +157,14 @@ impl ServeProcess {
     }
 }
 
+/// A test that fails before `stop` leaves no server behind.
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs the real recorder against `ws`/`rest` for `minutes`; returns its data dir.
 fn record(
     dir: &Path,
