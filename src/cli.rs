@@ -32,6 +32,14 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Run a local Binance USD-M look-alike exchange, with fault injection.
     Sim(Box<crate::sim::SimArgs>),
+    /// Play recordings back as a live Binance-compatible stream, paced as recorded.
+    ///
+    /// Same paths, SUBSCRIBE handling and REST endpoints as `obrec sim`. Every connection plays
+    /// the recording from the beginning; a subscription gets the recorded events of its symbol and
+    /// kind (diff `<sym>@depth…` or partial `<sym>@depth<N>…`, whatever speed was recorded) under
+    /// the name it subscribed, payloads byte for byte; the connection is closed (1000) after the
+    /// last event. /fapi/v1/depth answers the recorded snapshot in force at the playback position.
+    Serve(crate::serve::ServeArgs),
     /// Record a few seconds from an embedded simulator and summarise them: no network needed.
     Demo(DemoArgs),
     /// Exit 0 when a recorder's metrics.json is fresh and inside the alert thresholds, else 1.

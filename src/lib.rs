@@ -31,6 +31,7 @@
 //! * [`replay`] — offline verification and summary of recordings.
 //! * [`book`] — the local order book.
 //! * [`sim`] — a local Binance look-alike with fault injection (`obrec sim`, and every test).
+//! * [`serve`] — recordings played back as a live stream behind the sim's front (`obrec serve`).
 //! * [`demo`] — sim + record + check, with no network.
 //! * [`exporter`] — Prometheus `/metrics` and `/healthz` (`--metrics-addr`).
 //! * [`health`] — `obrec health`, a supervisor's check of `metrics.json`.
@@ -50,6 +51,7 @@ pub mod recorder;
 pub mod replay;
 pub mod salvage;
 pub mod sequence;
+pub mod serve;
 pub mod shutdown;
 pub mod sim;
 pub mod snapshot;

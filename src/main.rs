@@ -5,7 +5,7 @@ use clap::Parser;
 
 use obrec::cli::{Cli, Command, RecordArgs};
 use obrec::shutdown::Shutdown;
-use obrec::{demo, health, logging, recorder, replay, sim};
+use obrec::{demo, health, logging, recorder, replay, serve, sim};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,6 +38,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Sim(args)) => {
             let _log = logging::to_stderr("info")?;
             sim::run(&args, &shutdown)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Serve(args)) => {
+            let _log = logging::to_stderr("info")?;
+            serve::run(&args, &shutdown)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Health(args)) => match health::check(&args, std::time::SystemTime::now())? {

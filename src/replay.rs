@@ -121,7 +121,8 @@ fn is_depth_file(path: &Path) -> bool {
     is_recording(path) && file_name(path).contains("_depth")
 }
 
-fn is_snapshot_file(path: &Path) -> bool {
+/// Whether `path` is a snapshot file (`<sym>_snapshot*.ndjson.gz[.part]`).
+pub(crate) fn is_snapshot_file(path: &Path) -> bool {
     is_recording(path) && file_name(path).contains("_snapshot")
 }
 
@@ -251,14 +252,15 @@ struct RecordedSnapshot {
     body: String,
 }
 
+/// One line of a snapshot file, borrowed: `data` is the REST body as received.
 #[derive(Deserialize)]
-struct SnapshotLine<'a> {
-    recv_ns: u64,
-    symbol: &'a str,
+pub(crate) struct SnapshotLine<'a> {
+    pub recv_ns: u64,
+    pub symbol: &'a str,
     #[serde(rename = "lastUpdateId")]
-    last_update_id: u64,
+    pub last_update_id: u64,
     #[serde(borrow)]
-    data: &'a RawValue,
+    pub data: &'a RawValue,
 }
 
 /// Book rebuilding for `--book`.
@@ -626,7 +628,8 @@ fn damaged(file: String, lines: u64, what: &str) -> FileReport {
     }
 }
 
-fn describe(e: &io::Error) -> String {
+/// What a read error says about a gzip file.
+pub(crate) fn describe(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::UnexpectedEof => "truncated gzip data".into(),
         _ => format!("corrupt gzip data: {e}"),

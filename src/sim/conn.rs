@@ -64,6 +64,8 @@ pub(crate) enum Outbound {
     PeerClosed,
     /// The client's side ended without a Close frame.
     PeerGone,
+    /// The source has nothing more for this connection: close it (1000) with this reason.
+    End(&'static str),
 }
 
 /// The socket as the reading side's WebSocket sees it: writes reach the socket only during the
@@ -143,13 +145,13 @@ pub(crate) fn serve(shared: &Arc<Shared>, tcp: Arc<TcpStream>, route: Route) {
     };
     session.subscribe(route.streams);
     session.read(&mut ws);
-    shared.hub.leave(id);
+    shared.source.leave(id);
     debug!("sim conn {id}: closed");
 }
 
 /// The reading side: the connection's subscriptions and its control messages.
 struct Session<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     link: &'a Arc<Link>,
     /// Every stream subscribed, known or not, in subscription order (for LIST_SUBSCRIPTIONS).
     streams: Vec<String>,
@@ -194,7 +196,7 @@ impl Session<'_> {
             // Acknowledge last: nothing of a dropped stream may arrive after its ACK.
             Ok(Request::Unsubscribe(streams, id)) => {
                 for stream in streams {
-                    self.shared.hub.unsubscribe(self.link.id, &stream);
+                    self.shared.source.unsubscribe(self.link.id, &stream);
                     self.streams.retain(|s| *s != stream);
                 }
                 self.send(Outbound::Reply(control::ack(id)))
@@ -204,13 +206,15 @@ impl Session<'_> {
     }
 
     fn subscribe(&mut self, streams: Vec<String>) {
+        let mut new: Vec<String> = Vec::with_capacity(streams.len());
         for stream in streams {
-            if !self.streams.contains(&stream) {
-                self.shared
-                    .hub
-                    .subscribe(self.link, &stream, &self.shared.injector);
-                self.streams.push(stream);
+            if !self.streams.contains(&stream) && !new.contains(&stream) {
+                new.push(stream);
             }
+        }
+        if !new.is_empty() {
+            self.shared.source.subscribe(self.shared, self.link, &new);
+            self.streams.extend(new);
         }
     }
 
@@ -224,6 +228,7 @@ enum End {
     Fault(Ending),
     PeerClosed,
     PeerGone,
+    Finished(&'static str),
     Shutdown,
     Broken(io::Error),
 }
@@ -248,7 +253,7 @@ impl<'a> Writer<'a> {
             tcp,
             faults: shared.injector.for_connection(now),
             buf: Vec::with_capacity(2 * FLUSH_BYTES),
-            next_ping: now + shared.config.ping_interval,
+            next_ping: now + shared.front.ping_interval,
         }
     }
 
@@ -285,7 +290,7 @@ impl<'a> Writer<'a> {
             }
             if now >= self.next_ping {
                 frame::push_ping(&mut self.buf, now_ms().to_string().as_bytes());
-                self.next_ping = now + self.shared.config.ping_interval;
+                self.next_ping = now + self.shared.front.ping_interval;
             }
             if let Err(e) = self.flush() {
                 return End::Broken(e);
@@ -315,13 +320,14 @@ impl<'a> Writer<'a> {
             }
             Outbound::PeerClosed => return Some(End::PeerClosed),
             Outbound::PeerGone => return Some(End::PeerGone),
+            Outbound::End(reason) => return Some(End::Finished(reason)),
         }
         None
     }
 
     fn record(&self, frame: &DataFrame) {
         self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
-        if self.shared.config.record_sent {
+        if self.shared.front.record_sent {
             let sent = SentFrame {
                 conn: self.link.id,
                 stream: frame.stream.to_string(),
@@ -351,6 +357,7 @@ impl<'a> Writer<'a> {
             }
             End::Fault(Ending::Reset) => return self.reset(),
             End::Fault(Ending::Eof) => self.flush(),
+            End::Finished(reason) => self.close(CloseCode::Normal, reason, Some(rx)),
             End::Shutdown => self.close(CloseCode::Away, "server shutdown", None),
             End::PeerClosed => self.close(CloseCode::Normal, "", None),
             End::PeerGone => Ok(()),

@@ -1,10 +1,9 @@
-//! The seam between the exchange front (HTTP, WebSocket, subscriptions, pacing, faults) and
-//! where events come from.
+//! One symbol's simulated events, and depth stream names.
 //!
-//! The front only needs, per symbol: the next event's ids, that event's payload as each depth
+//! The sim's hub only needs, per symbol: the next event's ids, that event's payload as each depth
 //! stream shows it, and a REST snapshot consistent with the latest event. The random-walk market
-//! provides that today; a recording's playback (`obrec serve`) can provide it later without the
-//! front changing.
+//! provides that. (A recording's playback is not a `Feed`: each of its connections plays from
+//! the beginning at its own pace, so it is a `Source` of its own.)
 
 /// The ids and times of one event, shared by every stream of its symbol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use tungstenite::http::StatusCode;
 
 use super::feed::is_well_formed;
-use super::hub::Hub;
-use super::now_ms;
+use super::source::Source;
 
 /// A request head must arrive within this time, else the connection is dropped.
 pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -131,7 +130,7 @@ pub(crate) fn ws_route(target: &str) -> Result<Route, Reply> {
 }
 
 /// Answers a REST request.
-pub(crate) fn rest(head: &Head, hub: &Hub) -> Reply {
+pub(crate) fn rest(head: &Head, source: &dyn Source) -> Reply {
     let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
     let known = matches!(path, "/fapi/v1/depth" | "/fapi/v1/time");
     if !known {
@@ -143,7 +142,7 @@ pub(crate) fn rest(head: &Head, hub: &Hub) -> Reply {
     if path == "/fapi/v1/time" {
         return (
             200,
-            format!(r#"{{"serverTime":{}}}"#, now_ms()).into_bytes(),
+            format!(r#"{{"serverTime":{}}}"#, source.time_ms()).into_bytes(),
         );
     }
     let Some(symbol) = param(query, "symbol").filter(|s| !s.is_empty()) else {
@@ -166,10 +165,10 @@ pub(crate) fn rest(head: &Head, hub: &Hub) -> Reply {
         }
     };
     let mut body = Vec::with_capacity(limit * 50);
-    if !hub.snapshot(&symbol.to_ascii_uppercase(), limit, &mut body) {
-        return error(400, -1121, "Invalid symbol.");
+    match source.depth(&symbol.to_ascii_uppercase(), limit, &mut body) {
+        Ok(()) => (200, body),
+        Err(msg) => error(400, -1121, &msg),
     }
-    (200, body)
 }
 
 /// A Binance-style error body.

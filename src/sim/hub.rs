@@ -19,6 +19,8 @@ use super::conn::{Link, Outbound};
 use super::faults::Injector;
 use super::feed::{Feed, View, parse_stream};
 use super::frame::DataFrame;
+use super::server::Shared;
+use super::source::Source;
 use super::{Rate, lock, now_ms};
 
 /// How often a `--rate max` pump with no subscriber looks again: it generates nothing meanwhile,
@@ -65,9 +67,10 @@ impl Symbol {
     }
 }
 
-/// Every served symbol with its feed and subscribers.
+/// Every served symbol with its feed and subscribers: the sim's [`Source`].
 pub(crate) struct Hub {
     symbols: Vec<Symbol>,
+    rate: Rate,
     /// Connections cut because their queue overflowed at a fixed rate.
     slow_clients: AtomicU64,
 }
@@ -82,7 +85,7 @@ enum Delivery {
 }
 
 impl Hub {
-    pub(crate) fn new(feeds: Vec<Box<dyn Feed>>) -> Hub {
+    pub(crate) fn new(feeds: Vec<Box<dyn Feed>>, rate: Rate) -> Hub {
         let symbols = feeds
             .into_iter()
             .map(|feed| Symbol {
@@ -99,47 +102,9 @@ impl Hub {
             .collect();
         Hub {
             symbols,
+            rate,
             slow_clients: AtomicU64::new(0),
         }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.symbols.len()
-    }
-
-    pub(crate) fn slow_clients(&self) -> u64 {
-        self.slow_clients.load(Ordering::Relaxed)
-    }
-
-    /// Feeds `stream` to the connection from the next event on. Streams this hub does not
-    /// produce (other kinds, other symbols) and muted symbols are simply never fed, which is
-    /// what Binance does with a well-formed name it has no data for.
-    pub(crate) fn subscribe(&self, link: &Arc<Link>, stream: &str, injector: &Injector) {
-        let Some((symbol, view)) = parse_stream(stream) else {
-            return;
-        };
-        let Some(symbol) = self.symbols.iter().find(|s| s.lower == symbol) else {
-            return;
-        };
-        if injector.mutes(&symbol.name) {
-            return;
-        }
-        let subscriber = Subscriber {
-            link: Arc::clone(link),
-            stream: stream.into(),
-            view,
-        };
-        symbol.lock().subscribers.push(subscriber);
-    }
-
-    /// Stops feeding `stream` to connection `conn`; no frame of it is queued after this returns.
-    pub(crate) fn unsubscribe(&self, conn: u64, stream: &str) {
-        self.forget(|s| s.link.id == conn && &*s.stream == stream);
-    }
-
-    /// Forgets every subscription of connection `conn`.
-    pub(crate) fn leave(&self, conn: u64) {
-        self.forget(|s| s.link.id == conn);
     }
 
     fn forget(&self, doomed: impl Fn(&Subscriber) -> bool) {
@@ -147,27 +112,72 @@ impl Hub {
             symbol.lock().subscribers.retain(|s| !doomed(s));
         }
     }
+}
 
-    /// Appends the REST depth snapshot of `symbol` (upper case); false if it is not served.
-    pub(crate) fn snapshot(&self, symbol: &str, limit: usize, out: &mut Vec<u8>) -> bool {
-        let Some(symbol) = self.symbols.iter().find(|s| &*s.name == symbol) else {
-            return false;
-        };
-        symbol.lock().feed.snapshot(limit, now_ms(), out);
-        true
+impl Source for Hub {
+    /// One pump per symbol.
+    fn workers(&self) -> usize {
+        self.symbols.len()
     }
 
-    /// Runs symbol `index`'s event loop until `stop` disconnects.
-    pub(crate) fn pump(&self, index: usize, rate: Rate, injector: &Injector, stop: &Receiver<()>) {
-        let symbol = &self.symbols[index];
+    /// Runs symbol `index`'s event loop until the sim stops.
+    fn work(&self, index: usize, shared: &Shared) {
         Pump {
             hub: self,
-            symbol,
-            rate,
-            injector,
-            stop,
+            symbol: &self.symbols[index],
+            rate: self.rate,
+            injector: &shared.injector,
+            stop: &shared.stop,
         }
         .run();
+    }
+
+    /// Feeds `stream` to the connection from the next event on. Streams this hub does not
+    /// produce (other kinds, other symbols) and muted symbols are simply never fed, which is
+    /// what Binance does with a well-formed name it has no data for.
+    fn subscribe(&self, shared: &Arc<Shared>, link: &Arc<Link>, streams: &[String]) {
+        for stream in streams {
+            let Some((symbol, view)) = parse_stream(stream) else {
+                continue;
+            };
+            let Some(symbol) = self.symbols.iter().find(|s| s.lower == symbol) else {
+                continue;
+            };
+            if shared.injector.mutes(&symbol.name) {
+                continue;
+            }
+            let subscriber = Subscriber {
+                link: Arc::clone(link),
+                stream: stream.as_str().into(),
+                view,
+            };
+            symbol.lock().subscribers.push(subscriber);
+        }
+    }
+
+    fn unsubscribe(&self, conn: u64, stream: &str) {
+        self.forget(|s| s.link.id == conn && &*s.stream == stream);
+    }
+
+    fn leave(&self, conn: u64) {
+        self.forget(|s| s.link.id == conn);
+    }
+
+    /// The book after the latest event.
+    fn depth(&self, symbol: &str, limit: usize, out: &mut Vec<u8>) -> Result<(), String> {
+        let Some(symbol) = self.symbols.iter().find(|s| &*s.name == symbol) else {
+            return Err("Invalid symbol.".into());
+        };
+        symbol.lock().feed.snapshot(limit, now_ms(), out);
+        Ok(())
+    }
+
+    fn time_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn slow_clients(&self) -> u64 {
+        self.slow_clients.load(Ordering::Relaxed)
     }
 }
 

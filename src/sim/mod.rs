@@ -11,10 +11,15 @@
 //! Pacing is the sim's own: each symbol produces `--rate` events per second and every stream of
 //! the symbol shows every event, whatever its speed suffix (`@100ms`, `@500ms`, `@0ms`).
 //!
+//! The front (everything but `market` and `hub`) also serves recordings: `obrec serve` puts a
+//! playback behind it through the `Source` trait (see [`crate::serve`]).
+//!
 //! # Layout
-//! - `feed`: the seam between the front and an event source (the `Feed` trait).
-//! - `market`: the random-walk book and id sequence, the default source.
-//! - `hub`: symbols, subscriptions, pacing; encodes each event once and queues it.
+//! - `source`: the seam between the front and what it serves (the `Source` trait).
+//! - `feed`: one symbol's simulated events (the `Feed` trait), and stream names.
+//! - `market`: the random-walk book and id sequence, the sim's feed.
+//! - `hub`: the sim's source: symbols, subscriptions, pacing; encodes each event once and
+//!   queues it.
 //! - `conn`: one WebSocket connection: handshake, control messages, the writer.
 //! - `control`: control message parsing and replies.
 //! - `http`: request heads, WebSocket routing, REST endpoints.
@@ -22,18 +27,21 @@
 //! - `faults`: every injected fault, decided and counted in one place.
 //! - `server`: [`Sim`]: listener, threads, shutdown.
 
-mod conn;
+// The front's parts that `serve` puts in front of a recording are visible to the crate.
+pub(crate) mod conn;
 mod control;
 mod faults;
-mod feed;
-mod frame;
+pub(crate) mod feed;
+pub(crate) mod frame;
 mod http;
 mod hub;
 mod market;
-mod server;
+pub(crate) mod server;
+pub(crate) mod source;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -261,19 +269,7 @@ pub fn run(args: &SimArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
     let mut sim = Sim::start(&args.listen, config)
         .with_context(|| format!("cannot serve on {}", args.listen))?;
     let addr = sim.local_addr();
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening on {addr}")
-        .and_then(|()| stdout.flush())
-        .context("cannot write to stdout")?;
-    drop(stdout);
-    if let Some(path) = &args.port_file {
-        // Written aside and renamed, so that a script polling for the file never reads half.
-        let mut aside = path.as_os_str().to_owned();
-        aside.push(".tmp");
-        std::fs::write(&aside, format!("{}\n", addr.port()))
-            .and_then(|()| std::fs::rename(&aside, path))
-            .with_context(|| format!("{}: cannot write", path.display()))?;
-    }
+    announce(addr, args.port_file.as_deref())?;
     log::info!(
         "sim: serving {} at {} on {addr}",
         args.symbols.join(","),
@@ -289,6 +285,28 @@ pub fn run(args: &SimArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
         append_sent(log, &sim.take_sent(), path)?;
     }
     log::info!("sim: stopped, {:?}", sim.stats());
+    Ok(())
+}
+
+/// Prints `listening on ADDR` (flushed) and writes the port to `port_file`: what scripts and
+/// tests wait for before connecting.
+///
+/// # Errors
+/// Stdout or the port file cannot be written.
+pub(crate) fn announce(addr: SocketAddr, port_file: Option<&Path>) -> anyhow::Result<()> {
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on {addr}")
+        .and_then(|()| stdout.flush())
+        .context("cannot write to stdout")?;
+    drop(stdout);
+    if let Some(path) = port_file {
+        // Written aside and renamed, so that a script polling for the file never reads half.
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(".tmp");
+        std::fs::write(&aside, format!("{}\n", addr.port()))
+            .and_then(|()| std::fs::rename(&aside, path))
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+    }
     Ok(())
 }
 
@@ -323,7 +341,7 @@ fn parse_symbol(s: &str) -> Result<String, String> {
 }
 
 /// Parses a positive number of seconds, decimals allowed.
-fn parse_seconds(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_seconds(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {
         Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
             Ok(Duration::from_secs_f64(secs))
@@ -335,7 +353,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 /// Locks a mutex, carrying on if a panicking thread poisoned it: the sim's state stays usable.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -1,8 +1,9 @@
 //! The running sim: the listening socket, the threads, and an orderly shutdown.
 //!
 //! Threads: one accept loop; one handler per accepted socket, which answers REST or becomes a
-//! WebSocket connection's reader; one writer per WebSocket connection; one pump per symbol. All
-//! handles are kept so that shutdown joins every thread the sim started.
+//! WebSocket connection's reader; one writer per WebSocket connection; whatever the source runs
+//! (the sim: one pump per symbol; a playback: one player per connection). All handles are kept
+//! so that shutdown joins every thread the server started.
 
 use std::io;
 use std::net::{
@@ -16,11 +17,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use log::{debug, warn};
 
-use super::faults::Injector;
+use super::faults::{Faults, Injector};
 use super::feed::Feed;
 use super::http::{self, HEAD_TIMEOUT};
 use super::hub::Hub;
 use super::market::Market;
+use super::source::Source;
 use super::{SentFrame, SimConfig, SimStats, conn, lock, now_ms};
 
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
@@ -32,10 +34,20 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(5);
 /// Bound on the connection that wakes the accept loop at shutdown.
 const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// State every thread of one sim shares.
+/// How the front behaves whatever it serves.
+#[derive(Clone, Debug)]
+pub(crate) struct Front {
+    /// Interval of the server's pings on each connection.
+    pub ping_interval: Duration,
+    pub faults: Faults,
+    /// Keep every data frame sent, for [`Sim::sent`].
+    pub record_sent: bool,
+}
+
+/// State every thread of one server shares.
 pub(crate) struct Shared {
-    pub(crate) config: SimConfig,
-    pub(crate) hub: Hub,
+    pub(crate) front: Front,
+    pub(crate) source: Box<dyn Source>,
     pub(crate) injector: Injector,
     /// Disconnects (nothing is ever sent on it) when the sim stops: threads blocked in a
     /// `select!` or a timed wait wake up at once.
@@ -92,7 +104,8 @@ pub struct Sim {
     /// Dropped to stop every thread; `None` once stopped.
     stop: Option<Sender<()>>,
     accept: Option<JoinHandle<()>>,
-    pumps: Vec<JoinHandle<()>>,
+    /// The source's own threads (the sim's pumps).
+    workers: Vec<JoinHandle<()>>,
 }
 
 impl Sim {
@@ -109,19 +122,24 @@ impl Sim {
             .iter()
             .map(|s| Box::new(Market::new(s, config.seed, now)) as Box<dyn Feed>)
             .collect();
-        Sim::serve(listen, config, feeds)
+        let front = Front {
+            ping_interval: config.ping_interval,
+            faults: config.faults,
+            record_sent: config.record_sent,
+        };
+        Sim::serve(listen, front, Box::new(Hub::new(feeds, config.rate)))
     }
 
-    /// Serves `feeds`, one per symbol, behind the front `config` sets up (rate, pings, faults).
-    /// This is the seam for other event sources, such as a recording's playback.
-    fn serve(listen: &str, config: SimConfig, feeds: Vec<Box<dyn Feed>>) -> io::Result<Sim> {
+    /// Serves `source` behind the front (paths, control messages, REST, pings, faults): the
+    /// simulated market, or a recording's playback.
+    pub(crate) fn serve(listen: &str, front: Front, source: Box<dyn Source>) -> io::Result<Sim> {
         let listener = TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
         let (stop, stop_rx) = bounded(0);
         let shared = Arc::new(Shared {
-            hub: Hub::new(feeds),
-            injector: Injector::new(config.faults.clone()),
-            config,
+            source,
+            injector: Injector::new(front.faults.clone()),
+            front,
             stop: stop_rx,
             stopping: AtomicBool::new(false),
             sockets: Mutex::default(),
@@ -136,19 +154,15 @@ impl Sim {
             addr,
             stop: Some(stop),
             accept: None,
-            pumps: Vec::new(),
+            workers: Vec::new(),
         };
-        for index in 0..shared.hub.len() {
+        for index in 0..shared.source.workers() {
             let shared = Arc::clone(&shared);
-            let pump = move || {
-                shared
-                    .hub
-                    .pump(index, shared.config.rate, &shared.injector, &shared.stop)
-            };
-            sim.pumps.push(
+            let work = move || shared.source.work(index, &shared);
+            sim.workers.push(
                 thread::Builder::new()
-                    .name(format!("sim-pump-{index}"))
-                    .spawn(pump)?,
+                    .name(format!("sim-work-{index}"))
+                    .spawn(work)?,
             );
         }
         let accept = move || accept_loop(&shared, &listener);
@@ -189,7 +203,7 @@ impl Sim {
             connections: self.shared.connections.load(Ordering::Relaxed),
             rest_requests: self.shared.rest_requests.load(Ordering::Relaxed),
             frames_sent: self.shared.frames_sent.load(Ordering::Relaxed),
-            slow_clients: self.shared.hub.slow_clients(),
+            slow_clients: self.shared.source.slow_clients(),
             faults: self.shared.injector.counts(),
         }
     }
@@ -226,8 +240,8 @@ impl Sim {
                 let _ = thread.join();
             }
         }
-        for pump in self.pumps.drain(..) {
-            let _ = pump.join();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
         }
         debug!("sim: stopped, {:?}", self.stats());
     }
@@ -296,7 +310,7 @@ fn handle(shared: &Arc<Shared>, tcp: TcpStream) {
     };
     let reply = if !head.upgrade {
         shared.rest_requests.fetch_add(1, Ordering::Relaxed);
-        http::rest(&head, &shared.hub)
+        http::rest(&head, &*shared.source)
     } else {
         match http::ws_route(&head.target) {
             Err(reply) => reply,

@@ -1,0 +1,50 @@
+//! The seam between the exchange front (listener, HTTP, WebSocket connections, control messages,
+//! pings, faults) and what it serves.
+//!
+//! Two sources exist. [`Hub`](super::hub::Hub) is the simulated market: one event sequence per
+//! symbol, paced by the sim and shared by every connection (`obrec sim`). `Playback` plays a
+//! recording to each connection on its own, from the beginning and at the recording's pace
+//! (`obrec serve`). The front is the same code for both: the paths, SUBSCRIBE handling, REST
+//! endpoints and shutdown cannot drift apart.
+
+use std::sync::Arc;
+
+use super::conn::Link;
+use super::server::Shared;
+
+/// What the front asks of whatever produces data frames and REST answers.
+///
+/// Frames reach a connection through its [`Link`]: `Outbound::Data` in order, then, when the
+/// source has nothing more for it, `Outbound::End`.
+pub(crate) trait Source: Send + Sync {
+    /// Threads the source runs for the server's whole life (the sim's pumps).
+    fn workers(&self) -> usize {
+        0
+    }
+
+    /// Worker `index`'s loop; returns once `shared.stop` disconnects.
+    fn work(&self, _index: usize, _shared: &Shared) {}
+
+    /// Feeds `streams` (well-formed names, not necessarily ones the source produces, none
+    /// already subscribed) to the connection from now on, all from the same event. Called after
+    /// the SUBSCRIBE is acknowledged, and with the streams of the URL when a connection opens.
+    fn subscribe(&self, shared: &Arc<Shared>, link: &Arc<Link>, streams: &[String]);
+
+    /// Stops feeding `stream` to connection `conn`: no frame of it is queued after this returns.
+    fn unsubscribe(&self, conn: u64, stream: &str);
+
+    /// Forgets every subscription of connection `conn`, which has ended.
+    fn leave(&self, conn: u64);
+
+    /// Appends the REST depth snapshot body of `symbol` (upper case, at most `limit` levels a
+    /// side where the source can cut it); `Err` holds the message of a -1121 error.
+    fn depth(&self, symbol: &str, limit: usize, out: &mut Vec<u8>) -> Result<(), String>;
+
+    /// `serverTime` of `/fapi/v1/time`, ms since the Unix epoch.
+    fn time_ms(&self) -> u64;
+
+    /// Connections cut for being too slow, for [`SimStats`](super::SimStats).
+    fn slow_clients(&self) -> u64 {
+        0
+    }
+}
