@@ -30,6 +30,7 @@
 //! * [`metrics`] — counters, HdrHistogram figures, the report schema and SUMMARY line.
 //! * [`replay`] — offline verification and summary of recordings.
 //! * [`book`] — the local order book.
+//! * [`interop`] — `obrec export` / `obrec import`: hftbacktest's raw feed files.
 //! * [`sim`] — a local Binance look-alike with fault injection (`obrec sim`, and every test).
 //! * [`demo`] — sim + record + check, with no network.
 //! * [`health`] — `obrec health`, a supervisor's check of `metrics.json`.
@@ -41,6 +42,7 @@ pub mod demo;
 pub mod error;
 pub mod feed;
 pub mod health;
+pub mod interop;
 pub mod logging;
 pub mod metrics;
 pub mod record;

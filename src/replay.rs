@@ -121,7 +121,8 @@ fn is_depth_file(path: &Path) -> bool {
     is_recording(path) && file_name(path).contains("_depth")
 }
 
-fn is_snapshot_file(path: &Path) -> bool {
+/// A snapshot file by its name: `<symbol>_snapshot…ndjson.gz(.part)`.
+pub(crate) fn is_snapshot_file(path: &Path) -> bool {
     is_recording(path) && file_name(path).contains("_snapshot")
 }
 
@@ -381,7 +382,7 @@ fn print_book(
 }
 
 /// Partial-depth streams are named `<sym>@depth<N>…`; diff streams `<sym>@depth` or `<sym>@depth@…`.
-fn is_partial(stream: &str) -> bool {
+pub(crate) fn is_partial(stream: &str) -> bool {
     stream
         .split_once("@depth")
         .is_some_and(|(_, rest)| rest.starts_with(|c: char| c.is_ascii_digit()))
