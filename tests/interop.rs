@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -659,7 +659,9 @@ fn python_with_hftbacktest() -> Option<String> {
             return Some(python);
         }
     }
-    eprintln!(
+    // Straight to stderr, past the test harness's capture, so that the skip is seen.
+    let _ = writeln!(
+        std::io::stderr(),
         "NOTICE: hftbacktest's converter was not run: no Python with the hftbacktest package \
          (pip install hftbacktest, or set OBREC_TEST_PYTHON to such a python)"
     );
