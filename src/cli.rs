@@ -44,6 +44,20 @@ pub enum Command {
     Demo(DemoArgs),
     /// Exit 0 when a recorder's metrics.json is fresh and inside the alert thresholds, else 1.
     Health(crate::health::HealthArgs),
+    /// Convert recordings to hftbacktest's raw feed files (for its binancefutures.convert).
+    ///
+    /// Writes one gzip file per symbol and UTC day of receipt, `<symbol>_<YYYYMMDD>.gz`, each line
+    /// `<19-digit receive ns> <message>`: depth events in their combined-stream envelope (payload
+    /// byte-exact), REST snapshots as their raw body, merged in receive order; a connection change is
+    /// a `{"stream":"_meta","data":{"e":"connection","conn":N}}` line, which the converter ignores.
+    Export(ExportArgs),
+    /// Convert hftbacktest's raw feed files into obrec recordings (depth and snapshots).
+    ///
+    /// Writes each file's depth events as obrec depth lines and its REST snapshots as snapshot lines,
+    /// under <DIR>/order_book/, named like the recorder's files after their first receipt second.
+    /// `conn` is 1, or what the file's `_meta` connection lines say; `latency_pipeline_ms` is 0.000
+    /// (the file does not record it). bookTicker, trade and other streams are counted and left out.
+    Import(ImportArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -173,6 +187,57 @@ pub struct ReplayArgs {
     /// (diff streams are synced from the recorded snapshot files).
     #[arg(long, env = "OBREC_BOOK", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub book: Option<u16>,
+}
+
+/// `obrec export`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "Then, in Python:
+  from hftbacktest.data.utils import binancefutures
+  data = binancefutures.convert('out/btcusdt_20240808.gz', output_filename='btcusdt_20240808.npz')
+
+Exit status: 0 when every input was read whole; 1 when one was damaged (what came before the \
+damage is exported) or a file cannot be written; 2 for bad usage or an output file that exists \
+(nothing is written).")]
+pub struct ExportArgs {
+    /// Format to write.
+    #[arg(long, env = "OBREC_FORMAT", value_enum)]
+    pub format: crate::interop::Format,
+    /// Recordings: files, directories (their depth and snapshot files) or glob patterns, read in
+    /// name order. Include the snapshot files: hftbacktest's book starts from them.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Directory for the exported files (created when missing); existing files are never
+    /// overwritten.
+    #[arg(short, long, env = "OBREC_OUTPUT", value_name = "DIR")]
+    pub output: PathBuf,
+    /// gzip level: 1 is fastest, 9 smallest.
+    #[arg(long, env = "OBREC_GZIP_LEVEL", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub gzip_level: u32,
+}
+
+/// `obrec import`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Then: obrec replay DIR/order_book (add --book N to rebuild the book).
+
+Exit status: 0 when every input was read whole; 1 when one was damaged (what came before the \
+damage is imported) or a file cannot be written; 2 for bad usage, an input that is not an \
+hftbacktest USD-M futures file, or an output file that exists (nothing is written)."
+)]
+pub struct ImportArgs {
+    /// Format to read.
+    #[arg(long, env = "OBREC_FORMAT", value_enum)]
+    pub format: crate::interop::Format,
+    /// hftbacktest raw files (gzip, one symbol each) or glob patterns, read in name order.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Data directory: files go to <DIR>/order_book/ (created when missing); existing files are
+    /// never overwritten.
+    #[arg(short, long, env = "OBREC_OUTPUT", value_name = "DIR")]
+    pub output: PathBuf,
+    /// gzip level: 1 is fastest, 9 smallest.
+    #[arg(long, env = "OBREC_GZIP_LEVEL", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub gzip_level: u32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -327,6 +392,59 @@ mod tests {
             &["obrec", "--endpoint", "http://x"],
             &["obrec", "--gzip-level", "0"],
             &["obrec", "--max-conn-age", "soon"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn export_and_import_need_a_format_an_output_and_inputs() {
+        let cli = Cli::try_parse_from([
+            "obrec",
+            "export",
+            "--format",
+            "hftbacktest",
+            "data/order_book",
+            "-o",
+            "out",
+        ])
+        .unwrap();
+        let Some(Command::Export(args)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.format, crate::interop::Format::Hftbacktest);
+        assert_eq!(args.output, PathBuf::from("out"));
+        assert_eq!(args.gzip_level, 3);
+        let cli = Cli::try_parse_from([
+            "obrec",
+            "import",
+            "--format=hftbacktest",
+            "a.gz",
+            "b.gz",
+            "-o",
+            "d",
+        ])
+        .unwrap();
+        let Some(Command::Import(args)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.files, [PathBuf::from("a.gz"), PathBuf::from("b.gz")]);
+        for bad in [
+            &["obrec", "export", "data", "-o", "out"][..],
+            &["obrec", "export", "--format", "hftbacktest", "data"],
+            &["obrec", "export", "--format", "hftbacktest", "-o", "out"],
+            &["obrec", "export", "--format", "tardis", "data", "-o", "out"],
+            &[
+                "obrec",
+                "import",
+                "--format",
+                "hftbacktest",
+                "a.gz",
+                "-o",
+                "d",
+                "--gzip-level",
+                "0",
+            ],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }

@@ -30,6 +30,7 @@
 //! * [`metrics`] — counters, HdrHistogram figures, the report schema and SUMMARY line.
 //! * [`replay`] — offline verification and summary of recordings.
 //! * [`book`] — the local order book.
+//! * [`interop`] — `obrec export` / `obrec import`: hftbacktest's raw feed files.
 //! * [`sim`] — a local Binance look-alike with fault injection (`obrec sim`, and every test).
 //! * [`serve`] — recordings played back as a live stream behind the sim's front (`obrec serve`).
 //! * [`demo`] — sim + record + check, with no network.
@@ -44,6 +45,7 @@ pub mod error;
 pub mod exporter;
 pub mod feed;
 pub mod health;
+pub mod interop;
 pub mod logging;
 pub mod metrics;
 pub mod record;

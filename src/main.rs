@@ -5,7 +5,7 @@ use clap::Parser;
 
 use obrec::cli::{Cli, Command, RecordArgs};
 use obrec::shutdown::Shutdown;
-use obrec::{demo, health, logging, recorder, replay, serve, sim};
+use obrec::{demo, health, interop, logging, recorder, replay, serve, sim};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,13 +28,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Record(args)) => record(&args, &shutdown),
         Some(Command::Replay(args)) => {
             let _log = logging::to_stderr("warn")?;
-            let passed = replay::run(&args)?;
-            Ok(if passed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(passed(replay::run(&args)?))
         }
+        Some(Command::Export(args)) => Ok(passed(interop::run_export(&args)?)),
+        Some(Command::Import(args)) => Ok(passed(interop::run_import(&args)?)),
         Some(Command::Sim(args)) => {
             let _log = logging::to_stderr("info")?;
             sim::run(&args, &shutdown)?;
@@ -68,6 +65,15 @@ fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let _log = logging::to_files(&args.log_options())?;
     recorder::run(&config, shutdown).context("recording failed")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// 0 when a check passed, 1 when it found a problem.
+fn passed(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// 2 for input the user can fix, 1 for failures at run time.

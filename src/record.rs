@@ -267,6 +267,27 @@ pub fn encode_line(
     out.extend_from_slice(b"}\n");
 }
 
+/// Appends one snapshot line (with its newline) to `out`:
+/// `{"recv_ns":…,"symbol":"…","lastUpdateId":…,"data":{…REST body as received…}}`.
+pub fn encode_snapshot_line(
+    out: &mut Vec<u8>,
+    recv_ns: u64,
+    symbol: &str,
+    last_update_id: u64,
+    body: &str,
+) {
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"recv_ns\":");
+    out.extend_from_slice(num.format(recv_ns).as_bytes());
+    out.extend_from_slice(b",\"symbol\":\"");
+    out.extend_from_slice(symbol.as_bytes());
+    out.extend_from_slice(b"\",\"lastUpdateId\":");
+    out.extend_from_slice(num.format(last_update_id).as_bytes());
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(b"}\n");
+}
+
 /// Receipt minus event time in µs; negative when the local clock runs behind the exchange's.
 pub fn event_latency_us(rec: &DepthRecord) -> i64 {
     (rec.recv_ns / 1_000) as i64 - (rec.event_ms as i64) * 1_000

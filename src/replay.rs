@@ -414,7 +414,7 @@ fn print_book(
 }
 
 /// Partial-depth streams are named `<sym>@depth<N>…`; diff streams `<sym>@depth` or `<sym>@depth@…`.
-fn is_partial(stream: &str) -> bool {
+pub(crate) fn is_partial(stream: &str) -> bool {
     stream
         .split_once("@depth")
         .is_some_and(|(_, rest)| rest.starts_with(|c: char| c.is_ascii_digit()))

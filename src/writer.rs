@@ -18,7 +18,7 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, Report, ReportClock, Stats};
-use crate::record::{DepthRecord, Event, SnapshotRecord, encode_line};
+use crate::record::{DepthRecord, Event, SnapshotRecord, encode_line, encode_snapshot_line};
 
 /// Raw line bytes that trigger a member before the flush timer does. Large enough that a member
 /// boundary (which resets the compression dictionary) costs nothing measurable in ratio, small
@@ -290,17 +290,13 @@ impl Writer {
         self.enter_period(Kind::Snapshot, snap.symbol, period, snap.recv_ns)?;
         let spec = &self.config.symbols[snap.symbol];
         let sink = &mut self.snapshots[snap.symbol];
-        let mut num = itoa::Buffer::new();
-        let out = &mut sink.pending;
-        out.extend_from_slice(b"{\"recv_ns\":");
-        out.extend_from_slice(num.format(snap.recv_ns).as_bytes());
-        out.extend_from_slice(b",\"symbol\":\"");
-        out.extend_from_slice(spec.symbol.as_bytes());
-        out.extend_from_slice(b"\",\"lastUpdateId\":");
-        out.extend_from_slice(num.format(snap.last_update_id).as_bytes());
-        out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(snap.body.as_bytes());
-        out.extend_from_slice(b"}\n");
+        encode_snapshot_line(
+            &mut sink.pending,
+            snap.recv_ns,
+            &spec.symbol,
+            snap.last_update_id,
+            &snap.body,
+        );
         // Snapshots are rare and a replay needs them with their events: write at once.
         self.emit(Kind::Snapshot, snap.symbol)
     }
