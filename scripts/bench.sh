@@ -8,6 +8,7 @@
 #   max     the simulator as fast as the recorder reads, --gzip-level 1, BENCH_SECONDS (30)
 #   250k    a fixed 250,000 events/s, --gzip-level 1, BENCH_SECONDS
 #   gzip    the same line bytes through `gzip -1` alone: the bare compressor's ceiling
+#   replay  `obrec replay` of that recording against plain decompression (zcat) of the same file
 #   10k     pipeline latency at 10,000 events/s
 #   3k      CPU at 3,000 events/s (a whole market's worth)
 #   rss     peak memory at 20,000 events/s over BENCH_RSS_SECONDS (60)
@@ -50,6 +51,7 @@ raw = sum(len(l) for f in glob.glob(f"{d}/data/order_book/*.ndjson.gz") for l in
 n, t = m["total_messages"], m["runtime_seconds"]
 cpu = cpu_ticks / hz
 print(f"{name:>5}: {n / t:>9,.0f} events/s recorded  drops={m['log_queue']['drops']:<8} "
+      f"reconnects={m['continuity']['reconnects']}  "
       f"{raw / t / 1e6:6.1f} MB/s of lines  ratio {raw / max(m['bytes_written'], 1):.2f}  "
       f"pipeline p50={m['pipeline_us']['p50']:.0f}us p99={m['pipeline_us']['p99']:.0f}us  "
       f"cpu {cpu / t * 100:5.1f}% of a core = {cpu / max(n, 1) * 1e6:.2f} s per M events  "
@@ -57,6 +59,8 @@ print(f"{name:>5}: {n / t:>9,.0f} events/s recorded  drops={m['log_queue']['drop
 EOF
 }
 
+# Sustained first, before the max case fills the page cache with gigabytes of lines.
+run 250k 250000 1 "$SECONDS_RUN"
 run max max 1 "$SECONDS_RUN"
 # The bare compressor on the same line bytes.
 LINES=$WORK/lines.ndjson
@@ -72,7 +76,20 @@ secs = time.perf_counter() - start
 print(f" gzip: {lines / secs:>9,.0f} lines/s  gzip -1 alone on the same {size / 1e6:.0f} MB of lines: {size / secs / 1e6:.1f} MB/s")
 EOF
 rm -f "$LINES"
-run 250k 250000 1 "$SECONDS_RUN"
+# Replay against bare decompression of the same file.
+python3 - "$BIN" "$WORK"/max/data/order_book/*.ndjson.gz <<'EOF'
+import subprocess, sys, time
+binary, files = sys.argv[1], sys.argv[2:]
+def timed(cmd):
+    start = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - start
+out = subprocess.run(["zcat", *files], capture_output=True, check=True).stdout
+lines, size = out.count(b"\n"), len(out)
+zcat, replay = timed(["zcat", *files]), timed([binary, "replay", *files])
+print(f"replay: {lines / replay:>9,.0f} lines/s  {size / replay / 1e6:.0f} MB/s of lines; "
+      f"zcat alone {lines / zcat:,.0f} lines/s  {size / zcat / 1e6:.0f} MB/s")
+EOF
 run 10k 10000 3 10
 run 3k 3000 3 20
 run rss 20000 3 "$RSS_SECONDS"
