@@ -197,22 +197,7 @@ fn general_path(text: &str) -> Result<Frame<'_>, FrameError> {
     if f.e != Some("depthUpdate") {
         return Ok(Frame::Other { stream });
     }
-    let missing = |name: &str| FrameError::Fields(format!("missing {name}"));
-    Ok(Frame::Depth(DepthHeader {
-        stream,
-        data: offset_in(text, raw),
-        symbol: f.s.ok_or_else(|| missing("s"))?,
-        event_ms: f.E.ok_or_else(|| missing("E"))?,
-        trade_ms: f.T,
-        ids: Ids {
-            first: f.U.ok_or_else(|| missing("U"))?,
-            last: f.u.ok_or_else(|| missing("u"))?,
-            prev: f
-                .pu
-                .map(|pu| u64::try_from(pu).unwrap_or(0))
-                .ok_or_else(|| missing("pu"))?,
-        },
-    }))
+    depth_header(stream, offset_in(text, raw), f).map(Frame::Depth)
 }
 
 /// The byte range of `part`, a slice borrowed from `whole`.
