@@ -1,7 +1,8 @@
 //! The library's error type.
 //!
-//! Callers need to tell apart three things: bad input (exit 2, nothing written), a feed failure
-//! that a reconnect may cure, and a host failure (a file that cannot be written) that ends the run.
+//! Two types, split by what a failure calls for. [`FeedError`] is a connection failure: every one
+//! is worth a reconnect, so the feed retries it and it never ends a run. [`Error`] ends a run: bad
+//! input (exit 2, nothing written) or a host failure such as a file that cannot be written (exit 1).
 
 use std::io;
 use std::path::PathBuf;
@@ -11,9 +12,6 @@ pub enum Error {
     /// The user asked for something that cannot work.
     #[error("{0}")]
     Invalid(String),
-    /// The exchange connection failed; worth a reconnect.
-    #[error(transparent)]
-    Feed(#[from] FeedError),
     /// A file or directory could not be created or written.
     #[error("{}: {source}", path.display())]
     File { path: PathBuf, source: io::Error },
@@ -25,11 +23,6 @@ impl Error {
             path: path.into(),
             source,
         }
-    }
-
-    /// True when retrying the same operation later may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Feed(_))
     }
 }
 

@@ -235,7 +235,7 @@ impl Group {
         while Instant::now() < deadline {
             match conn.ws.read() {
                 Ok(Message::Text(text)) => {
-                    if self.on_text(conn, text) == Turn::WriterGone {
+                    if self.on_text(conn, text, Instant::now()) == Turn::WriterGone {
                         return;
                     }
                 }
@@ -249,8 +249,11 @@ impl Group {
     /// Reads one message (or one quiet tick) from connection `i` and checks its timers.
     fn turn(&mut self, conns: &mut [Conn], i: usize) -> Result<Turn, FeedError> {
         let conn = &mut conns[i];
-        let turn = match conn.ws.read() {
-            Ok(Message::Text(text)) => self.on_text(conn, text),
+        let read = conn.ws.read();
+        // The receipt instant of a frame, and the clock for this turn's timers.
+        let now = Instant::now();
+        let turn = match read {
+            Ok(Message::Text(text)) => self.on_text(conn, text, now),
             Ok(Message::Binary(_)) => {
                 self.bad_frame(conn.id, "binary frame");
                 Turn::Continue
@@ -283,13 +286,12 @@ impl Group {
             }
             Err(e) => return Err(FeedError::Read(e)),
         };
-        conn.check_timers(&self.config)?;
+        conn.check_timers(&self.config, now)?;
         Ok(turn)
     }
 
-    fn on_text(&mut self, conn: &mut Conn, text: tungstenite::Utf8Bytes) -> Turn {
+    fn on_text(&mut self, conn: &mut Conn, text: tungstenite::Utf8Bytes, recv_at: Instant) -> Turn {
         let recv_ns = wall_ns();
-        let recv_at = Instant::now();
         let header = match parse_frame(text.as_str()) {
             Ok(Frame::Depth(h)) => h,
             Ok(Frame::Reply) => return Turn::Continue,
@@ -653,8 +655,7 @@ impl Conn {
     }
 
     /// Staleness and the client ping/pong watchdog.
-    fn check_timers(&mut self, config: &FeedConfig) -> Result<(), FeedError> {
-        let now = Instant::now();
+    fn check_timers(&mut self, config: &FeedConfig, now: Instant) -> Result<(), FeedError> {
         if now.duration_since(self.last_data) >= config.stale_after {
             return Err(FeedError::Stale(config.stale_after));
         }

@@ -290,14 +290,6 @@ impl Metrics {
         self.bytes_written += n;
     }
 
-    pub fn symbol_count(&self) -> usize {
-        self.symbols.len()
-    }
-
-    pub fn total_messages(&self) -> u64 {
-        self.total.count
-    }
-
     /// Builds the report and starts a new window.
     pub fn report(&mut self, clock: &ReportClock, counters: &Counters) -> Report {
         let report = self.peek(clock, counters);

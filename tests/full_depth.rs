@@ -85,19 +85,14 @@ fn record_and_compare(faults: Faults) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = run_output(
-        obrec()
-            .args(["record", "--symbol", "ETHUSDT,BTCUSDT", "--depth", "0"])
-            .args([
-                "--endpoint",
-                &sim.ws_url(),
-                "--rest-endpoint",
-                &sim.rest_url(),
-            ])
-            .args(["--run-minutes", "0.06", "--flush-ms", "100"])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--log-dir")
-            .arg(dir.path().join("logs")),
+        record_from(
+            &sim.ws_url(),
+            &sim.rest_url(),
+            &data,
+            &dir.path().join("logs"),
+        )
+        .args(["--symbol", "ETHUSDT,BTCUSDT", "--depth", "0"])
+        .args(["--run-minutes", "0.06", "--flush-ms", "100"]),
     );
     assert!(
         out.status.success(),

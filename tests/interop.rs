@@ -416,19 +416,14 @@ fn a_fresh_recording_exports_one_valid_file_per_symbol_and_imports_back() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = run_output(
-        obrec()
-            .args(["record", "--symbol", "ETHUSDT,BTCUSDT", "--depth", "0"])
-            .args([
-                "--endpoint",
-                &sim.ws_url(),
-                "--rest-endpoint",
-                &sim.rest_url(),
-            ])
-            .args(["--run-minutes", "0.07", "--flush-ms", "100"])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--log-dir")
-            .arg(dir.path().join("logs")),
+        record_from(
+            &sim.ws_url(),
+            &sim.rest_url(),
+            &data,
+            &dir.path().join("logs"),
+        )
+        .args(["--symbol", "ETHUSDT,BTCUSDT", "--depth", "0"])
+        .args(["--run-minutes", "0.07", "--flush-ms", "100"]),
     );
     assert_ok(&out);
     let sent = sim.sent();

@@ -24,24 +24,25 @@ fn sim(faults: Faults) -> Sim {
 
 /// Starts a recorder with `--metrics-addr 127.0.0.1:0`; returns it and its metrics base URL.
 fn recorder(sim: &Sim, dir: &std::path::Path) -> (Child, String) {
-    let mut child = obrec()
-        .args(["--symbol", "ETHUSDT,BTCUSDT", "--endpoint", &sim.ws_url()])
-        .args([
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--print-interval",
-            "0.3",
-            "--stale-sec",
-            "1",
-        ])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--log-dir")
-        .arg(dir.join("logs"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = record_from(
+        &sim.ws_url(),
+        &sim.rest_url(),
+        &dir.join("data"),
+        &dir.join("logs"),
+    )
+    .args(["--symbol", "ETHUSDT,BTCUSDT"])
+    .args([
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--print-interval",
+        "0.3",
+        "--stale-sec",
+        "1",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();

@@ -134,25 +134,24 @@ fn sigterm_finishes_every_file_and_exits_zero_quickly() {
     let sim = sim(&["ETHUSDT"], 100.0);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = obrec()
-        .args([
-            "--symbol",
-            "ETHUSDT",
-            "--endpoint",
-            &sim.ws_url(),
-            "--print-interval",
-            "0.5",
-            "--flush-ms",
-            "100",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--log-dir")
-        .arg(dir.path().join("logs"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = record_from(
+        &sim.ws_url(),
+        &sim.rest_url(),
+        &data,
+        &dir.path().join("logs"),
+    )
+    .args([
+        "--symbol",
+        "ETHUSDT",
+        "--print-interval",
+        "0.5",
+        "--flush-ms",
+        "100",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     wait_for(Duration::from_secs(20), "lines in metrics.json", || {
         std::fs::read_to_string(data.join("order_book/metrics.json"))
             .ok()
@@ -213,12 +212,13 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
     }
     // A data dir that cannot be created.
     let out = run_output(
-        obrec()
-            .args(["--run-minutes", "0.01", "--endpoint", "ws://127.0.0.1:9"])
-            .arg("--data-dir")
-            .arg(blocker.join("sub"))
-            .arg("--log-dir")
-            .arg(&logs),
+        record_from(
+            "ws://127.0.0.1:9",
+            "http://127.0.0.1:9",
+            &blocker.join("sub"),
+            &logs,
+        )
+        .args(["--run-minutes", "0.01"]),
     );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -241,12 +241,13 @@ fn seed_python_snippet_reads_the_output_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = run_output(
-        obrec()
-            .args(["--endpoint", &sim.ws_url(), "--run-minutes", "0.02"])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--log-dir")
-            .arg(dir.path().join("logs")),
+        record_from(
+            &sim.ws_url(),
+            &sim.rest_url(),
+            &data,
+            &dir.path().join("logs"),
+        )
+        .args(["--run-minutes", "0.02"]),
     );
     sim.shutdown();
     assert!(out.status.success());
@@ -306,30 +307,24 @@ fn logs_rotate_by_interval_and_by_size_keeping_the_backups_asked_for() {
         let dir = tempfile::tempdir().unwrap();
         let logs = dir.path().join("logs");
         let out = run_output(
-            obrec()
-                .args([
-                    "--symbol",
-                    "ETHUSDT",
-                    "--endpoint",
-                    &sim.ws_url(),
-                    "--run-minutes",
-                    "0.06",
-                ])
-                .args([
-                    "--print-interval",
-                    "0.2",
-                    "--rotate",
-                    mode,
-                    "--backups",
-                    "2",
-                    "--log-level",
-                    "debug",
-                ])
-                .args(extra)
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .arg("--log-dir")
-                .arg(&logs),
+            record_from(
+                &sim.ws_url(),
+                &sim.rest_url(),
+                &dir.path().join("data"),
+                &logs,
+            )
+            .args(["--symbol", "ETHUSDT", "--run-minutes", "0.06"])
+            .args([
+                "--print-interval",
+                "0.2",
+                "--rotate",
+                mode,
+                "--backups",
+                "2",
+                "--log-level",
+                "debug",
+            ])
+            .args(extra),
         );
         assert!(
             out.status.success(),

@@ -50,33 +50,28 @@ fn record(faults: Faults, secs: f64, extra: &[&str]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = run_output(
-        obrec()
-            .args(["record", "--symbol", "ETHUSDT,BTCUSDT", "--depth", "5"])
-            .args([
-                "--endpoint",
-                &sim.ws_url(),
-                "--rest-endpoint",
-                &sim.rest_url(),
-            ])
-            .args([
-                "--run-minutes",
-                &(secs / 60.0).to_string(),
-                "--flush-ms",
-                "100",
-                "--print-interval",
-                "1",
-            ])
-            .args(["--stale-sec", "1"])
-            .args(if extra.contains(&"--ping-sec") {
-                &[][..]
-            } else {
-                &["--ping-sec", "1"][..]
-            })
-            .args(extra)
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--log-dir")
-            .arg(dir.path().join("logs")),
+        record_from(
+            &sim.ws_url(),
+            &sim.rest_url(),
+            &data,
+            &dir.path().join("logs"),
+        )
+        .args(["--symbol", "ETHUSDT,BTCUSDT", "--depth", "5"])
+        .args([
+            "--run-minutes",
+            &(secs / 60.0).to_string(),
+            "--flush-ms",
+            "100",
+            "--print-interval",
+            "1",
+        ])
+        .args(["--stale-sec", "1"])
+        .args(if extra.contains(&"--ping-sec") {
+            &[][..]
+        } else {
+            &["--ping-sec", "1"][..]
+        })
+        .args(extra),
     );
     let ended_ns = now_ns();
     let sent = sim.sent();
@@ -419,20 +414,14 @@ fn record_max_rate(extra: &[&str]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = run_output(
-        obrec()
-            .args([
-                "--symbol",
-                "ETHUSDT",
-                "--endpoint",
-                &sim.ws_url(),
-                "--run-minutes",
-                "0.03",
-            ])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--log-dir")
-            .arg(dir.path().join("logs")),
+        record_from(
+            &sim.ws_url(),
+            &sim.rest_url(),
+            &data,
+            &dir.path().join("logs"),
+        )
+        .args(["--symbol", "ETHUSDT", "--run-minutes", "0.03"])
+        .args(extra),
     );
     let ended_ns = now_ns();
     let stats = sim.stats();
@@ -460,23 +449,17 @@ fn sigkill_leaves_readable_part_files_that_the_next_run_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let spawn = || {
-        obrec()
-            .args([
-                "--symbol",
-                "ETHUSDT",
-                "--endpoint",
-                &sim.ws_url(),
-                "--flush-ms",
-                "200",
-            ])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--log-dir")
-            .arg(dir.path().join("logs"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        record_from(
+            &sim.ws_url(),
+            &sim.rest_url(),
+            &data,
+            &dir.path().join("logs"),
+        )
+        .args(["--symbol", "ETHUSDT", "--flush-ms", "200"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
     };
     let mut child = spawn();
     wait_for(Duration::from_secs(20), "data on disk", || {
@@ -566,24 +549,18 @@ fn a_data_dir_that_goes_away_ends_the_run_with_exit_1_and_intact_files() {
     let sim = start_sim(&["ETHUSDT"], Rate::PerSecond(100.0), faults());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = obrec()
-        .args([
-            "--symbol",
-            "ETHUSDT",
-            "--endpoint",
-            &sim.ws_url(),
-            "--flush-ms",
-            "100",
-        ])
-        .args(["--file-minutes", "0.02", "--print-interval", "0.5"])
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--log-dir")
-        .arg(dir.path().join("logs"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = record_from(
+        &sim.ws_url(),
+        &sim.rest_url(),
+        &data,
+        &dir.path().join("logs"),
+    )
+    .args(["--symbol", "ETHUSDT", "--flush-ms", "100"])
+    .args(["--file-minutes", "0.02", "--print-interval", "0.5"])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     wait_for(Duration::from_secs(20), "a finished file", || {
         depth_files(&data)
             .iter()

@@ -176,16 +176,15 @@ fn record(
 ) -> PathBuf {
     let data = dir.join(name);
     let out = run_output(
-        obrec()
-            .args(["record", "--symbol", symbols, "--depth", depth])
-            .args(["--endpoint", &format!("ws://{addr}")])
-            .args(["--rest-endpoint", &format!("http://{addr}")])
-            .args(["--run-minutes", minutes, "--flush-ms", "100"])
-            .args(["--stale-sec", "60", "--print-interval", "60"])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--log-dir")
-            .arg(dir.join(format!("{name}-logs"))),
+        record_from(
+            &format!("ws://{addr}"),
+            &format!("http://{addr}"),
+            &data,
+            &dir.join(format!("{name}-logs")),
+        )
+        .args(["--symbol", symbols, "--depth", depth])
+        .args(["--run-minutes", minutes, "--flush-ms", "100"])
+        .args(["--stale-sec", "60", "--print-interval", "60"]),
     );
     assert!(
         out.status.success(),

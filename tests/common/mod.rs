@@ -26,6 +26,18 @@ pub fn obrec() -> Command {
     cmd
 }
 
+/// `obrec record` from the exchange at `ws` (REST at `rest`), writing data and logs where a test
+/// can read them back. Callers add the flags the test is about.
+pub fn record_from(ws: &str, rest: &str, data: &Path, logs: &Path) -> Command {
+    let mut cmd = obrec();
+    cmd.args(["record", "--endpoint", ws, "--rest-endpoint", rest])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--log-dir")
+        .arg(logs);
+    cmd
+}
+
 /// A recording's depth line, as read back from a file.
 #[derive(Debug, Clone)]
 pub struct Line {
