@@ -10,12 +10,15 @@
 //!                     ▼
 //!            bounded crossbeam channel of record::Event (full → counted drop, never a stall)
 //!                     ▼
-//!                  writer::Writer (one thread)
-//!                     ├─▶ <symbol>_depth_<UTC>.ndjson.gz(.part)   gzip members, fsync + rename
+//!                  writer::Writer (one thread): lines, member boundaries, periods
+//!                     ├─▶ compress (one thread): deflate, write, fsync + rename
+//!                     │     └─▶ <symbol>_depth_<UTC>.ndjson.gz(.part)   complete gzip members
 //!                     └─▶ metrics.json + SUMMARY line               metrics::Metrics + Stats
 //! ```
 //!
-//! Data flows one way: readers never wait for the writer, the writer never talks back.
+//! Data flows one way: readers never wait for the writer, the writer never talks back. The only
+//! message going upstream is the compression stage's receipt for each job (bytes written, or the
+//! error that ends the run).
 //!
 //! # Layout
 //!
@@ -26,7 +29,8 @@
 //! * [`sequence`] — continuity state machines, shared by live recording and replay.
 //! * [`salvage`] — finishes `.part` files left by a crash, before recording resumes.
 //! * [`snapshot`] — REST depth snapshots for diff depth, inside the weight budget.
-//! * [`writer`] — gzip files, rotation, atomic `metrics.json`.
+//! * [`writer`] — lines per symbol, file periods and names, atomic `metrics.json`.
+//! * [`compress`] — gzip members, written in order; files fsynced and renamed.
 //! * [`metrics`] — counters, HdrHistogram figures, the report schema and SUMMARY line.
 //! * [`replay`] — offline verification and summary of recordings.
 //! * [`book`] — the local order book.
@@ -40,6 +44,7 @@
 
 pub mod book;
 pub mod cli;
+pub mod compress;
 pub mod demo;
 pub mod error;
 pub mod exporter;

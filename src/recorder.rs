@@ -147,7 +147,7 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
             gzip_level: config.gzip_level,
         },
         Arc::clone(&stats),
-    );
+    )?;
     let writer = thread::Builder::new()
         .name("writer".into())
         .spawn(move || writer.run(rx))

@@ -12,8 +12,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use crate::compress::MemberEncoder;
 use crate::error::{Error, Result};
-use crate::writer::MemberEncoder;
 
 /// What recovery did with one file.
 #[derive(Debug, PartialEq, Eq)]

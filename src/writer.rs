@@ -1,21 +1,23 @@
 //! The writer thread: records in, gzip NDJSON files and `metrics.json` out.
 //!
 //! Each file is a series of complete gzip members. Lines accumulate per symbol in memory and are
-//! compressed into one member when the buffer is large or `--flush-ms` has passed, then written
-//! with a single `write`. So at any instant the file on disk is valid gzip up to its last flush:
-//! `zcat`, Python's `gzip` and pandas read a live `.part` file, or one left by `kill -9`,
-//! without an error. One compressor serves every symbol, which keeps memory flat with hundreds
-//! of symbols. A finished file is fsynced, then renamed from `.part` to its final name.
+//! handed to the [`compress`](crate::compress) stage as one member when the buffer is large or
+//! `--flush-ms` has passed; it compresses the member and writes it with a single `write`. So at
+//! any instant the file on disk is valid gzip up to its last flush: `zcat`, Python's `gzip` and
+//! pandas read a live `.part` file, or one left by `kill -9`, without an error. One compressor
+//! serves every symbol, which keeps memory flat with hundreds of symbols. A finished file is
+//! fsynced, then renamed from `.part` to its final name.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use flate2::{Compress, Compression, FlushCompress, Status};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::compress::{self, Done, Job, OpenFile};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, Report, ReportClock, Stats};
 use crate::record::{DepthRecord, Event, SnapshotRecord, encode_line, encode_snapshot_line};
@@ -27,9 +29,10 @@ const MEMBER_BYTES: usize = 1 << 20;
 
 /// Longest interval between checks of the flush deadlines.
 const MAX_FLUSH_CHECK: Duration = Duration::from_millis(50);
-/// Members compressed before the writer looks at its queue again: each takes tens of µs for a
-/// second of a busy symbol, so a turn stays well under a millisecond.
-const MEMBERS_PER_TURN: usize = 8;
+/// Line bytes handed to the compression stage and not yet written. Past this the writer waits
+/// for the stage, and the queue in front of it absorbs the burst: a bound on memory, sixteen
+/// full members, far more than the stage holds at any rate it keeps up with.
+const MAX_IN_FLIGHT: usize = 16 * MEMBER_BYTES;
 /// Events taken from the queue in one go before the clocks are looked at.
 const RECV_BATCH: usize = 256;
 /// A drain at least this large means events arrive faster than one per wake-up is worth.
@@ -63,43 +66,6 @@ pub struct WriterConfig {
     pub gzip_level: u32,
 }
 
-/// A gzip member encoder that reuses one compressor for every member.
-pub struct MemberEncoder {
-    compress: Compress,
-}
-
-/// RFC 1952 header: magic, deflate, no flags, no mtime, no extra flags, OS unknown.
-const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-
-impl MemberEncoder {
-    pub fn new(level: u32) -> MemberEncoder {
-        MemberEncoder {
-            compress: Compress::new(Compression::new(level), false),
-        }
-    }
-
-    /// Appends one complete gzip member holding `input` to `out`.
-    pub fn encode(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(&GZIP_HEADER);
-        self.compress.reset();
-        let start_in = self.compress.total_in();
-        loop {
-            let consumed = (self.compress.total_in() - start_in) as usize;
-            out.reserve((input.len() - consumed) / 2 + 64);
-            let status = self
-                .compress
-                .compress_vec(&input[consumed..], out, FlushCompress::Finish)
-                .expect("deflate over an in-memory buffer cannot fail");
-            if status == Status::StreamEnd {
-                break;
-            }
-        }
-        // crc32fast uses the CPU's carry-less multiply; the deflate backend's own CRC does not.
-        out.extend_from_slice(&crc32fast::hash(input).to_le_bytes());
-        out.extend_from_slice(&(input.len() as u32).to_le_bytes());
-    }
-}
-
 /// One symbol's (or snapshot stream's) current file.
 struct Sink {
     /// File name prefix, e.g. `ethusdt_depth`.
@@ -112,13 +78,7 @@ struct Sink {
     first_ns: u64,
     /// The UTC period of the open file and pending lines.
     period: Option<u64>,
-    open: Option<OpenFile>,
-}
-
-struct OpenFile {
-    file: File,
-    part: PathBuf,
-    done: PathBuf,
+    open: Option<Arc<OpenFile>>,
 }
 
 impl Sink {
@@ -134,14 +94,22 @@ impl Sink {
     }
 }
 
-/// Files, compressor and metrics: everything the writer thread owns.
+/// The writer's end of the compression stage.
+struct Stage {
+    /// Dropped to tell the stage there is nothing more.
+    jobs: Option<Sender<Job>>,
+    done: Receiver<Done>,
+    thread: Option<JoinHandle<()>>,
+    /// Line bytes sent and not yet reported done.
+    in_flight: usize,
+}
+
+/// Files, the compression stage and metrics: everything the writer thread owns.
 pub struct Writer {
     config: WriterConfig,
     depth: Vec<Sink>,
     snapshots: Vec<Sink>,
-    encoder: MemberEncoder,
-    /// Compressed output scratch, reused.
-    member: Vec<u8>,
+    stage: Stage,
     metrics: Metrics,
     stats: Arc<Stats>,
     started: Instant,
@@ -149,7 +117,8 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(config: WriterConfig, stats: Arc<Stats>) -> Writer {
+    /// Prepares the files' bookkeeping and starts the compression thread.
+    pub fn new(config: WriterConfig, stats: Arc<Stats>) -> Result<Writer> {
         let lower = |s: &SymbolFiles| s.symbol.to_ascii_lowercase();
         let depth = config
             .symbols
@@ -162,18 +131,29 @@ impl Writer {
             .map(|s| Sink::new(format!("{}_snapshot", lower(s))))
             .collect();
         let metrics = Metrics::new(config.symbols.iter().map(|s| s.symbol.clone()).collect());
+        let (jobs, jobs_rx) = crossbeam_channel::unbounded();
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let level = config.gzip_level;
+        let thread = std::thread::Builder::new()
+            .name("compress".into())
+            .spawn(move || compress::run(level, jobs_rx, done_tx))
+            .map_err(|e| Error::file(&config.dir, e))?;
         let now = Instant::now();
-        Writer {
-            encoder: MemberEncoder::new(config.gzip_level),
+        Ok(Writer {
             config,
             depth,
             snapshots,
-            member: Vec::new(),
+            stage: Stage {
+                jobs: Some(jobs),
+                done,
+                thread: Some(thread),
+                in_flight: 0,
+            },
             metrics,
             stats,
             started: now,
             last_report: now,
-        }
+        })
     }
 
     /// Runs until every sender is gone, then finishes every file and writes the final metrics.
@@ -185,8 +165,9 @@ impl Writer {
         // Stop the readers' sends from piling up while files are finished.
         drop(rx);
         let closed = self.close_all();
+        let drained = self.drain_stage();
         let report = self.write_report();
-        result.and(closed).and(report)
+        result.and(closed).and(drained).and(report)
     }
 
     fn pump(&mut self, rx: &Receiver<Event>) -> Result<()> {
@@ -195,16 +176,11 @@ impl Writer {
         let mut next_check = Instant::now() + check_every;
         let mut next_period_check = Instant::now() + PERIOD_CHECK;
         let mut next_report = Instant::now() + self.config.print_every;
-        let mut backlog = false;
         let mut busy = false;
         loop {
-            let timeout = if backlog {
-                Duration::ZERO
-            } else {
-                next_check
-                    .min(next_report)
-                    .saturating_duration_since(Instant::now())
-            };
+            let timeout = next_check
+                .min(next_report)
+                .saturating_duration_since(Instant::now());
             if busy && !timeout.is_zero() {
                 // Under load, napping beats being woken for every event: a wake-up costs both
                 // threads a context switch, a nap lets a batch pile up.
@@ -226,12 +202,13 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
             busy = taken >= BUSY_BATCH;
+            while let Ok(done) = self.stage.done.try_recv() {
+                self.settle(done)?;
+            }
             let now = Instant::now();
-            if backlog || now >= next_check {
-                backlog = self.flush_due(now, check_every)?;
-                if now >= next_check {
-                    next_check = now + check_every;
-                }
+            if now >= next_check {
+                self.flush_due(now, check_every)?;
+                next_check = now + check_every;
             }
             if now >= next_period_check {
                 self.close_finished_periods()?;
@@ -325,32 +302,76 @@ impl Writer {
         Ok(())
     }
 
-    /// Compresses the pending lines into a member and appends it to the sink's file, opening the
-    /// file on its first member.
+    /// Hands the pending lines to the compression stage as one member of the sink's file, opening
+    /// the file on its first member.
     fn emit(&mut self, kind: Kind, symbol: usize) -> Result<()> {
         if self.sink(kind, symbol).pending.is_empty() {
             return Ok(());
         }
-        if self.sink(kind, symbol).open.is_none() {
-            let opened = self.open_file(kind, symbol)?;
-            self.sink(kind, symbol).open = Some(opened);
-        }
-        let sink = match kind {
-            Kind::Depth => &mut self.depth[symbol],
-            Kind::Snapshot => &mut self.snapshots[symbol],
+        let file = match &self.sink(kind, symbol).open {
+            Some(open) => Arc::clone(open),
+            None => {
+                let opened = Arc::new(self.open_file(kind, symbol)?);
+                self.sink(kind, symbol).open = Some(Arc::clone(&opened));
+                opened
+            }
         };
-        let Some(open) = sink.open.as_mut() else {
-            return Ok(());
-        };
-        self.member.clear();
-        self.encoder.encode(&sink.pending, &mut self.member);
-        open.file
-            .write_all(&self.member)
-            .map_err(|e| Error::file(&open.part, e))?;
-        sink.pending.clear();
+        let sink = self.sink(kind, symbol);
+        // A busy symbol fills the next member to the same size: one allocation per member.
+        let next = Vec::with_capacity(sink.pending.len() + sink.pending.len() / 8);
+        let lines = std::mem::replace(&mut sink.pending, next);
         sink.pending_since = None;
-        self.metrics.add_bytes_written(self.member.len() as u64);
+        self.send(Job::Member { file, lines })
+    }
+
+    fn send(&mut self, job: Job) -> Result<()> {
+        if let Job::Member { lines, .. } = &job {
+            self.stage.in_flight += lines.len();
+        }
+        let sent = self.stage.jobs.as_ref().map(|jobs| jobs.send(job));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(self.stage_gone());
+        }
+        while self.stage.in_flight > MAX_IN_FLIGHT {
+            match self.stage.done.recv() {
+                Ok(done) => self.settle(done)?,
+                Err(_) => return Err(self.stage_gone()),
+            }
+        }
         Ok(())
+    }
+
+    /// Accounts for a job the stage has done.
+    fn settle(&mut self, done: Done) -> Result<()> {
+        self.stage.in_flight -= done.lines;
+        self.metrics.add_bytes_written(done.written);
+        done.result
+    }
+
+    fn stage_gone(&self) -> Error {
+        Error::file(
+            &self.config.dir,
+            io::Error::other("compression thread stopped"),
+        )
+    }
+
+    /// Lets the stage finish every job sent, then waits for it to end. Carries on past errors so
+    /// that the report counts every byte written; returns the first.
+    fn drain_stage(&mut self) -> Result<()> {
+        self.stage.jobs = None;
+        let mut first_error = None;
+        while let Ok(done) = self.stage.done.recv() {
+            if let Err(e) = self.settle(done) {
+                log::error!("{e}");
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(thread) = self.stage.thread.take()
+            && thread.join().is_err()
+        {
+            first_error.get_or_insert(self.stage_gone());
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Opens the file for the sink's current period, named after the period start or, when the
@@ -366,27 +387,18 @@ impl Writer {
         Ok(OpenFile { file, part, done })
     }
 
-    /// Writes the sinks whose oldest pending line is about to be `--flush-ms` old, at most
-    /// [`MEMBERS_PER_TURN`] of them; returns whether more are due. Each sink comes due at its own
-    /// time, and the budget lets queued events in between, so hundreds of symbols do not make
-    /// one long compression burst while the queue waits.
-    fn flush_due(&mut self, now: Instant, check_every: Duration) -> Result<bool> {
+    /// Writes the sinks whose oldest pending line is about to be `--flush-ms` old.
+    fn flush_due(&mut self, now: Instant, check_every: Duration) -> Result<()> {
         let age = self.config.flush_every.saturating_sub(check_every);
-        let mut emitted = 0;
         for symbol in 0..self.depth.len() {
             let due = self.depth[symbol]
                 .pending_since
                 .is_some_and(|since| now.saturating_duration_since(since) >= age);
-            if !due {
-                continue;
+            if due {
+                self.emit(Kind::Depth, symbol)?;
             }
-            if emitted == MEMBERS_PER_TURN {
-                return Ok(true);
-            }
-            self.emit(Kind::Depth, symbol)?;
-            emitted += 1;
         }
-        Ok(false)
+        Ok(())
     }
 
     /// Finishes files of periods that are over, so a quiet symbol's file does not stay `.part`.
@@ -402,23 +414,16 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the pending lines, fsyncs the file and renames it to its final name; the sink then
-    /// has no period until its next line.
+    /// Sends the pending lines, then has the stage fsync the file and rename it to its final
+    /// name; the sink has no period until its next line.
     fn finish(&mut self, kind: Kind, symbol: usize) -> Result<()> {
         self.emit(kind, symbol)?;
         let sink = self.sink(kind, symbol);
         sink.period = None;
-        let Some(open) = sink.open.take() else {
-            return Ok(());
-        };
-        open.file
-            .sync_all()
-            .map_err(|e| Error::file(&open.part, e))?;
-        drop(open.file);
-        fs::rename(&open.part, &open.done).map_err(|e| Error::file(&open.done, e))?;
-        sync_dir(&self.config.dir);
-        log::info!("finished {}", open.done.display());
-        Ok(())
+        match sink.open.take() {
+            Some(open) => self.send(Job::Finish(open)),
+            None => Ok(()),
+        }
     }
 
     /// Writes out everything pending and finishes every file, carrying on past errors so one bad
@@ -512,13 +517,6 @@ pub fn write_atomic(path: &Path, body: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).map_err(|e| Error::file(path, e))
 }
 
-/// Makes a rename durable. Best effort: some filesystems cannot sync a directory.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
 pub fn wall_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -529,23 +527,6 @@ pub fn wall_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
-
-    #[test]
-    fn members_concatenate_into_one_readable_stream() {
-        let mut enc = MemberEncoder::new(3);
-        let mut file = Vec::new();
-        let a = b"{\"a\":1}\n".repeat(1000);
-        let b = b"{\"b\":2}\n".to_vec();
-        enc.encode(&a, &mut file);
-        enc.encode(&b, &mut file);
-        enc.encode(b"", &mut file);
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&file[..])
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, [a, b].concat());
-    }
 
     #[test]
     fn compact_utc_formats_and_sorts() {

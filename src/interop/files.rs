@@ -5,8 +5,8 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Outcome, Written};
+use crate::compress::MemberEncoder;
 use crate::error::{Error, Result};
-use crate::writer::MemberEncoder;
 
 /// Uncompressed bytes per gzip member written (the recorder's own choice, for the same reasons).
 const MEMBER_BYTES: usize = 1 << 20;

@@ -227,8 +227,8 @@ mod tests {
     use serde::de::IgnoredAny;
 
     use super::*;
+    use crate::compress::MemberEncoder;
     use crate::error::Error;
-    use crate::writer::MemberEncoder;
 
     #[test]
     fn symbols_and_streams_that_would_escape_are_refused() {

@@ -1,0 +1,209 @@
+//! The compression stage: a member's worth of lines in, a complete gzip member on disk out.
+//!
+//! The writer thread formats lines and decides where members end; this thread does the work
+//! whose cost grows with the data — deflate, the `write`, and at the end of a file `fsync` and
+//! the rename — so neither a member's compression nor a slow disk holds up the events queued
+//! behind it. Jobs are done in the order they were sent, which keeps each file's members in order
+//! and lets a file be finished right after its last member with no other coordination.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use flate2::{Compress, Compression, FlushCompress, Status};
+
+use crate::error::{Error, Result};
+
+/// A gzip member encoder that reuses one compressor for every member.
+pub struct MemberEncoder {
+    compress: Compress,
+}
+
+/// RFC 1952 header: magic, deflate, no flags, no mtime, no extra flags, OS unknown.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+impl MemberEncoder {
+    pub fn new(level: u32) -> MemberEncoder {
+        MemberEncoder {
+            compress: Compress::new(Compression::new(level), false),
+        }
+    }
+
+    /// Appends one complete gzip member holding `input` to `out`.
+    pub fn encode(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&GZIP_HEADER);
+        self.compress.reset();
+        let start_in = self.compress.total_in();
+        loop {
+            let consumed = (self.compress.total_in() - start_in) as usize;
+            out.reserve((input.len() - consumed) / 2 + 64);
+            let status = self
+                .compress
+                .compress_vec(&input[consumed..], out, FlushCompress::Finish)
+                .expect("deflate over an in-memory buffer cannot fail");
+            if status == Status::StreamEnd {
+                break;
+            }
+        }
+        // crc32fast uses the CPU's carry-less multiply; the deflate backend's own CRC does not.
+        out.extend_from_slice(&crc32fast::hash(input).to_le_bytes());
+        out.extend_from_slice(&(input.len() as u32).to_le_bytes());
+    }
+}
+
+/// A data file being written: opened by the writer, written and finished by this stage.
+pub struct OpenFile {
+    pub file: File,
+    /// The `.part` name it is written under.
+    pub part: PathBuf,
+    /// The name it gets when finished.
+    pub done: PathBuf,
+}
+
+/// What the writer asks of this stage.
+pub enum Job {
+    /// Compress `lines` into one member and append it to `file`.
+    Member { file: Arc<OpenFile>, lines: Vec<u8> },
+    /// Every member of the file has been sent: fsync it and rename it to its final name.
+    Finish(Arc<OpenFile>),
+}
+
+/// What became of one job.
+pub struct Done {
+    /// Line bytes the job held (0 for a finish), so the writer can account for memory in flight.
+    pub lines: usize,
+    /// Compressed bytes appended to the file.
+    pub written: u64,
+    pub result: Result<()>,
+}
+
+/// Does jobs in order until the writer drops its sender.
+pub fn run(level: u32, jobs: Receiver<Job>, done: Sender<Done>) {
+    let mut encoder = MemberEncoder::new(level);
+    let mut member = Vec::new();
+    for job in jobs {
+        let report = match job {
+            Job::Member { file, lines } => {
+                member.clear();
+                encoder.encode(&lines, &mut member);
+                Done {
+                    lines: lines.len(),
+                    written: member.len() as u64,
+                    result: (&file.file)
+                        .write_all(&member)
+                        .map_err(|e| Error::file(&file.part, e)),
+                }
+            }
+            Job::Finish(file) => Done {
+                lines: 0,
+                written: 0,
+                result: finish(&file),
+            },
+        };
+        // The writer only goes away after dropping its sender, so this cannot fail while jobs
+        // remain; stop quietly if it does.
+        if done.send(report).is_err() {
+            return;
+        }
+    }
+}
+
+/// Makes the file durable under its final name. The rename happens while the file is still open
+/// and locked, so crash recovery in another process never sees an unlocked live `.part`.
+fn finish(file: &OpenFile) -> Result<()> {
+    file.file
+        .sync_all()
+        .map_err(|e| Error::file(&file.part, e))?;
+    fs::rename(&file.part, &file.done).map_err(|e| Error::file(&file.done, e))?;
+    if let Some(dir) = file.done.parent() {
+        sync_dir(dir);
+    }
+    log::info!("finished {}", file.done.display());
+    Ok(())
+}
+
+/// Makes a rename durable. Best effort: some filesystems cannot sync a directory.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn members_concatenate_into_one_readable_stream() {
+        let mut enc = MemberEncoder::new(3);
+        let mut file = Vec::new();
+        let a = b"{\"a\":1}\n".repeat(1000);
+        let b = b"{\"b\":2}\n".to_vec();
+        enc.encode(&a, &mut file);
+        enc.encode(&b, &mut file);
+        enc.encode(b"", &mut file);
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&file[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, [a, b].concat());
+    }
+
+    #[test]
+    fn jobs_are_written_in_order_then_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("x.ndjson.gz.part");
+        let open = Arc::new(OpenFile {
+            file: File::create(&part).unwrap(),
+            part: part.clone(),
+            done: dir.path().join("x.ndjson.gz"),
+        });
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let stage = std::thread::spawn(move || run(1, jobs_rx, done_tx));
+        let mut expected = Vec::new();
+        for i in 0..50 {
+            let lines = format!("{{\"n\":{i}}}\n").repeat(i + 1).into_bytes();
+            expected.extend_from_slice(&lines);
+            let file = Arc::clone(&open);
+            jobs_tx.send(Job::Member { file, lines }).unwrap();
+        }
+        jobs_tx.send(Job::Finish(open)).unwrap();
+        drop(jobs_tx);
+        stage.join().unwrap();
+        let reports: Vec<Done> = done_rx.iter().collect();
+        assert_eq!(reports.len(), 51);
+        assert!(reports.iter().all(|d| d.result.is_ok()));
+        assert!(!part.exists(), "renamed");
+        let bytes = fs::read(dir.path().join("x.ndjson.gz")).unwrap();
+        let written: u64 = reports.iter().map(|d| d.written).sum();
+        assert_eq!(written, bytes.len() as u64);
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_failed_finish_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("y.part");
+        let open = Arc::new(OpenFile {
+            file: File::create(&part).unwrap(),
+            part,
+            // The rename target's directory does not exist.
+            done: dir.path().join("gone").join("y"),
+        });
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        jobs_tx.send(Job::Finish(open)).unwrap();
+        drop(jobs_tx);
+        run(1, jobs_rx, done_tx);
+        let done = done_rx.recv().unwrap();
+        assert!(matches!(done.result, Err(Error::File { .. })));
+    }
+}
