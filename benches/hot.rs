@@ -24,10 +24,11 @@ use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput
 use criterion::{criterion_group, criterion_main};
 use tungstenite::Utf8Bytes;
 
+use obrec::compress::MemberEncoder;
 use obrec::record::{DepthRecord, Frame, encode_line, parse_frame};
 use obrec::replay::replay;
 use obrec::sequence::{Chain, Ids, Verdict};
-use obrec::writer::{MemberEncoder, compact_utc};
+use obrec::writer::{MEMBER_BYTES, compact_utc};
 
 /// The real Binance recordings kept beside the repository.
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/binance");
@@ -50,10 +51,6 @@ const CONN: u64 = 1;
 /// The writer reads this off the clock; a fixed figure (the live p50 in the README) makes every
 /// pass write the same bytes.
 const PIPELINE_NS: u64 = 33_000;
-
-/// The writer's member size (`writer::MEMBER_BYTES`, private): it compresses a symbol's pending
-/// lines once they reach this many bytes.
-const MEMBER_BYTES: usize = 1 << 20;
 
 /// Levels for `gzip_member`: the fastest, the default, and the one most tools default to.
 const GZIP_LEVELS: [u32; 3] = [1, 3, 6];

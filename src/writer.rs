@@ -25,7 +25,7 @@ use crate::record::{DepthRecord, Event, SnapshotRecord, encode_line, encode_snap
 /// Raw line bytes that trigger a member before the flush timer does. Large enough that a member
 /// boundary (which resets the compression dictionary) costs nothing measurable in ratio, small
 /// enough that hundreds of symbols' buffers stay a few MB.
-const MEMBER_BYTES: usize = 1 << 20;
+pub const MEMBER_BYTES: usize = 1 << 20;
 
 /// Longest interval between checks of the flush deadlines.
 const MAX_FLUSH_CHECK: Duration = Duration::from_millis(50);
