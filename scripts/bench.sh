@@ -2,7 +2,8 @@
 # Throughput, latency, CPU and memory of the real recorder against the simulator over loopback.
 #
 #   scripts/bench.sh                 # the standard run (about 2.5 minutes)
-#   BENCH_RSS_SECONDS=600 scripts/bench.sh   # the 10-minute flat-memory run
+#   scripts/bench.sh 10k 3k          # only the cases named
+#   BENCH_RSS_SECONDS=600 scripts/bench.sh rss   # the 10-minute flat-memory run
 #
 # Cases (one symbol, partial depth 10: ~600-byte frames, ~880-byte lines):
 #   max     the simulator as fast as the recorder reads, --gzip-level 1, BENCH_SECONDS (30)
@@ -59,9 +60,13 @@ print(f"{name:>5}: {n / t:>9,.0f} events/s recorded  drops={m['log_queue']['drop
 EOF
 }
 
+CASES=${*:-250k max gzip replay 10k 3k rss}
+wanted() { [[ " $CASES " == *" $1 "* ]]; }
+
 # Sustained first, before the max case fills the page cache with gigabytes of lines.
-run 250k 250000 1 "$SECONDS_RUN"
-run max max 1 "$SECONDS_RUN"
+if wanted 250k; then run 250k 250000 1 "$SECONDS_RUN"; fi
+if wanted max || wanted gzip || wanted replay; then run max max 1 "$SECONDS_RUN"; fi
+if wanted gzip; then
 # The bare compressor on the same line bytes.
 LINES=$WORK/lines.ndjson
 zcat "$WORK"/max/data/order_book/*.ndjson.gz >"$LINES"
@@ -76,7 +81,9 @@ secs = time.perf_counter() - start
 print(f" gzip: {lines / secs:>9,.0f} lines/s  gzip -1 alone on the same {size / 1e6:.0f} MB of lines: {size / secs / 1e6:.1f} MB/s")
 EOF
 rm -f "$LINES"
+fi
 # Replay against bare decompression of the same file.
+if wanted replay; then
 python3 - "$BIN" "$WORK"/max/data/order_book/*.ndjson.gz <<'EOF'
 import subprocess, sys, time
 binary, files = sys.argv[1], sys.argv[2:]
@@ -90,6 +97,7 @@ zcat, replay = timed(["zcat", *files]), timed([binary, "replay", *files])
 print(f"replay: {lines / replay:>9,.0f} lines/s  {size / replay / 1e6:.0f} MB/s of lines; "
       f"zcat alone {lines / zcat:,.0f} lines/s  {size / zcat / 1e6:.0f} MB/s")
 EOF
-run 10k 10000 3 10
-run 3k 3000 3 20
-run rss 20000 3 "$RSS_SECONDS"
+fi
+if wanted 10k; then run 10k 10000 3 10; fi
+if wanted 3k; then run 3k 3000 3 20; fi
+if wanted rss; then run rss 20000 3 "$RSS_SECONDS"; fi

@@ -273,6 +273,181 @@ pub fn encode_snapshot_line(
     out.extend_from_slice(b"}\n");
 }
 
+/// A recorded depth line, as replay reads it back: header fields and the raw payload, borrowed.
+#[derive(Debug, PartialEq)]
+pub struct Line<'a> {
+    pub symbol: &'a str,
+    pub stream: &'a str,
+    /// The `data` payload exactly as recorded.
+    pub data: &'a str,
+    /// `E`.
+    pub event_ms: u64,
+    pub ids: Ids,
+    /// `latency_pipeline_ms` in µs, when the line has one.
+    pub pipeline_us: Option<u64>,
+    pub recv_ns: u64,
+    pub conn: u64,
+}
+
+/// The fields of a line, for lines not in [`encode_line`]'s exact layout.
+#[derive(Deserialize)]
+#[allow(non_snake_case)]
+struct LineFields<'a> {
+    #[serde(borrow)]
+    symbol: &'a str,
+    #[serde(borrow)]
+    stream: &'a str,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    E: u64,
+    U: u64,
+    u: u64,
+    pu: u64,
+    latency_pipeline_ms: Option<f64>,
+    recv_ns: u64,
+    conn: u64,
+}
+
+/// Parses a depth line, with or without its newline.
+///
+/// Lines in the layout [`encode_line`] writes — every line obrec writes — are read by a scanner
+/// that walks the keys in that order and never looks inside `data`, which is what makes replay
+/// run at the speed of decompression: the payload was a parsed frame when it was written and the
+/// gzip CRC vouches for its bytes since. Anything else (another key order, escapes, whitespace)
+/// goes through a full JSON parse.
+pub fn parse_line(line: &[u8]) -> Result<Line<'_>, String> {
+    if let Some(parsed) = scan_line(line) {
+        return Ok(parsed);
+    }
+    let f: LineFields =
+        serde_json::from_slice(line).map_err(|e| format!("not a depth line: {e}"))?;
+    Ok(Line {
+        symbol: f.symbol,
+        stream: f.stream,
+        data: f.data.get(),
+        event_ms: f.E,
+        ids: Ids {
+            first: f.U,
+            last: f.u,
+            prev: f.pu,
+        },
+        pipeline_us: f
+            .latency_pipeline_ms
+            .filter(|ms| *ms >= 0.0)
+            .map(|ms| (ms * 1e3).round() as u64),
+        recv_ns: f.recv_ns,
+        conn: f.conn,
+    })
+}
+
+/// The fast path of [`parse_line`]; `None` when the line is not in the exact layout.
+fn scan_line(line: &[u8]) -> Option<Line<'_>> {
+    let mut c = Cursor {
+        rest: line.strip_suffix(b"\n").unwrap_or(line),
+    };
+    c.tag(b"{\"timestamp\":\"")?;
+    c.string()?;
+    c.tag(b",\"symbol\":\"")?;
+    let symbol = c.string()?;
+    c.tag(b",\"ts_recv\":")?;
+    c.millis()?;
+    c.tag(b",\"E\":")?;
+    let event_ms = c.integer()?;
+    c.tag(b",\"T\":")?;
+    if c.tag(b"null").is_none() {
+        c.integer()?;
+    }
+    c.tag(b",\"U\":")?;
+    let first = c.integer()?;
+    c.tag(b",\"u\":")?;
+    let last = c.integer()?;
+    c.tag(b",\"pu\":")?;
+    let prev = c.integer()?;
+    c.tag(b",\"latency_event_ms\":")?;
+    c.millis()?;
+    c.tag(b",\"latency_pipeline_ms\":")?;
+    let pipeline_us = c.millis()?;
+    c.tag(b",\"recv_ns\":")?;
+    let recv_ns = c.integer()?;
+    c.tag(b",\"conn\":")?;
+    let conn = c.integer()?;
+    c.tag(b",\"stream\":\"")?;
+    let stream = c.string()?;
+    c.tag(b",\"data\":")?;
+    // The payload is an object and the line closes right after it.
+    let data = c.rest.strip_suffix(b"}")?;
+    if !(data.starts_with(b"{") && data.ends_with(b"}")) {
+        return None;
+    }
+    Some(Line {
+        symbol,
+        stream,
+        data: std::str::from_utf8(data).ok()?,
+        event_ms,
+        ids: Ids { first, last, prev },
+        pipeline_us: u64::try_from(pipeline_us).ok(),
+        recv_ns,
+        conn,
+    })
+}
+
+/// A position in a line for [`scan_line`].
+struct Cursor<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn tag(&mut self, tag: &[u8]) -> Option<()> {
+        self.rest = self.rest.strip_prefix(tag)?;
+        Some(())
+    }
+
+    /// The rest of a string whose opening quote is consumed, and its closing quote; `None` for
+    /// a string with escapes, which the JSON parser decodes instead.
+    fn string(&mut self) -> Option<&'a str> {
+        let end = memchr::memchr(b'"', self.rest)?;
+        let text = &self.rest[..end];
+        if text.contains(&b'\\') {
+            return None;
+        }
+        self.rest = &self.rest[end + 1..];
+        std::str::from_utf8(text).ok()
+    }
+
+    /// An unsigned integer that fits in a u64.
+    fn integer(&mut self) -> Option<u64> {
+        let digits = self.rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || digits > 20 {
+            return None;
+        }
+        let mut value: u64 = 0;
+        for &b in &self.rest[..digits] {
+            value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        }
+        self.rest = &self.rest[digits..];
+        Some(value)
+    }
+
+    /// Milliseconds with exactly three decimals, as [`push_millis`] writes them, in µs.
+    fn millis(&mut self) -> Option<i64> {
+        let negative = self.tag(b"-").is_some();
+        let whole = self.integer()?;
+        self.tag(b".")?;
+        let [a, b, c, ..] = *self.rest else {
+            return None;
+        };
+        if ![a, b, c].iter().all(u8::is_ascii_digit)
+            || self.rest.get(3).is_some_and(u8::is_ascii_digit)
+        {
+            return None;
+        }
+        self.rest = &self.rest[3..];
+        let frac = u64::from(a - b'0') * 100 + u64::from(b - b'0') * 10 + u64::from(c - b'0');
+        let us = i64::try_from(whole.checked_mul(1_000)?.checked_add(frac)?).ok()?;
+        Some(if negative { -us } else { us })
+    }
+}
+
 /// Receipt minus event time in µs; negative when the local clock runs behind the exchange's.
 pub fn event_latency_us(rec: &DepthRecord) -> i64 {
     (rec.recv_ns / 1_000) as i64 - (rec.event_ms as i64) * 1_000
@@ -496,5 +671,67 @@ mod tests {
         assert_eq!(v["latency_pipeline_ms"].as_f64(), Some(0.011));
         assert_eq!(v["conn"], 1);
         assert!(line.contains(&format!(",\"data\":{}}}", &FRAME[rec.data.clone()])));
+    }
+
+    /// The scanner and the JSON parser read the same fields from a line the encoder wrote, and
+    /// every variation the scanner does not know falls through to the parser, not to an error.
+    #[test]
+    fn line_scanner_agrees_with_the_json_parser() {
+        let Frame::Depth(h) = parse_frame(FRAME).unwrap() else {
+            panic!()
+        };
+        let mut out = Vec::new();
+        for (recv_ns, trade_ms) in [
+            (1_723_161_256_185_123_456, h.trade_ms),
+            // Receipt before the event time: a negative latency; and no `T`.
+            (1_723_161_256_100_000_000, None),
+        ] {
+            let rec = DepthRecord {
+                symbol: 0,
+                conn: 7,
+                recv_ns,
+                recv_at: Instant::now(),
+                event_ms: h.event_ms,
+                trade_ms,
+                ids: h.ids,
+                frame: FRAME.into(),
+                data: h.data.clone(),
+            };
+            out.clear();
+            encode_line(&mut out, &rec, "BTCUSDT", "btcusdt@depth@0ms", 1_234_567);
+            let scanned = scan_line(&out).expect("the encoder's layout");
+            let f: LineFields = serde_json::from_slice(&out).unwrap();
+            assert_eq!(scanned, parse_line(&out).unwrap());
+            assert_eq!(scanned.data, f.data.get());
+            assert_eq!(scanned.data, &FRAME[h.data.clone()]);
+            assert_eq!((scanned.symbol, scanned.stream), (f.symbol, f.stream));
+            assert_eq!(scanned.event_ms, f.E);
+            assert_eq!(scanned.ids, h.ids);
+            assert_eq!(scanned.pipeline_us, Some(1_234));
+            assert_eq!((scanned.recv_ns, scanned.conn), (recv_ns, 7));
+        }
+        let line = std::str::from_utf8(&out).unwrap().trim_end().to_string();
+        let variants = [
+            line.replace(",\"conn\":7", ",\"conn\": 7"),
+            line.replace(".184Z\"", ".184\\u005a\""),
+            line.replace(
+                "\"latency_pipeline_ms\":1.234",
+                "\"latency_pipeline_ms\":1.2345",
+            ),
+            line.replace(
+                "\"latency_pipeline_ms\":1.234",
+                "\"latency_pipeline_ms\":null",
+            ),
+        ];
+        for variant in &variants {
+            assert_ne!(variant, &line);
+            assert!(scan_line(variant.as_bytes()).is_none(), "{variant}");
+            let parsed = parse_line(variant.as_bytes()).unwrap();
+            assert_eq!(parsed.symbol, "BTCUSDT");
+            assert_eq!(parsed.ids, h.ids);
+        }
+        for bad in [&line[..line.len() - 1], "", "{}", "not json"] {
+            assert!(parse_line(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 }

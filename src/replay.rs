@@ -15,27 +15,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::book::Book;
+use crate::compress::MemberDecoder;
 use crate::error::{Error, Result};
 use crate::metrics::{Counters, Metrics, Report, ReportClock, SymbolCounters};
-use crate::record::SymbolId;
-use crate::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
-
-/// A recorded depth line: its header fields and the raw payload.
-#[derive(Deserialize)]
-#[allow(non_snake_case)]
-struct LineHeader<'a> {
-    symbol: &'a str,
-    stream: &'a str,
-    #[serde(borrow)]
-    data: &'a RawValue,
-    E: u64,
-    U: u64,
-    u: u64,
-    pu: u64,
-    latency_pipeline_ms: Option<f64>,
-    recv_ns: u64,
-    conn: u64,
-}
+use crate::record::{Line, SymbolId, parse_line};
+use crate::sequence::{BookSync, Chain, SnapshotStep, Step, Verdict};
+use crossbeam_channel::{Receiver, Sender};
 
 /// A `pu` mismatch found in a recording.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -216,6 +201,11 @@ pub fn replay_with(files: &[PathBuf], books: Option<BookOutput<'_>>) -> Result<R
 
 /// Lines between progress bar updates.
 const PROGRESS_EVERY: u64 = 1 << 16;
+/// Decompressed bytes per chunk: many lines each, so the hand-over between threads is rare and a
+/// line split across two chunks (copied once) is the exception.
+const READ_BLOCK: usize = 1 << 18;
+/// Chunks decompressed ahead of the parser: enough to ride out an uneven pace, a few MB at most.
+const CHUNKS_AHEAD: usize = 8;
 /// Below this much compressed data a replay is over before a bar would help.
 const PROGRESS_MIN_BYTES: u64 = 32 << 20;
 
@@ -291,7 +281,7 @@ impl<'a> Rebuild<'a> {
     fn load_snapshots(&mut self, path: &Path) -> Result<FileReport> {
         let file = File::open(path).map_err(|e| Error::file(path, e))?;
         let name = path.display().to_string();
-        let reader = BufReader::new(flate2::read::MultiGzDecoder::new(file));
+        let reader = BufReader::new(MemberDecoder::new(BufReader::new(file)));
         let mut count = 0;
         for line in reader.lines() {
             let line = match line {
@@ -323,12 +313,7 @@ impl<'a> Rebuild<'a> {
     }
 
     /// Applies one recorded event (and any snapshot received before it) and prints the book.
-    fn event(
-        &mut self,
-        h: &LineHeader,
-        ids: Ids,
-        verdict: Verdict,
-    ) -> std::result::Result<(), String> {
+    fn event(&mut self, h: &Line, verdict: Verdict) -> std::result::Result<(), String> {
         if verdict == Verdict::Duplicate {
             return Ok(());
         }
@@ -336,15 +321,15 @@ impl<'a> Rebuild<'a> {
         if is_partial(h.stream) {
             state
                 .book
-                .replace_partial(h.data.get())
+                .replace_partial(h.data)
                 .map_err(|e| e.to_string())?;
             return print_book(
                 &mut self.out,
                 &mut self.line,
                 &state.book,
                 h.symbol,
-                ids.last,
-                h.E,
+                h.ids.last,
+                h.event_ms,
             );
         }
         let mut applied = Vec::new();
@@ -369,12 +354,12 @@ impl<'a> Rebuild<'a> {
                 }
             }
         }
-        if let Step::Apply(events) = state.sync.event(ids, verdict, h.data.get().to_string()) {
+        if let Step::Apply(events) = state.sync.event(h.ids, verdict, h.data.to_string()) {
             applied.extend(events);
         }
         for data in applied {
             let u = state.book.apply_diff(&data).map_err(|e| e.to_string())?;
-            let event_ms = event_time(&data).unwrap_or(h.E);
+            let event_ms = event_time(&data).unwrap_or(h.event_ms);
             print_book(
                 &mut self.out,
                 &mut self.line,
@@ -488,71 +473,99 @@ impl State<'_> {
         report
     }
 
+    /// Reads a file's lines while another thread decompresses it: inflating is over half the
+    /// work, so on two cores the two halves overlap.
     fn read_lines(&mut self, path: &Path) -> Result<FileReport> {
         let file = File::open(path).map_err(|e| Error::file(path, e))?;
         let name = path.display().to_string();
-        let counted = CountingReader {
-            inner: file,
-            count: 0,
-        };
-        let mut reader = BufReader::with_capacity(
-            1 << 18,
-            flate2::bufread::MultiGzDecoder::new(BufReader::new(counted)),
-        );
-        let mut buf = Vec::with_capacity(4096);
+        let (chunks_tx, chunks) = crossbeam_channel::bounded(CHUNKS_AHEAD);
+        let (spare, spare_rx) = crossbeam_channel::bounded(CHUNKS_AHEAD + 2);
+        std::thread::scope(|scope| {
+            scope.spawn(move || inflate(file, &chunks_tx, &spare_rx));
+            let report = self.parse_chunks(name, &chunks, &spare);
+            // Stops the decompression thread if the lines ended early.
+            drop(chunks);
+            report
+        })
+    }
+
+    fn parse_chunks(
+        &mut self,
+        name: String,
+        chunks: &Receiver<Chunk>,
+        spare: &Sender<Vec<u8>>,
+    ) -> Result<FileReport> {
+        // The start of a line whose end is in the next chunk.
+        let mut carry = Vec::new();
         let mut line_no = 0u64;
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) => {
-                    return Ok(FileReport {
-                        file: name,
-                        lines: line_no,
-                        complete: true,
-                        error: None,
-                    });
+        for chunk in chunks {
+            let (bytes, compressed_at) = match chunk {
+                Chunk::Data {
+                    bytes,
+                    compressed_at,
+                } => (bytes, compressed_at),
+                Chunk::Failed {
+                    error,
+                    compressed_at,
+                } => {
+                    let what =
+                        format!("{} after compressed byte {compressed_at}", describe(&error));
+                    return Ok(damaged(name, line_no, &what));
                 }
-                Ok(_) if buf.last() != Some(&b'\n') => {
-                    return Ok(damaged(name, line_no, "last line is cut short"));
-                }
-                Ok(_) => {
-                    line_no += 1;
-                    if line_no.is_multiple_of(PROGRESS_EVERY)
-                        && let Some(bar) = &self.progress
-                    {
-                        bar.set_position(
-                            self.bytes_before + reader.get_ref().get_ref().get_ref().count,
-                        );
-                    }
-                    if let Err(what) = self.line(&buf, &name, line_no) {
-                        return Ok(damaged(
-                            name,
-                            line_no - 1,
-                            &format!("line {line_no}: {what}"),
-                        ));
-                    }
-                }
-                Err(e) => {
-                    let at = reader.get_ref().get_ref().get_ref().count;
+            };
+            let mut start = 0;
+            if !carry.is_empty() {
+                let Some(len) = memchr::memchr(b'\n', &bytes) else {
+                    carry.extend_from_slice(&bytes);
+                    continue;
+                };
+                carry.extend_from_slice(&bytes[..=len]);
+                start = len + 1;
+                line_no += 1;
+                if let Err(what) = self.line(&carry, &name, line_no) {
                     return Ok(damaged(
                         name,
-                        line_no,
-                        &format!("{} after compressed byte {at}", describe(&e)),
+                        line_no - 1,
+                        &format!("line {line_no}: {what}"),
+                    ));
+                }
+                carry.clear();
+            }
+            while let Some(len) = memchr::memchr(b'\n', &bytes[start..]) {
+                let line = &bytes[start..start + len + 1];
+                start += len + 1;
+                line_no += 1;
+                if line_no.is_multiple_of(PROGRESS_EVERY)
+                    && let Some(bar) = &self.progress
+                {
+                    bar.set_position(self.bytes_before + compressed_at);
+                }
+                if let Err(what) = self.line(line, &name, line_no) {
+                    return Ok(damaged(
+                        name,
+                        line_no - 1,
+                        &format!("line {line_no}: {what}"),
                     ));
                 }
             }
+            carry.extend_from_slice(&bytes[start..]);
+            let _ = spare.try_send(bytes);
         }
+        if !carry.is_empty() {
+            return Ok(damaged(name, line_no, "last line is cut short"));
+        }
+        Ok(FileReport {
+            file: name,
+            lines: line_no,
+            complete: true,
+            error: None,
+        })
     }
 
     fn line(&mut self, bytes: &[u8], file: &str, line_no: u64) -> std::result::Result<(), String> {
-        let h: LineHeader =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a depth line: {e}"))?;
+        let h = parse_line(bytes)?;
         let id = self.symbol(h.symbol);
-        let ids = Ids {
-            first: h.U,
-            last: h.u,
-            prev: h.pu,
-        };
+        let ids = h.ids;
         let verdict = self.chains[id].check(ids, h.conn);
         match verdict {
             Verdict::Break {
@@ -584,13 +597,13 @@ impl State<'_> {
             });
         }
         if let Some(rebuild) = &mut self.rebuild {
-            rebuild.event(&h, ids, verdict)?;
+            rebuild.event(&h, verdict)?;
         }
         self.first_ns = Some(self.first_ns.map_or(h.recv_ns, |t| t.min(h.recv_ns)));
         self.last_ns = self.last_ns.max(h.recv_ns);
-        self.metrics.observe(id, h.recv_ns, h.E, ids);
-        if let Some(ms) = h.latency_pipeline_ms {
-            self.metrics.observe_pipeline((ms * 1e6) as u64);
+        self.metrics.observe(id, h.recv_ns, h.event_ms, ids);
+        if let Some(us) = h.pipeline_us {
+            self.metrics.observe_pipeline(us * 1_000);
         }
         Ok(())
     }
@@ -633,6 +646,71 @@ pub(crate) fn describe(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::UnexpectedEof => "truncated gzip data".into(),
         _ => format!("corrupt gzip data: {e}"),
+    }
+}
+
+/// Decompressed bytes on their way from the decompression thread to the line parser.
+enum Chunk {
+    Data {
+        bytes: Vec<u8>,
+        /// Compressed bytes read so far, for the progress bar.
+        compressed_at: u64,
+    },
+    /// The file is damaged here; nothing follows.
+    Failed {
+        error: io::Error,
+        compressed_at: u64,
+    },
+}
+
+/// Decompresses `file` into chunks until its end, its damage, or the parser hanging up.
+fn inflate(file: File, chunks: &Sender<Chunk>, spare: &Receiver<Vec<u8>>) {
+    let mut decoder = MemberDecoder::new(BufReader::new(CountingReader {
+        inner: file,
+        count: 0,
+    }));
+    loop {
+        let mut bytes = spare.try_recv().unwrap_or_default();
+        bytes.resize(READ_BLOCK, 0);
+        let mut filled = 0;
+        let mut ended = false;
+        let mut failed = None;
+        while filled < bytes.len() {
+            match decoder.read(&mut bytes[filled..]) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        bytes.truncate(filled);
+        let compressed_at = decoder.get_ref().get_ref().count;
+        if filled > 0
+            && chunks
+                .send(Chunk::Data {
+                    bytes,
+                    compressed_at,
+                })
+                .is_err()
+        {
+            return;
+        }
+        if let Some(error) = failed {
+            let _ = chunks.send(Chunk::Failed {
+                error,
+                compressed_at,
+            });
+            return;
+        }
+        if ended {
+            return;
+        }
     }
 }
 
