@@ -4,6 +4,7 @@
 #   scripts/bench.sh                 # the standard run (about 2.5 minutes)
 #   scripts/bench.sh 10k 3k          # only the cases named
 #   BENCH_RSS_SECONDS=600 scripts/bench.sh rss   # the 10-minute flat-memory run
+#   BENCH_SPLIT=1 scripts/bench.sh 10k   # simulator held to CPU 0, recorder to CPU 1
 #
 # Cases (one symbol, partial depth 10: ~600-byte frames, ~880-byte lines):
 #   max     the simulator as fast as the recorder reads, --gzip-level 1, BENCH_SECONDS (30)
@@ -18,6 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN=${BENCH_SECONDS:-30}
 RSS_SECONDS=${BENCH_RSS_SECONDS:-60}
+SIM_CPU=() REC_CPU=()
+if [ -n "${BENCH_SPLIT:-}" ]; then SIM_CPU=(taskset -c 0) REC_CPU=(taskset -c 1); fi
 cargo build --release --quiet
 BIN=$PWD/target/release/obrec
 WORK=$(mktemp -d)
@@ -27,19 +30,25 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 run() {
   local name=$1 rate=$2 level=$3 secs=$4 dir=$WORK/$1
   mkdir -p "$dir"
-  "$BIN" sim --symbols BTCUSDT --rate "$rate" --port-file "$dir/port" >"$dir/sim.log" 2>&1 &
+  "${SIM_CPU[@]}" "$BIN" sim --symbols BTCUSDT --rate "$rate" --port-file "$dir/port" >"$dir/sim.log" 2>&1 &
   local sim=$!
   while [ ! -s "$dir/port" ]; do sleep 0.05; done
   local minutes
   minutes=$(python3 -c "print($secs / 60)")
-  "$BIN" record --symbol BTCUSDT --depth 10 --gzip-level "$level" \
+  "${REC_CPU[@]}" "$BIN" record --symbol BTCUSDT --depth 10 --gzip-level "$level" \
     --endpoint "ws://127.0.0.1:$(cat "$dir/port")" --data-dir "$dir/data" --log-dir "$dir/logs" \
     --run-minutes "$minutes" --print-interval 5 >"$dir/record.log" 2>&1 &
   local rec=$! cpu=0 rss=0 sample
   # Sample CPU ticks and peak RSS until the recorder exits.
   while sample=$(awk '{print $14 + $15}' "/proc/$rec/stat" 2>/dev/null) &&
         rss=$(awk '/VmHWM/ {print $2}' "/proc/$rec/status" 2>/dev/null); do
-    cpu=$sample; echo "$cpu $rss" >"$dir/proc"; sleep 0.2
+    cpu=$sample; echo "$cpu $rss" >"$dir/proc"
+    # Per thread: id, name, CPU ticks, context switches (threads end before the process does).
+    for t in /proc/$rec/task/*; do
+      echo "${t##*/} $(cat "$t/comm" 2>/dev/null) $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)" \
+        "$(awk '/ctxt_switches/ {n += $2} END {print n}' "$t/status" 2>/dev/null)"
+    done >>"$dir/threads"
+    sleep 0.2
   done
   wait $rec || true
   kill $sim 2>/dev/null; wait $sim 2>/dev/null || true
@@ -57,6 +66,19 @@ print(f"{name:>5}: {n / t:>9,.0f} events/s recorded  drops={m['log_queue']['drop
       f"pipeline p50={m['pipeline_us']['p50']:.0f}us p99={m['pipeline_us']['p99']:.0f}us  "
       f"cpu {cpu / t * 100:5.1f}% of a core = {cpu / max(n, 1) * 1e6:.2f} s per M events  "
       f"peak RSS {rss_kb / 1024:.1f} MB")
+latest = {}
+for row in open(f"{d}/threads"):
+    parts = row.split()
+    if len(parts) == 4 and parts[2].isdigit() and parts[3].isdigit():
+        latest[parts[0]] = (parts[1], int(parts[2]), int(parts[3]))
+threads = {}
+for name, tick, switch in latest.values():
+    ticks, switches = threads.get(name, (0, 0))
+    threads[name] = (ticks + tick, switches + switch)
+print("        threads: " + ", ".join(
+    f"{name} {ticks / hz / t * 100:.1f}% ({switches / max(n, 1):.2f} switches/event)"
+    for name, (ticks, switches) in sorted(threads.items(), key=lambda kv: -kv[1][0])
+    if ticks or switches > 100))
 EOF
 }
 
