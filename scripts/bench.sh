@@ -41,14 +41,16 @@ run() {
   local rec=$! cpu=0 rss=0 sample
   # Sample CPU ticks and peak RSS until the recorder exits.
   while sample=$(awk '{print $14 + $15}' "/proc/$rec/stat" 2>/dev/null) &&
-        rss=$(awk '/VmHWM/ {print $2}' "/proc/$rec/status" 2>/dev/null); do
+        rss=$(awk '/VmHWM/ {print $2}' "/proc/$rec/status" 2>/dev/null) && [ -n "$rss" ]; do
     cpu=$sample; echo "$cpu $rss" >"$dir/proc"
     # Per thread: id, name, CPU ticks, context switches (threads end before the process does).
-    for t in /proc/$rec/task/*; do
-      echo "${t##*/} $(cat "$t/comm" 2>/dev/null) $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)" \
-        "$(awk '/ctxt_switches/ {n += $2} END {print n}' "$t/status" 2>/dev/null)"
-    done >>"$dir/threads"
-    sleep 0.2
+    # One awk for all of them: the sampling must not cost the cores it measures.
+    awk 'FNR == 1 { split(FILENAME, p, "/"); tid = p[5] }
+         FILENAME ~ /stat$/ { name[tid] = substr($2, 2, length($2) - 2); ticks[tid] = $14 + $15 }
+         /ctxt_switches/ { sw[tid] += $2 }
+         END { for (t in name) print t, name[t], ticks[t], sw[t] }' \
+      /proc/$rec/task/*/stat /proc/$rec/task/*/status 2>/dev/null >>"$dir/threads" || true
+    sleep 0.5
   done
   wait $rec || true
   kill $sim 2>/dev/null; wait $sim 2>/dev/null || true

@@ -193,6 +193,8 @@ pub enum Job {
     Member { file: Arc<OpenFile>, lines: Vec<u8> },
     /// Every member of the file has been sent: fsync it and rename it to its final name.
     Finish(Arc<OpenFile>),
+    /// Replace a small file whole (`metrics.json`).
+    Replace { path: PathBuf, body: Vec<u8> },
 }
 
 /// What became of one job.
@@ -226,6 +228,11 @@ pub fn run(level: u32, jobs: Receiver<Job>, done: Sender<Done>) {
                 written: 0,
                 result: finish(&file),
             },
+            Job::Replace { path, body } => Done {
+                lines: 0,
+                written: 0,
+                result: write_atomic(&path, &body),
+            },
         };
         // The writer only goes away after dropping its sender, so this cannot fail while jobs
         // remain; stop quietly if it does.
@@ -247,6 +254,13 @@ fn finish(file: &OpenFile) -> Result<()> {
     }
     log::info!("finished {}", file.done.display());
     Ok(())
+}
+
+/// Replaces `path` by writing a temporary file beside it and renaming it over.
+pub fn write_atomic(path: &Path, body: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, body).map_err(|e| Error::file(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::file(path, e))
 }
 
 /// Makes a rename durable. Best effort: some filesystems cannot sync a directory.

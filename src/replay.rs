@@ -157,7 +157,7 @@ pub fn run(args: &crate::cli::ReplayArgs) -> Result<bool> {
     }
     if let Some(path) = &args.json {
         let body = serde_json::to_vec_pretty(&report).expect("report serialises");
-        crate::writer::write_atomic(path, &body)?;
+        crate::compress::write_atomic(path, &body)?;
     }
     let breaks_fail = args.strict && !report.breaks.is_empty();
     Ok(report.all_complete() && !breaks_fail)

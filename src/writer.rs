@@ -8,7 +8,7 @@
 //! serves every symbol, which keeps memory flat with hundreds of symbols. A finished file is
 //! fsynced, then renamed from `.part` to its final name.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::compress::{self, Done, Job, OpenFile};
+use crate::compress::{self, Done, Job, OpenFile, write_atomic};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, Report, ReportClock, Stats};
 use crate::record::{DepthRecord, Event, SnapshotRecord, encode_line, encode_snapshot_line};
@@ -166,8 +166,14 @@ impl Writer {
         drop(rx);
         let closed = self.close_all();
         let drained = self.drain_stage();
-        let report = self.write_report();
-        result.and(closed).and(drained).and(report)
+        // The stage is gone, so the final figures include every byte it wrote.
+        let report = self.report();
+        let written = write_atomic(&self.config.dir.join("metrics.json"), &report.1);
+        result
+            .and(closed)
+            .and(drained)
+            .and(written)
+            .map(|()| report.0)
     }
 
     fn pump(&mut self, rx: &Receiver<Event>) -> Result<()> {
@@ -215,7 +221,10 @@ impl Writer {
                 next_period_check = now + PERIOD_CHECK;
             }
             if now >= next_report {
-                let report = self.write_report()?;
+                let (report, body) = self.report();
+                // A rename can wait seconds on a disk busy with writeback: the stage does it.
+                let path = self.config.dir.join("metrics.json");
+                self.send(Job::Replace { path, body })?;
                 println!("{}", report.summary_line());
                 log::info!("{}", report.summary_line());
                 next_report += self.config.print_every;
@@ -442,7 +451,8 @@ impl Writer {
     }
 
     /// Builds the report and replaces `metrics.json` atomically.
-    fn write_report(&mut self) -> Result<Report> {
+    /// Builds the report, publishes it to the exporter and returns it with `metrics.json`'s body.
+    fn report(&mut self) -> (Report, Vec<u8>) {
         let now = Instant::now();
         let clock = ReportClock {
             now: SystemTime::now(),
@@ -453,8 +463,7 @@ impl Writer {
         let report = self.metrics.report(&clock, &self.stats.counters());
         let body = serde_json::to_vec_pretty(&report).expect("report serialises");
         *self.stats.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
-        write_atomic(&self.config.dir.join("metrics.json"), &body)?;
-        Ok(report)
+        (report, body)
     }
 }
 
@@ -510,13 +519,6 @@ pub fn compact_utc(secs: u64) -> String {
     )
 }
 
-/// Replaces `path` by writing a temporary file beside it and renaming it over.
-pub fn write_atomic(path: &Path, body: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, body).map_err(|e| Error::file(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::file(path, e))
-}
-
 pub fn wall_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -527,6 +529,7 @@ pub fn wall_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn compact_utc_formats_and_sorts() {

@@ -28,9 +28,10 @@ use super::server::Shared;
 use super::{SentFrame, lock, now_ms, now_ns};
 
 /// Frames a connection may have queued. At a fixed rate a client this far behind is dropped
-/// (~2.5 MB of depth frames: minutes of data at normal rates); at `--rate max` it is the
-/// back-pressure window.
-const OUTBOUND_CAPACITY: usize = 4_096;
+/// (~20 MB of depth frames: hours of data at normal rates, and still 130 ms at 250,000 frames/s,
+/// so a benchmark's client is not cut for a scheduling hiccup on a shared core); at `--rate max`
+/// it is the back-pressure window.
+const OUTBOUND_CAPACITY: usize = 32_768;
 /// A client that takes no bytes for this long is dropped, as a real exchange drops dead peers.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest message a client may send: control requests are well under 1 KiB.
