@@ -174,6 +174,38 @@ impl<R: BufRead> Read for MemberDecoder<R> {
     }
 }
 
+/// Counts the compressed bytes read, to say where damage starts.
+pub struct CountingReader<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R> CountingReader<R> {
+    pub fn new(inner: R) -> CountingReader<R> {
+        CountingReader { inner, count: 0 }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// What a read error says about a gzip file.
+pub fn describe(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => "truncated gzip data".into(),
+        _ => format!("corrupt gzip data: {e}"),
+    }
+}
+
 fn corrupt(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }

@@ -201,7 +201,7 @@ fn general_path(text: &str) -> Result<Frame<'_>, FrameError> {
 }
 
 /// The byte range of `part`, a slice borrowed from `whole`.
-fn offset_in(whole: &str, part: &str) -> Range<usize> {
+pub fn offset_in(whole: &str, part: &str) -> Range<usize> {
     let start = part.as_ptr() as usize - whole.as_ptr() as usize;
     start..start + part.len()
 }
@@ -282,6 +282,8 @@ pub struct Line<'a> {
     pub data: &'a str,
     /// `E`.
     pub event_ms: u64,
+    /// `T`, when the event has one.
+    pub trade_ms: Option<u64>,
     pub ids: Ids,
     /// `latency_pipeline_ms` in µs, when the line has one.
     pub pipeline_us: Option<u64>,
@@ -300,6 +302,7 @@ struct LineFields<'a> {
     #[serde(borrow)]
     data: &'a RawValue,
     E: u64,
+    T: Option<u64>,
     U: u64,
     u: u64,
     pu: u64,
@@ -326,6 +329,7 @@ pub fn parse_line(line: &[u8]) -> Result<Line<'_>, String> {
         stream: f.stream,
         data: f.data.get(),
         event_ms: f.E,
+        trade_ms: f.T,
         ids: Ids {
             first: f.U,
             last: f.u,
@@ -354,9 +358,10 @@ fn scan_line(line: &[u8]) -> Option<Line<'_>> {
     c.tag(b",\"E\":")?;
     let event_ms = c.integer()?;
     c.tag(b",\"T\":")?;
-    if c.tag(b"null").is_none() {
-        c.integer()?;
-    }
+    let trade_ms = match c.tag(b"null") {
+        Some(()) => None,
+        None => Some(c.integer()?),
+    };
     c.tag(b",\"U\":")?;
     let first = c.integer()?;
     c.tag(b",\"u\":")?;
@@ -384,6 +389,7 @@ fn scan_line(line: &[u8]) -> Option<Line<'_>> {
         stream,
         data: std::str::from_utf8(data).ok()?,
         event_ms,
+        trade_ms,
         ids: Ids { first, last, prev },
         pipeline_us: u64::try_from(pipeline_us).ok(),
         recv_ns,
@@ -416,13 +422,14 @@ impl<'a> Cursor<'a> {
 
     /// An unsigned integer that fits in a u64.
     fn integer(&mut self) -> Option<u64> {
-        let digits = self.rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        if digits == 0 || digits > 20 {
-            return None;
-        }
         let mut value: u64 = 0;
-        for &b in &self.rest[..digits] {
+        let mut digits = 0;
+        for &b in self.rest.iter().take_while(|b| b.is_ascii_digit()) {
             value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+            digits += 1;
+        }
+        if digits == 0 {
+            return None;
         }
         self.rest = &self.rest[digits..];
         Some(value)
@@ -706,6 +713,8 @@ mod tests {
             assert_eq!(scanned.data, &FRAME[h.data.clone()]);
             assert_eq!((scanned.symbol, scanned.stream), (f.symbol, f.stream));
             assert_eq!(scanned.event_ms, f.E);
+            assert_eq!(scanned.trade_ms, trade_ms);
+            assert_eq!(scanned.trade_ms, f.T);
             assert_eq!(scanned.ids, h.ids);
             assert_eq!(scanned.pipeline_us, Some(1_234));
             assert_eq!((scanned.recv_ns, scanned.conn), (recv_ns, 7));

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::book::Book;
-use crate::compress::MemberDecoder;
+use crate::compress::{CountingReader, MemberDecoder, describe};
 use crate::error::{Error, Result};
 use crate::metrics::{Counters, Metrics, Report, ReportClock, SymbolCounters};
 use crate::record::{Line, SymbolId, parse_line};
@@ -641,14 +641,6 @@ fn damaged(file: String, lines: u64, what: &str) -> FileReport {
     }
 }
 
-/// What a read error says about a gzip file.
-pub(crate) fn describe(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::UnexpectedEof => "truncated gzip data".into(),
-        _ => format!("corrupt gzip data: {e}"),
-    }
-}
-
 /// Decompressed bytes on their way from the decompression thread to the line parser.
 enum Chunk {
     Data {
@@ -665,10 +657,7 @@ enum Chunk {
 
 /// Decompresses `file` into chunks until its end, its damage, or the parser hanging up.
 fn inflate(file: File, chunks: &Sender<Chunk>, spare: &Receiver<Vec<u8>>) {
-    let mut decoder = MemberDecoder::new(BufReader::new(CountingReader {
-        inner: file,
-        count: 0,
-    }));
+    let mut decoder = MemberDecoder::new(BufReader::new(CountingReader::new(file)));
     loop {
         let mut bytes = spare.try_recv().unwrap_or_default();
         bytes.resize(READ_BLOCK, 0);
@@ -690,7 +679,7 @@ fn inflate(file: File, chunks: &Sender<Chunk>, spare: &Receiver<Vec<u8>>) {
             }
         }
         bytes.truncate(filled);
-        let compressed_at = decoder.get_ref().get_ref().count;
+        let compressed_at = decoder.get_ref().get_ref().count();
         if filled > 0
             && chunks
                 .send(Chunk::Data {
@@ -711,19 +700,5 @@ fn inflate(file: File, chunks: &Sender<Chunk>, spare: &Receiver<Vec<u8>>) {
         if ended {
             return;
         }
-    }
-}
-
-/// Counts the compressed bytes read, to say where damage starts.
-struct CountingReader<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
     }
 }

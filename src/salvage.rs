@@ -12,7 +12,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use crate::compress::MemberEncoder;
+use crate::compress::{MemberDecoder, MemberEncoder};
 use crate::error::{Error, Result};
 
 /// What recovery did with one file.
@@ -99,7 +99,7 @@ pub fn salvage_file(part: &Path, gzip_level: u32) -> Result<Option<Salvaged>> {
     let mut encoder = MemberEncoder::new(gzip_level);
     let mut member = Vec::new();
     let source = File::open(part).map_err(|e| Error::file(part, e))?;
-    let mut reader = BufReader::new(flate2::read::MultiGzDecoder::new(source));
+    let mut reader = BufReader::new(MemberDecoder::new(BufReader::new(source)));
     let mut chunk = Vec::new();
     let mut line = Vec::new();
     for _ in 0..scan.lines {
@@ -153,7 +153,7 @@ struct Scan {
 /// Counts whole lines and tells whether the gzip data ends cleanly.
 fn scan(file: &File, path: &Path) -> Result<Scan> {
     let source = file.try_clone().map_err(|e| Error::file(path, e))?;
-    let mut reader = BufReader::with_capacity(1 << 18, flate2::read::MultiGzDecoder::new(source));
+    let mut reader = BufReader::with_capacity(1 << 18, MemberDecoder::new(BufReader::new(source)));
     let mut lines = 0;
     let mut cut = 0;
     loop {

@@ -85,14 +85,9 @@ fn record_and_compare(faults: Faults) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = run_output(
-        record_from(
-            &sim.ws_url(),
-            &sim.rest_url(),
-            &data,
-            &dir.path().join("logs"),
-        )
-        .args(["--symbol", "ETHUSDT,BTCUSDT", "--depth", "0"])
-        .args(["--run-minutes", "0.06", "--flush-ms", "100"]),
+        record_sim(&sim, dir.path())
+            .args(["--symbol", "ETHUSDT,BTCUSDT", "--depth", "0"])
+            .args(["--run-minutes", "0.06", "--flush-ms", "100"]),
     );
     assert!(
         out.status.success(),

@@ -217,14 +217,17 @@ fn existing_files_are_never_overwritten_and_refusals_write_nothing() {
     let ob = data.join("order_book");
     let exported = dir.path().join("out");
     assert_ok(&export(&[&ob], &exported));
-    let before: Vec<(PathBuf, Vec<u8>)> = files_in(&ob)
-        .into_iter()
-        .chain(files_in(&exported))
-        .map(|f| {
-            let bytes = fs::read(&f).unwrap();
-            (f, bytes)
-        })
-        .collect();
+    let contents = || -> Vec<(PathBuf, Vec<u8>)> {
+        files_in(&ob)
+            .into_iter()
+            .chain(files_in(&exported))
+            .map(|f| {
+                let bytes = fs::read(&f).unwrap();
+                (f, bytes)
+            })
+            .collect()
+    };
+    let before = contents();
 
     // A second run over the same outputs is refused, in one line, and changes nothing.
     for out in [import(&[&fixture()], &data), export(&[&ob], &exported)] {
@@ -233,15 +236,7 @@ fn existing_files_are_never_overwritten_and_refusals_write_nothing() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains("exists"), "{stderr}");
     }
-    let after: Vec<(PathBuf, Vec<u8>)> = files_in(&ob)
-        .into_iter()
-        .chain(files_in(&exported))
-        .map(|f| {
-            let bytes = fs::read(&f).unwrap();
-            (f, bytes)
-        })
-        .collect();
-    assert!(before == after, "files changed or were added");
+    assert!(before == contents(), "files changed or were added");
 
     // Inputs obrec cannot use: exit 2, one line naming the problem, no output directory.
     let spot = Path::new(env!("CARGO_MANIFEST_DIR")).join(SPOT_FIXTURE);
@@ -416,14 +411,9 @@ fn a_fresh_recording_exports_one_valid_file_per_symbol_and_imports_back() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = run_output(
-        record_from(
-            &sim.ws_url(),
-            &sim.rest_url(),
-            &data,
-            &dir.path().join("logs"),
-        )
-        .args(["--symbol", "ETHUSDT,BTCUSDT", "--depth", "0"])
-        .args(["--run-minutes", "0.07", "--flush-ms", "100"]),
+        record_sim(&sim, dir.path())
+            .args(["--symbol", "ETHUSDT,BTCUSDT", "--depth", "0"])
+            .args(["--run-minutes", "0.07", "--flush-ms", "100"]),
     );
     assert_ok(&out);
     let sent = sim.sent();

@@ -24,25 +24,20 @@ fn sim(faults: Faults) -> Sim {
 
 /// Starts a recorder with `--metrics-addr 127.0.0.1:0`; returns it and its metrics base URL.
 fn recorder(sim: &Sim, dir: &std::path::Path) -> (Child, String) {
-    let mut child = record_from(
-        &sim.ws_url(),
-        &sim.rest_url(),
-        &dir.join("data"),
-        &dir.join("logs"),
-    )
-    .args(["--symbol", "ETHUSDT,BTCUSDT"])
-    .args([
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--print-interval",
-        "0.3",
-        "--stale-sec",
-        "1",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut child = record_sim(sim, dir)
+        .args(["--symbol", "ETHUSDT,BTCUSDT"])
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--print-interval",
+            "0.3",
+            "--stale-sec",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
@@ -124,12 +119,7 @@ fn prometheus_scrape_and_health_checks_follow_the_recorder() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("p99"));
 
-    signal(&child, "-TERM");
-    assert!(
-        wait_with_timeout(&mut child, Duration::from_secs(5))
-            .unwrap()
-            .success()
-    );
+    terminate(&mut child, Duration::from_secs(5));
     sim.shutdown();
     // A recorder that stopped writing its metrics is unhealthy.
     std::thread::sleep(Duration::from_millis(1100));
@@ -157,11 +147,6 @@ fn healthz_reports_a_feed_that_delivers_nothing() {
     });
     let (_, body) = get(&format!("{url}/healthz"));
     assert!(body.contains("no data since start"), "{body}");
-    signal(&child, "-TERM");
-    assert!(
-        wait_with_timeout(&mut child, Duration::from_secs(5))
-            .unwrap()
-            .success()
-    );
+    terminate(&mut child, Duration::from_secs(5));
     sim.shutdown();
 }

@@ -134,24 +134,19 @@ fn sigterm_finishes_every_file_and_exits_zero_quickly() {
     let sim = sim(&["ETHUSDT"], 100.0);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = record_from(
-        &sim.ws_url(),
-        &sim.rest_url(),
-        &data,
-        &dir.path().join("logs"),
-    )
-    .args([
-        "--symbol",
-        "ETHUSDT",
-        "--print-interval",
-        "0.5",
-        "--flush-ms",
-        "100",
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = record_sim(&sim, dir.path())
+        .args([
+            "--symbol",
+            "ETHUSDT",
+            "--print-interval",
+            "0.5",
+            "--flush-ms",
+            "100",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_for(Duration::from_secs(20), "lines in metrics.json", || {
         std::fs::read_to_string(data.join("order_book/metrics.json"))
             .ok()
@@ -163,10 +158,7 @@ fn sigterm_finishes_every_file_and_exits_zero_quickly() {
     assert!(live[0].to_string_lossy().ends_with(".part"));
     assert!(gunzip_lines(&live[0]) > 0);
 
-    signal(&child, "-TERM");
-    let status =
-        wait_with_timeout(&mut child, Duration::from_secs(2)).expect("exit within 2 s of SIGTERM");
-    assert!(status.success(), "exit status {status}");
+    terminate(&mut child, Duration::from_secs(2));
     sim.shutdown();
     let files = depth_files(&data);
     assert_eq!(files.len(), 1);
@@ -240,15 +232,7 @@ fn seed_python_snippet_reads_the_output_unchanged() {
     let sim = sim(&["ETHUSDT"], 50.0);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = run_output(
-        record_from(
-            &sim.ws_url(),
-            &sim.rest_url(),
-            &data,
-            &dir.path().join("logs"),
-        )
-        .args(["--run-minutes", "0.02"]),
-    );
+    let out = run_output(record_sim(&sim, dir.path()).args(["--run-minutes", "0.02"]));
     sim.shutdown();
     assert!(out.status.success());
     let file = &depth_files(&data)[0];

@@ -50,28 +50,23 @@ fn record(faults: Faults, secs: f64, extra: &[&str]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = run_output(
-        record_from(
-            &sim.ws_url(),
-            &sim.rest_url(),
-            &data,
-            &dir.path().join("logs"),
-        )
-        .args(["--symbol", "ETHUSDT,BTCUSDT", "--depth", "5"])
-        .args([
-            "--run-minutes",
-            &(secs / 60.0).to_string(),
-            "--flush-ms",
-            "100",
-            "--print-interval",
-            "1",
-        ])
-        .args(["--stale-sec", "1"])
-        .args(if extra.contains(&"--ping-sec") {
-            &[][..]
-        } else {
-            &["--ping-sec", "1"][..]
-        })
-        .args(extra),
+        record_sim(&sim, dir.path())
+            .args(["--symbol", "ETHUSDT,BTCUSDT", "--depth", "5"])
+            .args([
+                "--run-minutes",
+                &(secs / 60.0).to_string(),
+                "--flush-ms",
+                "100",
+                "--print-interval",
+                "1",
+            ])
+            .args(["--stale-sec", "1"])
+            .args(if extra.contains(&"--ping-sec") {
+                &[][..]
+            } else {
+                &["--ping-sec", "1"][..]
+            })
+            .args(extra),
     );
     let ended_ns = now_ns();
     let sent = sim.sent();
@@ -414,14 +409,9 @@ fn record_max_rate(extra: &[&str]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = run_output(
-        record_from(
-            &sim.ws_url(),
-            &sim.rest_url(),
-            &data,
-            &dir.path().join("logs"),
-        )
-        .args(["--symbol", "ETHUSDT", "--run-minutes", "0.03"])
-        .args(extra),
+        record_sim(&sim, dir.path())
+            .args(["--symbol", "ETHUSDT", "--run-minutes", "0.03"])
+            .args(extra),
     );
     let ended_ns = now_ns();
     let stats = sim.stats();
@@ -449,17 +439,12 @@ fn sigkill_leaves_readable_part_files_that_the_next_run_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let spawn = || {
-        record_from(
-            &sim.ws_url(),
-            &sim.rest_url(),
-            &data,
-            &dir.path().join("logs"),
-        )
-        .args(["--symbol", "ETHUSDT", "--flush-ms", "200"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+        record_sim(&sim, dir.path())
+            .args(["--symbol", "ETHUSDT", "--flush-ms", "200"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
     };
     let mut child = spawn();
     wait_for(Duration::from_secs(20), "data on disk", || {
@@ -494,12 +479,7 @@ fn sigkill_leaves_readable_part_files_that_the_next_run_finishes() {
     wait_for(Duration::from_secs(20), "a second file", || {
         depth_files(&data).len() >= 2
     });
-    signal(&child, "-TERM");
-    assert!(
-        wait_with_timeout(&mut child, Duration::from_secs(5))
-            .unwrap()
-            .success()
-    );
+    terminate(&mut child, Duration::from_secs(5));
     sim.shutdown();
     let files = depth_files(&data);
     assert_eq!(files.len(), 2, "{files:?}");
@@ -549,18 +529,13 @@ fn a_data_dir_that_goes_away_ends_the_run_with_exit_1_and_intact_files() {
     let sim = start_sim(&["ETHUSDT"], Rate::PerSecond(100.0), faults());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = record_from(
-        &sim.ws_url(),
-        &sim.rest_url(),
-        &data,
-        &dir.path().join("logs"),
-    )
-    .args(["--symbol", "ETHUSDT", "--flush-ms", "100"])
-    .args(["--file-minutes", "0.02", "--print-interval", "0.5"])
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = record_sim(&sim, dir.path())
+        .args(["--symbol", "ETHUSDT", "--flush-ms", "100"])
+        .args(["--file-minutes", "0.02", "--print-interval", "0.5"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_for(Duration::from_secs(20), "a finished file", || {
         depth_files(&data)
             .iter()

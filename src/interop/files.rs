@@ -1,15 +1,13 @@
 //! Reading inputs up to their damage, and writing outputs that appear whole or not at all.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Outcome, Written};
-use crate::compress::MemberEncoder;
+use crate::compress::{CountingReader, MemberDecoder, MemberEncoder, describe};
 use crate::error::{Error, Result};
-
-/// Uncompressed bytes per gzip member written (the recorder's own choice, for the same reasons).
-const MEMBER_BYTES: usize = 1 << 20;
+use crate::writer::MEMBER_BYTES;
 /// Longest line accepted from an input. A 1000-level snapshot is about 40 KB; anything near this
 /// is not a recording, and reading it whole could exhaust memory.
 const MAX_LINE: usize = 16 << 20;
@@ -17,7 +15,7 @@ const MAX_LINE: usize = 16 << 20;
 /// The lines of a gzip file (any number of members), up to the first damage.
 pub(super) struct GzLines {
     path: PathBuf,
-    reader: BufReader<flate2::bufread::MultiGzDecoder<BufReader<Counting<File>>>>,
+    reader: BufReader<MemberDecoder<BufReader<CountingReader<File>>>>,
     /// The number of the line last read.
     pub(super) line_no: u64,
 }
@@ -25,16 +23,10 @@ pub(super) struct GzLines {
 impl GzLines {
     pub(super) fn open(path: &Path) -> Result<GzLines> {
         let file = File::open(path).map_err(|e| Error::file(path, e))?;
-        let counted = BufReader::new(Counting {
-            inner: file,
-            count: 0,
-        });
+        let counted = BufReader::new(CountingReader::new(file));
         Ok(GzLines {
             path: path.to_path_buf(),
-            reader: BufReader::with_capacity(
-                1 << 18,
-                flate2::bufread::MultiGzDecoder::new(counted),
-            ),
+            reader: BufReader::with_capacity(1 << 18, MemberDecoder::new(counted)),
             line_no: 0,
         })
     }
@@ -57,15 +49,10 @@ impl GzLines {
             Ok(false) => Ok(false),
             Err(e) => {
                 self.line_no += 1;
-                let at = self.reader.get_ref().get_ref().get_ref().count;
+                let at = self.reader.get_ref().get_ref().get_ref().count();
                 let what = match e {
                     LineError::TooLong => format!("line longer than {} MiB", MAX_LINE >> 20),
-                    LineError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        format!("truncated gzip data after compressed byte {at}")
-                    }
-                    LineError::Io(e) => {
-                        format!("corrupt gzip data ({e}) after compressed byte {at}")
-                    }
+                    LineError::Io(e) => format!("{} after compressed byte {at}", describe(&e)),
                 };
                 self.bad_line(&what, outcome)?;
                 Ok(false)
@@ -116,20 +103,6 @@ fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::result::Resul
         if done {
             return Ok(true);
         }
-    }
-}
-
-/// Counts the compressed bytes read, to say where damage starts.
-struct Counting<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
     }
 }
 

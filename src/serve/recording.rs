@@ -17,11 +17,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use flate2::bufread::MultiGzDecoder;
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
+use crate::compress::{MemberDecoder, describe};
 use crate::error::{Error, Result};
+use crate::record::{offset_in, parse_line};
 use crate::replay::{self, SnapshotLine};
 use crate::sim::feed::{Header, View, parse_stream};
 use crate::sim::lock;
@@ -74,38 +72,21 @@ pub(crate) struct Event {
     pub header: Header,
 }
 
-/// The fields of a depth line that playback uses.
-#[derive(Deserialize)]
-#[allow(non_snake_case)]
-struct DepthLine<'a> {
-    symbol: &'a str,
-    stream: &'a str,
-    #[serde(borrow)]
-    data: &'a RawValue,
-    recv_ns: u64,
-    E: u64,
-    T: Option<u64>,
-    U: u64,
-    u: u64,
-    pu: u64,
-}
-
 impl Event {
     /// Parses a depth line; `Ok(None)` for a line of a stream that is not depth.
     fn parse(line: String) -> std::result::Result<Option<Event>, String> {
-        let d: DepthLine =
-            serde_json::from_str(&line).map_err(|e| format!("not a depth line: {e}"))?;
+        let d = parse_line(line.as_bytes())?;
         let Some(kind) = Kind::of_recorded(d.stream) else {
             return Ok(None);
         };
         let header = Header {
-            first: d.U,
-            last: d.u,
-            prev: d.pu,
-            event_ms: d.E,
-            trade_ms: d.T.unwrap_or(d.E),
+            first: d.ids.first,
+            last: d.ids.last,
+            prev: d.ids.prev,
+            event_ms: d.event_ms,
+            trade_ms: d.trade_ms.unwrap_or(d.event_ms),
         };
-        let (symbol, data) = (offset_in(&line, d.symbol), offset_in(&line, d.data.get()));
+        let (symbol, data) = (offset_in(&line, d.symbol), offset_in(&line, d.data));
         let recv_ns = d.recv_ns;
         Ok(Some(Event {
             line,
@@ -126,12 +107,6 @@ impl Event {
     pub(crate) fn payload(&self) -> &[u8] {
         self.line[self.data.clone()].as_bytes()
     }
-}
-
-/// Where `part`, borrowed from `whole`, lies in it.
-fn offset_in(whole: &str, part: &str) -> Range<usize> {
-    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
-    start..start + part.len()
 }
 
 /// A recording opened for playback. Cheap to share: players only read it.
@@ -360,7 +335,7 @@ impl Lane<'_> {
 /// The lines of one gzip NDJSON file, with the damage that ends it described.
 struct Lines {
     path: PathBuf,
-    reader: BufReader<MultiGzDecoder<BufReader<File>>>,
+    reader: BufReader<MemberDecoder<BufReader<File>>>,
     /// Lines read so far.
     count: u64,
 }
@@ -372,7 +347,7 @@ impl Lines {
             path: path.to_path_buf(),
             reader: BufReader::with_capacity(
                 READ_BUFFER,
-                MultiGzDecoder::new(BufReader::with_capacity(READ_BUFFER, file)),
+                MemberDecoder::new(BufReader::with_capacity(READ_BUFFER, file)),
             ),
             count: 0,
         })
@@ -393,11 +368,7 @@ impl Lines {
                     .map(Some)
                     .map_err(|_| format!("line {} is not UTF-8", self.count))
             }
-            Err(e) => Err(format!(
-                "{} after line {}",
-                replay::describe(&e),
-                self.count
-            )),
+            Err(e) => Err(format!("{} after line {}", describe(&e), self.count)),
         }
     }
 }

@@ -38,6 +38,16 @@ pub fn record_from(ws: &str, rest: &str, data: &Path, logs: &Path) -> Command {
     cmd
 }
 
+/// `obrec record` from the simulator, writing `<dir>/data` and `<dir>/logs`.
+pub fn record_sim(sim: &obrec::sim::Sim, dir: &Path) -> Command {
+    record_from(
+        &sim.ws_url(),
+        &sim.rest_url(),
+        &dir.join("data"),
+        &dir.join("logs"),
+    )
+}
+
 /// A recording's depth line, as read back from a file.
 #[derive(Debug, Clone)]
 pub struct Line {
@@ -139,6 +149,14 @@ pub fn signal(child: &Child, sig: &str) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Sends SIGTERM and asserts a clean exit within `limit`.
+pub fn terminate(child: &mut Child, limit: Duration) {
+    signal(child, "-TERM");
+    let status = wait_with_timeout(child, limit)
+        .unwrap_or_else(|| panic!("no exit within {limit:?} of SIGTERM"));
+    assert!(status.success(), "exit status {status}");
 }
 
 pub fn run_output(cmd: &mut Command) -> Output {
