@@ -229,43 +229,44 @@ pub enum Job {
     Replace { path: PathBuf, body: Vec<u8> },
 }
 
-/// What became of one job.
+/// What became of one batch of jobs.
 pub struct Done {
-    /// Line bytes the job held (0 for a finish), so the writer can account for memory in flight.
+    /// Line bytes the batch held, so the writer can account for memory in flight.
     pub lines: usize,
-    /// Compressed bytes appended to the file.
+    /// Compressed bytes appended to files.
     pub written: u64,
+    /// The first failure; the batch's other jobs are still done, so one bad file costs no other.
     pub result: Result<()>,
 }
 
-/// Does jobs in order until the writer drops its sender.
-pub fn run(level: u32, jobs: Receiver<Job>, done: Sender<Done>) {
+/// Does batches of jobs in order until the writer drops its sender. The writer batches what one
+/// turn of its loop produces: with hundreds of symbols each flushing once a `--flush-ms`, a wake-up
+/// per member would cost more than compressing it.
+pub fn run(level: u32, batches: Receiver<Vec<Job>>, done: Sender<Done>) {
     let mut encoder = MemberEncoder::new(level);
     let mut member = Vec::new();
-    for job in jobs {
-        let report = match job {
-            Job::Member { file, lines } => {
-                member.clear();
-                encoder.encode(&lines, &mut member);
-                Done {
-                    lines: lines.len(),
-                    written: member.len() as u64,
-                    result: (&file.file)
-                        .write_all(&member)
-                        .map_err(|e| Error::file(&file.part, e)),
-                }
-            }
-            Job::Finish(file) => Done {
-                lines: 0,
-                written: 0,
-                result: finish(&file),
-            },
-            Job::Replace { path, body } => Done {
-                lines: 0,
-                written: 0,
-                result: write_atomic(&path, &body),
-            },
+    for batch in batches {
+        let mut report = Done {
+            lines: 0,
+            written: 0,
+            result: Ok(()),
         };
+        for job in batch {
+            let result = match job {
+                Job::Member { file, lines } => {
+                    member.clear();
+                    encoder.encode(&lines, &mut member);
+                    report.lines += lines.len();
+                    report.written += member.len() as u64;
+                    (&file.file)
+                        .write_all(&member)
+                        .map_err(|e| Error::file(&file.part, e))
+                }
+                Job::Finish(file) => finish(&file),
+                Job::Replace { path, body } => write_atomic(&path, &body),
+            };
+            report.result = report.result.and(result);
+        }
         // The writer only goes away after dropping its sender, so this cannot fail while jobs
         // remain; stop quietly if it does.
         if done.send(report).is_err() {
@@ -382,18 +383,25 @@ mod tests {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let stage = std::thread::spawn(move || run(1, jobs_rx, done_tx));
         let mut expected = Vec::new();
+        let mut batch = Vec::new();
         for i in 0..50 {
             let lines = format!("{{\"n\":{i}}}\n").repeat(i + 1).into_bytes();
             expected.extend_from_slice(&lines);
             let file = Arc::clone(&open);
-            jobs_tx.send(Job::Member { file, lines }).unwrap();
+            // Single jobs and a batch of several, as the writer sends them.
+            batch.push(Job::Member { file, lines });
+            if i < 10 || i == 49 {
+                jobs_tx.send(std::mem::take(&mut batch)).unwrap();
+            }
         }
-        jobs_tx.send(Job::Finish(open)).unwrap();
+        jobs_tx.send(vec![Job::Finish(open)]).unwrap();
         drop(jobs_tx);
         stage.join().unwrap();
         let reports: Vec<Done> = done_rx.iter().collect();
-        assert_eq!(reports.len(), 51);
+        assert_eq!(reports.len(), 12);
         assert!(reports.iter().all(|d| d.result.is_ok()));
+        let lines: usize = reports.iter().map(|d| d.lines).sum();
+        assert_eq!(lines, expected.len());
         assert!(!part.exists(), "renamed");
         let bytes = fs::read(dir.path().join("x.ndjson.gz")).unwrap();
         let written: u64 = reports.iter().map(|d| d.written).sum();
@@ -417,7 +425,7 @@ mod tests {
         });
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        jobs_tx.send(Job::Finish(open)).unwrap();
+        jobs_tx.send(vec![Job::Finish(open)]).unwrap();
         drop(jobs_tx);
         run(1, jobs_rx, done_tx);
         let done = done_rx.recv().unwrap();

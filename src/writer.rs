@@ -97,7 +97,9 @@ impl Sink {
 /// The writer's end of the compression stage.
 struct Stage {
     /// Dropped to tell the stage there is nothing more.
-    jobs: Option<Sender<Job>>,
+    jobs: Option<Sender<Vec<Job>>>,
+    /// Jobs of this turn of the loop, sent together at its end.
+    outbox: Vec<Job>,
     done: Receiver<Done>,
     thread: Option<JoinHandle<()>>,
     /// Line bytes sent and not yet reported done.
@@ -145,6 +147,7 @@ impl Writer {
             snapshots,
             stage: Stage {
                 jobs: Some(jobs),
+                outbox: Vec::new(),
                 done,
                 thread: Some(thread),
                 in_flight: 0,
@@ -224,7 +227,7 @@ impl Writer {
                 let (report, body) = self.report();
                 // A rename can wait seconds on a disk busy with writeback: the stage does it.
                 let path = self.config.dir.join("metrics.json");
-                self.send(Job::Replace { path, body })?;
+                self.queue(Job::Replace { path, body })?;
                 println!("{}", report.summary_line());
                 log::info!("{}", report.summary_line());
                 next_report += self.config.print_every;
@@ -232,6 +235,7 @@ impl Writer {
                     next_report = now + self.config.print_every;
                 }
             }
+            self.dispatch()?;
         }
     }
 
@@ -330,17 +334,19 @@ impl Writer {
         let next = Vec::with_capacity(sink.pending.len() + sink.pending.len() / 8);
         let lines = std::mem::replace(&mut sink.pending, next);
         sink.pending_since = None;
-        self.send(Job::Member { file, lines })
+        self.queue(Job::Member { file, lines })
     }
 
-    fn send(&mut self, job: Job) -> Result<()> {
+    /// Adds a job to this turn's batch; past [`MAX_IN_FLIGHT`], sends it and waits for the stage.
+    fn queue(&mut self, job: Job) -> Result<()> {
         if let Job::Member { lines, .. } = &job {
             self.stage.in_flight += lines.len();
         }
-        let sent = self.stage.jobs.as_ref().map(|jobs| jobs.send(job));
-        if !matches!(sent, Some(Ok(()))) {
-            return Err(self.stage_gone());
+        self.stage.outbox.push(job);
+        if self.stage.in_flight <= MAX_IN_FLIGHT {
+            return Ok(());
         }
+        self.dispatch()?;
         while self.stage.in_flight > MAX_IN_FLIGHT {
             match self.stage.done.recv() {
                 Ok(done) => self.settle(done)?,
@@ -350,7 +356,19 @@ impl Writer {
         Ok(())
     }
 
-    /// Accounts for a job the stage has done.
+    /// Sends this turn's jobs to the stage as one batch.
+    fn dispatch(&mut self) -> Result<()> {
+        if self.stage.outbox.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.stage.outbox);
+        match self.stage.jobs.as_ref().map(|jobs| jobs.send(batch)) {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self.stage_gone()),
+        }
+    }
+
+    /// Accounts for a batch the stage has done.
     fn settle(&mut self, done: Done) -> Result<()> {
         self.stage.in_flight -= done.lines;
         self.metrics.add_bytes_written(done.written);
@@ -367,8 +385,8 @@ impl Writer {
     /// Lets the stage finish every job sent, then waits for it to end. Carries on past errors so
     /// that the report counts every byte written; returns the first.
     fn drain_stage(&mut self) -> Result<()> {
+        let mut first_error = self.dispatch().err();
         self.stage.jobs = None;
-        let mut first_error = None;
         while let Ok(done) = self.stage.done.recv() {
             if let Err(e) = self.settle(done) {
                 log::error!("{e}");
@@ -430,7 +448,7 @@ impl Writer {
         let sink = self.sink(kind, symbol);
         sink.period = None;
         match sink.open.take() {
-            Some(open) => self.send(Job::Finish(open)),
+            Some(open) => self.queue(Job::Finish(open)),
             None => Ok(()),
         }
     }
