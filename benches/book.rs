@@ -17,7 +17,7 @@ use obrec::book::Book;
 use obrec::record::{Frame, parse_frame};
 
 /// The real Binance recordings kept beside the repository.
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/binance");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/binance");
 
 const RECORDING: &str = "hftbacktest_usdm_btcusdt_20240808.gz";
 

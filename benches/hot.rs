@@ -31,7 +31,7 @@ use obrec::sequence::{Chain, Ids, Verdict};
 use obrec::writer::{MEMBER_BYTES, compact_utc};
 
 /// The real Binance recordings kept beside the repository.
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/binance");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/binance");
 
 const RECORDING: &str = "hftbacktest_usdm_btcusdt_20240808.gz";
 

@@ -22,7 +22,7 @@ RSS_SECONDS=${BENCH_RSS_SECONDS:-60}
 SIM_CPU=() REC_CPU=()
 if [ -n "${BENCH_SPLIT:-}" ]; then SIM_CPU=(taskset -c 0) REC_CPU=(taskset -c 1); fi
 cargo build --release --quiet
-BIN=$PWD/target/release/obrec
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/obrec
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -32,7 +32,15 @@ run() {
   mkdir -p "$dir"
   "${SIM_CPU[@]}" "$BIN" sim --symbols BTCUSDT --rate "$rate" --port-file "$dir/port" >"$dir/sim.log" 2>&1 &
   local sim=$!
-  while [ ! -s "$dir/port" ]; do sleep 0.05; done
+  # The simulator writes its port once it listens; if it dies first, say why instead of waiting.
+  while [ ! -s "$dir/port" ]; do
+    if ! kill -0 "$sim" 2>/dev/null; then
+      echo "bench: the simulator did not start:" >&2
+      cat "$dir/sim.log" >&2
+      exit 1
+    fi
+    sleep 0.05
+  done
   local minutes
   minutes=$(python3 -c "print($secs / 60)")
   "${REC_CPU[@]}" "$BIN" record --symbol BTCUSDT --depth 10 --gzip-level "$level" \

@@ -23,8 +23,7 @@ use tungstenite::{Message, WebSocket};
 /// Longest wait for anything a server should send; a failure, not a hang, when exceeded.
 const WATCHDOG: Duration = Duration::from_secs(10);
 /// The real capture: `{"stream":…,"data":…}` lines and, on line 55, the REST snapshot.
-const FIXTURE: &str =
-    "../shared/fixtures/binance/hftbacktest_usdm_btcusdt_20240808_head1000.ndjson";
+const FIXTURE: &str = "tests/data/binance/hftbacktest_usdm_btcusdt_20240808_head1000.ndjson";
 /// 2026-11-20T08:18:01Z in ns: where synthetic recordings start.
 const BASE_NS: u64 = 1_763_626_681_000_000_000;
 

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A file of the real Binance recordings kept beside the repository (`shared/fixtures/binance`).
+/// A file of the real Binance recordings kept in the repository (`tests/data/binance`, see its
+/// SOURCES.md).
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/binance")
+        .join("tests/data/binance")
         .join(name)
 }
 
