@@ -1,5 +1,5 @@
 //! The proof that the book rebuilt from a REST snapshot and diff events is right, on real Binance
-//! recordings (`fixtures/binance/SOURCES.md` says where each comes from).
+//! recordings (`tests/data/binance/SOURCES.md` says where each comes from).
 //!
 //! The exchange publishes its own best bid and ask in `bookTicker`, stamped with the same update
 //! id sequence as the depth events. Whenever a ticker's `u` equals the `u` the book reached after
