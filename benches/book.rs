@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use serde::Deserialize;
 
-use obrec::book::Book;
-use obrec::record::{Frame, parse_frame};
+use obrec::Book;
+use obrec::{Frame, parse_frame};
 
 /// The real Binance recordings kept beside the repository.
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/binance");

@@ -1,11 +1,11 @@
 //! The recorder's per-event costs, one piece at a time, on real Binance frames: the
-//! `btcusdt@depth@0ms` events of the hftbacktest recording (`fixtures/binance/SOURCES.md`), in
+//! `btcusdt@depth@0ms` events of the hftbacktest recording (`tests/data/binance/SOURCES.md`), in
 //! order, so their `pu` chain is the unbroken one Binance sent.
 //!
 //! * `frame_parse`: the reader's header parse of each frame; also the real futures partial-depth
 //!   frames (`@depth20`, `@depth5`) of the crypto-crawler-rs samples, a shorter payload.
 //! * `sequence_check`: the continuity check every event goes through, live and in replay.
-//! * `encode_line`: the writer turning a record into its NDJSON line.
+//! * `encode_line`: the writer turning a record into its NDJSON line (`encode_depth`).
 //! * `gzip_member`: one member's worth of those lines compressed, at levels 1, 3 (the default)
 //!   and 6.
 //! * `replay`: `obrec replay` on a file of those lines written as the writer writes it: gunzip,
@@ -16,19 +16,19 @@
 //! read for gzip and replay.
 
 use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
 use criterion::{criterion_group, criterion_main};
-use tungstenite::Utf8Bytes;
 
-use obrec::compress::MemberEncoder;
-use obrec::record::{DepthRecord, Frame, encode_line, parse_frame};
-use obrec::replay::replay;
-use obrec::sequence::{Chain, Ids, Verdict};
-use obrec::writer::{MEMBER_BYTES, compact_utc};
+use obrec::MemberEncoder;
+use obrec::replay;
+use obrec::{Chain, Ids, Verdict};
+use obrec::{DepthLine, Frame, encode_depth, parse_frame};
+use obrec::{MEMBER_BYTES, compact_utc};
 
 /// The real Binance recordings kept beside the repository.
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/binance");
@@ -50,7 +50,7 @@ const CONN: u64 = 1;
 
 /// The writer reads this off the clock; a fixed figure (the live p50 in the README) makes every
 /// pass write the same bytes.
-const PIPELINE_NS: u64 = 33_000;
+const PIPELINE_US: u64 = 33;
 
 /// Levels for `gzip_member`: the fastest, the default, and the one most tools default to.
 const GZIP_LEVELS: [u32; 3] = [1, 3, 6];
@@ -106,27 +106,50 @@ fn load_partials() -> Vec<String> {
         .collect()
 }
 
-fn record(received: &Received) -> DepthRecord {
+/// A depth frame with its header read, as a reader hands it to the writer.
+struct Record {
+    frame: String,
+    recv_ns: u64,
+    event_ms: u64,
+    trade_ms: Option<u64>,
+    ids: Ids,
+    data: Range<usize>,
+}
+
+impl Record {
+    fn line<'a>(&'a self, symbol: &'a str, stream: &'a str) -> DepthLine<'a> {
+        DepthLine {
+            symbol,
+            stream,
+            data: &self.frame[self.data.clone()],
+            event_ms: self.event_ms,
+            trade_ms: self.trade_ms,
+            ids: self.ids,
+            pipeline_us: Some(PIPELINE_US),
+            recv_ns: self.recv_ns,
+            conn: CONN,
+        }
+    }
+}
+
+fn record(received: &Received) -> Record {
     let Ok(Frame::Depth(h)) = parse_frame(&received.frame) else {
         unreachable!("only depth frames are kept");
     };
     let (event_ms, trade_ms, ids, data) = (h.event_ms, h.trade_ms, h.ids, h.data);
-    DepthRecord {
-        symbol: 0,
-        conn: CONN,
+    Record {
+        frame: received.frame.clone(),
         recv_ns: received.recv_ns,
-        recv_at: Instant::now(),
         event_ms,
         trade_ms,
         ids,
-        frame: Utf8Bytes::from(received.frame.clone()),
         data,
     }
 }
 
 /// The symbol and stream names the writer puts in each line.
-fn names(records: &[DepthRecord]) -> (String, String) {
-    let Ok(Frame::Depth(h)) = parse_frame(records[0].frame.as_str()) else {
+fn names(records: &[Record]) -> (String, String) {
+    let Ok(Frame::Depth(h)) = parse_frame(&records[0].frame) else {
         unreachable!("only depth frames are kept");
     };
     (h.symbol.to_owned(), h.stream.to_owned())
@@ -134,11 +157,11 @@ fn names(records: &[DepthRecord]) -> (String, String) {
 
 /// The lines as the writer batches them: a member's input ends at the first line that brings it to
 /// [`MEMBER_BYTES`].
-fn member_inputs(records: &[DepthRecord], symbol: &str, stream: &str) -> Vec<Vec<u8>> {
+fn member_inputs(records: &[Record], symbol: &str, stream: &str) -> Vec<Vec<u8>> {
     let mut members = Vec::new();
     let mut pending = Vec::with_capacity(MEMBER_BYTES + (64 << 10));
     for rec in records {
-        encode_line(&mut pending, rec, symbol, stream, PIPELINE_NS);
+        encode_depth(&mut pending, &rec.line(symbol, stream));
         if pending.len() >= MEMBER_BYTES {
             members.push(std::mem::take(&mut pending));
         }
@@ -192,7 +215,7 @@ fn chain_pass(ids: &[Ids]) -> usize {
         .count()
 }
 
-fn sequence_check(c: &mut Criterion, records: &[DepthRecord]) {
+fn sequence_check(c: &mut Criterion, records: &[Record]) {
     let ids: Vec<Ids> = records.iter().map(|r| r.ids).collect();
     // Every event after the first chains, so the pass measures the common path only.
     assert_eq!(chain_pass(&ids), ids.len() - 1, "the recording's chain");
@@ -202,12 +225,12 @@ fn sequence_check(c: &mut Criterion, records: &[DepthRecord]) {
     group.finish();
 }
 
-fn encode(c: &mut Criterion, records: &[DepthRecord], symbol: &str, stream: &str) {
+fn encode(c: &mut Criterion, records: &[Record], symbol: &str, stream: &str) {
     let mut out = Vec::new();
     let pass = |out: &mut Vec<u8>| {
         out.clear();
         for rec in records {
-            encode_line(out, rec, symbol, stream, PIPELINE_NS);
+            encode_depth(out, &rec.line(symbol, stream));
         }
         out.len()
     };
@@ -292,7 +315,7 @@ fn replay_file(c: &mut Criterion, members: &[Vec<u8>], dir: &Path, first_recv_ns
 fn hot(c: &mut Criterion) {
     let diffs = load_diffs();
     let partials = load_partials();
-    let records: Vec<DepthRecord> = diffs.iter().map(record).collect();
+    let records: Vec<Record> = diffs.iter().map(record).collect();
     let (symbol, stream) = names(&records);
     let members = member_inputs(&records, &symbol, &stream);
     let dir = tempfile::tempdir().expect("temp dir");

@@ -2,26 +2,33 @@
 //! serves two symbols on loopback, the real recorder records them, and the files are read back
 //! and checked against what the simulator sent.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-
-use crate::cli::DemoArgs;
-use crate::logging::{self, LogOptions, Rotate};
-use crate::recorder::{self, RecordConfig, Speed};
-use crate::shutdown::Shutdown;
-use crate::sim::{Rate, Sim, SimConfig};
+use crate::error::{Error, Result};
+use crate::exchange::sim::{Rate, Sim, SimConfig};
+use crate::market::symbol::Symbol;
+use crate::offline::replay;
+use crate::recorder::{self, RecordConfig};
+use crate::store::names::{self, METRICS_FILE};
+use crate::util::logging::{self, LogOptions, Rotate};
+use crate::util::shutdown::Shutdown;
 
 /// Symbols the demo records: two, to show per-symbol files and metrics.
 const DEMO_SYMBOLS: [&str; 2] = ["ETHUSDT", "BTCUSDT"];
 /// Events per second per symbol: Binance's 100 ms partial depth.
 const DEMO_RATE: f64 = 10.0;
+/// Where the embedded simulator listens: loopback, any free port.
+const DEMO_LISTEN: &str = "127.0.0.1:0";
 
-pub fn run(args: &DemoArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("obrec-demo-{}", std::process::id())),
-    };
+/// Records `seconds` from an embedded simulator into `dir` (a fresh temporary directory when
+/// `None`), then checks the files against the simulator and the metrics.
+///
+/// # Errors
+/// [`Error::Check`] when the files and the metrics disagree; a file or socket error otherwise.
+pub fn run(seconds: f64, dir: Option<PathBuf>, shutdown: &Shutdown) -> Result<()> {
+    let dir = dir
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("obrec-demo-{}", std::process::id())));
     let _log = logging::to_files(&LogOptions {
         dir: dir.join("logs"),
         basename: "demo".into(),
@@ -31,40 +38,37 @@ pub fn run(args: &DemoArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
         backups: 2,
         level: "info".into(),
     })?;
-    let symbols: Vec<String> = DEMO_SYMBOLS.iter().map(|s| s.to_string()).collect();
+    let symbols: Vec<Symbol> = DEMO_SYMBOLS
+        .iter()
+        .map(|s| Symbol::new(s).expect("valid symbols"))
+        .collect();
     let sim = Sim::start(
-        "127.0.0.1:0",
+        DEMO_LISTEN,
         SimConfig {
-            symbols: symbols.clone(),
+            symbols: DEMO_SYMBOLS.iter().map(|s| s.to_string()).collect(),
             rate: Rate::PerSecond(DEMO_RATE),
             record_sent: true,
             ..SimConfig::default()
         },
     )
-    .context("cannot start the embedded simulator")?;
+    .map_err(|cause| Error::Bind {
+        addr: DEMO_LISTEN.into(),
+        cause,
+    })?;
     println!("simulator listening on {}", sim.local_addr());
     let config = RecordConfig {
         symbols,
-        depth: 5,
-        speed: Speed::Ms100,
         endpoint: sim.ws_url(),
         rest_endpoint: sim.rest_url(),
         data_dir: dir.join("data"),
-        run_for: Some(Duration::from_secs_f64(args.seconds)),
+        run_for: Some(Duration::from_secs_f64(seconds)),
         print_every: Duration::from_secs(1),
-        stale_after: Duration::from_secs(10),
-        ping_every: Duration::from_secs(20),
-        max_conn_age: Duration::from_secs(23 * 3600),
-        file_period: Duration::from_secs(3600),
         flush_every: Duration::from_millis(200),
-        queue: 65536,
-        gzip_level: 3,
-        metrics_addr: None,
+        ..RecordConfig::default()
     };
     config.preflight()?;
     println!(
-        "recording {:.0} s of {} into {}",
-        args.seconds,
+        "recording {seconds:.0} s of {} into {}",
         DEMO_SYMBOLS.join(", "),
         config.book_dir().display()
     );
@@ -72,8 +76,8 @@ pub fn run(args: &DemoArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
     let sent = sim.sent();
     sim.shutdown();
 
-    let files = crate::replay::expand(&[config.book_dir()])?;
-    let replayed = crate::replay::replay(&files)?;
+    let files = names::expand(&[config.book_dir()])?;
+    let replayed = replay::replay(&files)?;
     println!();
     for f in &replayed.files {
         println!(
@@ -92,14 +96,14 @@ pub fn run(args: &DemoArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
         replayed.breaks.len()
     );
     if recorded != report.total_messages || !replayed.all_complete() {
-        bail!(
+        return Err(Error::Check(format!(
             "the files do not match the metrics: {recorded} lines, {} counted",
             report.total_messages
-        );
+        )));
     }
     println!(
         "metrics: {}",
-        config.book_dir().join("metrics.json").display()
+        config.book_dir().join(METRICS_FILE).display()
     );
     Ok(())
 }

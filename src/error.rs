@@ -1,8 +1,11 @@
-//! The library's error type.
+//! The library's error types, below every layer so that each can return them.
 //!
 //! Two types, split by what a failure calls for. [`FeedError`] is a connection failure: every one
 //! is worth a reconnect, so the feed retries it and it never ends a run. [`Error`] ends a run: bad
 //! input (exit 2, nothing written) or a host failure such as a file that cannot be written (exit 1).
+//!
+//! Each variant prints its cause in its own message and does not also return it as a `source`, so
+//! that `main`, which prints the whole chain, prints every cause once.
 
 use std::io;
 use std::path::PathBuf;
@@ -12,16 +15,31 @@ pub enum Error {
     /// The user asked for something that cannot work.
     #[error("{0}")]
     Invalid(String),
-    /// A file or directory could not be created or written.
-    #[error("{}: {source}", path.display())]
-    File { path: PathBuf, source: io::Error },
+    /// A file or directory could not be opened, created, read or written.
+    #[error("{}: {cause}", path.display())]
+    File { path: PathBuf, cause: io::Error },
+    /// A thread could not be started (the process is out of threads or memory).
+    #[error("cannot start the {0} thread: {1}")]
+    Spawn(&'static str, io::Error),
+    /// A thread the run depends on stopped before its work was done.
+    #[error("the {0} thread stopped")]
+    Thread(&'static str),
+    /// A listening socket could not be opened.
+    #[error("cannot listen on {addr}: {cause}")]
+    Bind { addr: String, cause: io::Error },
+    /// A check of the recorder's own output failed (`obrec demo`).
+    #[error("{0}")]
+    Check(String),
+    /// Standard output could not be written.
+    #[error("writing to standard output: {0}")]
+    Stdout(io::Error),
 }
 
 impl Error {
-    pub fn file(path: impl Into<PathBuf>, source: io::Error) -> Error {
+    pub fn file(path: impl Into<PathBuf>, cause: io::Error) -> Error {
         Error::File {
             path: path.into(),
-            source,
+            cause,
         }
     }
 }

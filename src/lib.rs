@@ -1,67 +1,83 @@
-//! obrec records Binance USD-M futures order-book streams to gzip NDJSON, proves their
-//! continuity, reports live health metrics, and replays recordings offline.
+//! obrec records Binance order-book streams to gzip NDJSON, proves their continuity, reports live
+//! health metrics, and replays recordings offline.
 //!
-//! # Data flow
+//! # Layers
+//!
+//! Each folder is a layer; a module uses only the layers below it (`tests/layers.rs` checks this
+//! from the `use crate::…` lines):
 //!
 //! ```text
-//!  exchange ──ws──▶ feed::Group (one thread per ≤200 streams)
-//!                     │  record::parse_frame: header only, payload kept byte-exact
-//!                     │  sequence::Chain: pu == last u, per symbol
+//! main ─▶ cli ─▶ demo ─▶ recorder │ offline │ exchange ─▶ metrics ─▶ store ─▶ market ─▶ util, error
+//! ```
+//!
+//! * [`util`] — the clock, retry backoff, shutdown, logging. Knows nothing of markets or files.
+//! * [`market`] — Binance's vocabulary, pure: symbols, stream names, frame parsing, the continuity
+//!   state machines, the order book.
+//! * [`store`] — the on-disk format, in one home: line layouts (encode, scan, parse), file names,
+//!   gzip members, staged `.part` files, crash recovery.
+//! * [`metrics`] — counters and HdrHistogram figures, the report (`metrics.json`, SUMMARY), the
+//!   Prometheus exporter, `obrec health`.
+//! * [`recorder`] — the live pipeline: connections, REST snapshots, the writer, the compression
+//!   stage.
+//! * [`offline`] — `replay`, `export`, `import`.
+//! * [`exchange`] — the Binance-compatible front, behind it the simulator or a recording.
+//! * [`demo`] — sim, record and check in one command.
+//! * `cli` — the only module that knows clap: flags into the plain configs above.
+//!
+//! # Threads and channels of a recording
+//!
+//! ```text
+//!  exchange ──ws──▶ recorder::feed::Group (one thread per ≤200 streams)
+//!                     │  market::frame::parse_frame: header only, payload kept byte-exact
+//!                     │  market::sequence::Chain: pu == last u, per symbol
 //!                     ▼
-//!            bounded crossbeam channel of record::Event (full → counted drop, never a stall)
+//!            bounded crossbeam channel of recorder::event::Event (full → counted drop)
 //!                     ▼
-//!                  writer::Writer (one thread): lines, member boundaries, periods
-//!                     ├─▶ compress (one thread): deflate, write, fsync + rename
+//!                  recorder::writer::Writer (one thread): store::line encodes, member
+//!                     │  boundaries, file periods
+//!                     ├─▶ recorder::compress (one thread): deflate, write, fsync + rename
 //!                     │     └─▶ <symbol>_depth_<UTC>.ndjson.gz(.part)   complete gzip members
 //!                     └─▶ metrics.json + SUMMARY line               metrics::Metrics + Stats
+//!  recorder::snapshot::Fetcher (one thread, --depth 0): REST snapshots back to the groups
 //! ```
 //!
 //! Data flows one way: readers never wait for the writer, the writer never talks back. The only
-//! message going upstream is the compression stage's receipt for each job (bytes written, or the
-//! error that ends the run).
+//! message going upstream is the compression stage's receipt for each batch (bytes written, or the
+//! error that ends the run). Shutdown is the [`Shutdown`] token: readers see it, drop their
+//! senders, and the writer, seeing its channel close, finishes every file.
 //!
-//! # Layout
+//! # Where to add things
 //!
-//! * [`cli`] — flags (each also an `OBREC_*` variable), validated while parsing.
-//! * [`recorder`] — one recording run: starts readers and writer, shuts them down in order.
-//! * [`feed`] — connections, pings, staleness, backoff, make-before-break rollover.
-//! * [`record`] — the frame header parser and the depth line encoder.
-//! * [`sequence`] — continuity state machines, shared by live recording and replay.
-//! * [`salvage`] — finishes `.part` files left by a crash, before recording resumes.
-//! * [`snapshot`] — REST depth snapshots for diff depth, inside the weight budget.
-//! * [`writer`] — lines per symbol, file periods and names, atomic `metrics.json`.
-//! * [`compress`] — gzip members, written in order; files fsynced and renamed.
-//! * [`metrics`] — counters, HdrHistogram figures, the report schema and SUMMARY line.
-//! * [`replay`] — offline verification and summary of recordings.
-//! * [`book`] — the local order book.
-//! * [`interop`] — `obrec export` / `obrec import`: hftbacktest's raw feed files.
-//! * [`sim`] — a local Binance look-alike with fault injection (`obrec sim`, and every test).
-//! * [`serve`] — recordings played back as a live stream behind the sim's front (`obrec serve`).
-//! * [`demo`] — sim + record + check, with no network.
-//! * [`exporter`] — Prometheus `/metrics` and `/healthz` (`--metrics-addr`).
-//! * [`health`] — `obrec health`, a supervisor's check of `metrics.json`.
-//! * [`logging`], [`shutdown`], [`error`] — plumbing.
+//! * A stream kind: its stream name in `market/stream.rs`, its frame fields in `market/frame.rs`,
+//!   its id rule beside `market/sequence.rs`, its line layout in `store/line.rs` and its file kind
+//!   in `store/names.rs`; the recorder and the offline commands take it from there.
+//! * A market: its symbol rule in `market/symbol.rs`, its routes in `market/stream.rs`.
+//! * A command: its flags in `cli/`, its work in the layer it belongs to.
+//!
+//! # Public API
+//!
+//! Modules are private; what `main`, the tests and the benches use is re-exported here.
 
-pub mod book;
-pub mod cli;
-pub mod compress;
-pub mod demo;
-pub mod error;
-pub mod exporter;
-pub mod feed;
-pub mod health;
-pub mod interop;
-pub mod logging;
-pub mod metrics;
-pub mod record;
-pub mod recorder;
-pub mod replay;
-pub mod salvage;
-pub mod sequence;
-pub mod serve;
-pub mod shutdown;
-pub mod sim;
-pub mod snapshot;
-pub mod writer;
+mod cli;
+mod demo;
+mod error;
+mod exchange;
+mod market;
+mod metrics;
+mod offline;
+mod recorder;
+mod store;
+mod util;
 
+pub use cli::run;
 pub use error::{Error, FeedError, Result};
+pub use exchange::serve::{Pace, Recording, Serve, ServeConfig};
+pub use exchange::sim::{Fault, Faults, Rate, SentFrame, Sim, SimConfig, SimStats};
+pub use market::book::{Book, Levels};
+pub use market::frame::{Frame, parse_frame};
+pub use market::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
+pub use offline::replay::replay;
+pub use store::gzip::{MEMBER_BYTES, MemberEncoder};
+pub use store::line::{DepthLine, encode_depth, parse_depth};
+pub use util::clock::{civil_from_days, compact_utc};
+pub use util::shutdown::Shutdown;

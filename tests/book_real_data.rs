@@ -20,9 +20,9 @@ use serde::Deserialize;
 mod common;
 
 use common::fixture;
-use obrec::book::Book;
-use obrec::record::{Frame, parse_frame};
-use obrec::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
+use obrec::Book;
+use obrec::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
+use obrec::{Frame, parse_frame};
 
 /// The one connection every recording came over.
 const CONN: u64 = 1;
@@ -622,7 +622,7 @@ fn pairs(levels: &serde_json::Value) -> Vec<(String, String)> {
     serde_json::from_value(levels.clone()).expect("[[price, qty], …]")
 }
 
-fn held(levels: obrec::book::Levels<'_>) -> Vec<(String, String)> {
+fn held(levels: obrec::Levels<'_>) -> Vec<(String, String)> {
     levels
         .map(|q| (q.price.to_owned(), q.qty.to_owned()))
         .collect()

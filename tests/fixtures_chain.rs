@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader};
 mod common;
 
 use common::fixture;
-use obrec::record::{Frame, parse_frame};
-use obrec::sequence::{Chain, Verdict};
+use obrec::{Chain, Verdict};
+use obrec::{Frame, parse_frame};
 
 #[derive(Default, Debug, PartialEq)]
 struct Tally {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
-use obrec::sim::{Fault, Faults, Rate, Sim, SimConfig};
+use obrec::{Fault, Faults, Rate, Sim, SimConfig};
 
 #[test]
 fn rebuilt_books_match_the_simulators_book_through_gaps_and_resyncs() {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
-use obrec::sim::{Faults, Rate, Sim, SimConfig};
+use obrec::{Faults, Rate, Sim, SimConfig};
 
 const FIXTURE: &str = "tests/data/binance/hftbacktest_usdm_btcusdt_20240808.gz";
 const SPOT_FIXTURE: &str = "tests/data/binance/hftbacktest_spot_btcusdt_20240808.gz";
@@ -357,7 +357,7 @@ fn expected_export(
         if day > entry.0 {
             *entry = (day, 1);
         }
-        let (y, m, d) = obrec::record::civil_from_days(entry.0 as i64);
+        let (y, m, d) = obrec::civil_from_days(entry.0 as i64);
         let name = format!("{}_{y:04}{m:02}{d:02}.gz", symbol.to_ascii_lowercase());
         let lines = files.entry(name).or_default();
         if let Some(conn) = conn.filter(|c| *c != entry.1) {
@@ -392,7 +392,7 @@ fn expected_export(
 
 /// Records ETHUSDT and BTCUSDT from the simulator into `<dir>/data`, the diff stream with its
 /// snapshots, through reconnects and gaps; returns what the simulator sent.
-fn record_two_symbols(dir: &Path) -> Vec<obrec::sim::SentFrame> {
+fn record_two_symbols(dir: &Path) -> Vec<obrec::SentFrame> {
     let sim = Sim::start(
         "127.0.0.1:0",
         SimConfig {

@@ -7,7 +7,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::*;
-use obrec::sim::{Faults, Rate, Sim, SimConfig};
+use obrec::{Faults, Rate, Sim, SimConfig};
 
 fn sim(faults: Faults) -> Sim {
     Sim::start(

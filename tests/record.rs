@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use obrec::sim::{Rate, SentFrame, Sim, SimConfig};
+use obrec::{Rate, SentFrame, Sim, SimConfig};
 
 fn sim(symbols: &[&str], rate: f64) -> Sim {
     Sim::start(

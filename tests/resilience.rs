@@ -11,14 +11,14 @@ use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use obrec::sim::{Fault, Faults, Rate, SentFrame, Sim, SimConfig};
+use obrec::{Fault, Faults, Rate, SentFrame, Sim, SimConfig};
 
 struct Run {
     _dir: tempfile::TempDir,
     sent: Vec<SentFrame>,
     lines: Vec<Line>,
     metrics: serde_json::Value,
-    stats: obrec::sim::SimStats,
+    stats: obrec::SimStats,
     /// Wall clock when the recorder exited, ns.
     ended_ns: u64,
 }

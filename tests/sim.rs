@@ -7,8 +7,11 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use obrec::shutdown::Shutdown;
-use obrec::sim::{Fault, Faults, Rate, Sim, SimArgs, SimConfig};
+mod common;
+
+use std::process::Stdio;
+
+use obrec::{Fault, Faults, Rate, Sim, SimConfig};
 use serde_json::{Value, json};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::stream::MaybeTlsStream;
@@ -1003,28 +1006,17 @@ fn shutdown_closes_connections_and_the_port() {
 }
 
 #[test]
-fn run_serves_until_shutdown_and_logs_what_it_sent() {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        sim: SimArgs,
-    }
+fn obrec_sim_serves_until_sigterm_and_logs_what_it_sent() {
     let dir = tempfile::tempdir().unwrap();
     let (port_file, sent_log) = (dir.path().join("port"), dir.path().join("sent.ndjson"));
-    let args = Cli::parse_from([
-        "sim",
-        "--rate=200",
-        "--symbols=ethusdt",
-        &format!("--port-file={}", port_file.display()),
-        &format!("--sent-log={}", sent_log.display()),
-    ])
-    .sim;
-    let token = Shutdown::new();
-    let runner = {
-        let token = token.clone();
-        std::thread::spawn(move || obrec::sim::run(&args, &token))
-    };
+    let mut child = common::obrec()
+        .args(["sim", "--rate=200", "--symbols=ethusdt"])
+        .arg(format!("--port-file={}", port_file.display()))
+        .arg(format!("--sent-log={}", sent_log.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let waited = Instant::now();
     let port = loop {
         if let Some(port) = std::fs::read_to_string(&port_file)
@@ -1038,8 +1030,7 @@ fn run_serves_until_shutdown_and_logs_what_it_sent() {
     };
     let mut c = Client::open(&format!("ws://127.0.0.1:{port}/ws/ethusdt@depth5"));
     let received: Vec<String> = (0..10).map(|_| c.text()).collect();
-    token.trigger();
-    runner.join().unwrap().unwrap();
+    common::terminate(&mut child, WATCHDOG);
     let logged: Vec<Value> = std::fs::read_to_string(&sent_log)
         .unwrap()
         .lines()

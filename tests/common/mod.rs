@@ -40,7 +40,7 @@ pub fn record_from(ws: &str, rest: &str, data: &Path, logs: &Path) -> Command {
 }
 
 /// `obrec record` from the simulator, writing `<dir>/data` and `<dir>/logs`.
-pub fn record_sim(sim: &obrec::sim::Sim, dir: &Path) -> Command {
+pub fn record_sim(sim: &obrec::Sim, dir: &Path) -> Command {
     record_from(
         &sim.ws_url(),
         &sim.rest_url(),

@@ -1,0 +1,146 @@
+//! `obrec record`: its flags, and the run they configure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use super::parse;
+use crate::market::stream::{Depth, Speed};
+use crate::market::symbol::Symbol;
+use crate::recorder::{self, DEFAULT_ENDPOINT, DEFAULT_REST_ENDPOINT, RecordConfig};
+use crate::util::logging::{self, LogOptions, Rotate};
+use crate::util::shutdown::Shutdown;
+
+/// `--rotate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RotateArg {
+    /// A new file every `--rotate-sec` seconds.
+    Interval,
+    /// A new file when the current one exceeds `--max-bytes`.
+    Size,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RecordArgs {
+    /// Symbol to record; repeatable and comma-separated (ETHUSDT,BTCUSDT).
+    #[arg(long, env = "OBREC_SYMBOL", value_delimiter = ',', default_value = "ETHUSDT", value_parser = parse::symbol)]
+    pub symbol: Vec<Symbol>,
+    /// Book levels: 5, 10 or 20 for the partial stream; 0 for the diff stream with REST snapshots.
+    #[arg(long, env = "OBREC_DEPTH", default_value = "5", value_parser = parse::depth)]
+    pub depth: Depth,
+    /// Update speed of the stream: 100ms, 250ms or 500ms.
+    #[arg(long, env = "OBREC_SPEED", default_value = "100ms", value_parser = parse::speed)]
+    pub speed: Speed,
+    /// Stop after this many minutes (decimals allowed: 0.1 = 6 s); runs forever when absent.
+    #[arg(long, env = "OBREC_RUN_MINUTES", value_parser = parse::non_negative)]
+    pub run_minutes: Option<f64>,
+    /// WebSocket endpoint; streams are read from <endpoint>/stream?streams=….
+    #[arg(long, env = "OBREC_ENDPOINT", default_value = DEFAULT_ENDPOINT, value_parser = parse::ws_url)]
+    pub endpoint: String,
+    /// REST endpoint for depth snapshots (--depth 0).
+    #[arg(long, env = "OBREC_REST_ENDPOINT", default_value = DEFAULT_REST_ENDPOINT, value_parser = parse::http_url)]
+    pub rest_endpoint: String,
+    /// Data directory: files and metrics.json go to <data-dir>/order_book/.
+    #[arg(long, env = "OBREC_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Log directory.
+    #[arg(long, env = "OBREC_LOG_DIR", default_value = "logs")]
+    pub log_dir: PathBuf,
+    /// Log rotation: a new file every --rotate-sec (interval) or past --max-bytes (size).
+    #[arg(long, env = "OBREC_ROTATE", value_enum, default_value = "interval")]
+    pub rotate: RotateArg,
+    /// Seconds between log rotations with --rotate interval.
+    #[arg(long, env = "OBREC_ROTATE_SEC", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rotate_sec: u64,
+    /// Largest log file with --rotate size.
+    #[arg(long, env = "OBREC_MAX_BYTES", default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_bytes: u64,
+    /// Rotated log files to keep.
+    #[arg(long, env = "OBREC_BACKUPS", default_value_t = 7)]
+    pub backups: usize,
+    /// Seconds between SUMMARY lines and metrics.json refreshes.
+    #[arg(long, env = "OBREC_PRINT_INTERVAL", default_value = "10", value_parser = parse::positive)]
+    pub print_interval: f64,
+    /// Replace a connection that delivered no data for this many seconds.
+    #[arg(long, env = "OBREC_STALE_SEC", default_value = "10", value_parser = parse::positive)]
+    pub stale_sec: f64,
+    /// Seconds between client pings; a missing pong replaces the connection.
+    #[arg(long, env = "OBREC_PING_SEC", default_value = "20", value_parser = parse::positive)]
+    pub ping_sec: f64,
+    /// Replace a connection this old (before Binance's 24 h cut), opening the new one first.
+    #[arg(long, env = "OBREC_MAX_CONN_AGE", default_value = "23h30m", value_parser = parse::duration)]
+    pub max_conn_age: Duration,
+    /// Minutes per data file; files start on UTC-aligned boundaries.
+    #[arg(long, env = "OBREC_FILE_MINUTES", default_value = "60", value_parser = parse::positive)]
+    pub file_minutes: f64,
+    /// Most milliseconds received data may sit only in memory before it is written.
+    #[arg(long, env = "OBREC_FLUSH_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub flush_ms: u64,
+    /// Capacity of the queue between readers and the writer, in events.
+    #[arg(long, env = "OBREC_QUEUE", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..))]
+    pub queue: u64,
+    /// gzip level: 1 is fastest, 9 smallest.
+    #[arg(long, env = "OBREC_GZIP_LEVEL", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub gzip_level: u32,
+    /// Serve Prometheus metrics on http://ADDR/metrics and a health check on /healthz
+    /// (e.g. 127.0.0.1:9464; port 0 picks a free port, printed at start).
+    #[arg(long, env = "OBREC_METRICS_ADDR", value_name = "ADDR", value_parser = parse::socket_addr)]
+    pub metrics_addr: Option<String>,
+    /// Log filter: error, warn, info, debug (per message), trace; or a RUST_LOG-style spec.
+    #[arg(long, env = "OBREC_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+impl RecordArgs {
+    pub fn config(&self) -> RecordConfig {
+        let secs = Duration::from_secs_f64;
+        let mut seen = std::collections::HashSet::new();
+        let mut symbols = self.symbol.clone();
+        symbols.retain(|s| seen.insert(s.clone()));
+        RecordConfig {
+            symbols,
+            depth: self.depth,
+            speed: self.speed,
+            endpoint: self.endpoint.clone(),
+            rest_endpoint: self.rest_endpoint.clone(),
+            data_dir: self.data_dir.clone(),
+            run_for: self.run_minutes.map(|m| secs(m * 60.0)),
+            print_every: secs(self.print_interval),
+            stale_after: secs(self.stale_sec),
+            ping_every: secs(self.ping_sec),
+            max_conn_age: self.max_conn_age,
+            file_period: secs(self.file_minutes * 60.0).max(Duration::from_secs(1)),
+            flush_every: Duration::from_millis(self.flush_ms),
+            queue: usize::try_from(self.queue).unwrap_or(usize::MAX),
+            gzip_level: self.gzip_level,
+            metrics_addr: self.metrics_addr.clone(),
+        }
+    }
+
+    pub fn log_options(&self) -> LogOptions {
+        LogOptions {
+            dir: self.log_dir.clone(),
+            basename: self.symbol.first().map_or("obrec".into(), Symbol::lower),
+            rotate: match self.rotate {
+                RotateArg::Interval => Rotate::Interval,
+                RotateArg::Size => Rotate::Size,
+            },
+            rotate_every: Duration::from_secs(self.rotate_sec),
+            max_bytes: self.max_bytes,
+            backups: self.backups,
+            level: self.log_level.clone(),
+        }
+    }
+}
+
+/// Records until a signal or `--run-minutes`.
+pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
+    let config = args.config();
+    config.preflight()?;
+    let _log = logging::to_files(&args.log_options())?;
+    recorder::run(&config, shutdown).context("recording failed")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,491 @@
+//! Fault injection: every decision to break the protocol on purpose is made and counted here.
+//!
+//! The rest of the sim is a faithful exchange that asks this module at four points: when an event
+//! is published (gaps), when a stream is subscribed (mutes), when an upgrade arrives (rejections)
+//! and, per connection, for each data frame, client ping and timer (closes, resets, EOFs, stalls,
+//! junk frames, ignored pings, lifetime). Keeping the decisions together keeps each fault's
+//! definition, its CLI flag and its counter in one place.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::frame;
+
+/// Default `--oversized-bytes`: 2 MiB, far above any real depth frame (the largest in the fixtures
+/// is ~26 KB) and above the 1 MiB limits clients commonly set.
+pub const DEFAULT_OVERSIZED_BYTES: usize = 2 << 20;
+/// Default `--reject-status`: what Binance answers during maintenance.
+pub const DEFAULT_REJECT_STATUS: u16 = 503;
+/// The `--garbage-every` frame: text a client cannot parse and must skip.
+const GARBAGE: &str = "}{ not json";
+/// The `--binary-every` frame: Binance market streams only ever send text.
+const BINARY: &[u8] = &[0x00, 0xde, 0xad, 0xbe, 0xef, 0xff];
+
+/// Which faults to inject. `Default` injects none.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Faults {
+    /// Every Nth event of a symbol is generated but sent to nobody, so every client sees a `pu`
+    /// that is not its last `u` (one gap in the shared sequence).
+    pub gap_every: Option<u64>,
+    /// Send a Close frame instead of a connection's data frame number N+1.
+    pub close_after: Option<u64>,
+    /// Reset the TCP connection (RST, SO_LINGER 0) instead of data frame number N+1.
+    pub reset_after: Option<u64>,
+    /// Close the TCP connection without a Close frame instead of data frame number N+1.
+    pub eof_after: Option<u64>,
+    /// After N data frames, send no data on the connection (pings still answered)...
+    pub stall_after: Option<u64>,
+    /// ...for this long, then resume with the current event; `None` stalls until the end.
+    pub stall_for: Option<Duration>,
+    /// After every Nth data frame, send a text frame that is not JSON.
+    pub garbage_every: Option<u64>,
+    /// After every Nth data frame, send a binary frame.
+    pub binary_every: Option<u64>,
+    /// After every Nth data frame, send a text frame of `oversized_bytes` bytes.
+    pub oversized_every: Option<u64>,
+    /// Size of the oversized frames' payload.
+    pub oversized_bytes: usize,
+    /// Never answer a client's ping with a pong.
+    pub ignore_pings: bool,
+    /// Close every connection (Close frame, 1001) at this age, like Binance's 24 h cut.
+    pub conn_lifetime: Option<Duration>,
+    /// Symbols (upper case) whose subscriptions are acknowledged but never get data.
+    pub mute: Vec<String>,
+    /// The first N WebSocket upgrade attempts get `reject_status` instead of a handshake.
+    pub reject_upgrades: u64,
+    /// The HTTP status of rejected upgrades.
+    pub reject_status: u16,
+}
+
+impl Default for Faults {
+    fn default() -> Faults {
+        Faults {
+            gap_every: None,
+            close_after: None,
+            reset_after: None,
+            eof_after: None,
+            stall_after: None,
+            stall_for: None,
+            garbage_every: None,
+            binary_every: None,
+            oversized_every: None,
+            oversized_bytes: DEFAULT_OVERSIZED_BYTES,
+            ignore_pings: false,
+            conn_lifetime: None,
+            mute: Vec::new(),
+            reject_upgrades: 0,
+            reject_status: DEFAULT_REJECT_STATUS,
+        }
+    }
+}
+
+/// A kind of injected fault, as counted in [`SimStats`](super::SimStats).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// An event sent to nobody (`--gap-every`).
+    Gap,
+    /// A clean close (`--close-after`).
+    Close,
+    /// A TCP reset (`--reset-after`).
+    Reset,
+    /// A close without Close frame (`--eof-after`).
+    Eof,
+    /// A connection that went silent (`--stall-after`).
+    Stall,
+    /// A non-JSON text frame (`--garbage-every`).
+    Garbage,
+    /// A binary frame (`--binary-every`).
+    Binary,
+    /// An oversized frame (`--oversized-every`).
+    Oversized,
+    /// A client ping left without pong (`--ignore-pings`).
+    IgnoredPing,
+    /// A connection closed at its age limit (`--conn-lifetime`).
+    Lifetime,
+    /// A subscription acknowledged but never fed (`--mute`).
+    Muted,
+    /// A refused WebSocket upgrade (`--reject-upgrades`).
+    RejectedUpgrade,
+}
+
+impl Fault {
+    /// How many kinds there are: the size of a counter array.
+    pub const COUNT: usize = 12;
+}
+
+/// Injection counters, one per [`Fault`].
+#[derive(Debug, Default)]
+pub(crate) struct FaultCounters([AtomicU64; Fault::COUNT]);
+
+impl FaultCounters {
+    fn add(&self, fault: Fault) {
+        self.0[fault as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> [u64; Fault::COUNT] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+}
+
+/// The sim-wide fault state: the configuration, the counters and the upgrade attempts so far.
+#[derive(Debug)]
+pub(crate) struct Injector {
+    faults: Faults,
+    counters: FaultCounters,
+    upgrade_attempts: AtomicU64,
+    /// Junk frames encoded once: garbage, binary, oversized (empty unless enabled).
+    junk: [Vec<u8>; 3],
+}
+
+impl Injector {
+    pub(crate) fn new(faults: Faults) -> Injector {
+        let mut junk = [Vec::new(), Vec::new(), Vec::new()];
+        frame::push_text(&mut junk[0], GARBAGE);
+        frame::push_binary(&mut junk[1], BINARY);
+        if faults.oversized_every.is_some() {
+            frame::push_text(&mut junk[2], &oversized_text(faults.oversized_bytes));
+        }
+        Injector {
+            faults,
+            counters: FaultCounters::default(),
+            upgrade_attempts: AtomicU64::new(0),
+            junk,
+        }
+    }
+
+    pub(crate) fn counts(&self) -> [u64; Fault::COUNT] {
+        self.counters.snapshot()
+    }
+
+    /// The wire bytes of the junk frames `extras` asks for.
+    pub(crate) fn junk(&self, extras: &Extras) -> impl Iterator<Item = &[u8]> {
+        let wanted = [extras.garbage, extras.binary, extras.oversized];
+        self.junk
+            .iter()
+            .zip(wanted)
+            .filter(|(_, on)| *on)
+            .map(|(wire, _)| wire.as_slice())
+    }
+
+    /// Whether event number `n` (1-based, per symbol) is withheld from everyone.
+    pub(crate) fn drops_event(&self, n: u64) -> bool {
+        self.hit(every(self.faults.gap_every, n), Fault::Gap)
+    }
+
+    /// Whether a subscription to `symbol` (upper case) is to be acknowledged and left silent.
+    pub(crate) fn mutes(&self, symbol: &str) -> bool {
+        self.hit(self.faults.mute.iter().any(|m| m == symbol), Fault::Muted)
+    }
+
+    /// The status to refuse this upgrade attempt with, if it is one of the first N.
+    pub(crate) fn rejects_upgrade(&self) -> Option<u16> {
+        let attempt = self.upgrade_attempts.fetch_add(1, Ordering::Relaxed);
+        self.hit(
+            attempt < self.faults.reject_upgrades,
+            Fault::RejectedUpgrade,
+        )
+        .then_some(self.faults.reject_status)
+    }
+
+    /// The per-connection fault state of a connection starting `now`.
+    pub(crate) fn for_connection(&self, now: Instant) -> ConnFaults<'_> {
+        ConnFaults {
+            injector: self,
+            sent: 0,
+            stall: Stall::NotYet,
+            born: now,
+        }
+    }
+
+    fn hit(&self, yes: bool, fault: Fault) -> bool {
+        if yes {
+            self.counters.add(fault);
+        }
+        yes
+    }
+}
+
+/// A JSON text of exactly `bytes` bytes (when that is long enough to hold the JSON at all).
+fn oversized_text(bytes: usize) -> String {
+    const HEAD: &str = r#"{"e":"oversized","pad":""#;
+    const TAIL: &str = r#""}"#;
+    match bytes.checked_sub(HEAD.len() + TAIL.len()) {
+        Some(pad) => format!("{HEAD}{}{TAIL}", "x".repeat(pad)),
+        None => "x".repeat(bytes),
+    }
+}
+
+/// Whether `n` is a multiple of an enabled period.
+fn every(period: Option<u64>, n: u64) -> bool {
+    matches!(period, Some(p) if p > 0 && n.is_multiple_of(p))
+}
+
+/// What a connection does with its next data frame.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Send it, then these extra frames.
+    Send(Extras),
+    /// Drop it: the connection is stalled.
+    Withhold,
+    /// Do not send it: end the connection this way.
+    End(Ending),
+}
+
+/// Junk frames to send after a data frame.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Extras {
+    pub garbage: bool,
+    pub binary: bool,
+    pub oversized: bool,
+}
+
+/// How a fault ends a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Close frame 1000, then TCP close.
+    Close,
+    /// Close frame 1001 at the connection's age limit.
+    Lifetime,
+    /// TCP reset.
+    Reset,
+    /// TCP close without a Close frame.
+    Eof,
+}
+
+#[derive(Debug)]
+enum Stall {
+    NotYet,
+    Until(Option<Instant>),
+    Over,
+}
+
+/// One connection's fault state: how many data frames it has sent and whether it is stalled.
+#[derive(Debug)]
+pub(crate) struct ConnFaults<'a> {
+    injector: &'a Injector,
+    sent: u64,
+    stall: Stall,
+    born: Instant,
+}
+
+impl ConnFaults<'_> {
+    /// Decides the fate of the connection's next data frame.
+    pub(crate) fn next_frame(&mut self, now: Instant) -> Verdict {
+        let (f, inj) = (&self.injector.faults, self.injector);
+        let reached = |limit: Option<u64>| limit == Some(self.sent);
+        for (limit, ending, fault) in [
+            (f.close_after, Ending::Close, Fault::Close),
+            (f.reset_after, Ending::Reset, Fault::Reset),
+            (f.eof_after, Ending::Eof, Fault::Eof),
+        ] {
+            if inj.hit(reached(limit), fault) {
+                return Verdict::End(ending);
+            }
+        }
+        if matches!(self.stall, Stall::NotYet) && inj.hit(reached(f.stall_after), Fault::Stall) {
+            self.stall = Stall::Until(f.stall_for.map(|d| now + d));
+        }
+        if let Stall::Until(until) = self.stall {
+            if until.is_none_or(|t| now < t) {
+                return Verdict::Withhold;
+            }
+            self.stall = Stall::Over;
+        }
+        self.sent += 1;
+        Verdict::Send(Extras {
+            garbage: inj.hit(every(f.garbage_every, self.sent), Fault::Garbage),
+            binary: inj.hit(every(f.binary_every, self.sent), Fault::Binary),
+            oversized: inj.hit(every(f.oversized_every, self.sent), Fault::Oversized),
+        })
+    }
+
+    /// Whether to answer a client ping.
+    pub(crate) fn answers_ping(&self) -> bool {
+        !self
+            .injector
+            .hit(self.injector.faults.ignore_pings, Fault::IgnoredPing)
+    }
+
+    /// When the connection must end for its age, if it has a lifetime.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.injector.faults.conn_lifetime.map(|d| self.born + d)
+    }
+
+    /// Counts and returns the end of a connection that reached its lifetime.
+    pub(crate) fn expire(&self) -> Ending {
+        self.injector.hit(true, Fault::Lifetime);
+        Ending::Lifetime
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sends(v: &Verdict) -> bool {
+        matches!(v, Verdict::Send(_))
+    }
+
+    #[test]
+    fn endings_happen_instead_of_frame_n_plus_one() {
+        for (faults, ending, fault) in [
+            (
+                Faults {
+                    close_after: Some(3),
+                    ..Faults::default()
+                },
+                Ending::Close,
+                Fault::Close,
+            ),
+            (
+                Faults {
+                    reset_after: Some(3),
+                    ..Faults::default()
+                },
+                Ending::Reset,
+                Fault::Reset,
+            ),
+            (
+                Faults {
+                    eof_after: Some(3),
+                    ..Faults::default()
+                },
+                Ending::Eof,
+                Fault::Eof,
+            ),
+        ] {
+            let inj = Injector::new(faults);
+            let mut conn = inj.for_connection(Instant::now());
+            for _ in 0..3 {
+                assert!(sends(&conn.next_frame(Instant::now())));
+            }
+            assert_eq!(conn.next_frame(Instant::now()), Verdict::End(ending));
+            assert_eq!(inj.counts()[fault as usize], 1);
+        }
+    }
+
+    #[test]
+    fn a_stall_withholds_then_resumes() {
+        let inj = Injector::new(Faults {
+            stall_after: Some(2),
+            stall_for: Some(Duration::from_secs(10)),
+            ..Faults::default()
+        });
+        let t0 = Instant::now();
+        let mut conn = inj.for_connection(t0);
+        assert!(sends(&conn.next_frame(t0)) && sends(&conn.next_frame(t0)));
+        assert_eq!(conn.next_frame(t0), Verdict::Withhold);
+        assert_eq!(
+            conn.next_frame(t0 + Duration::from_secs(9)),
+            Verdict::Withhold
+        );
+        assert!(sends(&conn.next_frame(t0 + Duration::from_secs(10))));
+        assert!(sends(&conn.next_frame(t0 + Duration::from_secs(11))));
+        assert_eq!(inj.counts()[Fault::Stall as usize], 1);
+    }
+
+    #[test]
+    fn a_stall_without_duration_lasts() {
+        let inj = Injector::new(Faults {
+            stall_after: Some(0),
+            ..Faults::default()
+        });
+        let t0 = Instant::now();
+        let mut conn = inj.for_connection(t0);
+        assert_eq!(conn.next_frame(t0), Verdict::Withhold);
+        assert_eq!(
+            conn.next_frame(t0 + Duration::from_secs(86_400)),
+            Verdict::Withhold
+        );
+    }
+
+    #[test]
+    fn junk_follows_every_nth_frame() {
+        let inj = Injector::new(Faults {
+            garbage_every: Some(2),
+            binary_every: Some(3),
+            ..Faults::default()
+        });
+        let mut conn = inj.for_connection(Instant::now());
+        let extras: Vec<_> = (0..6)
+            .map(|_| match conn.next_frame(Instant::now()) {
+                Verdict::Send(e) => (e.garbage, e.binary, e.oversized),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let want = [
+            (false, false, false),
+            (true, false, false),
+            (false, true, false),
+        ];
+        assert_eq!(extras[..3], want);
+        assert_eq!(extras[5], (true, true, false));
+        assert_eq!(inj.counts()[Fault::Garbage as usize], 3);
+        assert_eq!(inj.counts()[Fault::Binary as usize], 2);
+    }
+
+    #[test]
+    fn oversized_frames_have_the_asked_size() {
+        for bytes in [0, 5, 100, DEFAULT_OVERSIZED_BYTES] {
+            assert_eq!(oversized_text(bytes).len(), bytes);
+        }
+        assert!(serde_json::from_str::<serde_json::Value>(&oversized_text(100)).is_ok());
+        let inj = Injector::new(Faults {
+            oversized_every: Some(1),
+            oversized_bytes: 1_000,
+            ..Faults::default()
+        });
+        let all = Extras {
+            garbage: true,
+            binary: true,
+            oversized: true,
+        };
+        let sizes: Vec<usize> = inj.junk(&all).map(<[u8]>::len).collect();
+        assert_eq!(sizes, [2 + GARBAGE.len(), 2 + BINARY.len(), 4 + 1_000]);
+    }
+
+    #[test]
+    fn sim_wide_faults() {
+        let inj = Injector::new(Faults {
+            gap_every: Some(4),
+            mute: vec!["BTCUSDT".into()],
+            reject_upgrades: 2,
+            reject_status: 429,
+            ..Faults::default()
+        });
+        let gaps: Vec<u64> = (1..=12).filter(|&n| inj.drops_event(n)).collect();
+        assert_eq!(gaps, [4, 8, 12]);
+        assert!(inj.mutes("BTCUSDT") && !inj.mutes("ETHUSDT"));
+        assert_eq!(
+            [
+                inj.rejects_upgrade(),
+                inj.rejects_upgrade(),
+                inj.rejects_upgrade()
+            ],
+            [Some(429), Some(429), None]
+        );
+        let counts = inj.counts();
+        assert_eq!(
+            (counts[Fault::Gap as usize], counts[Fault::Muted as usize]),
+            (3, 1)
+        );
+        assert_eq!(counts[Fault::RejectedUpgrade as usize], 2);
+    }
+
+    #[test]
+    fn every_fault_has_a_counter() {
+        assert_eq!(Fault::RejectedUpgrade as usize + 1, Fault::COUNT);
+    }
+
+    #[test]
+    fn no_faults_by_default() {
+        let inj = Injector::new(Faults::default());
+        let mut conn = inj.for_connection(Instant::now());
+        assert!(
+            (0..1_000).all(|_| conn.next_frame(Instant::now()) == Verdict::Send(Extras::default()))
+        );
+        assert!(conn.answers_ping() && conn.deadline().is_none());
+        assert!(!(1..1_000).any(|n| inj.drops_event(n)) && inj.rejects_upgrade().is_none());
+        assert_eq!(inj.counts(), [0; Fault::COUNT]);
+    }
+}

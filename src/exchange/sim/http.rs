@@ -1,0 +1,335 @@
+//! The HTTP side of the port: reading a request head without consuming it, routing WebSocket
+//! paths, and answering the REST endpoints (`/fapi/v1/depth`, `/fapi/v1/time`).
+//!
+//! One port serves both, like Binance's hosts behind their load balancer: the head is peeked, an
+//! upgrade request is left in the socket for tungstenite to read, anything else is answered here
+//! and closed (`Connection: close`, one request per connection).
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use tungstenite::http::StatusCode;
+
+use super::source::Source;
+use crate::market::stream::is_well_formed;
+
+/// A request head must arrive within this time, else the connection is dropped.
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest request head accepted; real ones are well under 1 KiB.
+const MAX_HEAD: usize = 16 << 10;
+/// Pause between peeks while the rest of a head is in flight.
+const PEEK_WAIT: Duration = Duration::from_millis(1);
+/// Depth limits Binance accepts; anything else is error -4021.
+const DEPTH_LIMITS: [usize; 7] = [5, 10, 20, 50, 100, 500, 1000];
+/// Depth levels when `limit` is absent, as on Binance.
+const DEFAULT_DEPTH_LIMIT: usize = 500;
+
+/// The parts of a request head the sim looks at.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub method: String,
+    /// Path and query, as sent.
+    pub target: String,
+    /// Whether this is a WebSocket upgrade request.
+    pub upgrade: bool,
+    /// Bytes of the head, blank line included.
+    pub len: usize,
+}
+
+/// Where a WebSocket upgrade leads.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Route {
+    /// `/stream` paths wrap each payload as `{"stream":…,"data":…}`; `/ws` paths send it bare.
+    pub combined: bool,
+    /// Streams named in the URL, subscribed from the start.
+    pub streams: Vec<String>,
+}
+
+/// An HTTP answer: status and JSON body.
+pub(crate) type Reply = (u16, Vec<u8>);
+
+/// Waits until a whole request head is buffered and parses it, leaving the bytes in the socket.
+/// `Ok(None)`: not a valid head (answer 400); `Err`: the peer left or was too slow.
+pub(crate) fn peek_head(tcp: &TcpStream) -> io::Result<Option<Head>> {
+    let mut buf = vec![0; MAX_HEAD];
+    let deadline = Instant::now() + HEAD_TIMEOUT;
+    let mut seen = 0;
+    loop {
+        let n = tcp.peek(&mut buf)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if let Some(end) = memchr::memmem::find(&buf[..n], b"\r\n\r\n") {
+            return Ok(parse_head(&buf[..end + 4]));
+        }
+        if n == buf.len() {
+            return Ok(None);
+        }
+        if Instant::now() >= deadline {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        if n == seen {
+            std::thread::sleep(PEEK_WAIT);
+        }
+        seen = n;
+    }
+}
+
+fn parse_head(bytes: &[u8]) -> Option<Head> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut lines = text.split("\r\n");
+    let mut request = lines.next()?.split(' ');
+    let (method, target, version) = (request.next()?, request.next()?, request.next()?);
+    if request.next().is_some() || !version.starts_with("HTTP/1.") || !target.starts_with('/') {
+        return None;
+    }
+    let upgrade = lines
+        .filter_map(|l| l.split_once(':'))
+        .any(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("upgrade")
+                && value.trim().eq_ignore_ascii_case("websocket")
+        });
+    Some(Head {
+        method: method.to_owned(),
+        target: target.to_owned(),
+        upgrade,
+        len: bytes.len(),
+    })
+}
+
+/// Routes an upgrade target: `/stream?streams=a/b`, `/ws/a/b`, `/ws`, `/stream`, each also under
+/// `/public` and `/market`.
+pub(crate) fn ws_route(target: &str) -> Result<Route, Reply> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let path = ["/public", "/market"]
+        .iter()
+        .find_map(|prefix| {
+            path.strip_prefix(prefix)
+                .filter(|rest| rest.starts_with('/'))
+        })
+        .unwrap_or(path);
+    let (combined, list) = match path {
+        "/stream" | "/stream/" => (true, param(query, "streams").unwrap_or("")),
+        "/ws" | "/ws/" => (false, ""),
+        _ => match path.strip_prefix("/ws/") {
+            Some(list) => (false, list),
+            None => return Err(error(404, -1, "not found")),
+        },
+    };
+    let list = percent_decode(list).ok_or_else(|| error(400, -1, "invalid percent-encoding"))?;
+    let streams: Vec<String> = list
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(bad) = streams.iter().find(|s| !is_well_formed(s)) {
+        return Err(error(400, -1, &format!("invalid stream name `{bad}`")));
+    }
+    Ok(Route { combined, streams })
+}
+
+/// Answers a REST request.
+pub(crate) fn rest(head: &Head, source: &dyn Source) -> Reply {
+    let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
+    let known = matches!(path, "/fapi/v1/depth" | "/fapi/v1/time");
+    if !known {
+        return error(404, -1, "not found");
+    }
+    if head.method != "GET" {
+        return error(405, -1, "method not allowed");
+    }
+    if path == "/fapi/v1/time" {
+        return (
+            200,
+            format!(r#"{{"serverTime":{}}}"#, source.time_ms()).into_bytes(),
+        );
+    }
+    let Some(symbol) = param(query, "symbol").filter(|s| !s.is_empty()) else {
+        return error(
+            400,
+            -1102,
+            "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
+        );
+    };
+    let limit = match param(query, "limit").map(str::parse::<usize>) {
+        None => DEFAULT_DEPTH_LIMIT,
+        Some(Ok(limit)) if DEPTH_LIMITS.contains(&limit) => limit,
+        Some(Ok(limit)) => return error(400, -4021, &format!("{limit} is not valid depth limit")),
+        Some(Err(_)) => {
+            return error(
+                400,
+                -1100,
+                "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.",
+            );
+        }
+    };
+    let mut body = Vec::with_capacity(limit * 50);
+    match source.depth(&symbol.to_ascii_uppercase(), limit, &mut body) {
+        Ok(()) => (200, body),
+        Err(msg) => error(400, -1121, &msg),
+    }
+}
+
+/// A Binance-style error body.
+pub(crate) fn error(status: u16, code: i64, msg: &str) -> Reply {
+    let msg = serde_json::Value::from(msg);
+    (
+        status,
+        format!(r#"{{"code":{code},"msg":{msg}}}"#).into_bytes(),
+    )
+}
+
+/// Reads the `head_len` bytes of the request head (so closing does not reset the connection
+/// under the client), then writes the answer and closes the sending side.
+pub(crate) fn respond(
+    mut tcp: &TcpStream,
+    head_len: usize,
+    (status, body): Reply,
+) -> io::Result<()> {
+    io::copy(&mut tcp.take(head_len as u64), &mut io::sink())?;
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes())?;
+    tcp.write_all(&body)?;
+    tcp.shutdown(std::net::Shutdown::Write)
+}
+
+/// The value of `key` in a query string, undecoded.
+fn param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        pair.split_once('=')
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    })
+}
+
+/// Decodes `%XX` escapes (clients may send `@` as `%40` and `/` as `%2F`); `None` if malformed.
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(target: &str) -> Result<Route, u16> {
+        ws_route(target).map_err(|(status, _)| status)
+    }
+
+    fn streams(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn websocket_paths_route_as_on_binance() {
+        let both = streams(&["ethusdt@depth", "btcusdt@depth5@100ms"]);
+        for prefix in ["", "/public", "/market"] {
+            let combined = route(&format!(
+                "{prefix}/stream?streams=ethusdt@depth/btcusdt@depth5@100ms"
+            ));
+            assert_eq!(
+                combined,
+                Ok(Route {
+                    combined: true,
+                    streams: both.clone()
+                }),
+                "{prefix}"
+            );
+            let raw = route(&format!("{prefix}/ws/ethusdt@depth/btcusdt@depth5@100ms"));
+            assert_eq!(
+                raw,
+                Ok(Route {
+                    combined: false,
+                    streams: both.clone()
+                }),
+                "{prefix}"
+            );
+            assert_eq!(
+                route(&format!("{prefix}/ws")),
+                Ok(Route {
+                    combined: false,
+                    streams: vec![]
+                })
+            );
+            assert_eq!(
+                route(&format!("{prefix}/stream")),
+                Ok(Route {
+                    combined: true,
+                    streams: vec![]
+                })
+            );
+        }
+        let encoded =
+            route("/stream?streams=ethusdt%40depth%2Fbtcusdt%40depth5%40100ms&timeUnit=ms");
+        assert_eq!(
+            encoded,
+            Ok(Route {
+                combined: true,
+                streams: both
+            })
+        );
+        for missing in [
+            "/",
+            "/foo",
+            "/publicws",
+            "/public",
+            "/private/ws",
+            "/streams",
+            "/fapi/v1/depth",
+        ] {
+            assert_eq!(route(missing), Err(404), "{missing}");
+        }
+        assert_eq!(route("/ws/eth usdt@depth"), Err(400));
+        assert_eq!(route("/stream?streams=%zz"), Err(400));
+    }
+
+    #[test]
+    fn heads_parse_and_spot_upgrades() {
+        let get = b"GET /fapi/v1/time HTTP/1.1\r\nHost: x\r\n\r\n";
+        let head = parse_head(get).unwrap();
+        assert_eq!(
+            (
+                head.method.as_str(),
+                head.target.as_str(),
+                head.upgrade,
+                head.len
+            ),
+            ("GET", "/fapi/v1/time", false, get.len())
+        );
+        let ws = b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nupgrade:  WebSocket \r\n\r\n";
+        assert!(parse_head(ws).unwrap().upgrade);
+        for bad in [
+            &b"GET\r\n\r\n"[..],
+            b"GET x HTTP/1.1\r\n\r\n",
+            b"GET / SPDY\r\n\r\n",
+            b"\xff\xfe / HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(parse_head(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(param("symbol=ETHUSDT&limit=5", "limit"), Some("5"));
+        assert_eq!(param("symbol=ETHUSDT&limit=5", "symbol"), Some("ETHUSDT"));
+        assert_eq!(param("symbolx=1", "symbol"), None);
+        assert_eq!(param("", "symbol"), None);
+    }
+}

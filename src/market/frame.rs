@@ -1,0 +1,242 @@
+//! Frames as the exchange sends them: the header fields a recorder needs, read in one pass.
+//!
+//! A frame is parsed only as far as the recorder needs (stream name, event type, `E`, `T`, `s`,
+//! `U`, `u`, `pu`); the bid and ask arrays are skipped, and the `data` payload is located, not
+//! copied, so that it can travel to the file as the exact bytes received.
+
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+
+use crate::market::sequence::Ids;
+
+/// A text frame, classified.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    Depth(DepthHeader<'a>),
+    /// A reply to a control message (`{"result":…,"id":…}` or an error with an id).
+    Reply,
+    /// Well-formed, but not an event the recorder records (another event type).
+    Other {
+        stream: &'a str,
+    },
+}
+
+/// The header fields of a `depthUpdate`, borrowed from the frame.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DepthHeader<'a> {
+    pub stream: &'a str,
+    /// Where the `data` payload lies in the frame.
+    pub data: Range<usize>,
+    pub symbol: &'a str,
+    pub event_ms: u64,
+    pub trade_ms: Option<u64>,
+    pub ids: Ids,
+}
+
+/// Why a frame could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame is not a JSON object: {0}")]
+    Json(String),
+    #[error("frame has neither stream/data nor an id")]
+    Shape,
+    #[error("depth event lacks a field: {0}")]
+    Fields(String),
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    stream: Option<&'a str>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    /// Replies to control messages carry the request's id (`result` may be null).
+    id: Option<IgnoredAny>,
+}
+
+/// The event fields, all optional so one pass both tells the event type and reads the header.
+#[derive(Deserialize)]
+#[allow(non_snake_case)]
+struct EventFields<'a> {
+    #[serde(borrow)]
+    e: Option<&'a str>,
+    #[serde(borrow)]
+    s: Option<&'a str>,
+    E: Option<u64>,
+    T: Option<u64>,
+    U: Option<u64>,
+    u: Option<u64>,
+    /// Real frames carry `-1` when there is no previous event.
+    pu: Option<i64>,
+}
+
+/// Binance's combined-stream layout: exactly these two members, in this order.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Combined<'a> {
+    #[serde(borrow)]
+    stream: &'a str,
+    #[serde(borrow)]
+    data: EventFields<'a>,
+}
+
+/// Parses the parts of a combined-stream frame the recorder needs.
+pub fn parse_frame(text: &str) -> Result<Frame<'_>, FrameError> {
+    fast_path(text).map_or_else(|| general_path(text), Ok)
+}
+
+/// One pass over a frame in Binance's exact layout, `{"stream":"…","data":{…}}`: serde validates
+/// the whole frame and reads the header fields, and since `data` is then the last member its raw
+/// bytes run from after the prefix to the closing brace. `None` for anything else.
+fn fast_path(text: &str) -> Option<Frame<'_>> {
+    const PREFIX: &str = "{\"stream\":\"";
+    const DATA_KEY: &str = "\",\"data\":";
+    let rest = text.strip_prefix(PREFIX)?;
+    let stream_len = memchr::memchr(b'"', rest.as_bytes())?;
+    let data_start = PREFIX.len() + stream_len + DATA_KEY.len();
+    if !text[PREFIX.len() + stream_len..].starts_with(DATA_KEY) {
+        return None;
+    }
+    let env: Combined = serde_json::from_str(text).ok()?;
+    let data_end = text.trim_end().len() - 1;
+    let raw = text.get(data_start..data_end)?.trim();
+    let f = env.data;
+    if f.e != Some("depthUpdate") {
+        return Some(Frame::Other { stream: env.stream });
+    }
+    depth_header(env.stream, offset_in(text, raw), f)
+        .ok()
+        .map(Frame::Depth)
+}
+
+fn depth_header<'a>(
+    stream: &'a str,
+    data: Range<usize>,
+    f: EventFields<'a>,
+) -> Result<DepthHeader<'a>, FrameError> {
+    let missing = |name: &str| FrameError::Fields(format!("missing {name}"));
+    Ok(DepthHeader {
+        stream,
+        data,
+        symbol: f.s.ok_or_else(|| missing("s"))?,
+        event_ms: f.E.ok_or_else(|| missing("E"))?,
+        trade_ms: f.T,
+        ids: Ids {
+            first: f.U.ok_or_else(|| missing("U"))?,
+            last: f.u.ok_or_else(|| missing("u"))?,
+            prev: f
+                .pu
+                .map(|pu| u64::try_from(pu).unwrap_or(0))
+                .ok_or_else(|| missing("pu"))?,
+        },
+    })
+}
+
+/// Any other layout: the envelope first, then the payload.
+fn general_path(text: &str) -> Result<Frame<'_>, FrameError> {
+    let env: Envelope = serde_json::from_str(text).map_err(|e| FrameError::Json(e.to_string()))?;
+    let (stream, data) = match (env.stream, env.data) {
+        (Some(stream), Some(data)) => (stream, data),
+        (None, None) if env.id.is_some() => return Ok(Frame::Reply),
+        _ => return Err(FrameError::Shape),
+    };
+    let raw = data.get();
+    let f: EventFields =
+        serde_json::from_str(raw).map_err(|e| FrameError::Fields(e.to_string()))?;
+    if f.e != Some("depthUpdate") {
+        return Ok(Frame::Other { stream });
+    }
+    depth_header(stream, offset_in(text, raw), f).map(Frame::Depth)
+}
+
+/// The byte range of `part`, a slice borrowed from `whole`.
+pub fn offset_in(whole: &str, part: &str) -> Range<usize> {
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    start..start + part.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FRAME: &str = r#"{"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","E":1723161256184,"T":1723161256177,"s":"BTCUSDT","U":5123107850310,"u":5123107853551,"pu":5123107850146,"b":[["61000.10","1.5"]],"a":[]}}"#;
+
+    #[test]
+    fn parses_header_and_locates_raw_data() {
+        let Frame::Depth(h) = parse_frame(FRAME).unwrap() else {
+            panic!("not depth")
+        };
+        assert_eq!(h.stream, "btcusdt@depth@0ms");
+        assert_eq!(h.symbol, "BTCUSDT");
+        assert_eq!(h.event_ms, 1723161256184);
+        assert_eq!(h.trade_ms, Some(1723161256177));
+        assert_eq!(
+            h.ids,
+            Ids {
+                first: 5123107850310,
+                last: 5123107853551,
+                prev: 5123107850146
+            }
+        );
+        assert!(FRAME[h.data.clone()].starts_with(r#"{"e":"depthUpdate""#));
+        assert!(FRAME[h.data.clone()].ends_with(r#""a":[]}"#));
+    }
+
+    #[test]
+    fn classifies_replies_other_events_and_garbage() {
+        assert_eq!(parse_frame(r#"{"result":null,"id":1}"#), Ok(Frame::Reply));
+        assert_eq!(
+            parse_frame(r#"{"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":1}}"#),
+            Ok(Frame::Other {
+                stream: "btcusdt@bookTicker"
+            })
+        );
+        for bad in [
+            "",
+            "not json",
+            "[1,2]",
+            r#"{"stream":"x"}"#,
+            r#"{"stream":"x","data":{"e":"depthUpdate","E":1}}"#,
+            r#"{"stream":"x","data":{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"pu":"1"}}"#,
+            &FRAME[..FRAME.len() - 1],
+        ] {
+            assert!(parse_frame(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn both_paths_agree_on_every_layout() {
+        let layouts = [
+            FRAME.to_string(),
+            format!("{FRAME}  \n"),
+            FRAME.replacen("}}", "} }", 1),
+            // Members swapped, or an extra member: only the general path applies.
+            FRAME
+                .replacen(r#"{"stream":"btcusdt@depth@0ms","data":"#, r#"{"data":"#, 1)
+                .replacen("}}", r#"},"stream":"btcusdt@depth@0ms"}"#, 1),
+            FRAME.replacen("}}", r#"},"x":{}}"#, 1),
+        ];
+        for text in &layouts {
+            let general = general_path(text).unwrap();
+            assert_eq!(parse_frame(text).unwrap(), general, "{text}");
+            let Frame::Depth(h) = general else { panic!() };
+            assert!(text[h.data].ends_with(r#""a":[]}"#), "{text}");
+        }
+        assert!(fast_path(&layouts[3]).is_none());
+        assert!(fast_path(&layouts[4]).is_none());
+        assert!(fast_path(&layouts[1]).is_some());
+    }
+
+    #[test]
+    fn a_missing_previous_event_is_pu_minus_one() {
+        // A real COIN-M depth5 frame (crypto-crawler-rs sample).
+        let frame = r#"{"stream":"x@depth5","data":{"e":"depthUpdate","E":1,"T":1,"s":"X","U":5,"u":9,"pu":-1,"b":[],"a":[]}}"#;
+        let Ok(Frame::Depth(h)) = parse_frame(frame) else {
+            panic!("rejected")
+        };
+        assert_eq!(h.ids.prev, 0);
+    }
+}

@@ -1,0 +1,106 @@
+//! Symbols: validated once, where they enter, and trusted everywhere after.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Shortest and longest symbol accepted; Binance's are 5 to 15 characters today.
+const SYMBOL_LEN: std::ops::RangeInclusive<usize> = 2..=20;
+
+/// A Binance symbol such as `ETHUSDT`: upper-case ASCII letters and digits. A symbol becomes part
+/// of file names, URLs and stream names, so nothing else gets in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Symbol(String);
+
+/// Why a text is not a [`Symbol`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a symbol (2 to 20 letters and digits, like ETHUSDT)")]
+pub struct InvalidSymbol(pub String);
+
+impl Symbol {
+    /// Upper-cases and checks `text`.
+    pub fn new(text: &str) -> Result<Symbol, InvalidSymbol> {
+        let upper = text.trim().to_ascii_uppercase();
+        let ok = SYMBOL_LEN.contains(&upper.len())
+            && upper
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        if ok {
+            Ok(Symbol(upper))
+        } else {
+            Err(InvalidSymbol(text.to_string()))
+        }
+    }
+
+    /// `text` exactly as a symbol is spelled in payloads and lines: no case folding, so a line
+    /// that names `ethusdt` is not taken for one that names `ETHUSDT`.
+    pub fn exact(text: &str) -> Result<Symbol, InvalidSymbol> {
+        match Symbol::new(text) {
+            Ok(symbol) if symbol.0 == text => Ok(symbol),
+            _ => Err(InvalidSymbol(text.to_string())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The lower-case form that stream and file names use.
+    pub fn lower(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
+}
+
+impl FromStr for Symbol {
+    type Err = InvalidSymbol;
+
+    fn from_str(s: &str) -> Result<Symbol, InvalidSymbol> {
+        Symbol::new(s)
+    }
+}
+
+impl fmt::Display for Symbol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Symbol {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Index of a symbol in a run's symbol table: the writer's file slot and the metrics' row.
+pub type SymbolId = usize;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbols_are_upper_cased_and_checked() {
+        assert_eq!(Symbol::new("ethusdt").unwrap().as_str(), "ETHUSDT");
+        assert_eq!(
+            Symbol::new(" 1000PEPEUSDT ").unwrap().as_str(),
+            "1000PEPEUSDT"
+        );
+        assert_eq!(Symbol::new("ethusdt").unwrap().lower(), "ethusdt");
+        for bad in [
+            "../x",
+            "eth usdt",
+            "E",
+            "",
+            "ETH-USDT",
+            "ABCDEFGHIJKLMNOPQRSTU",
+        ] {
+            assert!(Symbol::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn exact_symbols_are_not_case_folded() {
+        assert!(Symbol::exact("ETHUSDT").is_ok());
+        assert!(Symbol::exact("ethusdt").is_err());
+        assert!(Symbol::exact(" ETHUSDT").is_err());
+    }
+}

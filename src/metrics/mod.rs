@@ -1,0 +1,613 @@
+//! Health figures: counters the readers bump, histograms the writer fills, and the report they
+//! make together (`metrics.json`, the SUMMARY line, `obrec replay --json`).
+//!
+//! Readers only touch atomics ([`Stats`]), so they never wait on the writer. The writer owns the
+//! histograms ([`Metrics`]) because it sees every record that made it into a file; replay feeds
+//! the same type from the lines it reads, so live and offline reports are computed identically.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+
+pub mod exporter;
+pub mod health;
+use serde::{Deserialize, Serialize};
+
+use crate::market::sequence::Ids;
+use crate::market::symbol::SymbolId;
+
+/// Counters shared by the reader threads and read by the writer at each refresh.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub symbols: Vec<SymbolStats>,
+    /// Connections lost or replaced unplanned (failures and stalls), over all groups.
+    pub reconnects: AtomicU64,
+    /// The subset of `reconnects` caused by a connection that stopped delivering data.
+    pub stale_reconnects: AtomicU64,
+    /// Planned replacements before the exchange's 24 h cut (make-before-break).
+    pub rollovers: AtomicU64,
+    /// Attempts to open a connection that failed.
+    pub connect_failures: AtomicU64,
+    /// Frames that were not usable: not JSON, binary, oversized, missing fields, unknown stream.
+    pub bad_frames: AtomicU64,
+    /// Connections currently delivering.
+    pub connections_open: AtomicU64,
+    /// One per reader group, for `/healthz`.
+    pub groups: Vec<GroupHealth>,
+    /// The writer's latest report, for `/metrics`. Only the writer and the HTTP thread take it.
+    pub latest: Mutex<Option<Report>>,
+}
+
+/// When a reader group last received a stream event.
+#[derive(Debug, Default)]
+pub struct GroupHealth {
+    /// Wall clock, ns since the epoch; 0 before the first event.
+    pub last_data_ns: AtomicU64,
+    /// The group's first symbol, to name it in a health message.
+    pub first_symbol: String,
+}
+
+/// Per-symbol counters.
+#[derive(Debug, Default)]
+pub struct SymbolStats {
+    /// `pu` mismatches on a live connection: the exchange lost something.
+    pub breaks: AtomicU64,
+    /// Snapshots taken to resynchronise after a break (diff depth).
+    pub resyncs: AtomicU64,
+    /// Snapshot requests delayed by the REST weight budget.
+    pub throttled: AtomicU64,
+    /// Chains restarted on a new connection (data missed while disconnected).
+    pub reconnect_gaps: AtomicU64,
+    /// Events the writer had no room for: the bounded queue was full.
+    pub drops: AtomicU64,
+    /// Events delivered twice by overlapping connections and recorded once.
+    pub duplicates: AtomicU64,
+}
+
+impl Stats {
+    /// Counters for `symbols` symbols read by groups whose first symbols are `groups`.
+    pub fn new(symbols: usize, groups: Vec<String>) -> Stats {
+        Stats {
+            symbols: (0..symbols).map(|_| SymbolStats::default()).collect(),
+            groups: groups
+                .into_iter()
+                .map(|first_symbol| GroupHealth {
+                    last_data_ns: AtomicU64::new(0),
+                    first_symbol,
+                })
+                .collect(),
+            ..Stats::default()
+        }
+    }
+
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A consistent-enough copy for one report.
+    pub fn counters(&self) -> Counters {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counters {
+            symbols: self
+                .symbols
+                .iter()
+                .map(|s| SymbolCounters {
+                    breaks: get(&s.breaks),
+                    resyncs: get(&s.resyncs),
+                    throttled: get(&s.throttled),
+                    reconnect_gaps: get(&s.reconnect_gaps),
+                    drops: get(&s.drops),
+                    duplicates: get(&s.duplicates),
+                })
+                .collect(),
+            reconnects: get(&self.reconnects),
+            stale_reconnects: get(&self.stale_reconnects),
+            rollovers: get(&self.rollovers),
+            connect_failures: get(&self.connect_failures),
+            bad_frames: get(&self.bad_frames),
+            connections_open: get(&self.connections_open),
+        }
+    }
+}
+
+/// Plain counter values: from [`Stats`] live, or computed by replay.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    pub symbols: Vec<SymbolCounters>,
+    pub reconnects: u64,
+    pub stale_reconnects: u64,
+    pub rollovers: u64,
+    pub connect_failures: u64,
+    pub bad_frames: u64,
+    pub connections_open: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SymbolCounters {
+    pub breaks: u64,
+    pub resyncs: u64,
+    pub throttled: u64,
+    pub reconnect_gaps: u64,
+    pub drops: u64,
+    pub duplicates: u64,
+}
+
+/// Highest latency the histograms resolve, in µs (one hour): anything later is clamped, and a
+/// feed that late is broken whatever the exact figure.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+/// Widest `u - U` tracked: a diff event spanning more ids than this is clamped.
+const MAX_SPAN: u64 = 1 << 40;
+/// Significant digits for run-wide histograms (0.1 % error).
+const SIGFIG: u8 = 3;
+/// Significant digits for per-symbol histograms: 1 % error keeps 300 symbols' histograms small.
+const SYMBOL_SIGFIG: u8 = 2;
+
+/// Latency and span figures of one population of events (a run, a window, a symbol).
+struct Figures {
+    count: u64,
+    latency_us: Histogram<u64>,
+    /// Exact extremes and sum in µs, negative when the local clock runs behind the exchange's;
+    /// the histogram itself records negative latencies as 0.
+    min_us: i64,
+    max_us: i64,
+    sum_us: i128,
+    span: Histogram<u64>,
+}
+
+impl Figures {
+    fn new(sigfig: u8) -> Figures {
+        let hist =
+            |max| Histogram::new_with_bounds(1, max, sigfig).expect("valid histogram bounds");
+        Figures {
+            count: 0,
+            latency_us: hist(MAX_LATENCY_US),
+            min_us: i64::MAX,
+            max_us: i64::MIN,
+            sum_us: 0,
+            span: hist(MAX_SPAN),
+        }
+    }
+
+    fn observe(&mut self, latency_us: i64, span: u64) {
+        self.count += 1;
+        self.latency_us
+            .saturating_record(latency_us.clamp(0, MAX_LATENCY_US as i64) as u64);
+        self.min_us = self.min_us.min(latency_us);
+        self.max_us = self.max_us.max(latency_us);
+        self.sum_us += i128::from(latency_us);
+        self.span.saturating_record(span.min(MAX_SPAN));
+    }
+
+    fn reset(&mut self) {
+        self.count = 0;
+        self.latency_us.reset();
+        self.span.reset();
+        self.min_us = i64::MAX;
+        self.max_us = i64::MIN;
+        self.sum_us = 0;
+    }
+
+    fn latency(&self) -> LatencyMs {
+        let ms = |us: i64| us as f64 / 1_000.0;
+        let pct = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1_000.0;
+        if self.count == 0 {
+            return LatencyMs::default();
+        }
+        LatencyMs {
+            avg_ms: round3(self.sum_us as f64 / self.count as f64 / 1_000.0),
+            min_ms: ms(self.min_us),
+            max_ms: ms(self.max_us),
+            p50: pct(0.50),
+            p95: pct(0.95),
+            p99: pct(0.99),
+        }
+    }
+
+    fn batch_span(&self) -> BatchSpan {
+        BatchSpan {
+            p95: self.span.value_at_quantile(0.95),
+            max: self.span.max(),
+        }
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1_000.0).round() / 1_000.0
+}
+
+fn rate(count: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        (count as f64 / secs * 100.0).round() / 100.0
+    } else {
+        0.0
+    }
+}
+
+/// The writer's (or replay's) view of everything recorded so far.
+pub struct Metrics {
+    symbols: Vec<String>,
+    total: Figures,
+    window: Figures,
+    per_symbol: Vec<Figures>,
+    pipeline_ns: Histogram<u64>,
+    queue_depth: Histogram<u64>,
+    bytes_written: u64,
+    /// Receipt time (ns since epoch) of the newest event.
+    last_recv_ns: Option<u64>,
+}
+
+/// Highest pipeline latency resolved, in ns (10 s).
+const MAX_PIPELINE_NS: u64 = 10_000_000_000;
+
+impl Metrics {
+    pub fn new(symbols: Vec<String>) -> Metrics {
+        let per_symbol = symbols
+            .iter()
+            .map(|_| Figures::new(SYMBOL_SIGFIG))
+            .collect();
+        Metrics {
+            symbols,
+            total: Figures::new(SIGFIG),
+            window: Figures::new(SIGFIG),
+            per_symbol,
+            pipeline_ns: Histogram::new_with_bounds(1, MAX_PIPELINE_NS, SIGFIG)
+                .expect("valid bounds"),
+            queue_depth: Histogram::new_with_bounds(1, 1 << 32, SIGFIG).expect("valid bounds"),
+            bytes_written: 0,
+            last_recv_ns: None,
+        }
+    }
+
+    /// Adds a symbol discovered on the way (replay) and returns its id.
+    pub fn add_symbol(&mut self, name: String) -> SymbolId {
+        self.symbols.push(name);
+        self.per_symbol.push(Figures::new(SYMBOL_SIGFIG));
+        self.symbols.len() - 1
+    }
+
+    /// Counts one recorded event.
+    pub fn observe(&mut self, symbol: SymbolId, recv_ns: u64, event_ms: u64, ids: Ids) {
+        let latency_us = (recv_ns / 1_000) as i64 - event_ms as i64 * 1_000;
+        let span = ids.last.saturating_sub(ids.first);
+        self.total.observe(latency_us, span);
+        self.window.observe(latency_us, span);
+        if let Some(figures) = self.per_symbol.get_mut(symbol) {
+            figures.observe(latency_us, span);
+        }
+        self.last_recv_ns = Some(self.last_recv_ns.map_or(recv_ns, |t| t.max(recv_ns)));
+    }
+
+    pub fn observe_pipeline(&mut self, ns: u64) {
+        self.pipeline_ns
+            .saturating_record(ns.clamp(1, MAX_PIPELINE_NS));
+    }
+
+    pub fn observe_queue_depth(&mut self, depth: usize) {
+        self.queue_depth.saturating_record(depth as u64);
+    }
+
+    pub fn add_bytes_written(&mut self, n: u64) {
+        self.bytes_written += n;
+    }
+
+    /// Builds the report and starts a new window.
+    pub fn report(&mut self, clock: &ReportClock, counters: &Counters) -> Report {
+        let report = self.peek(clock, counters);
+        self.window.reset();
+        report
+    }
+
+    /// Builds the report without touching the window.
+    pub fn peek(&self, clock: &ReportClock, counters: &Counters) -> Report {
+        let sum = |f: fn(&SymbolCounters) -> u64| counters.symbols.iter().map(f).sum::<u64>();
+        let symbols = self
+            .symbols
+            .iter()
+            .zip(&self.per_symbol)
+            .enumerate()
+            .map(|(i, (name, figures))| {
+                let c = counters.symbols.get(i).copied().unwrap_or_default();
+                let report = SymbolReport {
+                    messages: figures.count,
+                    recv_rate: rate(figures.count, clock.runtime_secs),
+                    latency_ms: figures.latency(),
+                    batch_span: figures.batch_span(),
+                    breaks: c.breaks,
+                    resyncs: c.resyncs,
+                    reconnect_gaps: c.reconnect_gaps,
+                    drops: c.drops,
+                    duplicates: c.duplicates,
+                    throttled_snapshots: c.throttled,
+                };
+                (name.clone(), report)
+            })
+            .collect();
+        let window_latency = self.window.latency();
+        Report {
+            timestamp: iso_now(clock.now),
+            window_sec: clock.window_secs,
+            runtime_seconds: round3(clock.runtime_secs),
+            total_messages: self.total.count,
+            recv_rate: rate(self.total.count, clock.runtime_secs),
+            latency_ms: self.total.latency(),
+            continuity: Continuity {
+                breaks: sum(|c| c.breaks),
+                resyncs: sum(|c| c.resyncs),
+                reconnects: counters.reconnects,
+            },
+            batch_span: self.total.batch_span(),
+            log_queue: LogQueue {
+                depth_p95: self.queue_depth.value_at_quantile(0.95),
+                depth_max: self.queue_depth.max(),
+                drops: sum(|c| c.drops),
+            },
+            symbol: self.symbols.join(","),
+            window: Window {
+                messages: self.window.count,
+                recv_rate: rate(self.window.count, clock.window_secs),
+                p50: window_latency.p50,
+                p95: window_latency.p95,
+                p99: window_latency.p99,
+                max_ms: window_latency.max_ms,
+            },
+            symbols,
+            pipeline_us: Pipeline {
+                p50: self.pipeline_ns.value_at_quantile(0.50) as f64 / 1_000.0,
+                p99: self.pipeline_ns.value_at_quantile(0.99) as f64 / 1_000.0,
+                max: self.pipeline_ns.max() as f64 / 1_000.0,
+            },
+            bytes_written: self.bytes_written,
+            stale_reconnects: counters.stale_reconnects,
+            last_message_age_ms: self.last_recv_ns.map(|t| {
+                let now_ns = clock
+                    .now
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos() as u64;
+                round3(now_ns.saturating_sub(t) as f64 / 1e6)
+            }),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            bad_frames: counters.bad_frames,
+            duplicates: sum(|c| c.duplicates),
+            reconnect_gaps: sum(|c| c.reconnect_gaps),
+            rollovers: counters.rollovers,
+            connect_failures: counters.connect_failures,
+            connections_open: counters.connections_open,
+            throttled_snapshots: sum(|c| c.throttled),
+        }
+    }
+}
+
+/// When a report is made and what span it covers.
+pub struct ReportClock {
+    pub now: SystemTime,
+    pub runtime_secs: f64,
+    pub window_secs: f64,
+}
+
+/// `metrics.json`: the seed's schema key for key, then obrec's additions.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub timestamp: String,
+    pub window_sec: f64,
+    pub runtime_seconds: f64,
+    pub total_messages: u64,
+    pub recv_rate: f64,
+    pub latency_ms: LatencyMs,
+    pub continuity: Continuity,
+    pub batch_span: BatchSpan,
+    pub log_queue: LogQueue,
+    pub symbol: String,
+    pub window: Window,
+    pub symbols: BTreeMap<String, SymbolReport>,
+    pub pipeline_us: Pipeline,
+    pub bytes_written: u64,
+    pub stale_reconnects: u64,
+    /// Age of the newest recorded event; null before the first one.
+    pub last_message_age_ms: Option<f64>,
+    pub version: String,
+    pub bad_frames: u64,
+    pub duplicates: u64,
+    pub reconnect_gaps: u64,
+    pub rollovers: u64,
+    pub connect_failures: u64,
+    pub connections_open: u64,
+    pub throttled_snapshots: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct LatencyMs {
+    pub avg_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Continuity {
+    pub breaks: u64,
+    pub resyncs: u64,
+    pub reconnects: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BatchSpan {
+    pub p95: u64,
+    pub max: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LogQueue {
+    pub depth_p95: u64,
+    pub depth_max: u64,
+    pub drops: u64,
+}
+
+/// The last print interval only.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Window {
+    pub messages: u64,
+    pub recv_rate: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SymbolReport {
+    pub messages: u64,
+    pub recv_rate: f64,
+    pub latency_ms: LatencyMs,
+    pub batch_span: BatchSpan,
+    pub breaks: u64,
+    pub resyncs: u64,
+    pub reconnect_gaps: u64,
+    pub drops: u64,
+    pub duplicates: u64,
+    pub throttled_snapshots: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Pipeline {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Report {
+    /// The seed's one-line SUMMARY.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "SUMMARY | t={:.0}s | msgs={} | rate={:.2}/s | p50={:.1} p95={:.1} p99={:.1} | breaks={} resyncs={} reconnects={} | batch_span_p95={} max={} | log_q_p95={} max={} drops={}",
+            self.runtime_seconds,
+            self.total_messages,
+            self.recv_rate,
+            self.latency_ms.p50,
+            self.latency_ms.p95,
+            self.latency_ms.p99,
+            self.continuity.breaks,
+            self.continuity.resyncs,
+            self.continuity.reconnects,
+            self.batch_span.p95,
+            self.batch_span.max,
+            self.log_queue.depth_p95,
+            self.log_queue.depth_max,
+            self.log_queue.drops,
+        )
+    }
+}
+
+/// `2026-11-20T08:38:01.509Z`.
+fn iso_now(now: SystemTime) -> String {
+    let ms = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64;
+    let mut out = Vec::with_capacity(24);
+    crate::util::clock::push_iso_millis(&mut out, ms);
+    String::from_utf8(out).expect("ascii")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock(runtime: f64) -> ReportClock {
+        ReportClock {
+            now: UNIX_EPOCH + Duration::from_secs(1_763_627_881),
+            runtime_secs: runtime,
+            window_secs: 10.0,
+        }
+    }
+
+    #[test]
+    fn report_matches_observations_and_seed_summary_format() {
+        let mut m = Metrics::new(vec!["ETHUSDT".into(), "BTCUSDT".into()]);
+        let e = 1_763_627_880_000u64;
+        // Latencies 79, 80, 81 ms for ETHUSDT and -5 ms (clock behind) for BTCUSDT.
+        for (sym, lat_ms, span) in [(0, 79, 100), (0, 80, 200), (0, 81, 795), (1, -5, 1536)] {
+            let recv_ns = ((e as i64 + lat_ms) * 1_000_000) as u64;
+            m.observe(
+                sym,
+                recv_ns,
+                e,
+                Ids {
+                    first: 1_000,
+                    last: 1_000 + span,
+                    prev: 999,
+                },
+            );
+        }
+        m.observe_queue_depth(2);
+        m.observe_queue_depth(7);
+        let mut counters = Counters {
+            symbols: vec![SymbolCounters::default(); 2],
+            ..Counters::default()
+        };
+        counters.symbols[1].breaks = 1;
+        counters.symbols[0].drops = 3;
+        counters.reconnects = 2;
+        let r = m.report(&clock(2.0), &counters);
+        assert_eq!(r.total_messages, 4);
+        assert_eq!(r.recv_rate, 2.0);
+        assert_eq!(r.latency_ms.min_ms, -5.0);
+        assert_eq!(r.latency_ms.max_ms, 81.0);
+        assert_eq!(r.latency_ms.avg_ms, 58.75);
+        assert_eq!(
+            r.continuity,
+            Continuity {
+                breaks: 1,
+                resyncs: 0,
+                reconnects: 2
+            }
+        );
+        assert_eq!(r.batch_span.max, 1536);
+        assert_eq!(r.log_queue.drops, 3);
+        assert_eq!(r.symbols["ETHUSDT"].messages, 3);
+        assert_eq!(r.symbols["BTCUSDT"].breaks, 1);
+        assert_eq!(r.symbol, "ETHUSDT,BTCUSDT");
+        assert_eq!(r.window.messages, 4);
+        assert!(
+            r.summary_line()
+                .starts_with("SUMMARY | t=2s | msgs=4 | rate=2.00/s | p50="),
+            "{}",
+            r.summary_line()
+        );
+        assert!(r.summary_line().ends_with("| breaks=1 resyncs=0 reconnects=2 | batch_span_p95=1536 max=1536 | log_q_p95=7 max=7 drops=3"));
+        // The next report's window is empty.
+        assert_eq!(m.report(&clock(3.0), &counters).window.messages, 0);
+    }
+
+    #[test]
+    fn report_serialises_seed_keys_in_seed_order() {
+        let mut m = Metrics::new(vec!["ETHUSDT".into()]);
+        let r = m.report(&clock(1.0), &Counters::default());
+        let text = serde_json::to_string(&r).unwrap();
+        let keys = [
+            "timestamp",
+            "window_sec",
+            "runtime_seconds",
+            "total_messages",
+            "recv_rate",
+            "latency_ms",
+            "continuity",
+            "batch_span",
+            "log_queue",
+            "symbol",
+        ];
+        let pos: Vec<usize> = keys
+            .iter()
+            .map(|k| text.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert!(text.contains("\"last_message_age_ms\":null"));
+        let back: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+    }
+}

@@ -1,0 +1,312 @@
+//! hftbacktest raw files from recordings: depth lines in their envelope, snapshots as their body,
+//! merged per symbol in receive order, one file per symbol and UTC day.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+
+use super::files::{GzLines, Line, OutId, Staged};
+use super::import::split_line;
+use super::{NS_DIGITS, Outcome, check_stream, check_symbol, show_paths};
+use crate::error::{Error, Result};
+use crate::market::stream::is_partial;
+use crate::store::line::{DepthLine, parse_depth, parse_snapshot};
+use crate::store::names::{FileKind, expand, is_kind};
+use crate::util::clock::civil_from_days;
+
+/// A recorded snapshot waiting for its place among the depth lines.
+struct PendingSnapshot {
+    recv_ns: u64,
+    body: String,
+}
+
+/// A symbol's current output file.
+struct DayFile {
+    /// Days since the epoch (UTC) of the file's name.
+    day: u64,
+    out: OutId,
+    /// The connection of the last depth line written to it (1 when none was).
+    conn: u64,
+}
+
+/// Writes recordings (depth files and snapshot files) as hftbacktest raw files in `out_dir`, one
+/// per symbol and UTC day of receipt: `<symbol>_<YYYYMMDD>.gz`.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] for a path that does not exist or holds no recording, an input not one line
+/// of which is an obrec line, or an output file that exists (nothing is written then);
+/// [`Error::File`] when an output cannot be written.
+pub fn export(paths: &[PathBuf], out_dir: &Path, gzip_level: u32) -> Result<Outcome> {
+    let files = expand(paths)?;
+    if files.is_empty() {
+        return Err(Error::Invalid(format!(
+            "no recordings in {}",
+            show_paths(paths)
+        )));
+    }
+    let mut ex = Exporter {
+        staged: Staged::new(out_dir, gzip_level),
+        current: HashMap::new(),
+        snapshots: HashMap::new(),
+        outcome: Outcome::default(),
+        line: Vec::new(),
+        depth_symbols: BTreeMap::new(),
+        partial_streams: BTreeMap::new(),
+    };
+    for path in files.iter().filter(|p| is_kind(p, FileKind::Snapshot)) {
+        ex.load_snapshots(path)?;
+    }
+    for queue in ex.snapshots.values_mut() {
+        // Stable: snapshots received at the same instant keep their order in the files.
+        queue.make_contiguous().sort_by_key(|s| s.recv_ns);
+    }
+    let with_snapshots: HashSet<String> = ex.snapshots.keys().cloned().collect();
+    for path in files.iter().filter(|p| !is_kind(p, FileKind::Snapshot)) {
+        ex.depth_file(path)?;
+    }
+    let mut symbols: Vec<String> = ex.snapshots.keys().cloned().collect();
+    symbols.sort();
+    for symbol in symbols {
+        ex.snapshots_until(&symbol, u64::MAX)?;
+    }
+    let Exporter {
+        staged,
+        mut outcome,
+        depth_symbols,
+        partial_streams,
+        ..
+    } = ex;
+    for (symbol, diff_lines) in &depth_symbols {
+        if *diff_lines > 0 && !with_snapshots.contains(symbol) {
+            outcome.warnings.push(format!(
+                "{symbol}: no snapshot among the inputs, so hftbacktest starts from an empty book \
+                 (pass the {}_snapshot_* files too, or the directory)",
+                symbol.to_ascii_lowercase()
+            ));
+        }
+    }
+    for (stream, n) in &partial_streams {
+        outcome.warnings.push(format!(
+            "{stream}: {n} partial-depth events; hftbacktest applies every depthUpdate as a diff, \
+             so levels that left the top N stay in its book (record with --depth 0 for backtests)"
+        ));
+    }
+    outcome.written = staged.commit()?;
+    Ok(outcome)
+}
+
+struct Exporter {
+    staged: Staged,
+    /// Per symbol, the file being written.
+    current: HashMap<String, DayFile>,
+    /// Per symbol, the snapshots not yet written, oldest first.
+    snapshots: HashMap<String, VecDeque<PendingSnapshot>>,
+    outcome: Outcome,
+    /// Scratch for one output line.
+    line: Vec<u8>,
+    /// Symbols with depth lines, and how many of those came from diff streams.
+    depth_symbols: BTreeMap<String, u64>,
+    /// Partial-depth streams seen, with their event counts.
+    partial_streams: BTreeMap<String, u64>,
+}
+
+impl Exporter {
+    fn load_snapshots(&mut self, path: &Path) -> Result<()> {
+        let mut lines = GzLines::open(path)?;
+        let mut loaded: Vec<(String, PendingSnapshot)> = Vec::new();
+        let mut bytes = Vec::new();
+        while lines.next_line(&mut bytes, &mut self.outcome)? {
+            let snap = match parse_snapshot(&bytes) {
+                Ok(s) => s,
+                Err(e) => {
+                    lines.bad_line(&not_obrec("snapshot", &bytes, e), &mut self.outcome)?;
+                    break;
+                }
+            };
+            if let Err(what) = check_symbol(snap.symbol)
+                .map(drop)
+                .and_then(|()| check_object(snap.data))
+                .and_then(|()| check_ns(snap.recv_ns))
+            {
+                lines.bad_line(&what, &mut self.outcome)?;
+                break;
+            }
+            loaded.push((
+                snap.symbol.to_string(),
+                PendingSnapshot {
+                    recv_ns: snap.recv_ns,
+                    body: snap.data.to_string(),
+                },
+            ));
+        }
+        for (symbol, snap) in loaded {
+            self.snapshots.entry(symbol).or_default().push_back(snap);
+        }
+        Ok(())
+    }
+
+    fn depth_file(&mut self, path: &Path) -> Result<()> {
+        let mut lines = GzLines::open(path)?;
+        let mut bytes = Vec::new();
+        while lines.next_line(&mut bytes, &mut self.outcome)? {
+            let line = match parse_depth(&bytes) {
+                Ok(l) => l,
+                Err(e) => {
+                    lines.bad_line(&not_obrec("depth", &bytes, e), &mut self.outcome)?;
+                    break;
+                }
+            };
+            if let Err(what) = check_symbol(line.symbol)
+                .map(drop)
+                .and_then(|()| check_object(line.data))
+                .and_then(|()| check_ns(line.recv_ns))
+                .and_then(|()| check_stream(line.stream))
+            {
+                lines.bad_line(&what, &mut self.outcome)?;
+                break;
+            }
+            self.depth_line(&line)?;
+        }
+        // Nothing of this input stays only in memory while the next one is read.
+        for day in self.current.values() {
+            self.staged.flush(day.out)?;
+        }
+        Ok(())
+    }
+
+    fn depth_line(&mut self, line: &DepthLine) -> Result<()> {
+        let diff = u64::from(!is_partial(line.stream));
+        *self
+            .depth_symbols
+            .entry(line.symbol.to_string())
+            .or_default() += diff;
+        if diff == 0 {
+            *self
+                .partial_streams
+                .entry(line.stream.to_string())
+                .or_default() += 1;
+        }
+        self.snapshots_until(line.symbol, line.recv_ns)?;
+        let conn = line.conn;
+        let out = self.target(line.symbol, line.recv_ns)?;
+        let day = self.current.get_mut(line.symbol).expect("target opened it");
+        if day.conn != conn {
+            day.conn = conn;
+            self.line.clear();
+            push_ns(&mut self.line, line.recv_ns);
+            self.line.extend_from_slice(
+                b" {\"stream\":\"_meta\",\"data\":{\"e\":\"connection\",\"conn\":",
+            );
+            self.line
+                .extend_from_slice(itoa::Buffer::new().format(conn).as_bytes());
+            self.line.extend_from_slice(b"}}\n");
+            self.staged.push(out, &self.line, Line::Meta)?;
+        }
+        self.line.clear();
+        push_ns(&mut self.line, line.recv_ns);
+        self.line.extend_from_slice(b" {\"stream\":\"");
+        self.line.extend_from_slice(line.stream.as_bytes());
+        self.line.extend_from_slice(b"\",\"data\":");
+        self.line.extend_from_slice(line.data.as_bytes());
+        self.line.extend_from_slice(b"}\n");
+        self.staged.push(out, &self.line, Line::Depth)
+    }
+
+    /// Writes the symbol's snapshots received at or before `recv_ns`.
+    fn snapshots_until(&mut self, symbol: &str, recv_ns: u64) -> Result<()> {
+        loop {
+            let Some(queue) = self.snapshots.get_mut(symbol) else {
+                return Ok(());
+            };
+            if queue.front().is_none_or(|s| s.recv_ns > recv_ns) {
+                return Ok(());
+            }
+            let snap = queue.pop_front().expect("front exists");
+            let out = self.target(symbol, snap.recv_ns)?;
+            self.line.clear();
+            push_ns(&mut self.line, snap.recv_ns);
+            self.line.push(b' ');
+            self.line.extend_from_slice(snap.body.as_bytes());
+            self.line.push(b'\n');
+            self.staged.push(out, &self.line, Line::Snapshot)?;
+        }
+    }
+
+    /// The output for a line of `symbol` received at `recv_ns`: the current file, or a new one
+    /// when the UTC day moved on. A line that arrives late across midnight stays in the newer
+    /// file, as the hftbacktest collector's would.
+    fn target(&mut self, symbol: &str, recv_ns: u64) -> Result<OutId> {
+        let day = recv_ns / 86_400_000_000_000;
+        match self.current.get(symbol) {
+            Some(current) if current.day >= day => return Ok(current.out),
+            Some(current) => self.staged.close(current.out)?,
+            None => {}
+        }
+        let (y, m, d) = civil_from_days(day as i64);
+        let name = format!("{}_{y:04}{m:02}{d:02}.gz", symbol.to_ascii_lowercase());
+        let out = self.staged.create(&name)?;
+        self.current
+            .insert(symbol.to_string(), DayFile { day, out, conn: 1 });
+        Ok(out)
+    }
+}
+
+/// Why a line is not an obrec line, with a hint when it is an hftbacktest one.
+fn not_obrec(kind: &str, bytes: &[u8], e: String) -> String {
+    if split_line(bytes).is_ok() {
+        format!("not an obrec {kind} line but an hftbacktest one (obrec import reads those)")
+    } else {
+        e.to_string()
+    }
+}
+
+/// Writes `ns` as the 19-digit hftbacktest timestamp.
+fn push_ns(out: &mut Vec<u8>, ns: u64) {
+    let mut num = itoa::Buffer::new();
+    let digits = num.format(ns);
+    out.extend(std::iter::repeat_n(
+        b'0',
+        NS_DIGITS.saturating_sub(digits.len()),
+    ));
+    out.extend_from_slice(digits.as_bytes());
+}
+
+fn check_ns(ns: u64) -> std::result::Result<(), String> {
+    if ns < 10u64.pow(NS_DIGITS as u32) {
+        Ok(())
+    } else {
+        Err(format!("recv_ns {ns} does not fit in {NS_DIGITS} digits"))
+    }
+}
+
+/// The payload must be one JSON object: the line scanner locates `data` without parsing it, and
+/// an export must not pass on a payload that a converter would choke on.
+fn check_object(data: &str) -> std::result::Result<(), String> {
+    let valid =
+        data.starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(data).is_ok();
+    if valid {
+        Ok(())
+    } else {
+        Err("data is not a JSON object".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_nineteen_digits() {
+        for (ns, want) in [
+            (1_723_161_255_030_314_667, "1723161255030314667"),
+            (999_999_999_999_999_999, "0999999999999999999"),
+            (0, "0000000000000000000"),
+        ] {
+            let mut out = Vec::new();
+            push_ns(&mut out, ns);
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+        assert!(check_ns(9_999_999_999_999_999_999).is_ok());
+        assert!(check_ns(10_000_000_000_000_000_000).is_err());
+    }
+}

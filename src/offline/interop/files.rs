@@ -1,0 +1,326 @@
+//! Reading inputs up to their damage, and writing outputs that appear whole or not at all.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Outcome, Written};
+use crate::error::{Error, Result};
+use crate::store::gzip::MEMBER_BYTES;
+use crate::store::gzip::{CountingReader, MemberDecoder, MemberEncoder, describe};
+use crate::store::names::part_of;
+use crate::store::staged::{create_part, link_no_replace, sync_dir};
+/// Longest line accepted from an input. A 1000-level snapshot is about 40 KB; anything near this
+/// is not a recording, and reading it whole could exhaust memory.
+const MAX_LINE: usize = 16 << 20;
+
+/// The lines of a gzip file (any number of members), up to the first damage.
+pub(super) struct GzLines {
+    path: PathBuf,
+    reader: BufReader<MemberDecoder<BufReader<CountingReader<File>>>>,
+    /// The number of the line last read.
+    pub(super) line_no: u64,
+}
+
+impl GzLines {
+    pub(super) fn open(path: &Path) -> Result<GzLines> {
+        let file = File::open(path).map_err(|e| Error::file(path, e))?;
+        let counted = BufReader::new(CountingReader::new(file));
+        Ok(GzLines {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(1 << 18, MemberDecoder::new(counted)),
+            line_no: 0,
+        })
+    }
+
+    /// Reads the next line into `buf`, without its line ending. False at the end of the data, or
+    /// at damage (which goes to `outcome`); an error when the very first line cannot be read.
+    pub(super) fn next_line(&mut self, buf: &mut Vec<u8>, outcome: &mut Outcome) -> Result<bool> {
+        buf.clear();
+        match read_line(&mut self.reader, buf) {
+            Ok(true) => {
+                self.line_no += 1;
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                    if buf.last() == Some(&b'\r') {
+                        buf.pop();
+                    }
+                }
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => {
+                self.line_no += 1;
+                let at = self.reader.get_ref().get_ref().get_ref().count();
+                let what = match e {
+                    LineError::TooLong => format!("line longer than {} MiB", MAX_LINE >> 20),
+                    LineError::Io(e) => format!("{} after compressed byte {at}", describe(&e)),
+                };
+                self.bad_line(&what, outcome)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Records damage at the line last read: refusal ([`Error::Invalid`]) when it is the first,
+    /// else a note in `outcome` (the caller stops reading this file).
+    pub(super) fn bad_line(&self, what: &str, outcome: &mut Outcome) -> Result<()> {
+        let file = self.path.display();
+        let line = self.line_no;
+        if line <= 1 {
+            return Err(Error::Invalid(format!("{file}: line 1: {what}")));
+        }
+        outcome.damaged.push(format!(
+            "{file}: line {line}: {what} (read up to line {})",
+            line - 1
+        ));
+        Ok(())
+    }
+}
+
+/// Why a line could not be read.
+enum LineError {
+    Io(io::Error),
+    /// Longer than [`MAX_LINE`].
+    TooLong,
+}
+
+/// Reads up to and including the next newline into `buf`; false at the end of the data. A line
+/// longer than [`MAX_LINE`] is refused, so a hostile input cannot exhaust memory.
+fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::result::Result<bool, LineError> {
+    loop {
+        let available = reader.fill_buf().map_err(LineError::Io)?;
+        if available.is_empty() {
+            return Ok(!buf.is_empty());
+        }
+        let (take, done) = match memchr::memchr(b'\n', available) {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        buf.extend_from_slice(&available[..take]);
+        reader.consume(take);
+        if buf.len() > MAX_LINE {
+            return Err(LineError::TooLong);
+        }
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
+/// An output of a [`Staged`] set.
+pub(super) type OutId = usize;
+
+/// What a line written is, for the counts reported.
+#[derive(Clone, Copy)]
+pub(super) enum Line {
+    Depth,
+    Snapshot,
+    Meta,
+}
+
+/// Output files of one conversion. Each is written as `<name>.part` (created exclusively and
+/// locked, so a recorder's crash recovery leaves it alone) and linked to its name by
+/// [`Staged::commit`] without replacing anything; dropped uncommitted, every part file goes, and
+/// so do the directories it created.
+pub(super) struct Staged {
+    dir: PathBuf,
+    encoder: MemberEncoder,
+    member: Vec<u8>,
+    files: Vec<StagedFile>,
+    /// Directories this conversion created, outermost first.
+    created_dirs: Vec<PathBuf>,
+    committed: bool,
+}
+
+struct StagedFile {
+    part: PathBuf,
+    done: PathBuf,
+    /// `None` once closed.
+    file: Option<File>,
+    pending: Vec<u8>,
+    counts: Written,
+}
+
+impl Staged {
+    pub(super) fn new(dir: &Path, gzip_level: u32) -> Staged {
+        Staged {
+            dir: dir.to_path_buf(),
+            encoder: MemberEncoder::new(gzip_level),
+            member: Vec::new(),
+            files: Vec::new(),
+            created_dirs: Vec::new(),
+            committed: false,
+        }
+    }
+
+    /// Starts the output `name` in the directory.
+    pub(super) fn create(&mut self, name: &str) -> Result<OutId> {
+        self.make_dir()?;
+        let done = self.dir.join(name);
+        let part = part_of(&done);
+        if done.exists() || self.files.iter().any(|f| f.done == done) {
+            return Err(taken(&done));
+        }
+        let Some(file) = create_part(&part)? else {
+            return Err(Error::Invalid(format!(
+                "{} exists: another conversion is writing it, or one was interrupted \
+                 (remove it)",
+                part.display()
+            )));
+        };
+        self.files.push(StagedFile {
+            part,
+            done: done.clone(),
+            file: Some(file),
+            pending: Vec::new(),
+            counts: Written {
+                path: done,
+                ..Written::default()
+            },
+        });
+        Ok(self.files.len() - 1)
+    }
+
+    /// Creates the directory (and its missing parents), remembering which were created.
+    fn make_dir(&mut self) -> Result<()> {
+        if self.dir.is_dir() {
+            return Ok(());
+        }
+        let mut missing: Vec<PathBuf> = self
+            .dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        if let Some(blocker) = self.dir.ancestors().find(|d| d.exists() && !d.is_dir()) {
+            return Err(Error::Invalid(format!(
+                "{} is not a directory",
+                blocker.display()
+            )));
+        }
+        missing.reverse();
+        fs::create_dir_all(&self.dir).map_err(|e| Error::file(&self.dir, e))?;
+        self.created_dirs = missing;
+        Ok(())
+    }
+
+    /// Appends one line (with its newline).
+    pub(super) fn push(&mut self, id: OutId, line: &[u8], kind: Line) -> Result<()> {
+        let f = &mut self.files[id];
+        f.pending.extend_from_slice(line);
+        match kind {
+            Line::Depth => f.counts.depth += 1,
+            Line::Snapshot => f.counts.snapshots += 1,
+            Line::Meta => f.counts.meta += 1,
+        }
+        if f.pending.len() >= MEMBER_BYTES {
+            self.flush(id)?;
+        }
+        Ok(())
+    }
+
+    /// Compresses the pending lines into one gzip member and writes it.
+    pub(super) fn flush(&mut self, id: OutId) -> Result<()> {
+        let f = &mut self.files[id];
+        let Some(file) = f.file.as_mut() else {
+            return Ok(());
+        };
+        if f.pending.is_empty() {
+            return Ok(());
+        }
+        self.member.clear();
+        self.encoder.encode(&f.pending, &mut self.member);
+        file.write_all(&self.member)
+            .map_err(|e| Error::file(&f.part, e))?;
+        f.pending.clear();
+        Ok(())
+    }
+
+    /// Writes out the file and syncs it.
+    pub(super) fn close(&mut self, id: OutId) -> Result<()> {
+        self.flush(id)?;
+        let f = &mut self.files[id];
+        if let Some(file) = f.file.take() {
+            file.sync_all().map_err(|e| Error::file(&f.part, e))?;
+        }
+        Ok(())
+    }
+
+    /// Closes every file and gives each its name, refusing to replace an existing file (then
+    /// nothing stays written). Returns the files in name order.
+    pub(super) fn commit(mut self) -> Result<Vec<Written>> {
+        for id in 0..self.files.len() {
+            self.close(id)?;
+        }
+        let mut linked: Vec<PathBuf> = Vec::new();
+        let mut result = Ok(());
+        for f in &self.files {
+            if let Err(e) = link_no_replace(&f.part, &f.done) {
+                result = Err(e);
+                break;
+            }
+            linked.push(f.done.clone());
+        }
+        if let Err(e) = result {
+            for done in &linked {
+                let _ = fs::remove_file(done);
+            }
+            return Err(e);
+        }
+        self.committed = true;
+        for f in &self.files {
+            let _ = fs::remove_file(&f.part);
+        }
+        sync_dir(&self.dir);
+        let mut written: Vec<Written> = self.files.iter().map(|f| f.counts.clone()).collect();
+        written.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(written)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        for f in &mut self.files {
+            drop(f.file.take());
+            let _ = fs::remove_file(&f.part);
+        }
+        for dir in self.created_dirs.iter().rev() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+fn taken(done: &Path) -> Error {
+    Error::Invalid(format!(
+        "{} exists: obrec never overwrites a file (remove it, or choose another -o)",
+        done.display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_refused_not_buffered() {
+        let long = vec![b'x'; MAX_LINE + 2];
+        let mut buf = Vec::new();
+        assert!(matches!(
+            read_line(&mut &long[..], &mut buf),
+            Err(LineError::TooLong)
+        ));
+        let mut buf = Vec::new();
+        let mut two = &b"a\nb"[..];
+        assert!(matches!(read_line(&mut two, &mut buf), Ok(true)));
+        assert_eq!(buf, b"a\n");
+        buf.clear();
+        assert!(matches!(read_line(&mut two, &mut buf), Ok(true)));
+        assert_eq!(buf, b"b");
+        buf.clear();
+        assert!(matches!(read_line(&mut two, &mut buf), Ok(false)));
+    }
+}

@@ -1,0 +1,339 @@
+//! `obrec export` and `obrec import`: recordings to and from hftbacktest's raw feed files.
+//!
+//! # The hftbacktest raw format
+//!
+//! What the hftbacktest collector writes and `hftbacktest.data.utils.binancefutures.convert`
+//! reads: gzip (any number of members), one symbol per file, conventionally
+//! `<symbol>_<YYYYMMDD>.gz` split on the UTC day of receipt, and one message per line:
+//!
+//! ```text
+//! <19 ASCII digits: receive time, ns since the epoch><one space><compact JSON>\n
+//! 1723161255030314667 {"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","E":…,"T":…,"s":"BTCUSDT","U":…,"u":…,"pu":…,"b":[…],"a":[…]}}
+//! 1723161255319702566 {"lastUpdateId":5123107852948,"E":…,"T":…,"bids":[…],"asks":[…]}
+//! ```
+//!
+//! Stream messages keep their combined-stream envelope; a REST depth snapshot is its raw body;
+//! metadata must look like a stream message, `{"stream":"_meta","data":{"e":…}}`, because the
+//! converter reads `data.e` of every enveloped line and treats every other line as a snapshot.
+//!
+//! # Export
+//!
+//! Each depth line becomes `<recv_ns> {"stream":<recorded stream>,"data":<payload>}` with the
+//! payload byte-exact, each snapshot line `<recv_ns> <REST body>`; per symbol they are merged in
+//! receive order (depth lines keep their file order; a snapshot goes before the first depth line
+//! received after it, or at the same nanosecond). When a symbol's `conn` changes, and at the start
+//! of a file whose first line did not come over connection 1, a
+//! `{"stream":"_meta","data":{"e":"connection","conn":N}}` line marks it (the converter ignores
+//! it; `import` reads it back).
+//!
+//! # Import
+//!
+//! Depth events become obrec depth lines (`conn` from the `_meta` lines, else 1;
+//! `latency_pipeline_ms` 0.000, since the file does not say), snapshots become snapshot lines;
+//! bookTicker, trade and every other stream are counted and left out: an obrec recording holds
+//! depth and snapshots only. Importing and exporting again gives back the depth and snapshot lines
+//! byte for byte.
+//!
+//! # Damage and refusal
+//!
+//! Output goes to `<name>.part` files that are linked into place only when the whole conversion
+//! has run, and never over an existing file. An input from which not one line can be read, a
+//! line that obrec cannot represent (a depth event without `pu`, several symbols in one
+//! hftbacktest file) or an output name that is taken ends the run with [`Error::Invalid`](crate::Error::Invalid) and
+//! nothing written. An input damaged after its first good line (a truncated gzip tail, a cut or
+//! corrupt line) is converted up to the damage, which [`Outcome::damaged`] reports.
+
+mod export;
+mod files;
+mod import;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::market::stream::is_well_formed;
+use crate::market::symbol::Symbol;
+
+pub use export::export;
+pub use import::import;
+
+/// The hftbacktest timestamp's width: ns since the epoch, zero-padded (dates up to 2286).
+pub(crate) const NS_DIGITS: usize = 19;
+/// The stream name of hftbacktest metadata lines.
+const META_STREAM: &str = "_meta";
+/// Distinct skipped stream names listed one by one; the rest are counted together.
+const MAX_SKIP_KINDS: usize = 32;
+
+/// What a conversion wrote, left out and could not read.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Every file written, in name order.
+    pub written: Vec<Written>,
+    /// Lines left out on purpose, by stream name (`btcusdt@trade`, …) or kind of line.
+    pub skipped: BTreeMap<String, u64>,
+    /// Inputs read only up to damage: `<file>: line N: <what> (read up to line N-1)`.
+    pub damaged: Vec<String>,
+    /// Things a user should know about the output (it is written nonetheless).
+    pub warnings: Vec<String>,
+}
+
+/// One output file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    pub path: PathBuf,
+    pub depth: u64,
+    pub snapshots: u64,
+    /// `_meta` lines (export only).
+    pub meta: u64,
+}
+
+impl Written {
+    pub fn lines(&self) -> u64 {
+        self.depth + self.snapshots + self.meta
+    }
+}
+
+impl std::fmt::Display for Written {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}",
+            self.path.display(),
+            count(self.lines(), "line")
+        )?;
+        let parts: Vec<String> = [
+            (self.depth, "depth"),
+            (self.snapshots, "snapshot"),
+            (self.meta, "meta"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        if parts.len() > 1 {
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+impl Outcome {
+    /// Total lines written.
+    pub fn lines(&self) -> u64 {
+        self.written.iter().map(Written::lines).sum()
+    }
+
+    fn skip(&mut self, kind: &str) {
+        if let Some(n) = self.skipped.get_mut(kind) {
+            *n += 1;
+        } else if self.skipped.len() < MAX_SKIP_KINDS {
+            self.skipped.insert(kind.to_string(), 1);
+        } else {
+            *self.skipped.entry("(other streams)".into()).or_default() += 1;
+        }
+    }
+
+    /// Prints what was written on stdout, damage and warnings on stderr; true when every input was
+    /// read whole.
+    pub fn print(&self, verb: &str, started: Instant) -> bool {
+        for w in &self.written {
+            println!("{w}");
+        }
+        if !self.skipped.is_empty() {
+            let list: Vec<String> = self
+                .skipped
+                .iter()
+                .map(|(kind, n)| format!("{n} {kind}"))
+                .collect();
+            println!("skipped: {}", list.join(", "));
+        }
+        println!(
+            "{verb} {} to {} in {:.2} s",
+            count(self.lines(), "line"),
+            count(self.written.len() as u64, "file"),
+            started.elapsed().as_secs_f64()
+        );
+        for w in &self.warnings {
+            eprintln!("warning: {w}");
+        }
+        for d in &self.damaged {
+            eprintln!("{d}");
+        }
+        self.damaged.is_empty()
+    }
+}
+
+/// The symbol names files: only what `--symbol` accepts, already upper-case.
+fn check_symbol(symbol: &str) -> std::result::Result<Symbol, String> {
+    Symbol::exact(symbol).map_err(|e| e.to_string())
+}
+
+/// Stream names are written between quotes as they are.
+fn check_stream(stream: &str) -> std::result::Result<(), String> {
+    if is_well_formed(stream) {
+        Ok(())
+    } else {
+        Err(format!("{stream:?} is not a stream name"))
+    }
+}
+
+/// `1 line`, `2 lines`.
+fn count(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+fn show_paths(paths: &[PathBuf]) -> String {
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    shown.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::{self, File};
+    use std::io::Read;
+    use std::path::Path;
+
+    use serde::de::IgnoredAny;
+
+    use super::*;
+    use crate::error::Error;
+    use crate::store::gzip::MemberEncoder;
+
+    #[test]
+    fn symbols_and_streams_that_would_escape_are_refused() {
+        assert!(check_symbol("BTCUSDT").is_ok());
+        for bad in ["btcusdt", "../x", "", "BTC USDT", "A"] {
+            assert!(check_symbol(bad).is_err(), "{bad}");
+        }
+        assert!(check_stream("btcusdt@depth@0ms").is_ok());
+        for bad in ["", "a\"b", "a\\b", "a b", "a\u{1}"] {
+            assert!(check_stream(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Writes `lines` as a gzip file.
+    fn gz(path: &Path, lines: &[Vec<u8>]) {
+        let mut body = Vec::new();
+        for l in lines {
+            body.extend_from_slice(l);
+            body.push(b'\n');
+        }
+        let mut out = Vec::new();
+        MemberEncoder::new(1).encode(&body, &mut out);
+        fs::write(path, out).unwrap();
+    }
+
+    /// Every line of every gzip file in `dir` is JSON after `skip` bytes.
+    fn assert_outputs_parse(dir: &Path, skip: usize) {
+        for entry in fs::read_dir(dir).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                assert_outputs_parse(&path, skip);
+                continue;
+            }
+            assert!(!path.to_string_lossy().ends_with(".part"), "{path:?} left");
+            let mut text = String::new();
+            flate2::read::MultiGzDecoder::new(File::open(&path).unwrap())
+                .read_to_string(&mut text)
+                .unwrap();
+            for line in text.lines() {
+                serde_json::from_str::<IgnoredAny>(&line[skip..])
+                    .unwrap_or_else(|e| panic!("{e}: {line}"));
+            }
+        }
+    }
+
+    /// Mutates `line`: cut, a byte replaced, inserted or removed (bytes JSON and the format care
+    /// about, and invalid UTF-8).
+    fn mutate(line: &[u8], rng: &mut impl rand::Rng) -> Vec<u8> {
+        const BYTES: &[u8] = b"\"{}[]:,. 0189-e\\\xff\x00\r";
+        let mut m = line.to_vec();
+        let at = rng.random_range(0..m.len());
+        let byte = BYTES[rng.random_range(0..BYTES.len())];
+        match rng.random_range(0..4) {
+            0 => m.truncate(at),
+            1 => m[at] = byte,
+            2 => m.insert(at, byte),
+            _ => {
+                m.remove(at);
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn hostile_inputs_are_refused_or_read_to_the_damage_never_a_panic() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let ns = b"1723161255030314667 ";
+        let hft: Vec<Vec<u8>> = [
+            r#"{"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","E":1723161256299,"T":1723161256298,"s":"BTCUSDT","U":5,"u":7,"pu":4,"b":[["1.0","2"]],"a":[]}}"#,
+            r#"{"lastUpdateId":6,"E":1723161256299,"T":1723161256298,"bids":[["1.0","2"]],"asks":[["1.1","3"]]}"#,
+            r#"{"stream":"_meta","data":{"e":"connection","conn":2}}"#,
+            r#"{"stream":"btcusdt@trade","data":{"e":"trade","T":1,"p":"1.0","q":"2","X":"MARKET","m":true}}"#,
+            r#"{"code":-1003,"msg":"Too many requests; banned"}"#,
+        ]
+        .iter()
+        .map(|j| [&ns[..], j.as_bytes()].concat())
+        .collect();
+        // Good obrec lines: the import of the good hftbacktest lines.
+        let good = dir.path().join("good.gz");
+        gz(&good, &hft);
+        let data = dir.path().join("good_data");
+        let outcome = import(std::slice::from_ref(&good), &data, 1).unwrap();
+        assert_eq!(outcome.lines(), 2);
+        let mut obrec_lines = Vec::new();
+        for w in &outcome.written {
+            let mut text = String::new();
+            flate2::read::MultiGzDecoder::new(File::open(&w.path).unwrap())
+                .read_to_string(&mut text)
+                .unwrap();
+            obrec_lines.extend(text.lines().map(|l| l.as_bytes().to_vec()));
+        }
+        let names = ["btcusdt_depth_x.ndjson.gz", "btcusdt_snapshot_x.ndjson.gz"];
+
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(20240808);
+        let (mut refused, mut damaged, mut fine) = (0, 0, 0);
+        for round in 0..900 {
+            let case = dir.path().join(format!("case{round}"));
+            fs::create_dir(&case).unwrap();
+            let out = case.join("out");
+            // Alone, the mutated line is line 1; after a good line, it is damage.
+            let lead = round % 2 == 0;
+            let result = if round % 3 == 0 {
+                let which = rng.random_range(0..obrec_lines.len());
+                let mut lines = vec![mutate(&obrec_lines[which], &mut rng)];
+                if lead {
+                    lines.insert(0, obrec_lines[which].clone());
+                }
+                let input = case.join(names[which]);
+                gz(&input, &lines);
+                let r = export(&[input], &out, 1);
+                assert_outputs_parse(&out, NS_DIGITS + 1);
+                r
+            } else {
+                let mut lines = vec![mutate(&hft[rng.random_range(0..hft.len())], &mut rng)];
+                if lead {
+                    lines.insert(0, hft[0].clone());
+                }
+                let input = case.join("btcusdt_20240808.gz");
+                gz(&input, &lines);
+                let r = import(&[input], &out, 1);
+                assert_outputs_parse(&out, 0);
+                r
+            };
+            match result {
+                Err(Error::Invalid(_)) => refused += 1,
+                Err(e) => panic!("round {round}: {e}"),
+                Ok(o) if o.damaged.is_empty() => fine += 1,
+                Ok(_) => damaged += 1,
+            }
+        }
+        eprintln!("refused {refused}, damaged {damaged}, fine {fine}");
+        // The mutations reach every outcome.
+        assert!(
+            refused > 100 && damaged > 100 && fine > 100,
+            "{refused} {damaged} {fine}"
+        );
+    }
+}

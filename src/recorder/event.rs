@@ -1,0 +1,67 @@
+//! The records a reader hands the writer: named types on the channel, owning the frame as it
+//! came off the socket so the hand-over copies nothing.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use crate::market::sequence::Ids;
+use crate::market::symbol::SymbolId;
+use crate::store::line::DepthLine;
+
+/// One depth event on its way from a reader to the writer.
+#[derive(Debug)]
+pub struct DepthRecord {
+    pub symbol: SymbolId,
+    /// The connection that delivered it (1, 2, … within a run).
+    pub conn: u64,
+    /// Wall clock at receipt, ns since the Unix epoch.
+    pub recv_ns: u64,
+    /// The same instant on the monotonic clock, for the pipeline latency.
+    pub recv_at: Instant,
+    /// `E`, event time in ms.
+    pub event_ms: u64,
+    /// `T`, transaction time in ms, when the event has one.
+    pub trade_ms: Option<u64>,
+    pub ids: Ids,
+    /// The whole frame text as received.
+    pub frame: tungstenite::Utf8Bytes,
+    /// Where the `data` payload lies in `frame`.
+    pub data: Range<usize>,
+}
+
+impl DepthRecord {
+    pub fn data(&self) -> &str {
+        &self.frame.as_str()[self.data.clone()]
+    }
+
+    /// The line this record becomes, with the names the run gave its symbol and stream.
+    pub fn line<'a>(&'a self, symbol: &'a str, stream: &'a str, pipeline_us: u64) -> DepthLine<'a> {
+        DepthLine {
+            symbol,
+            stream,
+            data: self.data(),
+            event_ms: self.event_ms,
+            trade_ms: self.trade_ms,
+            ids: self.ids,
+            pipeline_us: Some(pipeline_us),
+            recv_ns: self.recv_ns,
+            conn: self.conn,
+        }
+    }
+}
+
+/// A REST depth snapshot (diff-depth mode), recorded byte-exact.
+#[derive(Debug)]
+pub struct SnapshotRecord {
+    pub symbol: SymbolId,
+    pub recv_ns: u64,
+    pub last_update_id: u64,
+    pub body: String,
+}
+
+/// What a reader hands the writer.
+#[derive(Debug)]
+pub enum Event {
+    Depth(DepthRecord),
+    Snapshot(SnapshotRecord),
+}

@@ -1,0 +1,718 @@
+//! The reader side: WebSocket connections to the exchange, one blocking thread per group of up
+//! to [`MAX_STREAMS_PER_CONNECTION`] streams.
+//!
+//! A group thread owns its connection(s), the continuity [`Chain`] of each of its symbols and a
+//! sender to the writer. It never blocks on the writer: when the bounded queue is full the event
+//! is dropped and counted, so a slow disk shows up as `drops`, not as a stalled socket that the
+//! exchange then disconnects.
+//!
+//! The socket has a short read timeout, so the loop wakes regularly to notice shutdown, send
+//! client pings, flush queued pongs and detect a connection that went silent. Before the
+//! exchange's 24 h cut the group opens a second connection and switches over once it delivers;
+//! while both are open, events are de-duplicated by `u`.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Connector, HandshakeError, Message, WebSocket};
+
+use crate::error::FeedError;
+use crate::market::frame::{Frame, parse_frame};
+use crate::market::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
+use crate::market::symbol::SymbolId;
+use crate::metrics::Stats;
+use crate::recorder::event::{DepthRecord, Event, SnapshotRecord};
+use crate::recorder::snapshot::SnapshotRequest;
+use crate::util::backoff::Backoff;
+use crate::util::clock::wall_ns;
+use crate::util::shutdown::Shutdown;
+
+/// Binance allows more, but 200 streams per connection is the documented conservative limit.
+pub const MAX_STREAMS_PER_CONNECTION: usize = 200;
+
+/// How often a blocked read wakes up to check timers and the shutdown token.
+const READ_TICK: Duration = Duration::from_millis(100);
+/// The read tick while two connections overlap: each read may wait this long before the other
+/// connection gets its turn.
+const OVERLAP_TICK: Duration = Duration::from_millis(2);
+/// TCP connect and WebSocket handshake limit.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A write (ping, pong, close) that cannot complete in this time means a dead peer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest frame accepted. Binance depth frames are at most tens of KB; anything far larger is
+/// garbage and must not make the recorder allocate without bound.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// Bad frames are logged at most once per this interval (all are counted).
+const BAD_FRAME_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Numbers connections 1, 2, … across the whole process run.
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// What a group needs to know about the run.
+#[derive(Clone, Debug)]
+pub struct FeedConfig {
+    /// Base endpoint; the stream URL is `<endpoint>/stream?streams=…`.
+    pub endpoint: String,
+    /// No data for this long replaces the connection.
+    pub stale_after: Duration,
+    /// Client ping interval; a pong must come back before the next one is due.
+    pub ping_every: Duration,
+    /// Replace a connection older than this, opening the new one first.
+    pub max_conn_age: Duration,
+}
+
+/// One subscribed stream of a group.
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    pub symbol: SymbolId,
+    pub stream: String,
+}
+
+/// A reader thread's state: its streams, their chains, its connections.
+pub struct Group {
+    /// This group's slot in `Stats::groups`.
+    index: usize,
+    config: FeedConfig,
+    url: String,
+    /// Stream name → index into `subs` and `chains`.
+    routes: HashMap<String, usize>,
+    subs: Vec<Subscription>,
+    chains: Vec<Chain>,
+    tx: Sender<Event>,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+    backoff: Backoff,
+    last_bad_frame_log: Option<Instant>,
+    /// Connections replaced because some stream never delivered: each one doubles the next
+    /// connection's window, so a merely quiet symbol cannot cause a reconnect storm.
+    silent_strikes: u32,
+    /// Diff-depth only: the snapshot procedure of each stream.
+    books: Option<BookSyncs>,
+}
+
+/// The snapshot side of diff-depth recording for one group.
+struct BookSyncs {
+    requests: Sender<SnapshotRequest>,
+    reply_tx: Sender<SnapshotRecord>,
+    replies: crossbeam_channel::Receiver<SnapshotRecord>,
+    syncs: Vec<BookSync<()>>,
+    /// A request is out for this slot.
+    requested: Vec<bool>,
+    /// Snapshots applied per slot: every one after the first is a resync.
+    taken: Vec<u64>,
+    slot_of: HashMap<SymbolId, usize>,
+}
+
+/// How a connection's turn ended.
+#[derive(PartialEq, Eq)]
+enum Turn {
+    /// A message or a quiet tick; carry on.
+    Continue,
+    /// The writer is gone: the run is over.
+    WriterGone,
+}
+
+impl Group {
+    pub fn new(
+        index: usize,
+        config: FeedConfig,
+        subs: Vec<Subscription>,
+        tx: Sender<Event>,
+        stats: Arc<Stats>,
+        shutdown: Shutdown,
+    ) -> Group {
+        let streams: Vec<&str> = subs.iter().map(|s| s.stream.as_str()).collect();
+        let url = format!(
+            "{}/stream?streams={}",
+            config.endpoint.trim_end_matches('/'),
+            streams.join("/")
+        );
+        let routes = subs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.stream.clone(), i))
+            .collect();
+        let chains = subs.iter().map(|_| Chain::new()).collect();
+        Group {
+            index,
+            config,
+            url,
+            routes,
+            subs,
+            chains,
+            tx,
+            stats,
+            shutdown,
+            backoff: Backoff::new(),
+            last_bad_frame_log: None,
+            silent_strikes: 0,
+            books: None,
+        }
+    }
+
+    /// Diff-depth mode: keep each stream's book syncable by asking `requests` for snapshots.
+    pub fn with_snapshots(mut self, requests: Sender<SnapshotRequest>) -> Group {
+        let (reply_tx, replies) = crossbeam_channel::unbounded();
+        self.books = Some(BookSyncs {
+            requests,
+            reply_tx,
+            replies,
+            syncs: self.subs.iter().map(|_| BookSync::new()).collect(),
+            requested: vec![false; self.subs.len()],
+            taken: vec![0; self.subs.len()],
+            slot_of: self
+                .subs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.symbol, i))
+                .collect(),
+        });
+        self
+    }
+
+    /// Reads until shutdown, reconnecting forever on any failure.
+    pub fn run(mut self) {
+        let mut conns: Vec<Conn> = Vec::new();
+        let mut first = true;
+        'outer: while !self.shutdown.is_triggered() {
+            if conns.is_empty() {
+                match Conn::open(&self.url, first, self.subs.len(), self.first_frame_window()) {
+                    Ok(conn) => {
+                        first = false;
+                        Stats::bump(&self.stats.connections_open);
+                        conns.push(conn);
+                    }
+                    Err(e) => {
+                        Stats::bump(&self.stats.connect_failures);
+                        let wait = self.backoff.next_delay();
+                        log::warn!("connect failed ({}): {e}; retrying in {wait:?}", e.cause());
+                        self.shutdown.wait_timeout(wait);
+                        continue;
+                    }
+                }
+            }
+            let mut failed: Option<(usize, FeedError)> = None;
+            for i in 0..conns.len() {
+                match self.turn(&mut conns, i) {
+                    Ok(Turn::Continue) => {}
+                    Ok(Turn::WriterGone) => break 'outer,
+                    Err(e) => {
+                        failed = Some((i, e));
+                        break;
+                    }
+                }
+            }
+            if let Some((i, e)) = failed {
+                self.drop_failed(&mut conns, i, e);
+            }
+            if self.take_snapshots() == Turn::WriterGone {
+                break;
+            }
+            self.maybe_roll_over(&mut conns);
+        }
+        for mut conn in conns.drain(..) {
+            self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+            self.retire(&mut conn);
+        }
+    }
+
+    /// Closes a connection, first recording what it had already sent: tungstenite still hands
+    /// over data frames until the peer acknowledges the close, and those are events the exchange
+    /// delivered.
+    fn retire(&mut self, conn: &mut Conn) {
+        /// Longest wait for the peer's acknowledgement; a dead peer never sends one.
+        const DRAIN: Duration = Duration::from_millis(250);
+        let _ = conn.ws.close(None);
+        let _ = conn.ws.flush();
+        conn.set_read_timeout(OVERLAP_TICK);
+        let deadline = Instant::now() + DRAIN;
+        while Instant::now() < deadline {
+            match conn.ws.read() {
+                Ok(Message::Text(text)) => {
+                    if self.on_text(conn, text, Instant::now()) == Turn::WriterGone {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if is_timeout(&e) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Reads one message (or one quiet tick) from connection `i` and checks its timers.
+    fn turn(&mut self, conns: &mut [Conn], i: usize) -> Result<Turn, FeedError> {
+        let conn = &mut conns[i];
+        let read = conn.ws.read();
+        // The receipt instant of a frame, and the clock for this turn's timers.
+        let now = Instant::now();
+        let turn = match read {
+            Ok(Message::Text(text)) => self.on_text(conn, text, now),
+            Ok(Message::Binary(_)) => {
+                self.bad_frame(conn.id, "binary frame");
+                Turn::Continue
+            }
+            Ok(Message::Ping(_)) => {
+                // tungstenite has queued the pong; send it now even if no data follows.
+                conn.ws.flush().map_err(FeedError::Read)?;
+                Turn::Continue
+            }
+            Ok(Message::Pong(payload)) => {
+                if conn.ping_sent.is_some() && payload.as_ref() == conn.ping_payload.to_be_bytes() {
+                    conn.ping_sent = None;
+                }
+                Turn::Continue
+            }
+            Ok(Message::Close(frame)) => {
+                return Err(FeedError::Closed(
+                    frame.map(|f| format!("{} {}", u16::from(f.code), f.reason)),
+                ));
+            }
+            Ok(Message::Frame(_)) => Turn::Continue,
+            Err(tungstenite::Error::Io(e)) if is_timeout(&e) => Turn::Continue,
+            Err(tungstenite::Error::Capacity(e)) => {
+                // The oversized frame was not consumed whole: the stream cannot be resynchronised.
+                self.bad_frame(conn.id, &format!("oversized frame: {e}"));
+                return Err(FeedError::Read(tungstenite::Error::Capacity(e)));
+            }
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                return Err(FeedError::Closed(None));
+            }
+            Err(e) => return Err(FeedError::Read(e)),
+        };
+        conn.check_timers(&self.config, now)?;
+        Ok(turn)
+    }
+
+    fn on_text(&mut self, conn: &mut Conn, text: tungstenite::Utf8Bytes, recv_at: Instant) -> Turn {
+        let recv_ns = wall_ns();
+        let header = match parse_frame(text.as_str()) {
+            Ok(Frame::Depth(h)) => h,
+            Ok(Frame::Reply) => return Turn::Continue,
+            Ok(Frame::Other { .. }) => {
+                conn.last_data = recv_at;
+                return Turn::Continue;
+            }
+            Err(e) => {
+                self.bad_frame(conn.id, &e.to_string());
+                return Turn::Continue;
+            }
+        };
+        let Some(&slot) = self.routes.get(header.stream) else {
+            let what = format!("unexpected stream {}", header.stream);
+            self.bad_frame(conn.id, &what);
+            return Turn::Continue;
+        };
+        let (ids, event_ms, trade_ms, data) =
+            (header.ids, header.event_ms, header.trade_ms, header.data);
+        conn.last_data = recv_at;
+        conn.delivered = true;
+        self.stats.groups[self.index]
+            .last_data_ns
+            .store(recv_ns, Ordering::Relaxed);
+        if !conn.streams_seen[slot] {
+            conn.streams_seen[slot] = true;
+            conn.streams_missing -= 1;
+        }
+        let symbol = self.subs[slot].symbol;
+        let counters = &self.stats.symbols[symbol];
+        let verdict = self.chains[slot].check(ids, conn.id);
+        match verdict {
+            Verdict::Duplicate => {
+                Stats::bump(&counters.duplicates);
+                return Turn::Continue;
+            }
+            Verdict::Break {
+                expected_pu,
+                got_pu,
+            } => {
+                Stats::bump(&counters.breaks);
+                log::warn!(
+                    "continuity break on {} conn {}: expected pu={expected_pu}, got pu={got_pu} (u={})",
+                    self.subs[slot].stream,
+                    conn.id,
+                    ids.last
+                );
+            }
+            Verdict::Reconnected {
+                expected_pu,
+                got_pu,
+            } => {
+                Stats::bump(&counters.reconnect_gaps);
+                log::info!(
+                    "{} resumes on conn {} after a gap: last u={expected_pu}, new pu={got_pu}",
+                    self.subs[slot].stream,
+                    conn.id
+                );
+            }
+            Verdict::Start | Verdict::Continuous => {}
+        }
+        log::debug!("{} u={} conn {}", self.subs[slot].stream, ids.last, conn.id);
+        if let Some(books) = &mut self.books {
+            books.event(slot, symbol, ids, verdict, &self.subs[slot].stream);
+        }
+        let record = DepthRecord {
+            symbol,
+            conn: conn.id,
+            recv_ns,
+            recv_at,
+            event_ms,
+            trade_ms,
+            ids,
+            frame: text,
+            data,
+        };
+        match self.tx.try_send(Event::Depth(record)) {
+            Ok(()) => Turn::Continue,
+            Err(TrySendError::Full(_)) => {
+                Stats::bump(&counters.drops);
+                Turn::Continue
+            }
+            Err(TrySendError::Disconnected(_)) => Turn::WriterGone,
+        }
+    }
+
+    /// The time every stream gets to deliver a first event on a new connection.
+    fn first_frame_window(&self) -> Duration {
+        /// Longest wait for a first event, however often streams stayed silent.
+        const MAX_WINDOW: Duration = Duration::from_secs(3600);
+        self.config
+            .stale_after
+            .saturating_mul(1 << self.silent_strikes.min(12))
+            .min(MAX_WINDOW)
+    }
+
+    /// Records the snapshots that arrived and feeds them to their book sync.
+    fn take_snapshots(&mut self) -> Turn {
+        let Some(books) = &mut self.books else {
+            return Turn::Continue;
+        };
+        while let Ok(snap) = books.replies.try_recv() {
+            let Some(&slot) = books.slot_of.get(&snap.symbol) else {
+                continue;
+            };
+            books.requested[slot] = false;
+            let stream = &self.subs[slot].stream;
+            match books.syncs[slot].snapshot(snap.last_update_id) {
+                SnapshotStep::Bridged(_) | SnapshotStep::Pending => {
+                    if books.taken[slot] > 0 {
+                        Stats::bump(&self.stats.symbols[snap.symbol].resyncs);
+                    }
+                    books.taken[slot] += 1;
+                }
+                SnapshotStep::TooOld => {
+                    log::info!(
+                        "{stream}: snapshot {} older than the buffered events, fetching another",
+                        snap.last_update_id
+                    );
+                }
+            }
+            let symbol = snap.symbol;
+            match self.tx.try_send(Event::Snapshot(snap)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => Stats::bump(&self.stats.symbols[symbol].drops),
+                Err(TrySendError::Disconnected(_)) => return Turn::WriterGone,
+            }
+            books.request_if_wanted(slot, symbol);
+        }
+        Turn::Continue
+    }
+
+    fn bad_frame(&mut self, conn: u64, what: &str) {
+        Stats::bump(&self.stats.bad_frames);
+        let now = Instant::now();
+        if self
+            .last_bad_frame_log
+            .is_none_or(|t| now.duration_since(t) >= BAD_FRAME_LOG_EVERY)
+        {
+            self.last_bad_frame_log = Some(now);
+            let total = self.stats.bad_frames.load(Ordering::Relaxed);
+            log::warn!("bad frame on conn {conn}: {what} ({total} so far)");
+        }
+    }
+
+    /// Handles a failed connection: a failing successor is simply abandoned; a failing primary is
+    /// replaced (by the successor if there is one), counted as a reconnect, after a backoff.
+    fn drop_failed(&mut self, conns: &mut Vec<Conn>, i: usize, e: FeedError) {
+        let mut conn = conns.remove(i);
+        self.retire(&mut conn);
+        self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        if i > 0 {
+            log::warn!("replacement conn {} failed ({}): {e}", conn.id, e.cause());
+            conns[0].retry_successor_after = Some(Instant::now() + self.backoff.next_delay());
+            conns[0].set_read_timeout(READ_TICK);
+            return;
+        }
+        Stats::bump(&self.stats.reconnects);
+        if matches!(e, FeedError::Stale(_) | FeedError::Silent { .. }) {
+            Stats::bump(&self.stats.stale_reconnects);
+        }
+        if matches!(e, FeedError::Silent { .. }) {
+            self.silent_strikes = self.silent_strikes.saturating_add(1);
+        }
+        if conn.opened.elapsed() >= HEALTHY_AFTER {
+            self.backoff.reset();
+        }
+        if let Some(next) = conns.first_mut() {
+            log::warn!(
+                "conn {} lost ({}): {e}; conn {} takes over",
+                conn.id,
+                e.cause(),
+                next.id
+            );
+            next.set_read_timeout(READ_TICK);
+            return;
+        }
+        let wait = self.backoff.next_delay();
+        log::warn!(
+            "conn {} lost ({}): {e}; reconnecting in {wait:?}",
+            conn.id,
+            e.cause()
+        );
+        self.shutdown.wait_timeout(wait);
+    }
+
+    /// Make-before-break: past the age limit open a successor; once it delivers, retire the old.
+    fn maybe_roll_over(&mut self, conns: &mut Vec<Conn>) {
+        match conns.len() {
+            1 if conns[0].opened.elapsed() >= self.config.max_conn_age
+                && conns[0]
+                    .retry_successor_after
+                    .is_none_or(|t| Instant::now() >= t) =>
+            {
+                log::info!(
+                    "conn {} reached {:?}: opening its replacement",
+                    conns[0].id,
+                    self.config.max_conn_age
+                );
+                match Conn::open(&self.url, false, self.subs.len(), self.first_frame_window()) {
+                    Ok(next) => {
+                        Stats::bump(&self.stats.connections_open);
+                        for c in conns.iter_mut() {
+                            c.set_read_timeout(OVERLAP_TICK);
+                        }
+                        let mut next = next;
+                        next.set_read_timeout(OVERLAP_TICK);
+                        conns.push(next);
+                    }
+                    Err(e) => {
+                        Stats::bump(&self.stats.connect_failures);
+                        log::warn!("replacement connect failed ({}): {e}", e.cause());
+                        conns[0].retry_successor_after =
+                            Some(Instant::now() + self.backoff.next_delay());
+                    }
+                }
+            }
+            2 if conns[1].delivered => {
+                let mut old = conns.remove(0);
+                self.retire(&mut old);
+                self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+                Stats::bump(&self.stats.rollovers);
+                conns[0].set_read_timeout(READ_TICK);
+                log::info!("conn {} replaced by conn {}", old.id, conns[0].id);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl BookSyncs {
+    fn event(&mut self, slot: usize, symbol: SymbolId, ids: Ids, verdict: Verdict, stream: &str) {
+        if let Step::Lost = self.syncs[slot].event(ids, verdict, ()) {
+            log::warn!(
+                "{stream}: book lost at u={}, resyncing from a new snapshot",
+                ids.last
+            );
+        }
+        self.request_if_wanted(slot, symbol);
+    }
+
+    fn request_if_wanted(&mut self, slot: usize, symbol: SymbolId) {
+        if self.requested[slot] || !self.syncs[slot].wants_snapshot() {
+            return;
+        }
+        let request = SnapshotRequest {
+            symbol,
+            reply: self.reply_tx.clone(),
+        };
+        self.requested[slot] = self.requests.send(request).is_ok();
+    }
+}
+
+/// A connection that lived this long was healthy: its failure restarts the backoff schedule.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+
+/// One WebSocket connection and its timers.
+struct Conn {
+    id: u64,
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    opened: Instant,
+    /// When the last stream event arrived (control replies and pings do not count: Binance
+    /// answers those on a connection whose streams have gone silent).
+    last_data: Instant,
+    last_ping: Instant,
+    /// When the unanswered client ping was sent.
+    ping_sent: Option<Instant>,
+    ping_payload: u64,
+    /// Whether any subscribed stream delivered an event on this connection.
+    delivered: bool,
+    /// Which of the group's streams delivered on this connection, and how many have not yet.
+    streams_seen: Vec<bool>,
+    streams_missing: usize,
+    /// How long the streams get to deliver their first event before the connection is replaced.
+    first_frame_window: Duration,
+    /// After a failed replacement attempt, when to try again.
+    retry_successor_after: Option<Instant>,
+}
+
+impl Conn {
+    fn open(
+        url: &str,
+        first: bool,
+        streams: usize,
+        first_frame_window: Duration,
+    ) -> Result<Conn, FeedError> {
+        let request = url
+            .into_client_request()
+            .map_err(|e| FeedError::Handshake(e.to_string()))?;
+        let uri = request.uri();
+        let host = uri
+            .host()
+            .ok_or_else(|| FeedError::Handshake("no host in url".into()))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let tls = uri.scheme_str() == Some("wss");
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let tcp = connect_tcp(host, port).map_err(FeedError::Connect)?;
+        tcp.set_nodelay(true).map_err(FeedError::Connect)?;
+        tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            .map_err(FeedError::Connect)?;
+        tcp.set_write_timeout(Some(WRITE_TIMEOUT))
+            .map_err(FeedError::Connect)?;
+        let connector = if tls {
+            Connector::Rustls(tls_config())
+        } else {
+            Connector::Plain
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_FRAME_BYTES))
+            .max_frame_size(Some(MAX_FRAME_BYTES));
+        let (ws, response) =
+            tungstenite::client_tls_with_config(request, tcp, Some(config), Some(connector))
+                .map_err(|e| match e {
+                    HandshakeError::Failure(tungstenite::Error::Http(resp)) => {
+                        FeedError::Handshake(format!("http status {}", resp.status()))
+                    }
+                    HandshakeError::Failure(e) => FeedError::Handshake(e.to_string()),
+                    HandshakeError::Interrupted(_) => FeedError::Handshake("timed out".into()),
+                })?;
+        let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+        let extensions = response
+            .headers()
+            .get("sec-websocket-extensions")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        let what = if first { "connected" } else { "reconnected" };
+        log::info!("conn {id} {what} to {url} (compression: {extensions})");
+        let now = Instant::now();
+        let mut conn = Conn {
+            id,
+            ws,
+            opened: now,
+            last_data: now,
+            last_ping: now,
+            ping_sent: None,
+            ping_payload: 0,
+            delivered: false,
+            streams_seen: vec![false; streams],
+            streams_missing: streams,
+            first_frame_window,
+            retry_successor_after: None,
+        };
+        conn.set_read_timeout(READ_TICK);
+        Ok(conn)
+    }
+
+    fn set_read_timeout(&mut self, timeout: Duration) {
+        let tcp = match self.ws.get_ref() {
+            MaybeTlsStream::Plain(s) => s,
+            MaybeTlsStream::Rustls(s) => s.get_ref(),
+            _ => return,
+        };
+        if let Err(e) = tcp.set_read_timeout(Some(timeout)) {
+            log::warn!("conn {}: cannot set read timeout: {e}", self.id);
+        }
+    }
+
+    /// Staleness and the client ping/pong watchdog.
+    fn check_timers(&mut self, config: &FeedConfig, now: Instant) -> Result<(), FeedError> {
+        if now.duration_since(self.last_data) >= config.stale_after {
+            return Err(FeedError::Stale(config.stale_after));
+        }
+        if self.streams_missing > 0 && now.duration_since(self.opened) >= self.first_frame_window {
+            return Err(FeedError::Silent {
+                streams: self.streams_missing,
+                after: self.first_frame_window,
+            });
+        }
+        if let Some(sent) = self.ping_sent
+            && now.duration_since(sent) >= config.ping_every
+        {
+            return Err(FeedError::PongTimeout(config.ping_every));
+        }
+        if now.duration_since(self.last_ping) >= config.ping_every {
+            self.ping_payload += 1;
+            let payload = self.ping_payload.to_be_bytes().to_vec();
+            self.ws
+                .send(Message::Ping(payload.into()))
+                .map_err(FeedError::Read)?;
+            self.last_ping = now;
+            self.ping_sent.get_or_insert(now);
+        }
+        Ok(())
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
+    for addr in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT) {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// The rustls client configuration: webpki roots, ring provider chosen explicitly (no
+/// process-wide default needed), built once.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots =
+                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}

@@ -1,0 +1,288 @@
+//! `obrec record`: wires reader groups, the bounded queue and the writer together, and shuts
+//! them down in order.
+//!
+//! Shutdown (SIGINT, SIGTERM, end of `--run-minutes`) triggers the token; readers notice within a
+//! read tick, close their sockets and drop their senders; the writer sees the channel close,
+//! drains what is queued, finishes every gzip file and writes the final metrics.
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+mod compress;
+mod event;
+mod feed;
+mod snapshot;
+mod writer;
+
+use crate::error::{Error, Result};
+use crate::market::stream::{Depth, Speed, depth_stream};
+use crate::market::symbol::Symbol;
+use crate::metrics::exporter::Exporter;
+use crate::metrics::{Report, Stats};
+use crate::store::names::{FileKind, book_dir, series};
+use crate::store::salvage;
+use crate::util::shutdown::Shutdown;
+use feed::{FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
+use snapshot::Fetcher;
+use writer::{SymbolFiles, Writer, WriterConfig};
+
+/// Everything a recording run needs, validated.
+#[derive(Clone, Debug)]
+pub struct RecordConfig {
+    /// In the order given, without repeats.
+    pub symbols: Vec<Symbol>,
+    pub depth: Depth,
+    pub speed: Speed,
+    pub endpoint: String,
+    pub rest_endpoint: String,
+    pub data_dir: PathBuf,
+    /// Stop after this long; `None` runs until a signal.
+    pub run_for: Option<Duration>,
+    pub print_every: Duration,
+    pub stale_after: Duration,
+    pub ping_every: Duration,
+    pub max_conn_age: Duration,
+    pub file_period: Duration,
+    pub flush_every: Duration,
+    pub queue: usize,
+    pub gzip_level: u32,
+    /// Serve Prometheus `/metrics` and `/healthz` here.
+    pub metrics_addr: Option<String>,
+}
+
+/// Where Binance serves USD-M depth streams since the 2026 route split.
+pub const DEFAULT_ENDPOINT: &str = "wss://fstream.binance.com/public";
+/// Where Binance serves USD-M REST snapshots.
+pub const DEFAULT_REST_ENDPOINT: &str = "https://fapi.binance.com";
+/// Binance closes a connection at 24 h; the replacement opens half an hour before.
+pub const DEFAULT_MAX_CONN_AGE: Duration = Duration::from_secs(23 * 3600 + 1800);
+
+impl Default for RecordConfig {
+    /// The seed's run: ETHUSDT, partial depth 5 at 100 ms, into `data/`, until a signal. Every
+    /// flag of `obrec record` and the demo start from these.
+    fn default() -> RecordConfig {
+        RecordConfig {
+            symbols: vec![Symbol::new("ETHUSDT").expect("a valid symbol")],
+            depth: Depth::Partial(5),
+            speed: Speed::Ms100,
+            endpoint: DEFAULT_ENDPOINT.into(),
+            rest_endpoint: DEFAULT_REST_ENDPOINT.into(),
+            data_dir: PathBuf::from("data"),
+            run_for: None,
+            // The seed's SUMMARY interval.
+            print_every: Duration::from_secs(10),
+            // A depth stream delivers at least every 500 ms: 10 s of silence is a dead feed.
+            stale_after: Duration::from_secs(10),
+            // Binance drops a client silent for 10 min; 20 s finds a dead peer long before.
+            ping_every: Duration::from_secs(20),
+            max_conn_age: DEFAULT_MAX_CONN_AGE,
+            // An hour per file: small enough to ship, few enough files for a month.
+            file_period: Duration::from_secs(3600),
+            // At most a second of data lost to a kill.
+            flush_every: Duration::from_secs(1),
+            // Seconds of a whole market's events: room for a slow disk to catch up.
+            queue: 65536,
+            // Most of level 9's ratio at a third of level 6's cost.
+            gzip_level: 3,
+            metrics_addr: None,
+        }
+    }
+}
+
+impl RecordConfig {
+    /// `<data-dir>/order_book`.
+    pub fn book_dir(&self) -> PathBuf {
+        book_dir(&self.data_dir)
+    }
+
+    /// Creates the output directory and proves it writable, before anything else is written.
+    pub fn preflight(&self) -> Result<()> {
+        let dir = self.book_dir();
+        let unusable = |e: std::io::Error| {
+            Error::Invalid(format!("data dir {} is not writable: {e}", dir.display()))
+        };
+        fs::create_dir_all(&dir).map_err(unusable)?;
+        let probe = dir.join(".obrec-write-test");
+        fs::write(&probe, b"").map_err(unusable)?;
+        fs::remove_file(&probe).map_err(unusable)
+    }
+}
+
+/// Records until the token triggers or `run_for` passes; returns the final report.
+pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
+    let dir = config.book_dir();
+    fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e))?;
+    let own: Vec<String> = config
+        .symbols
+        .iter()
+        .flat_map(|s| [series(s, FileKind::Depth), series(s, FileKind::Snapshot)])
+        .collect();
+    // A crash leaves .part files: finish them before new ones are started.
+    if let Err(e) = salvage::salvage_dir(&dir, &own, config.gzip_level) {
+        log::error!("crash recovery stopped: {e}");
+    }
+    let groups = config
+        .symbols
+        .chunks(MAX_STREAMS_PER_CONNECTION)
+        .map(|chunk| chunk[0].to_string())
+        .collect();
+    let stats = Arc::new(Stats::new(config.symbols.len(), groups));
+    let exporter = match &config.metrics_addr {
+        Some(addr) => {
+            let exporter = Exporter::start(
+                addr,
+                Arc::clone(&stats),
+                config.stale_after,
+                shutdown.clone(),
+            )?;
+            println!("metrics on http://{}/metrics", exporter.local_addr());
+            log::info!("metrics on http://{}/metrics", exporter.local_addr());
+            Some(exporter)
+        }
+        None => None,
+    };
+    let (tx, rx) = crossbeam_channel::bounded(config.queue);
+
+    let files: Vec<SymbolFiles> = config
+        .symbols
+        .iter()
+        .map(|s| SymbolFiles {
+            symbol: s.clone(),
+            stream: depth_stream(s, config.depth, config.speed),
+        })
+        .collect();
+    let writer = Writer::new(
+        WriterConfig {
+            dir,
+            symbols: files.clone(),
+            file_period: config.file_period,
+            flush_every: config.flush_every,
+            print_every: config.print_every,
+            gzip_level: config.gzip_level,
+        },
+        Arc::clone(&stats),
+    )?;
+    let writer = thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || writer.run(rx))
+        .map_err(|e| Error::Spawn("writer", e))?;
+
+    let feed = FeedConfig {
+        endpoint: config.endpoint.clone(),
+        stale_after: config.stale_after,
+        ping_every: config.ping_every,
+        max_conn_age: config.max_conn_age,
+    };
+    let subs: Vec<Subscription> = files
+        .into_iter()
+        .enumerate()
+        .map(|(symbol, f)| Subscription {
+            symbol,
+            stream: f.stream,
+        })
+        .collect();
+    // Diff depth needs REST snapshots: one fetcher thread serves every group.
+    let (fetcher, snapshot_requests) = if config.depth == Depth::Diff {
+        let (req_tx, req_rx) = crossbeam_channel::unbounded();
+        let worker = Fetcher::new(
+            config.rest_endpoint.clone(),
+            config.symbols.clone(),
+            Arc::clone(&stats),
+        );
+        let token = shutdown.clone();
+        let handle = thread::Builder::new()
+            .name("snapshots".into())
+            .spawn(move || worker.run(req_rx, token))
+            .map_err(|e| Error::Spawn("snapshots", e))?;
+        (Some(handle), Some(req_tx))
+    } else {
+        (None, None)
+    };
+    let mut readers = Vec::new();
+    for (n, chunk) in subs.chunks(MAX_STREAMS_PER_CONNECTION).enumerate() {
+        let mut group = Group::new(
+            n,
+            feed.clone(),
+            chunk.to_vec(),
+            tx.clone(),
+            Arc::clone(&stats),
+            shutdown.clone(),
+        );
+        if let Some(requests) = &snapshot_requests {
+            group = group.with_snapshots(requests.clone());
+        }
+        let spawned = thread::Builder::new()
+            .name(format!("reader-{}", n + 1))
+            .spawn(move || group.run());
+        match spawned {
+            Ok(handle) => readers.push(handle),
+            Err(e) => {
+                shutdown.trigger();
+                log::error!("cannot start reader thread: {e}");
+                break;
+            }
+        }
+    }
+    drop(tx);
+    drop(snapshot_requests);
+    log::info!(
+        "recording {} symbol(s) over {} connection group(s) to {}",
+        config.symbols.len(),
+        readers.len(),
+        config.book_dir().display()
+    );
+
+    wait(config.run_for, shutdown, &writer);
+    shutdown.trigger();
+    for reader in readers {
+        if reader.join().is_err() {
+            log::error!("a reader thread panicked");
+        }
+    }
+    if let Some(exporter) = exporter {
+        exporter.join();
+    }
+    if let Some(fetcher) = fetcher
+        && fetcher.join().is_err()
+    {
+        log::error!("the snapshot thread panicked");
+    }
+    let report = writer.join().unwrap_or_else(|_| {
+        Err(Error::file(
+            config.book_dir(),
+            std::io::Error::other("writer thread panicked"),
+        ))
+    });
+    // The supervisor restarts us on exit 1; the log says why.
+    let report = report.inspect_err(|e| log::error!("writer stopped: {e}"))?;
+    println!("{}", report.summary_line());
+    log::info!("final {}", report.summary_line());
+    Ok(report)
+}
+
+/// Returns when the token triggers, `run_for` passes, or the writer stopped on its own (a file
+/// error).
+fn wait(
+    run_for: Option<Duration>,
+    shutdown: &Shutdown,
+    writer: &thread::JoinHandle<Result<Report>>,
+) {
+    /// How often the writer thread is checked for an early end.
+    const CHECK: Duration = Duration::from_millis(200);
+    let deadline = run_for.map(|d| Instant::now() + d);
+    loop {
+        let slice = deadline.map_or(CHECK, |d| {
+            d.saturating_duration_since(Instant::now()).min(CHECK)
+        });
+        if shutdown.wait_timeout(slice) || writer.is_finished() {
+            return;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            log::info!("run time reached");
+            return;
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! The writer thread: records in, gzip NDJSON files and `metrics.json` out.
+//!
+//! Each file is a series of complete gzip members. Lines accumulate per symbol in memory and are
+//! handed to the [`compress`](crate::compress) stage as one member when the buffer is large or
+//! `--flush-ms` has passed; it compresses the member and writes it with a single `write`. So at
+//! any instant the file on disk is valid gzip up to its last flush: `zcat`, Python's `gzip` and
+//! pandas read a live `.part` file, or one left by `kill -9`, without an error. One compressor
+//! serves every symbol, which keeps memory flat with hundreds of symbols. A finished file is
+//! fsynced, then renamed from `.part` to its final name.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::error::{Error, Result};
+use crate::market::symbol::Symbol;
+use crate::metrics::{Metrics, Report, ReportClock, Stats};
+use crate::recorder::compress::{self, Done, Job};
+use crate::recorder::event::{DepthRecord, Event, SnapshotRecord};
+use crate::store::gzip::MEMBER_BYTES;
+use crate::store::line::{SnapshotLine, encode_depth, encode_snapshot};
+use crate::store::names::{FileKind, METRICS_FILE, series};
+use crate::store::staged::{OpenFile, create_unique, write_atomic};
+use crate::util::clock::wall_ns;
+
+/// Longest interval between checks of the flush deadlines.
+const MAX_FLUSH_CHECK: Duration = Duration::from_millis(50);
+/// Line bytes handed to the compression stage and not yet written. Past this the writer waits
+/// for the stage, and the queue in front of it absorbs the burst: a bound on memory, sixteen
+/// full members, far more than the stage holds at any rate it keeps up with.
+const MAX_IN_FLIGHT: usize = 16 * MEMBER_BYTES;
+/// Events taken from the queue in one go before the clocks are looked at.
+const RECV_BATCH: usize = 256;
+/// A drain at least this large means events arrive faster than one per wake-up is worth.
+const BUSY_BATCH: usize = 16;
+/// How long a busy writer naps before taking the next batch: short against `--flush-ms`, long
+/// against the cost of a wake-up.
+const BUSY_NAP: Duration = Duration::from_micros(200);
+/// How often the writer looks for files whose period has ended.
+const PERIOD_CHECK: Duration = Duration::from_secs(1);
+
+/// How a symbol's data is laid out on disk.
+#[derive(Clone, Debug)]
+pub struct SymbolFiles {
+    /// As written in each line and, in lower case, in file names.
+    pub symbol: Symbol,
+    /// The combined-stream name, as written in each line.
+    pub stream: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// `<data-dir>/order_book`.
+    pub dir: PathBuf,
+    pub symbols: Vec<SymbolFiles>,
+    /// Length of a data file's period; periods are aligned to UTC midnight.
+    pub file_period: Duration,
+    /// Most time a received line may sit only in memory.
+    pub flush_every: Duration,
+    /// SUMMARY and `metrics.json` refresh.
+    pub print_every: Duration,
+    pub gzip_level: u32,
+}
+
+/// One symbol's (or snapshot stream's) current file.
+struct Sink {
+    /// The file series, e.g. `ethusdt_depth`.
+    series: String,
+    /// Lines not yet compressed.
+    pending: Vec<u8>,
+    /// When the oldest pending line arrived (monotonic, for the flush deadline).
+    pending_since: Option<Instant>,
+    /// Receipt time of the first line of the current period, which names the file.
+    first_ns: u64,
+    /// The UTC period of the open file and pending lines.
+    period: Option<u64>,
+    open: Option<Arc<OpenFile>>,
+}
+
+impl Sink {
+    fn new(series: String) -> Sink {
+        Sink {
+            series,
+            pending: Vec::new(),
+            pending_since: None,
+            first_ns: 0,
+            period: None,
+            open: None,
+        }
+    }
+}
+
+/// The writer's end of the compression stage.
+struct Stage {
+    /// Dropped to tell the stage there is nothing more.
+    jobs: Option<Sender<Vec<Job>>>,
+    /// Jobs of this turn of the loop, sent together at its end.
+    outbox: Vec<Job>,
+    done: Receiver<Done>,
+    thread: Option<JoinHandle<()>>,
+    /// Line bytes sent and not yet reported done.
+    in_flight: usize,
+}
+
+/// Files, the compression stage and metrics: everything the writer thread owns.
+pub struct Writer {
+    config: WriterConfig,
+    depth: Vec<Sink>,
+    snapshots: Vec<Sink>,
+    stage: Stage,
+    metrics: Metrics,
+    stats: Arc<Stats>,
+    started: Instant,
+    last_report: Instant,
+}
+
+impl Writer {
+    /// Prepares the files' bookkeeping and starts the compression thread.
+    pub fn new(config: WriterConfig, stats: Arc<Stats>) -> Result<Writer> {
+        let sinks = |kind| {
+            config
+                .symbols
+                .iter()
+                .map(|s| Sink::new(series(&s.symbol, kind)))
+                .collect()
+        };
+        let (depth, snapshots) = (sinks(FileKind::Depth), sinks(FileKind::Snapshot));
+        let metrics = Metrics::new(
+            config
+                .symbols
+                .iter()
+                .map(|s| s.symbol.to_string())
+                .collect(),
+        );
+        let (jobs, jobs_rx) = crossbeam_channel::unbounded();
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let level = config.gzip_level;
+        let thread = std::thread::Builder::new()
+            .name("compress".into())
+            .spawn(move || compress::run(level, jobs_rx, done_tx))
+            .map_err(|e| Error::Spawn("compress", e))?;
+        let now = Instant::now();
+        Ok(Writer {
+            config,
+            depth,
+            snapshots,
+            stage: Stage {
+                jobs: Some(jobs),
+                outbox: Vec::new(),
+                done,
+                thread: Some(thread),
+                in_flight: 0,
+            },
+            metrics,
+            stats,
+            started: now,
+            last_report: now,
+        })
+    }
+
+    /// Runs until every sender is gone, then finishes every file and writes the final metrics.
+    ///
+    /// On a file error the run ends: the error is returned after a best effort to finish the other
+    /// files and write final metrics, so a supervisor restart starts from intact files.
+    pub fn run(mut self, rx: Receiver<Event>) -> Result<Report> {
+        let result = self.pump(&rx);
+        // Stop the readers' sends from piling up while files are finished.
+        drop(rx);
+        let closed = self.close_all();
+        let drained = self.drain_stage();
+        // The stage is gone, so the final figures include every byte it wrote.
+        let report = self.report();
+        let written = write_atomic(&self.config.dir.join(METRICS_FILE), &report.1);
+        result
+            .and(closed)
+            .and(drained)
+            .and(written)
+            .map(|()| report.0)
+    }
+
+    fn pump(&mut self, rx: &Receiver<Event>) -> Result<()> {
+        let check_every =
+            (self.config.flush_every / 10).clamp(Duration::from_millis(1), MAX_FLUSH_CHECK);
+        let mut next_check = Instant::now() + check_every;
+        let mut next_period_check = Instant::now() + PERIOD_CHECK;
+        let mut next_report = Instant::now() + self.config.print_every;
+        let mut busy = false;
+        loop {
+            let timeout = next_check
+                .min(next_report)
+                .saturating_duration_since(Instant::now());
+            if busy && !timeout.is_zero() {
+                // Under load, napping beats being woken for every event: a wake-up costs both
+                // threads a context switch, a nap lets a batch pile up.
+                std::thread::sleep(BUSY_NAP.min(timeout));
+            }
+            let mut taken = 0;
+            match rx.recv_timeout(if busy { Duration::ZERO } else { timeout }) {
+                Ok(event) => {
+                    self.metrics.observe_queue_depth(rx.len());
+                    self.handle(event)?;
+                    taken = 1;
+                    // Take what else is queued before looking at the clocks.
+                    for event in rx.try_iter().take(RECV_BATCH) {
+                        self.handle(event)?;
+                        taken += 1;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            busy = taken >= BUSY_BATCH;
+            while let Ok(done) = self.stage.done.try_recv() {
+                self.settle(done)?;
+            }
+            let now = Instant::now();
+            if now >= next_check {
+                self.flush_due(now, check_every)?;
+                next_check = now + check_every;
+            }
+            if now >= next_period_check {
+                self.close_finished_periods()?;
+                next_period_check = now + PERIOD_CHECK;
+            }
+            if now >= next_report {
+                let (report, body) = self.report();
+                // A rename can wait seconds on a disk busy with writeback: the stage does it.
+                let path = self.config.dir.join(METRICS_FILE);
+                self.queue(Job::Replace { path, body })?;
+                println!("{}", report.summary_line());
+                log::info!("{}", report.summary_line());
+                next_report += self.config.print_every;
+                if next_report < now {
+                    next_report = now + self.config.print_every;
+                }
+            }
+            self.dispatch()?;
+        }
+    }
+
+    fn handle(&mut self, event: Event) -> Result<()> {
+        match event {
+            Event::Depth(rec) => self.depth_line(&rec),
+            Event::Snapshot(snap) => self.snapshot_line(&snap),
+        }
+    }
+
+    fn depth_line(&mut self, rec: &DepthRecord) -> Result<()> {
+        if rec.symbol >= self.depth.len() {
+            return Ok(());
+        }
+        let period = self.period_of(rec.recv_ns);
+        self.enter_period(Kind::Depth, rec.symbol, period, rec.recv_ns)?;
+        let pipeline_ns = rec.recv_at.elapsed().as_nanos() as u64;
+        let spec = &self.config.symbols[rec.symbol];
+        let sink = &mut self.depth[rec.symbol];
+        let line = rec.line(spec.symbol.as_str(), &spec.stream, pipeline_ns / 1_000);
+        encode_depth(&mut sink.pending, &line);
+        sink.pending_since.get_or_insert_with(Instant::now);
+        self.metrics.observe_pipeline(pipeline_ns);
+        self.metrics
+            .observe(rec.symbol, rec.recv_ns, rec.event_ms, rec.ids);
+        if self.depth[rec.symbol].pending.len() >= MEMBER_BYTES {
+            self.emit(Kind::Depth, rec.symbol)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot_line(&mut self, snap: &SnapshotRecord) -> Result<()> {
+        if snap.symbol >= self.snapshots.len() {
+            return Ok(());
+        }
+        let period = self.period_of(snap.recv_ns);
+        self.enter_period(Kind::Snapshot, snap.symbol, period, snap.recv_ns)?;
+        let spec = &self.config.symbols[snap.symbol];
+        let sink = &mut self.snapshots[snap.symbol];
+        let line = SnapshotLine {
+            recv_ns: snap.recv_ns,
+            symbol: spec.symbol.as_str(),
+            last_update_id: snap.last_update_id,
+            data: &snap.body,
+        };
+        encode_snapshot(&mut sink.pending, &line);
+        // Snapshots are rare and a replay needs them with their events: write at once.
+        self.emit(Kind::Snapshot, snap.symbol)
+    }
+
+    fn period_of(&self, recv_ns: u64) -> u64 {
+        recv_ns / self.config.file_period.as_nanos().max(1) as u64
+    }
+
+    fn sink(&mut self, kind: Kind, symbol: usize) -> &mut Sink {
+        match kind {
+            Kind::Depth => &mut self.depth[symbol],
+            Kind::Snapshot => &mut self.snapshots[symbol],
+        }
+    }
+
+    /// Makes `period` the sink's current one, finishing the file of an earlier period first.
+    fn enter_period(&mut self, kind: Kind, symbol: usize, period: u64, recv_ns: u64) -> Result<()> {
+        match self.sink(kind, symbol).period {
+            Some(current) if current >= period => return Ok(()),
+            Some(_) => self.finish(kind, symbol)?,
+            None => {}
+        }
+        let sink = self.sink(kind, symbol);
+        sink.period = Some(period);
+        sink.first_ns = recv_ns;
+        Ok(())
+    }
+
+    /// Hands the pending lines to the compression stage as one member of the sink's file, opening
+    /// the file on its first member.
+    fn emit(&mut self, kind: Kind, symbol: usize) -> Result<()> {
+        if self.sink(kind, symbol).pending.is_empty() {
+            return Ok(());
+        }
+        let file = match &self.sink(kind, symbol).open {
+            Some(open) => Arc::clone(open),
+            None => {
+                let opened = Arc::new(self.open_file(kind, symbol)?);
+                self.sink(kind, symbol).open = Some(Arc::clone(&opened));
+                opened
+            }
+        };
+        let sink = self.sink(kind, symbol);
+        // A busy symbol fills the next member to the same size: one allocation per member.
+        let next = Vec::with_capacity(sink.pending.len() + sink.pending.len() / 8);
+        let lines = std::mem::replace(&mut sink.pending, next);
+        sink.pending_since = None;
+        self.queue(Job::Member { file, lines })
+    }
+
+    /// Adds a job to this turn's batch; past [`MAX_IN_FLIGHT`], sends it and waits for the stage.
+    fn queue(&mut self, job: Job) -> Result<()> {
+        if let Job::Member { lines, .. } = &job {
+            self.stage.in_flight += lines.len();
+        }
+        self.stage.outbox.push(job);
+        if self.stage.in_flight <= MAX_IN_FLIGHT {
+            return Ok(());
+        }
+        self.dispatch()?;
+        while self.stage.in_flight > MAX_IN_FLIGHT {
+            match self.stage.done.recv() {
+                Ok(done) => self.settle(done)?,
+                Err(_) => return Err(self.stage_gone()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends this turn's jobs to the stage as one batch.
+    fn dispatch(&mut self) -> Result<()> {
+        if self.stage.outbox.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.stage.outbox);
+        match self.stage.jobs.as_ref().map(|jobs| jobs.send(batch)) {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self.stage_gone()),
+        }
+    }
+
+    /// Accounts for a batch the stage has done.
+    fn settle(&mut self, done: Done) -> Result<()> {
+        self.stage.in_flight -= done.lines;
+        self.metrics.add_bytes_written(done.written);
+        done.result
+    }
+
+    fn stage_gone(&self) -> Error {
+        Error::Thread("compress")
+    }
+
+    /// Lets the stage finish every job sent, then waits for it to end. Carries on past errors so
+    /// that the report counts every byte written; returns the first.
+    fn drain_stage(&mut self) -> Result<()> {
+        let mut first_error = self.dispatch().err();
+        self.stage.jobs = None;
+        while let Ok(done) = self.stage.done.recv() {
+            if let Err(e) = self.settle(done) {
+                log::error!("{e}");
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(thread) = self.stage.thread.take()
+            && thread.join().is_err()
+        {
+            first_error.get_or_insert(self.stage_gone());
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Opens the file for the sink's current period, named after the period start or, when the
+    /// data starts later (a new run, a quiet symbol), after its first line.
+    fn open_file(&mut self, kind: Kind, symbol: usize) -> Result<OpenFile> {
+        let period_secs = self.config.file_period.as_secs().max(1);
+        let dir = self.config.dir.clone();
+        let sink = self.sink(kind, symbol);
+        let period_start = sink.period.unwrap_or_default() * period_secs;
+        let first_line = sink.first_ns / 1_000_000_000;
+        let open = create_unique(&dir, &sink.series, period_start.max(first_line))?;
+        log::info!("opened {}", open.part.display());
+        Ok(open)
+    }
+
+    /// Writes the sinks whose oldest pending line is about to be `--flush-ms` old.
+    fn flush_due(&mut self, now: Instant, check_every: Duration) -> Result<()> {
+        let age = self.config.flush_every.saturating_sub(check_every);
+        for symbol in 0..self.depth.len() {
+            let due = self.depth[symbol]
+                .pending_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= age);
+            if due {
+                self.emit(Kind::Depth, symbol)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes files of periods that are over, so a quiet symbol's file does not stay `.part`.
+    fn close_finished_periods(&mut self) -> Result<()> {
+        let current = self.period_of(wall_ns());
+        for kind in [Kind::Depth, Kind::Snapshot] {
+            for symbol in 0..self.depth.len() {
+                if self.sink(kind, symbol).period.is_some_and(|p| p < current) {
+                    self.finish(kind, symbol)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the pending lines, then has the stage fsync the file and rename it to its final
+    /// name; the sink has no period until its next line.
+    fn finish(&mut self, kind: Kind, symbol: usize) -> Result<()> {
+        self.emit(kind, symbol)?;
+        let sink = self.sink(kind, symbol);
+        sink.period = None;
+        match sink.open.take() {
+            Some(open) => self.queue(Job::Finish(open)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes out everything pending and finishes every file, carrying on past errors so one bad
+    /// file does not cost the others.
+    fn close_all(&mut self) -> Result<()> {
+        let mut first_error = None;
+        for kind in [Kind::Depth, Kind::Snapshot] {
+            for symbol in 0..self.depth.len() {
+                if let Err(e) = self.finish(kind, symbol) {
+                    log::error!("{e}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Builds the report, publishes it to the exporter and returns it with `metrics.json`'s body.
+    fn report(&mut self) -> (Report, Vec<u8>) {
+        let now = Instant::now();
+        let clock = ReportClock {
+            now: SystemTime::now(),
+            runtime_secs: now.duration_since(self.started).as_secs_f64(),
+            window_secs: now.duration_since(self.last_report).as_secs_f64(),
+        };
+        self.last_report = now;
+        let report = self.metrics.report(&clock, &self.stats.counters());
+        let body = serde_json::to_vec_pretty(&report).expect("report serialises");
+        *self.stats.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
+        (report, body)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Depth,
+    Snapshot,
+}

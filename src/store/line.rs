@@ -1,0 +1,470 @@
+//! The on-disk line layouts: how a record becomes one line of NDJSON, and how a line is read
+//! back. Every writer (the recorder, `import`, salvage) and every reader (`replay`, `serve`,
+//! `export`) goes through here, so the layout is written down once.
+//!
+//! A depth line:
+//!
+//! ```text
+//! {"timestamp":"…","symbol":"ETHUSDT","ts_recv":…,"E":…,"T":…,"U":…,"u":…,"pu":…,
+//!  "latency_event_ms":…,"latency_pipeline_ms":…,"recv_ns":…,"conn":…,"stream":"…","data":{…}}
+//! ```
+//!
+//! The seed's keys come first; `data` is the exchange payload byte for byte and comes last, so a
+//! reader can find it without parsing it. A snapshot line is
+//! `{"recv_ns":…,"symbol":"…","lastUpdateId":…,"data":{…REST body as received…}}`.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::market::sequence::Ids;
+use crate::util::clock::push_iso_millis;
+
+/// One depth event as a line holds it, borrowed: what [`encode_depth`] writes and
+/// [`parse_depth`] reads back.
+#[derive(Debug, PartialEq)]
+pub struct DepthLine<'a> {
+    /// Upper case, as payloads spell it.
+    pub symbol: &'a str,
+    /// The combined-stream name it arrived on.
+    pub stream: &'a str,
+    /// The `data` payload exactly as received.
+    pub data: &'a str,
+    /// `E`, event time in ms.
+    pub event_ms: u64,
+    /// `T`, transaction time in ms, when the event has one.
+    pub trade_ms: Option<u64>,
+    pub ids: Ids,
+    /// `latency_pipeline_ms` in µs: receipt to the compressor; `None` where nobody measured it.
+    pub pipeline_us: Option<u64>,
+    /// Wall clock at receipt, ns since the Unix epoch.
+    pub recv_ns: u64,
+    /// The connection that delivered it (1, 2, … within a run): a change marks a reconnect.
+    pub conn: u64,
+}
+
+impl DepthLine<'_> {
+    /// Receipt minus event time in µs; negative when the local clock runs behind the exchange's.
+    pub fn event_latency_us(&self) -> i64 {
+        (self.recv_ns / 1_000) as i64 - (self.event_ms as i64) * 1_000
+    }
+}
+
+/// Appends one depth line (with its newline) to `out`.
+///
+/// Every value is formatted without floating point so the printed milliseconds are exact.
+pub fn encode_depth(out: &mut Vec<u8>, line: &DepthLine) {
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    push_iso_millis(out, line.event_ms);
+    out.extend_from_slice(b"\",\"symbol\":\"");
+    out.extend_from_slice(line.symbol.as_bytes());
+    out.extend_from_slice(b"\",\"ts_recv\":");
+    push_millis(out, (line.recv_ns / 1_000) as i64);
+    out.extend_from_slice(b",\"E\":");
+    out.extend_from_slice(num.format(line.event_ms).as_bytes());
+    out.extend_from_slice(b",\"T\":");
+    match line.trade_ms {
+        Some(t) => out.extend_from_slice(num.format(t).as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"U\":");
+    out.extend_from_slice(num.format(line.ids.first).as_bytes());
+    out.extend_from_slice(b",\"u\":");
+    out.extend_from_slice(num.format(line.ids.last).as_bytes());
+    out.extend_from_slice(b",\"pu\":");
+    out.extend_from_slice(num.format(line.ids.prev).as_bytes());
+    out.extend_from_slice(b",\"latency_event_ms\":");
+    push_millis(out, line.event_latency_us());
+    out.extend_from_slice(b",\"latency_pipeline_ms\":");
+    match line.pipeline_us {
+        Some(us) => push_millis(out, i64::try_from(us).unwrap_or(i64::MAX)),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"recv_ns\":");
+    out.extend_from_slice(num.format(line.recv_ns).as_bytes());
+    out.extend_from_slice(b",\"conn\":");
+    out.extend_from_slice(num.format(line.conn).as_bytes());
+    out.extend_from_slice(b",\"stream\":\"");
+    out.extend_from_slice(line.stream.as_bytes());
+    out.extend_from_slice(b"\",\"data\":");
+    out.extend_from_slice(line.data.as_bytes());
+    out.extend_from_slice(b"}\n");
+}
+
+/// The fields of a line, for lines not in [`encode_depth`]'s exact layout.
+#[derive(Deserialize)]
+#[allow(non_snake_case)]
+struct DepthFields<'a> {
+    #[serde(borrow)]
+    symbol: &'a str,
+    #[serde(borrow)]
+    stream: &'a str,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    E: u64,
+    T: Option<u64>,
+    U: u64,
+    u: u64,
+    pu: u64,
+    latency_pipeline_ms: Option<f64>,
+    recv_ns: u64,
+    conn: u64,
+}
+
+/// Parses a depth line, with or without its newline.
+///
+/// Lines in the layout [`encode_depth`] writes — every line obrec writes — are read by a scanner
+/// that walks the keys in that order and never looks inside `data`, which is what makes replay
+/// run at the speed of decompression: the payload was a parsed frame when it was written and the
+/// gzip CRC vouches for its bytes since. Anything else (another key order, escapes, whitespace)
+/// goes through a full JSON parse.
+pub fn parse_depth(line: &[u8]) -> Result<DepthLine<'_>, String> {
+    if let Some(parsed) = scan_depth(line) {
+        return Ok(parsed);
+    }
+    let f: DepthFields =
+        serde_json::from_slice(line).map_err(|e| format!("not a depth line: {e}"))?;
+    Ok(DepthLine {
+        symbol: f.symbol,
+        stream: f.stream,
+        data: f.data.get(),
+        event_ms: f.E,
+        trade_ms: f.T,
+        ids: Ids {
+            first: f.U,
+            last: f.u,
+            prev: f.pu,
+        },
+        pipeline_us: f
+            .latency_pipeline_ms
+            .filter(|ms| *ms >= 0.0)
+            .map(|ms| (ms * 1e3).round() as u64),
+        recv_ns: f.recv_ns,
+        conn: f.conn,
+    })
+}
+
+/// The fast path of [`parse_depth`]; `None` when the line is not in the exact layout.
+fn scan_depth(line: &[u8]) -> Option<DepthLine<'_>> {
+    let mut c = Cursor {
+        rest: line.strip_suffix(b"\n").unwrap_or(line),
+    };
+    c.tag(b"{\"timestamp\":\"")?;
+    c.string()?;
+    c.tag(b",\"symbol\":\"")?;
+    let symbol = c.string()?;
+    c.tag(b",\"ts_recv\":")?;
+    c.millis()?;
+    c.tag(b",\"E\":")?;
+    let event_ms = c.integer()?;
+    c.tag(b",\"T\":")?;
+    let trade_ms = match c.tag(b"null") {
+        Some(()) => None,
+        None => Some(c.integer()?),
+    };
+    c.tag(b",\"U\":")?;
+    let first = c.integer()?;
+    c.tag(b",\"u\":")?;
+    let last = c.integer()?;
+    c.tag(b",\"pu\":")?;
+    let prev = c.integer()?;
+    c.tag(b",\"latency_event_ms\":")?;
+    c.millis()?;
+    c.tag(b",\"latency_pipeline_ms\":")?;
+    let pipeline_us = c.millis()?;
+    c.tag(b",\"recv_ns\":")?;
+    let recv_ns = c.integer()?;
+    c.tag(b",\"conn\":")?;
+    let conn = c.integer()?;
+    c.tag(b",\"stream\":\"")?;
+    let stream = c.string()?;
+    c.tag(b",\"data\":")?;
+    // The payload is an object and the line closes right after it.
+    let data = c.rest.strip_suffix(b"}")?;
+    if !(data.starts_with(b"{") && data.ends_with(b"}")) {
+        return None;
+    }
+    Some(DepthLine {
+        symbol,
+        stream,
+        data: std::str::from_utf8(data).ok()?,
+        event_ms,
+        trade_ms,
+        ids: Ids { first, last, prev },
+        pipeline_us: u64::try_from(pipeline_us).ok(),
+        recv_ns,
+        conn,
+    })
+}
+
+/// A position in a line for [`scan_depth`].
+struct Cursor<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn tag(&mut self, tag: &[u8]) -> Option<()> {
+        self.rest = self.rest.strip_prefix(tag)?;
+        Some(())
+    }
+
+    /// The rest of a string whose opening quote is consumed, and its closing quote; `None` for
+    /// a string with escapes, which the JSON parser decodes instead.
+    fn string(&mut self) -> Option<&'a str> {
+        let end = memchr::memchr(b'"', self.rest)?;
+        let text = &self.rest[..end];
+        if text.contains(&b'\\') {
+            return None;
+        }
+        self.rest = &self.rest[end + 1..];
+        std::str::from_utf8(text).ok()
+    }
+
+    /// An unsigned integer that fits in a u64.
+    fn integer(&mut self) -> Option<u64> {
+        let mut value: u64 = 0;
+        let mut digits = 0;
+        for &b in self.rest.iter().take_while(|b| b.is_ascii_digit()) {
+            value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+            digits += 1;
+        }
+        if digits == 0 {
+            return None;
+        }
+        self.rest = &self.rest[digits..];
+        Some(value)
+    }
+
+    /// Milliseconds with exactly three decimals, as [`push_millis`] writes them, in µs.
+    fn millis(&mut self) -> Option<i64> {
+        let negative = self.tag(b"-").is_some();
+        let whole = self.integer()?;
+        self.tag(b".")?;
+        let [a, b, c, ..] = *self.rest else {
+            return None;
+        };
+        if ![a, b, c].iter().all(u8::is_ascii_digit)
+            || self.rest.get(3).is_some_and(u8::is_ascii_digit)
+        {
+            return None;
+        }
+        self.rest = &self.rest[3..];
+        let frac = u64::from(a - b'0') * 100 + u64::from(b - b'0') * 10 + u64::from(c - b'0');
+        let us = i64::try_from(whole.checked_mul(1_000)?.checked_add(frac)?).ok()?;
+        Some(if negative { -us } else { us })
+    }
+}
+
+/// Writes a µs quantity as milliseconds with exactly three decimals (`-0.250`, `79.000`).
+fn push_millis(out: &mut Vec<u8>, us: i64) {
+    if us < 0 {
+        out.push(b'-');
+    }
+    let us = us.unsigned_abs();
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(num.format(us / 1_000).as_bytes());
+    let frac = us % 1_000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+/// One REST snapshot as a line holds it, borrowed.
+#[derive(Debug, PartialEq, Deserialize)]
+pub struct SnapshotLine<'a> {
+    /// Wall clock when the body arrived, ns since the Unix epoch.
+    pub recv_ns: u64,
+    #[serde(borrow)]
+    pub symbol: &'a str,
+    /// The snapshot's `lastUpdateId`, also inside `data`; at top level so a reader need not
+    /// parse the body to place the snapshot in the event chain.
+    #[serde(rename = "lastUpdateId")]
+    pub last_update_id: u64,
+    /// The REST body exactly as received.
+    #[serde(borrow, deserialize_with = "raw_str")]
+    pub data: &'a str,
+}
+
+fn raw_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'de str, D::Error> {
+    <&RawValue>::deserialize(d).map(RawValue::get)
+}
+
+/// Appends one snapshot line (with its newline) to `out`.
+pub fn encode_snapshot(out: &mut Vec<u8>, line: &SnapshotLine) {
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"recv_ns\":");
+    out.extend_from_slice(num.format(line.recv_ns).as_bytes());
+    out.extend_from_slice(b",\"symbol\":\"");
+    out.extend_from_slice(line.symbol.as_bytes());
+    out.extend_from_slice(b"\",\"lastUpdateId\":");
+    out.extend_from_slice(num.format(line.last_update_id).as_bytes());
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(line.data.as_bytes());
+    out.extend_from_slice(b"}\n");
+}
+
+/// Parses a snapshot line, with or without its newline.
+pub fn parse_snapshot(line: &[u8]) -> Result<SnapshotLine<'_>, String> {
+    serde_json::from_slice(line).map_err(|e| format!("not a snapshot line: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATA: &str = r#"{"e":"depthUpdate","E":1723161256184,"T":1723161256177,"s":"BTCUSDT","U":5123107850310,"u":5123107853551,"pu":5123107850146,"b":[["61000.10","1.5"]],"a":[]}"#;
+    const IDS: Ids = Ids {
+        first: 5123107850310,
+        last: 5123107853551,
+        prev: 5123107850146,
+    };
+
+    fn depth(
+        recv_ns: u64,
+        trade_ms: Option<u64>,
+        conn: u64,
+        pipeline_us: u64,
+    ) -> DepthLine<'static> {
+        DepthLine {
+            symbol: "BTCUSDT",
+            stream: "btcusdt@depth@0ms",
+            data: DATA,
+            event_ms: 1723161256184,
+            trade_ms,
+            ids: IDS,
+            pipeline_us: Some(pipeline_us),
+            recv_ns,
+            conn,
+        }
+    }
+
+    #[test]
+    fn millis_have_three_exact_decimals() {
+        for (us, want) in [
+            (0, "0.000"),
+            (123, "0.123"),
+            (79_000, "79.000"),
+            (-250, "-0.250"),
+            (-1_270_456, "-1270.456"),
+        ] {
+            let mut out = Vec::new();
+            push_millis(&mut out, us);
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn encoded_line_is_json_with_seed_keys_first_and_raw_data() {
+        let mut out = Vec::new();
+        encode_depth(
+            &mut out,
+            &depth(1_723_161_256_185_123_456, Some(1723161256177), 1, 11),
+        );
+        let line = std::str::from_utf8(&out).unwrap();
+        assert!(line.ends_with("}}\n"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let order = [
+            "timestamp",
+            "symbol",
+            "ts_recv",
+            "E",
+            "T",
+            "U",
+            "u",
+            "pu",
+            "latency_event_ms",
+            "latency_pipeline_ms",
+            "recv_ns",
+            "conn",
+            "stream",
+            "data",
+        ];
+        let positions: Vec<usize> = order
+            .iter()
+            .map(|k| line.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{line}");
+        assert_eq!(v["timestamp"], "2024-08-08T23:54:16.184Z");
+        assert_eq!(v["latency_event_ms"].as_f64(), Some(1.123));
+        assert_eq!(v["latency_pipeline_ms"].as_f64(), Some(0.011));
+        assert_eq!(v["conn"], 1);
+        assert!(line.contains(&format!(",\"data\":{DATA}}}")));
+    }
+
+    /// The scanner and the JSON parser read the same fields from a line the encoder wrote, and
+    /// every variation the scanner does not know falls through to the parser, not to an error.
+    #[test]
+    fn line_scanner_agrees_with_the_json_parser() {
+        let mut out = Vec::new();
+        for (recv_ns, trade_ms) in [
+            (1_723_161_256_185_123_456, Some(1723161256177)),
+            // Receipt before the event time: a negative latency; and no `T`.
+            (1_723_161_256_100_000_000, None),
+        ] {
+            let written = depth(recv_ns, trade_ms, 7, 1_234);
+            out.clear();
+            encode_depth(&mut out, &written);
+            let scanned = scan_depth(&out).expect("the encoder's layout");
+            let f: DepthFields = serde_json::from_slice(&out).unwrap();
+            assert_eq!(scanned, written);
+            assert_eq!(scanned, parse_depth(&out).unwrap());
+            assert_eq!(scanned.data, f.data.get());
+            assert_eq!((scanned.symbol, scanned.stream), (f.symbol, f.stream));
+            assert_eq!(scanned.event_ms, f.E);
+            assert_eq!(scanned.trade_ms, f.T);
+        }
+        let line = std::str::from_utf8(&out).unwrap().trim_end().to_string();
+        let variants = [
+            line.replace(",\"conn\":7", ",\"conn\": 7"),
+            line.replace(".184Z\"", ".184\\u005a\""),
+            line.replace(
+                "\"latency_pipeline_ms\":1.234",
+                "\"latency_pipeline_ms\":1.2345",
+            ),
+            line.replace(
+                "\"latency_pipeline_ms\":1.234",
+                "\"latency_pipeline_ms\":null",
+            ),
+        ];
+        for variant in &variants {
+            assert_ne!(variant, &line);
+            assert!(scan_depth(variant.as_bytes()).is_none(), "{variant}");
+            let parsed = parse_depth(variant.as_bytes()).unwrap();
+            assert_eq!(parsed.symbol, "BTCUSDT");
+            assert_eq!(parsed.ids, IDS);
+        }
+        for bad in [&line[..line.len() - 1], "", "{}", "not json"] {
+            assert!(parse_depth(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_line_without_a_pipeline_figure_says_null() {
+        let mut written = depth(1_723_161_256_185_000_000, None, 1, 0);
+        written.pipeline_us = None;
+        let mut out = Vec::new();
+        encode_depth(&mut out, &written);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["latency_pipeline_ms"].is_null());
+        assert_eq!(parse_depth(&out).unwrap(), written);
+    }
+
+    #[test]
+    fn snapshot_lines_round_trip_with_the_body_byte_exact() {
+        let body = r#"{"lastUpdateId":5123107852948,"E":1,"T":1,"bids":[["1.0","2"]],"asks":[]}"#;
+        let written = SnapshotLine {
+            recv_ns: 1_723_161_256_185_123_456,
+            symbol: "BTCUSDT",
+            last_update_id: 5123107852948,
+            data: body,
+        };
+        let mut out = Vec::new();
+        encode_snapshot(&mut out, &written);
+        assert!(out.ends_with(b"}\n"));
+        assert_eq!(parse_snapshot(&out).unwrap(), written);
+        assert!(parse_snapshot(b"{\"recv_ns\":1}").is_err());
+    }
+}

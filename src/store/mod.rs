@@ -1,0 +1,9 @@
+//! The on-disk format, in one home: line layouts, file names, gzip members, staged files and
+//! crash recovery. The recorder writes through it; replay, serve, import and export read through
+//! it; nothing else knows what a recording looks like.
+
+pub mod gzip;
+pub mod line;
+pub mod names;
+pub mod salvage;
+pub mod staged;
