@@ -10,18 +10,18 @@
 //! main ─▶ cli ─▶ demo ─▶ recorder │ offline │ exchange ─▶ metrics ─▶ store ─▶ market ─▶ util, error
 //! ```
 //!
-//! * [`util`] — the clock, retry backoff, shutdown, logging. Knows nothing of markets or files.
-//! * [`market`] — Binance's vocabulary, pure: symbols, stream names, frame parsing, the continuity
+//! * `util` — the clock, retry backoff, shutdown, logging. Knows nothing of markets or files.
+//! * `market` — Binance's vocabulary, pure: symbols, stream names, frame parsing, the continuity
 //!   state machines, the order book.
-//! * [`store`] — the on-disk format, in one home: line layouts (encode, scan, parse), file names,
+//! * `store` — the on-disk format, in one home: line layouts (encode, scan, parse), file names,
 //!   gzip members, staged `.part` files, crash recovery.
-//! * [`metrics`] — counters and HdrHistogram figures, the report (`metrics.json`, SUMMARY), the
+//! * `metrics` — counters and HdrHistogram figures, the report (`metrics.json`, SUMMARY), the
 //!   Prometheus exporter, `obrec health`.
-//! * [`recorder`] — the live pipeline: connections, REST snapshots, the writer, the compression
+//! * `recorder` — the live pipeline: connections, REST snapshots, the writer, the compression
 //!   stage.
-//! * [`offline`] — `replay`, `export`, `import`.
-//! * [`exchange`] — the Binance-compatible front, behind it the simulator or a recording.
-//! * [`demo`] — sim, record and check in one command.
+//! * `offline` — `replay`, `export`, `import`.
+//! * `exchange` — the Binance-compatible front, behind it the simulator or a recording.
+//! * `demo` — sim, record and check in one command.
 //! * `cli` — the only module that knows clap: flags into the plain configs above.
 //!
 //! # Threads and channels of a recording

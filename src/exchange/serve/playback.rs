@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, select};
 
 use super::Pace;
-use super::recording::{Event, Kind, Recording};
+use super::recording::{Kind, RecordedEvent, Recording};
 use crate::exchange::sim::conn::{Link, Outbound};
-use crate::exchange::sim::frame::DataFrame;
 use crate::exchange::sim::lock;
 use crate::exchange::sim::server::Shared;
 use crate::exchange::sim::source::Source;
+use crate::exchange::sim::wire::DataFrame;
 
 /// The Close reason sent after the last event.
 const END_OF_RECORDING: &str = "end of recording";
@@ -208,7 +208,7 @@ impl Player {
     /// server is ending.
     fn deliver(
         &self,
-        event: &Event,
+        event: &RecordedEvent,
         symbols: &mut Vec<Arc<str>>,
         quit: &Receiver<()>,
         stop: &Receiver<()>,

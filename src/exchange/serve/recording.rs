@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::exchange::sim::feed::Header;
+use crate::exchange::sim::generator::Header;
 use crate::exchange::sim::lock;
 use crate::market::frame::offset_in;
 use crate::market::stream::{Depth, parse_depth_stream, recorded_depth};
@@ -61,7 +61,7 @@ impl Kind {
 }
 
 /// One recorded depth event: its line as read, and where its parts are.
-pub(crate) struct Event {
+pub(crate) struct RecordedEvent {
     line: String,
     symbol: Range<usize>,
     data: Range<usize>,
@@ -71,9 +71,9 @@ pub(crate) struct Event {
     pub header: Header,
 }
 
-impl Event {
+impl RecordedEvent {
     /// Parses a depth line; `Ok(None)` for a line of a stream that is not depth.
-    fn parse(line: String) -> std::result::Result<Option<Event>, String> {
+    fn parse(line: String) -> std::result::Result<Option<RecordedEvent>, String> {
         let d = parse_depth(line.as_bytes())?;
         let Some(kind) = Kind::of_recorded(d.stream) else {
             return Ok(None);
@@ -87,7 +87,7 @@ impl Event {
         };
         let (symbol, data) = (offset_in(&line, d.symbol), offset_in(&line, d.data));
         let recv_ns = d.recv_ns;
-        Ok(Some(Event {
+        Ok(Some(RecordedEvent {
             line,
             symbol,
             data,
@@ -267,7 +267,7 @@ pub(crate) struct Timeline<'r> {
 
 impl Timeline<'_> {
     /// The next event in `recv_ns` order (ties: lane order); `None` at the end.
-    pub(crate) fn next(&mut self) -> Option<Event> {
+    pub(crate) fn next(&mut self) -> Option<RecordedEvent> {
         let mut first: Option<(u64, usize)> = None;
         for (index, lane) in self.lanes.iter().enumerate() {
             if let Some(head) = &lane.head
@@ -290,7 +290,7 @@ struct Lane<'r> {
     next: usize,
     open: Option<Lines>,
     /// The lane's next event, read ahead for the merge.
-    head: Option<Event>,
+    head: Option<RecordedEvent>,
 }
 
 impl Lane<'_> {
@@ -311,7 +311,7 @@ impl Lane<'_> {
             };
             let damage = match lines.next() {
                 Ok(None) => None,
-                Ok(Some(line)) => match Event::parse(line) {
+                Ok(Some(line)) => match RecordedEvent::parse(line) {
                     Ok(Some(event)) => {
                         self.head = Some(event);
                         return;
@@ -418,7 +418,7 @@ mod tests {
     #[test]
     fn events_keep_the_payload_byte_for_byte() {
         let line = r#"{"symbol":"BTCUSDT","E":5,"T":4,"U":10,"u":12,"pu":9,"recv_ns":77,"conn":1,"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","u":12,"b":[["1.10","0.000"]]}}"#;
-        let event = Event::parse(line.to_owned()).unwrap().unwrap();
+        let event = RecordedEvent::parse(line.to_owned()).unwrap().unwrap();
         assert_eq!(event.symbol(), "BTCUSDT");
         assert_eq!(
             event.payload(),
@@ -436,9 +436,9 @@ mod tests {
             (10, 12, 9, 5, 4)
         );
         let other = line.replace("btcusdt@depth@0ms", "btcusdt@bookTicker");
-        assert!(Event::parse(other).unwrap().is_none());
+        assert!(RecordedEvent::parse(other).unwrap().is_none());
         for bad in ["", "{}", "[1]", r#"{"symbol":"X"}"#, "not json"] {
-            assert!(Event::parse(bad.to_owned()).is_err(), "{bad}");
+            assert!(RecordedEvent::parse(bad.to_owned()).is_err(), "{bad}");
         }
     }
 }

@@ -21,10 +21,10 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Bytes, Message, WebSocket};
 
 use super::control::{self, Request};
-use super::faults::{ConnFaults, Ending, Verdict};
-use super::frame::{self, DataFrame};
+use super::faults::{ConnFaults, Ending, FrameFate};
 use super::http::Route;
 use super::server::Shared;
+use super::wire::{self, DataFrame};
 use super::{SentFrame, lock, now_ms, now_ns};
 
 /// Frames a connection may have queued. At a fixed rate a client this far behind is dropped
@@ -132,7 +132,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, tcp: Arc<TcpStream>, route: Route) {
     });
     let writer = {
         let (shared, link, tcp) = (Arc::clone(shared), Arc::clone(&link), Arc::clone(&tcp));
-        move || Writer::new(&shared, &link, &tcp).run(&rx)
+        move || FrameWriter::new(&shared, &link, &tcp).run(&rx)
     };
     if let Err(e) = shared.spawn(format!("sim-write-{id}"), writer) {
         warn!("sim: cannot start a writer: {e}");
@@ -235,7 +235,7 @@ enum End {
 }
 
 /// The sending side of one connection.
-struct Writer<'a> {
+struct FrameWriter<'a> {
     shared: &'a Shared,
     link: &'a Link,
     tcp: &'a TcpStream,
@@ -245,10 +245,10 @@ struct Writer<'a> {
     next_ping: Instant,
 }
 
-impl<'a> Writer<'a> {
-    fn new(shared: &'a Shared, link: &'a Link, tcp: &'a TcpStream) -> Writer<'a> {
+impl<'a> FrameWriter<'a> {
+    fn new(shared: &'a Shared, link: &'a Link, tcp: &'a TcpStream) -> FrameWriter<'a> {
         let now = Instant::now();
-        Writer {
+        FrameWriter {
             shared,
             link,
             tcp,
@@ -290,7 +290,7 @@ impl<'a> Writer<'a> {
                 return End::Fault(self.faults.expire());
             }
             if now >= self.next_ping {
-                frame::push_ping(&mut self.buf, now_ms().to_string().as_bytes());
+                wire::push_ping(&mut self.buf, now_ms().to_string().as_bytes());
                 self.next_ping = now + self.shared.front.ping_interval;
             }
             if let Err(e) = self.flush() {
@@ -303,20 +303,20 @@ impl<'a> Writer<'a> {
     fn handle(&mut self, out: Outbound) -> Option<End> {
         match out {
             Outbound::Data(frame) => match self.faults.next_frame(Instant::now()) {
-                Verdict::Send(extras) => {
+                FrameFate::Send(extras) => {
                     self.buf.extend_from_slice(&frame.wire);
                     self.record(&frame);
                     for junk in self.shared.injector.junk(&extras) {
                         self.buf.extend_from_slice(junk);
                     }
                 }
-                Verdict::Withhold => {}
-                Verdict::End(ending) => return Some(End::Fault(ending)),
+                FrameFate::Withhold => {}
+                FrameFate::End(ending) => return Some(End::Fault(ending)),
             },
-            Outbound::Reply(text) => frame::push_text(&mut self.buf, &text),
+            Outbound::Reply(text) => wire::push_text(&mut self.buf, &text),
             Outbound::Ping(payload) => {
                 if self.faults.answers_ping() {
-                    frame::push_pong(&mut self.buf, &payload);
+                    wire::push_pong(&mut self.buf, &payload);
                 }
             }
             Outbound::PeerClosed => return Some(End::PeerClosed),
@@ -378,7 +378,7 @@ impl<'a> Writer<'a> {
         reason: &'static str,
         reply: Option<&Receiver<Outbound>>,
     ) -> io::Result<()> {
-        frame::push_close(&mut self.buf, code, reason);
+        wire::push_close(&mut self.buf, code, reason);
         self.flush()?;
         if let Some(rx) = reply {
             let deadline = Instant::now() + CLOSE_GRACE;

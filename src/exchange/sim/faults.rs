@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::frame;
+use super::wire;
 
 /// Default `--oversized-bytes`: 2 MiB, far above any real depth frame (the largest in the fixtures
 /// is ~26 KB) and above the 1 MiB limits clients commonly set.
@@ -140,10 +140,10 @@ pub(crate) struct Injector {
 impl Injector {
     pub(crate) fn new(faults: Faults) -> Injector {
         let mut junk = [Vec::new(), Vec::new(), Vec::new()];
-        frame::push_text(&mut junk[0], GARBAGE);
-        frame::push_binary(&mut junk[1], BINARY);
+        wire::push_text(&mut junk[0], GARBAGE);
+        wire::push_binary(&mut junk[1], BINARY);
         if faults.oversized_every.is_some() {
-            frame::push_text(&mut junk[2], &oversized_text(faults.oversized_bytes));
+            wire::push_text(&mut junk[2], &oversized_text(faults.oversized_bytes));
         }
         Injector {
             faults,
@@ -222,7 +222,7 @@ fn every(period: Option<u64>, n: u64) -> bool {
 
 /// What a connection does with its next data frame.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub(crate) enum FrameFate {
     /// Send it, then these extra frames.
     Send(Extras),
     /// Drop it: the connection is stalled.
@@ -270,7 +270,7 @@ pub(crate) struct ConnFaults<'a> {
 
 impl ConnFaults<'_> {
     /// Decides the fate of the connection's next data frame.
-    pub(crate) fn next_frame(&mut self, now: Instant) -> Verdict {
+    pub(crate) fn next_frame(&mut self, now: Instant) -> FrameFate {
         let (f, inj) = (&self.injector.faults, self.injector);
         let reached = |limit: Option<u64>| limit == Some(self.sent);
         for (limit, ending, fault) in [
@@ -279,7 +279,7 @@ impl ConnFaults<'_> {
             (f.eof_after, Ending::Eof, Fault::Eof),
         ] {
             if inj.hit(reached(limit), fault) {
-                return Verdict::End(ending);
+                return FrameFate::End(ending);
             }
         }
         if matches!(self.stall, Stall::NotYet) && inj.hit(reached(f.stall_after), Fault::Stall) {
@@ -287,12 +287,12 @@ impl ConnFaults<'_> {
         }
         if let Stall::Until(until) = self.stall {
             if until.is_none_or(|t| now < t) {
-                return Verdict::Withhold;
+                return FrameFate::Withhold;
             }
             self.stall = Stall::Over;
         }
         self.sent += 1;
-        Verdict::Send(Extras {
+        FrameFate::Send(Extras {
             garbage: inj.hit(every(f.garbage_every, self.sent), Fault::Garbage),
             binary: inj.hit(every(f.binary_every, self.sent), Fault::Binary),
             oversized: inj.hit(every(f.oversized_every, self.sent), Fault::Oversized),
@@ -322,8 +322,8 @@ impl ConnFaults<'_> {
 mod tests {
     use super::*;
 
-    fn sends(v: &Verdict) -> bool {
-        matches!(v, Verdict::Send(_))
+    fn sends(v: &FrameFate) -> bool {
+        matches!(v, FrameFate::Send(_))
     }
 
     #[test]
@@ -359,7 +359,7 @@ mod tests {
             for _ in 0..3 {
                 assert!(sends(&conn.next_frame(Instant::now())));
             }
-            assert_eq!(conn.next_frame(Instant::now()), Verdict::End(ending));
+            assert_eq!(conn.next_frame(Instant::now()), FrameFate::End(ending));
             assert_eq!(inj.counts()[fault as usize], 1);
         }
     }
@@ -374,10 +374,10 @@ mod tests {
         let t0 = Instant::now();
         let mut conn = inj.for_connection(t0);
         assert!(sends(&conn.next_frame(t0)) && sends(&conn.next_frame(t0)));
-        assert_eq!(conn.next_frame(t0), Verdict::Withhold);
+        assert_eq!(conn.next_frame(t0), FrameFate::Withhold);
         assert_eq!(
             conn.next_frame(t0 + Duration::from_secs(9)),
-            Verdict::Withhold
+            FrameFate::Withhold
         );
         assert!(sends(&conn.next_frame(t0 + Duration::from_secs(10))));
         assert!(sends(&conn.next_frame(t0 + Duration::from_secs(11))));
@@ -392,10 +392,10 @@ mod tests {
         });
         let t0 = Instant::now();
         let mut conn = inj.for_connection(t0);
-        assert_eq!(conn.next_frame(t0), Verdict::Withhold);
+        assert_eq!(conn.next_frame(t0), FrameFate::Withhold);
         assert_eq!(
             conn.next_frame(t0 + Duration::from_secs(86_400)),
-            Verdict::Withhold
+            FrameFate::Withhold
         );
     }
 
@@ -409,7 +409,7 @@ mod tests {
         let mut conn = inj.for_connection(Instant::now());
         let extras: Vec<_> = (0..6)
             .map(|_| match conn.next_frame(Instant::now()) {
-                Verdict::Send(e) => (e.garbage, e.binary, e.oversized),
+                FrameFate::Send(e) => (e.garbage, e.binary, e.oversized),
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -482,7 +482,8 @@ mod tests {
         let inj = Injector::new(Faults::default());
         let mut conn = inj.for_connection(Instant::now());
         assert!(
-            (0..1_000).all(|_| conn.next_frame(Instant::now()) == Verdict::Send(Extras::default()))
+            (0..1_000)
+                .all(|_| conn.next_frame(Instant::now()) == FrameFate::Send(Extras::default()))
         );
         assert!(conn.answers_ping() && conn.deadline().is_none());
         assert!(!(1..1_000).any(|n| inj.drops_event(n)) && inj.rejects_upgrade().is_none());

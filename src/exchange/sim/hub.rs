@@ -17,10 +17,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError, TrySendError, 
 
 use super::conn::{Link, Outbound};
 use super::faults::Injector;
-use super::feed::Feed;
-use super::frame::DataFrame;
+use super::generator::Feed;
 use super::server::Shared;
 use super::source::Source;
+use super::wire::DataFrame;
 use super::{Rate, lock, now_ms};
 use crate::market::stream::{Depth, parse_depth_stream};
 

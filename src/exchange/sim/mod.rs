@@ -11,19 +11,19 @@
 //! Pacing is the sim's own: each symbol produces `--rate` events per second and every stream of
 //! the symbol shows every event, whatever its speed suffix (`@100ms`, `@500ms`, `@0ms`).
 //!
-//! The front (everything but `market` and `hub`) also serves recordings: `obrec serve` puts a
+//! The front (everything but `walk` and `hub`) also serves recordings: `obrec serve` puts a
 //! playback behind it through the `Source` trait (see [`crate::exchange::serve`]).
 //!
 //! # Layout
 //! - `source`: the seam between the front and what it serves (the `Source` trait).
-//! - `feed`: one symbol's simulated events (the `Feed` trait), and stream names.
-//! - `market`: the random-walk book and id sequence, the sim's feed.
+//! - `generator`: one symbol's simulated events (the `Feed` trait).
+//! - `walk`: the random-walk book and id sequence, the sim's feed.
 //! - `hub`: the sim's source: symbols, subscriptions, pacing; encodes each event once and
 //!   queues it.
 //! - `conn`: one WebSocket connection: handshake, control messages, the writer.
 //! - `control`: control message parsing and replies.
 //! - `http`: request heads, WebSocket routing, REST endpoints.
-//! - `frame`: WebSocket frames as wire bytes.
+//! - `wire`: WebSocket frames as wire bytes.
 //! - `faults`: every injected fault, decided and counted in one place.
 //! - `server`: [`Sim`]: listener, threads, shutdown.
 
@@ -31,13 +31,13 @@
 pub(crate) mod conn;
 mod control;
 mod faults;
-pub(crate) mod feed;
-pub(crate) mod frame;
+pub(crate) mod generator;
 mod http;
 mod hub;
-mod market;
 pub(crate) mod server;
 pub(crate) mod source;
+mod walk;
+pub(crate) mod wire;
 
 use std::io;
 use std::str::FromStr;

@@ -18,11 +18,11 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use log::{debug, warn};
 
 use super::faults::{Faults, Injector};
-use super::feed::Feed;
+use super::generator::Feed;
 use super::http::{self, HEAD_TIMEOUT};
 use super::hub::Hub;
-use super::market::Market;
 use super::source::Source;
+use super::walk::Market;
 use super::{SentFrame, SimConfig, SimStats, conn, lock, now_ms};
 
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.

@@ -44,7 +44,7 @@ pub fn export(paths: &[PathBuf], out_dir: &Path, gzip_level: u32) -> Result<Outc
             show_paths(paths)
         )));
     }
-    let mut ex = Exporter {
+    let mut ex = Conversion {
         staged: Staged::new(out_dir, gzip_level),
         current: HashMap::new(),
         snapshots: HashMap::new(),
@@ -69,7 +69,7 @@ pub fn export(paths: &[PathBuf], out_dir: &Path, gzip_level: u32) -> Result<Outc
     for symbol in symbols {
         ex.snapshots_until(&symbol, u64::MAX)?;
     }
-    let Exporter {
+    let Conversion {
         staged,
         mut outcome,
         depth_symbols,
@@ -95,7 +95,7 @@ pub fn export(paths: &[PathBuf], out_dir: &Path, gzip_level: u32) -> Result<Outc
     Ok(outcome)
 }
 
-struct Exporter {
+struct Conversion {
     staged: Staged,
     /// Per symbol, the file being written.
     current: HashMap<String, DayFile>,
@@ -110,7 +110,7 @@ struct Exporter {
     partial_streams: BTreeMap<String, u64>,
 }
 
-impl Exporter {
+impl Conversion {
     fn load_snapshots(&mut self, path: &Path) -> Result<()> {
         let mut lines = GzLines::open(path)?;
         let mut loaded: Vec<(String, PendingSnapshot)> = Vec::new();

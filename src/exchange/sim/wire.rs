@@ -11,7 +11,7 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{Frame, FrameHeader};
 
-use super::feed::Header;
+use super::generator::Header;
 
 /// A depth event as one stream shows it, encoded once and shared by every subscriber.
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::feed::{Feed, Header};
+use super::generator::{Feed, Header};
 use crate::market::stream::Depth;
 
 /// Decimals shown in quantities ("12.345"); quantities are integer lots of 0.001.
@@ -139,16 +139,16 @@ impl LevelText {
 /// Price levels of both sides: price units → the level's text, which carries its quantity. A
 /// level is present only with a positive quantity.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Book {
+struct SimBook {
     /// Price decimals, for the levels' text.
     decimals: u32,
     bids: BTreeMap<i64, LevelText>,
     asks: BTreeMap<i64, LevelText>,
 }
 
-impl Book {
-    fn new(decimals: u32) -> Book {
-        Book {
+impl SimBook {
+    fn new(decimals: u32) -> SimBook {
+        SimBook {
             decimals,
             bids: BTreeMap::new(),
             asks: BTreeMap::new(),
@@ -212,7 +212,7 @@ impl Book {
 pub struct Market {
     symbol: String,
     grid: Grid,
-    book: Book,
+    book: SimBook,
     rng: SmallRng,
     /// The latest event; before the first one, it describes the starting book.
     header: Header,
@@ -225,7 +225,7 @@ impl Market {
     pub fn new(symbol: &str, seed: u64, now_ms: u64) -> Market {
         let grid = grid_for(symbol);
         let mut rng = SmallRng::seed_from_u64(seed ^ fnv1a(symbol.as_bytes()));
-        let mut book = Book::new(grid.decimals);
+        let mut book = SimBook::new(grid.decimals);
         let best_bid = grid.start - grid.start % grid.tick;
         for step in 0..START_LEVELS {
             // The first step of each side is always filled: the spread starts at one tick.
