@@ -85,3 +85,27 @@ impl FeedError {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `main` prints the whole chain of causes, so a cause kept in a message must not also be a
+    /// `source`, or it is printed twice.
+    #[test]
+    fn each_cause_is_printed_once() {
+        let os = || io::Error::new(io::ErrorKind::PermissionDenied, "permission denied");
+        for err in [
+            Error::file("/data/x.part", os()),
+            Error::Spawn("writer", os()),
+            Error::Bind {
+                addr: "127.0.0.1:1".into(),
+                cause: os(),
+            },
+            Error::Stdout(os()),
+        ] {
+            assert!(std::error::Error::source(&err).is_none(), "{err:?}");
+            assert_eq!(err.to_string().matches("permission denied").count(), 1);
+        }
+    }
+}

@@ -70,7 +70,7 @@ mod store;
 mod util;
 
 pub use cli::run;
-pub use error::{Error, FeedError, Result};
+pub use error::Error;
 pub use exchange::serve::{Pace, Recording, Serve, ServeConfig};
 pub use exchange::sim::{Fault, Faults, Rate, SentFrame, Sim, SimConfig, SimStats};
 pub use market::book::{Book, Levels};
@@ -78,6 +78,5 @@ pub use market::frame::{Frame, parse_frame};
 pub use market::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
 pub use offline::replay::replay;
 pub use store::gzip::{MEMBER_BYTES, MemberEncoder};
-pub use store::line::{DepthLine, encode_depth, parse_depth};
-pub use util::clock::{civil_from_days, compact_utc};
-pub use util::shutdown::Shutdown;
+pub use store::line::{DepthLine, encode_depth};
+pub use util::clock::civil_from_days;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::market::stream::{Depth, Speed};
+use crate::market::stream::Depth;
 use crate::market::symbol::Symbol;
 
 /// Upper-cases and checks a symbol.
@@ -25,10 +25,6 @@ pub fn depth(s: &str) -> Result<Depth, String> {
         .ok_or_else(|| {
             format!("{s:?} is not a depth: use 5, 10, 20 (partial) or 0 (diff + snapshots)")
         })
-}
-
-pub fn speed(s: &str) -> Result<Speed, String> {
-    s.parse()
 }
 
 fn number(s: &str) -> Result<f64, String> {

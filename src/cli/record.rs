@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use super::parse;
 use crate::market::stream::{Depth, Speed};
@@ -13,15 +14,6 @@ use crate::market::symbol::Symbol;
 use crate::recorder::{self, DEFAULT_ENDPOINT, DEFAULT_REST_ENDPOINT, RecordConfig};
 use crate::util::logging::{self, LogOptions, Rotate};
 use crate::util::shutdown::Shutdown;
-
-/// `--rotate`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RotateArg {
-    /// A new file every `--rotate-sec` seconds.
-    Interval,
-    /// A new file when the current one exceeds `--max-bytes`.
-    Size,
-}
 
 #[derive(Debug, Clone, Args)]
 pub struct RecordArgs {
@@ -31,8 +23,9 @@ pub struct RecordArgs {
     /// Book levels: 5, 10 or 20 for the partial stream; 0 for the diff stream with REST snapshots.
     #[arg(long, env = "OBREC_DEPTH", default_value = "5", value_parser = parse::depth)]
     pub depth: Depth,
-    /// Update speed of the stream: 100ms, 250ms or 500ms.
-    #[arg(long, env = "OBREC_SPEED", default_value = "100ms", value_parser = parse::speed)]
+    /// Update speed of the stream.
+    #[arg(long, env = "OBREC_SPEED", default_value = "100ms",
+          value_parser = PossibleValuesParser::new(["100ms", "250ms", "500ms"]).try_map(|s| s.parse::<Speed>()))]
     pub speed: Speed,
     /// Stop after this many minutes (decimals allowed: 0.1 = 6 s); runs forever when absent.
     #[arg(long, env = "OBREC_RUN_MINUTES", value_parser = parse::non_negative)]
@@ -50,8 +43,10 @@ pub struct RecordArgs {
     #[arg(long, env = "OBREC_LOG_DIR", default_value = "logs")]
     pub log_dir: PathBuf,
     /// Log rotation: a new file every --rotate-sec (interval) or past --max-bytes (size).
-    #[arg(long, env = "OBREC_ROTATE", value_enum, default_value = "interval")]
-    pub rotate: RotateArg,
+    #[arg(long, env = "OBREC_ROTATE", default_value = "interval",
+          value_parser = PossibleValuesParser::new(["interval", "size"])
+              .map(|s| if s == "size" { Rotate::Size } else { Rotate::Interval }))]
+    pub rotate: Rotate,
     /// Seconds between log rotations with --rotate interval.
     #[arg(long, env = "OBREC_ROTATE_SEC", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub rotate_sec: u64,
@@ -124,10 +119,7 @@ impl RecordArgs {
         LogOptions {
             dir: self.log_dir.clone(),
             basename: self.symbol.first().map_or("obrec".into(), Symbol::lower),
-            rotate: match self.rotate {
-                RotateArg::Interval => Rotate::Interval,
-                RotateArg::Size => Rotate::Size,
-            },
+            rotate: self.rotate,
             rotate_every: Duration::from_secs(self.rotate_sec),
             max_bytes: self.max_bytes,
             backups: self.backups,

@@ -30,16 +30,12 @@ pub struct DepthRecord {
 }
 
 impl DepthRecord {
-    pub fn data(&self) -> &str {
-        &self.frame.as_str()[self.data.clone()]
-    }
-
     /// The line this record becomes, with the names the run gave its symbol and stream.
     pub fn line<'a>(&'a self, symbol: &'a str, stream: &'a str, pipeline_us: u64) -> DepthLine<'a> {
         DepthLine {
             symbol,
             stream,
-            data: self.data(),
+            data: &self.frame.as_str()[self.data.clone()],
             event_ms: self.event_ms,
             trade_ms: self.trade_ms,
             ids: self.ids,

@@ -1,7 +1,7 @@
 //! The writer thread: records in, gzip NDJSON files and `metrics.json` out.
 //!
 //! Each file is a series of complete gzip members. Lines accumulate per symbol in memory and are
-//! handed to the [`compress`](crate::compress) stage as one member when the buffer is large or
+//! handed to the [`compress`](super::compress) stage as one member when the buffer is large or
 //! `--flush-ms` has passed; it compresses the member and writes it with a single `write`. So at
 //! any instant the file on disk is valid gzip up to its last flush: `zcat`, Python's `gzip` and
 //! pandas read a live `.part` file, or one left by `kill -9`, without an error. One compressor
@@ -253,7 +253,7 @@ impl Writer {
             return Ok(());
         }
         let period = self.period_of(rec.recv_ns);
-        self.enter_period(Kind::Depth, rec.symbol, period, rec.recv_ns)?;
+        self.enter_period(FileKind::Depth, rec.symbol, period, rec.recv_ns)?;
         let pipeline_ns = rec.recv_at.elapsed().as_nanos() as u64;
         let spec = &self.config.symbols[rec.symbol];
         let sink = &mut self.depth[rec.symbol];
@@ -264,7 +264,7 @@ impl Writer {
         self.metrics
             .observe(rec.symbol, rec.recv_ns, rec.event_ms, rec.ids);
         if self.depth[rec.symbol].pending.len() >= MEMBER_BYTES {
-            self.emit(Kind::Depth, rec.symbol)?;
+            self.emit(FileKind::Depth, rec.symbol)?;
         }
         Ok(())
     }
@@ -274,7 +274,7 @@ impl Writer {
             return Ok(());
         }
         let period = self.period_of(snap.recv_ns);
-        self.enter_period(Kind::Snapshot, snap.symbol, period, snap.recv_ns)?;
+        self.enter_period(FileKind::Snapshot, snap.symbol, period, snap.recv_ns)?;
         let spec = &self.config.symbols[snap.symbol];
         let sink = &mut self.snapshots[snap.symbol];
         let line = SnapshotLine {
@@ -285,22 +285,28 @@ impl Writer {
         };
         encode_snapshot(&mut sink.pending, &line);
         // Snapshots are rare and a replay needs them with their events: write at once.
-        self.emit(Kind::Snapshot, snap.symbol)
+        self.emit(FileKind::Snapshot, snap.symbol)
     }
 
     fn period_of(&self, recv_ns: u64) -> u64 {
         recv_ns / self.config.file_period.as_nanos().max(1) as u64
     }
 
-    fn sink(&mut self, kind: Kind, symbol: usize) -> &mut Sink {
+    fn sink(&mut self, kind: FileKind, symbol: usize) -> &mut Sink {
         match kind {
-            Kind::Depth => &mut self.depth[symbol],
-            Kind::Snapshot => &mut self.snapshots[symbol],
+            FileKind::Depth => &mut self.depth[symbol],
+            FileKind::Snapshot => &mut self.snapshots[symbol],
         }
     }
 
     /// Makes `period` the sink's current one, finishing the file of an earlier period first.
-    fn enter_period(&mut self, kind: Kind, symbol: usize, period: u64, recv_ns: u64) -> Result<()> {
+    fn enter_period(
+        &mut self,
+        kind: FileKind,
+        symbol: usize,
+        period: u64,
+        recv_ns: u64,
+    ) -> Result<()> {
         match self.sink(kind, symbol).period {
             Some(current) if current >= period => return Ok(()),
             Some(_) => self.finish(kind, symbol)?,
@@ -314,7 +320,7 @@ impl Writer {
 
     /// Hands the pending lines to the compression stage as one member of the sink's file, opening
     /// the file on its first member.
-    fn emit(&mut self, kind: Kind, symbol: usize) -> Result<()> {
+    fn emit(&mut self, kind: FileKind, symbol: usize) -> Result<()> {
         if self.sink(kind, symbol).pending.is_empty() {
             return Ok(());
         }
@@ -397,7 +403,7 @@ impl Writer {
 
     /// Opens the file for the sink's current period, named after the period start or, when the
     /// data starts later (a new run, a quiet symbol), after its first line.
-    fn open_file(&mut self, kind: Kind, symbol: usize) -> Result<OpenFile> {
+    fn open_file(&mut self, kind: FileKind, symbol: usize) -> Result<OpenFile> {
         let period_secs = self.config.file_period.as_secs().max(1);
         let dir = self.config.dir.clone();
         let sink = self.sink(kind, symbol);
@@ -416,7 +422,7 @@ impl Writer {
                 .pending_since
                 .is_some_and(|since| now.saturating_duration_since(since) >= age);
             if due {
-                self.emit(Kind::Depth, symbol)?;
+                self.emit(FileKind::Depth, symbol)?;
             }
         }
         Ok(())
@@ -425,7 +431,7 @@ impl Writer {
     /// Finishes files of periods that are over, so a quiet symbol's file does not stay `.part`.
     fn close_finished_periods(&mut self) -> Result<()> {
         let current = self.period_of(wall_ns());
-        for kind in [Kind::Depth, Kind::Snapshot] {
+        for kind in FileKind::ALL {
             for symbol in 0..self.depth.len() {
                 if self.sink(kind, symbol).period.is_some_and(|p| p < current) {
                     self.finish(kind, symbol)?;
@@ -437,7 +443,7 @@ impl Writer {
 
     /// Sends the pending lines, then has the stage fsync the file and rename it to its final
     /// name; the sink has no period until its next line.
-    fn finish(&mut self, kind: Kind, symbol: usize) -> Result<()> {
+    fn finish(&mut self, kind: FileKind, symbol: usize) -> Result<()> {
         self.emit(kind, symbol)?;
         let sink = self.sink(kind, symbol);
         sink.period = None;
@@ -451,7 +457,7 @@ impl Writer {
     /// file does not cost the others.
     fn close_all(&mut self) -> Result<()> {
         let mut first_error = None;
-        for kind in [Kind::Depth, Kind::Snapshot] {
+        for kind in FileKind::ALL {
             for symbol in 0..self.depth.len() {
                 if let Err(e) = self.finish(kind, symbol) {
                     log::error!("{e}");
@@ -476,10 +482,4 @@ impl Writer {
         *self.stats.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
         (report, body)
     }
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Depth,
-    Snapshot,
 }

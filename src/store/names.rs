@@ -17,7 +17,7 @@ pub const METRICS_FILE: &str = "metrics.json";
 /// What a finished recording's name ends with.
 const EXTENSION: &str = ".ndjson.gz";
 /// What a recording being written (or left by a crash) ends with, after [`EXTENSION`].
-pub const PART_SUFFIX: &str = ".part";
+const PART_SUFFIX: &str = ".part";
 
 /// What a recording file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,12 +29,13 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    const ALL: [FileKind; 2] = [FileKind::Depth, FileKind::Snapshot];
+    pub const ALL: [FileKind; 2] = [FileKind::Depth, FileKind::Snapshot];
 
-    fn tag(self) -> &'static str {
+    /// What follows the symbol in a name, `_` included.
+    fn marker(self) -> &'static str {
         match self {
-            FileKind::Depth => "depth",
-            FileKind::Snapshot => "snapshot",
+            FileKind::Depth => "_depth",
+            FileKind::Snapshot => "_snapshot",
         }
     }
 }
@@ -46,7 +47,7 @@ pub fn book_dir(data_dir: &Path) -> PathBuf {
 
 /// `ethusdt_depth`: what every file of a symbol's series starts with.
 pub fn series(symbol: &Symbol, kind: FileKind) -> String {
-    format!("{}_{}", symbol.lower(), kind.tag())
+    format!("{}{}", symbol.lower(), kind.marker())
 }
 
 /// `ethusdt_depth_20261120T080000Z.ndjson.gz`: a series' file whose data starts at `secs`.
@@ -69,11 +70,9 @@ pub fn classify(path: &Path) -> Option<(&str, FileKind)> {
         .strip_suffix(PART_SUFFIX)
         .unwrap_or(name)
         .strip_suffix(EXTENSION)?;
-    FileKind::ALL.into_iter().find_map(|kind| {
-        let marker = format!("_{}", kind.tag());
-        let end = stem.find(&marker)?;
-        Some((&stem[..end], kind))
-    })
+    FileKind::ALL
+        .into_iter()
+        .find_map(|kind| Some((&stem[..stem.find(kind.marker())?], kind)))
 }
 
 /// Whether `path` is a recording of `kind`.
@@ -83,7 +82,10 @@ pub fn is_kind(path: &Path, kind: FileKind) -> bool {
 
 /// Whether `name` is a `.part` file of one of `series`.
 pub fn is_part_of_series(name: &str, series: &[String]) -> bool {
-    name.ends_with(&format!("{EXTENSION}{PART_SUFFIX}"))
+    let is_part = name
+        .strip_suffix(PART_SUFFIX)
+        .is_some_and(|n| n.ends_with(EXTENSION));
+    is_part
         && series.iter().any(|s| {
             name.strip_prefix(s.as_str())
                 .is_some_and(|r| r.starts_with('_'))

@@ -58,20 +58,17 @@ pub fn create_unique(dir: &Path, series: &str, mut secs: u64) -> Result<OpenFile
 }
 
 /// Gives `part` the name `done` unless that name exists: a hard link fails rather than replace.
-/// The caller removes `part` afterwards.
-pub fn link_no_replace(part: &Path, done: &Path) -> Result<()> {
-    let taken = || {
-        Error::Invalid(format!(
-            "{} exists: obrec never overwrites a file",
-            done.display()
-        ))
-    };
+/// `Ok(false)` when `done` is taken, which callers explain in their own terms. The caller
+/// removes `part` afterwards.
+pub fn link_no_replace(part: &Path, done: &Path) -> Result<bool> {
     match fs::hard_link(part, done) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(taken()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         // A filesystem without hard links: check, then rename (a narrow race, as good as it gets).
-        Err(_) if done.exists() => Err(taken()),
-        Err(_) => fs::rename(part, done).map_err(|e| Error::file(done, e)),
+        Err(_) if done.exists() => Ok(false),
+        Err(_) => fs::rename(part, done)
+            .map(|()| true)
+            .map_err(|e| Error::file(done, e)),
     }
 }
 
@@ -125,10 +122,8 @@ mod tests {
         let (part, done) = (dir.path().join("a.part"), dir.path().join("a"));
         fs::write(&part, b"new").unwrap();
         fs::write(&done, b"old").unwrap();
-        assert!(matches!(
-            link_no_replace(&part, &done),
-            Err(Error::Invalid(_))
-        ));
+        assert!(!link_no_replace(&part, &done).unwrap());
+        assert!(part.exists(), "left for the caller");
         assert_eq!(fs::read(&done).unwrap(), b"old");
     }
 }

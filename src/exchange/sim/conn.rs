@@ -25,7 +25,8 @@ use super::faults::{ConnFaults, Ending, FrameFate};
 use super::http::Route;
 use super::server::Shared;
 use super::wire::{self, DataFrame};
-use super::{SentFrame, lock, now_ms, now_ns};
+use super::{SentFrame, lock};
+use crate::util::clock::{wall_ms, wall_ns};
 
 /// Frames a connection may have queued. At a fixed rate a client this far behind is dropped
 /// (~20 MB of depth frames: hours of data at normal rates, and still 130 ms at 250,000 frames/s,
@@ -290,7 +291,7 @@ impl<'a> FrameWriter<'a> {
                 return End::Fault(self.faults.expire());
             }
             if now >= self.next_ping {
-                wire::push_ping(&mut self.buf, now_ms().to_string().as_bytes());
+                wire::push_ping(&mut self.buf, wall_ms().to_string().as_bytes());
                 self.next_ping = now + self.shared.front.ping_interval;
             }
             if let Err(e) = self.flush() {
@@ -336,7 +337,7 @@ impl<'a> FrameWriter<'a> {
                 u: frame.header.last,
                 pu: frame.header.prev,
                 payload: String::from_utf8_lossy(frame.payload()).into_owned(),
-                sent_ns: now_ns(),
+                sent_ns: wall_ns(),
             };
             lock(&self.shared.sent).push(sent);
         }

@@ -21,8 +21,9 @@ use super::generator::Feed;
 use super::server::Shared;
 use super::source::Source;
 use super::wire::DataFrame;
-use super::{Rate, lock, now_ms};
+use super::{Rate, lock};
 use crate::market::stream::{Depth, parse_depth_stream};
+use crate::util::clock::wall_ms;
 
 /// How often a `--rate max` pump with no subscriber looks again: it generates nothing meanwhile,
 /// since "as fast as the sockets take" means nothing without a socket.
@@ -169,12 +170,12 @@ impl Source for Hub {
         let Some(symbol) = self.symbols.iter().find(|s| &*s.name == symbol) else {
             return Err("Invalid symbol.".into());
         };
-        symbol.lock().feed.snapshot(limit, now_ms(), out);
+        symbol.lock().feed.snapshot(limit, wall_ms(), out);
         Ok(())
     }
 
     fn time_ms(&self) -> u64 {
-        now_ms()
+        wall_ms()
     }
 
     fn slow_clients(&self) -> u64 {
@@ -228,7 +229,7 @@ impl Pump<'_> {
     fn publish(&self) -> bool {
         let mut guard = lock(&self.symbol.state);
         let state = &mut *guard;
-        let header = state.feed.advance(now_ms());
+        let header = state.feed.advance(wall_ms());
         state.events += 1;
         if self.injector.drops_event(state.events) || state.subscribers.is_empty() {
             return true;

@@ -48,7 +48,6 @@ pub use faults::{DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, Fault, Faults};
 pub use server::Sim;
 
 use crate::market::symbol::Symbol;
-use crate::util::clock::{wall_ms as now_ms, wall_ns as now_ns};
 
 /// Default `--listen`: loopback, any free port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:0";

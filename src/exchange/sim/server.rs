@@ -23,7 +23,8 @@ use super::http::{self, HEAD_TIMEOUT};
 use super::hub::Hub;
 use super::source::Source;
 use super::walk::Market;
-use super::{SentFrame, SimConfig, SimStats, conn, lock, now_ms};
+use super::{SentFrame, SimConfig, SimStats, conn, lock};
+use crate::util::clock::wall_ms;
 
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
@@ -116,7 +117,7 @@ impl Sim {
     /// An invalid configuration (`InvalidInput`), or the bind failing.
     pub fn start(listen: &str, config: SimConfig) -> io::Result<Sim> {
         let config = config.validated()?;
-        let now = now_ms();
+        let now = wall_ms();
         let feeds = config
             .symbols
             .iter()

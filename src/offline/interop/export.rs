@@ -124,8 +124,7 @@ impl Conversion {
                 }
             };
             if let Err(what) = check_symbol(snap.symbol)
-                .map(drop)
-                .and_then(|()| check_object(snap.data))
+                .and_then(|_symbol| check_object(snap.data))
                 .and_then(|()| check_ns(snap.recv_ns))
             {
                 lines.bad_line(&what, &mut self.outcome)?;
@@ -157,8 +156,7 @@ impl Conversion {
                 }
             };
             if let Err(what) = check_symbol(line.symbol)
-                .map(drop)
-                .and_then(|()| check_object(line.data))
+                .and_then(|_symbol| check_object(line.data))
                 .and_then(|()| check_ns(line.recv_ns))
                 .and_then(|()| check_stream(line.stream))
             {

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Outcome, Written};
 use crate::error::{Error, Result};
-use crate::store::gzip::MEMBER_BYTES;
-use crate::store::gzip::{CountingReader, MemberDecoder, MemberEncoder, describe};
+use crate::store::gzip::{CountingReader, MEMBER_BYTES, MemberDecoder, MemberEncoder, describe};
 use crate::store::names::part_of;
 use crate::store::staged::{create_part, link_no_replace, sync_dir};
 /// Longest line accepted from an input. A 1000-level snapshot is about 40 KB; anything near this
@@ -256,7 +255,9 @@ impl Staged {
         let mut linked: Vec<PathBuf> = Vec::new();
         let mut result = Ok(());
         for f in &self.files {
-            if let Err(e) = link_no_replace(&f.part, &f.done) {
+            let placed = link_no_replace(&f.part, &f.done)
+                .and_then(|placed| if placed { Ok(()) } else { Err(taken(&f.done)) });
+            if let Err(e) = placed {
                 result = Err(e);
                 break;
             }
