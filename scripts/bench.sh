@@ -30,7 +30,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 run() {
   local name=$1 rate=$2 level=$3 secs=$4 dir=$WORK/$1
   mkdir -p "$dir"
-  "${SIM_CPU[@]}" "$BIN" sim --symbols BTCUSDT --rate "$rate" --port-file "$dir/port" >"$dir/sim.log" 2>&1 &
+  "${SIM_CPU[@]}" "$BIN" sim --symbol BTCUSDT --rate "$rate" --port-file "$dir/port" >"$dir/sim.log" 2>&1 &
   local sim=$!
   # The simulator writes its port once it listens; if it dies first, say why instead of waiting.
   while [ ! -s "$dir/port" ]; do

@@ -217,8 +217,7 @@ fn sim_recording_round_trip(depth: &str) {
     );
     sim.shutdown();
 
-    let serve =
-        ServeProcess::start(&[first.join("order_book").to_str().unwrap(), "--speed", "max"]);
+    let serve = ServeProcess::start(&[first.join("order_book").to_str().unwrap(), "--pace", "max"]);
     let second = record(
         dir.path(),
         "second",
@@ -320,7 +319,7 @@ fn the_real_capture_plays_to_a_diff_depth_recorder() {
     let port_file = dir.path().join("port");
     let serve = ServeProcess::start(&[
         book.to_str().unwrap(),
-        "--speed",
+        "--pace",
         "max",
         "--port-file",
         port_file.to_str().unwrap(),
@@ -703,7 +702,7 @@ fn damaged_files_play_up_to_the_damage_with_a_warning() {
     btc_lines[5] = "}{ not json".into();
     write_gz(&book.join("btcusdt_depth_1.ndjson.gz"), &btc_lines, 10);
 
-    let serve = ServeProcess::start(&[book.to_str().unwrap(), "--speed", "max"]);
+    let serve = ServeProcess::start(&[book.to_str().unwrap(), "--pace", "max"]);
     let url = format!(
         "ws://{}/stream?streams=ethusdt@depth@100ms/btcusdt@depth@100ms",
         serve.addr
@@ -751,22 +750,22 @@ fn bad_paths_exit_2_and_help_lists_every_flag() {
         assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
-    let out = run_output(obrec().args(["serve", "x", "--speed", "0"]));
+    let out = run_output(obrec().args(["serve", "x", "--pace", "0"]));
     assert_eq!(out.status.code(), Some(2));
     let help = String::from_utf8(run_output(obrec().args(["serve", "--help"])).stdout).unwrap();
     for flag in [
         "--listen",
-        "--speed",
+        "--pace",
         "--port-file",
-        "--ping-sec",
-        "OBREC_SPEED",
+        "--server-ping-sec",
+        "OBREC_PACE",
     ] {
         assert!(help.contains(flag), "{flag}: {help}");
     }
 }
 
 /// The real capture's depth events, repeated into a 190,000-event recording, played at
-/// `--speed max` to one plain client: events and MB per second.
+/// `--pace max` to one plain client: events and MB per second.
 #[test]
 #[ignore = "benchmark"]
 fn max_speed_throughput() {

@@ -1010,7 +1010,7 @@ fn obrec_sim_serves_until_sigterm_and_logs_what_it_sent() {
     let dir = tempfile::tempdir().unwrap();
     let (port_file, sent_log) = (dir.path().join("port"), dir.path().join("sent.ndjson"));
     let mut child = common::obrec()
-        .args(["sim", "--rate=200", "--symbols=ethusdt"])
+        .args(["sim", "--rate=200", "--symbol=ethusdt"])
         .arg(format!("--port-file={}", port_file.display()))
         .arg(format!("--sent-log={}", sent_log.display()))
         .stdout(Stdio::null())

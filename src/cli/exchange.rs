@@ -29,10 +29,10 @@ pub struct SimArgs {
     /// Address to listen on; port 0 picks a free port
     #[arg(long, env = "OBREC_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: String,
-    /// Symbols to serve (comma-separated, repeatable)
-    #[arg(long, env = "OBREC_SYMBOLS", value_name = "SYM", value_delimiter = ',', default_value = "ETHUSDT",
+    /// Symbol to serve; repeatable and comma-separated (ETHUSDT,BTCUSDT), as in `obrec record`
+    #[arg(long, env = "OBREC_SYMBOL", value_name = "SYM", value_delimiter = ',', default_value = "ETHUSDT",
           value_parser = parse::symbol_text)]
-    pub symbols: Vec<String>,
+    pub symbol: Vec<String>,
     /// Events per second per symbol (e.g. 10, 0.5), or `max`: as fast as the slowest subscriber reads
     #[arg(long, env = "OBREC_RATE", value_name = "N|max", default_value = "10")]
     pub rate: Rate,
@@ -42,9 +42,9 @@ pub struct SimArgs {
     /// Write the port number to this file once listening (for scripts that use port 0)
     #[arg(long, env = "OBREC_PORT_FILE", value_name = "PATH")]
     pub port_file: Option<PathBuf>,
-    /// Seconds between server pings on each connection (Binance: 180)
-    #[arg(long, env = "OBREC_PING_SEC", value_name = "S", default_value = "180", value_parser = parse::seconds)]
-    pub ping_sec: Duration,
+    /// Seconds between the server's pings on each connection (Binance: 180)
+    #[arg(long, env = "OBREC_SERVER_PING_SEC", value_name = "S", default_value = "180", value_parser = parse::seconds)]
+    pub server_ping_sec: Duration,
     /// Append every data frame sent to this file as NDJSON: {"conn":N,"stream":"…","data":{…}}
     #[arg(long, env = "OBREC_SENT_LOG", value_name = "PATH")]
     pub sent_log: Option<PathBuf>,
@@ -59,10 +59,10 @@ pub struct SimArgs {
 /// The listen address cannot be bound, or a file cannot be written.
 pub fn sim(args: &SimArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let config = SimConfig {
-        symbols: args.symbols.clone(),
+        symbols: args.symbol.clone(),
         rate: args.rate,
         seed: args.seed,
-        ping_interval: args.ping_sec,
+        ping_interval: args.server_ping_sec,
         faults: Faults::from(&args.faults),
         record_sent: args.sent_log.is_some(),
     };
@@ -82,7 +82,7 @@ pub fn sim(args: &SimArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     announce(addr, args.port_file.as_deref())?;
     log::info!(
         "sim: serving {} at {} on {addr}",
-        args.symbols.join(","),
+        args.symbol.join(","),
         args.rate
     );
     while !shutdown.wait_timeout(STOP_POLL) {
@@ -226,15 +226,15 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port
     #[arg(long, env = "OBREC_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: String,
-    /// Playback speed: 1 as recorded, 10 ten times faster, or `max`: as fast as the client reads
-    #[arg(long, env = "OBREC_SPEED", value_name = "N|max", default_value = "1")]
-    pub speed: Pace,
+    /// Playback pace: 1 as recorded, 10 ten times faster, or `max`: as fast as the client reads
+    #[arg(long, env = "OBREC_PACE", value_name = "N|max", default_value = "1")]
+    pub pace: Pace,
     /// Write the port number to this file once listening (for scripts that use port 0)
     #[arg(long, env = "OBREC_PORT_FILE", value_name = "PATH")]
     pub port_file: Option<PathBuf>,
-    /// Seconds between server pings on each connection (Binance: 180)
-    #[arg(long, env = "OBREC_PING_SEC", value_name = "S", default_value = "180", value_parser = parse::seconds)]
-    pub ping_sec: Duration,
+    /// Seconds between the server's pings on each connection (Binance: 180)
+    #[arg(long, env = "OBREC_SERVER_PING_SEC", value_name = "S", default_value = "180", value_parser = parse::seconds)]
+    pub server_ping_sec: Duration,
 }
 
 /// `obrec serve` until `shutdown` triggers: opens the recording, prints `listening on ADDR`
@@ -247,8 +247,8 @@ pub fn serve(args: &ServeArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> 
     let recording = Recording::open(&args.paths)?;
     let (files, snapshots) = (recording.files(), recording.snapshots());
     let config = ServeConfig {
-        pace: args.speed,
-        ping_interval: args.ping_sec,
+        pace: args.pace,
+        ping_interval: args.server_ping_sec,
     };
     let server = Serve::start(&args.listen, recording, config)
         .with_context(|| format!("cannot serve on {}", args.listen))?;
@@ -256,7 +256,7 @@ pub fn serve(args: &ServeArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> 
     announce(addr, args.port_file.as_deref())?;
     log::info!(
         "serve: {files} files ({snapshots} snapshots) at {} on {addr}",
-        args.speed
+        args.pace
     );
     while !shutdown.wait_timeout(STOP_POLL) {}
     let stats = server.stats();
@@ -297,9 +297,9 @@ mod tests {
     fn defaults_match_the_documented_ones() {
         let args = parse(&[]).unwrap();
         assert_eq!(args.listen, "127.0.0.1:0");
-        assert_eq!(args.symbols, ["ETHUSDT"]);
+        assert_eq!(args.symbol, ["ETHUSDT"]);
         assert_eq!(args.rate, Rate::PerSecond(10.0));
-        assert_eq!((args.seed, args.ping_sec), (1, DEFAULT_PING));
+        assert_eq!((args.seed, args.server_ping_sec), (1, DEFAULT_PING));
         assert_eq!(Faults::from(&args.faults), Faults::default());
         let config = SimConfig::default();
         assert_eq!(
@@ -309,22 +309,22 @@ mod tests {
                 config.seed,
                 config.ping_interval
             ),
-            (args.symbols, args.rate, 1, DEFAULT_PING)
+            (args.symbol, args.rate, 1, DEFAULT_PING)
         );
     }
 
     #[test]
     fn flags_parse() {
         let args = parse(&[
-            "--symbols",
+            "--symbol",
             "ethusdt,BTCUSDT",
-            "--symbols",
+            "--symbol",
             "solusdt",
             "--rate",
             "max",
             "--seed",
             "7",
-            "--ping-sec",
+            "--server-ping-sec",
             "0.5",
             "--gap-every",
             "10",
@@ -347,9 +347,9 @@ mod tests {
             "1000",
         ])
         .unwrap();
-        assert_eq!(args.symbols, ["ETHUSDT", "BTCUSDT", "SOLUSDT"]);
+        assert_eq!(args.symbol, ["ETHUSDT", "BTCUSDT", "SOLUSDT"]);
         assert_eq!(
-            (args.rate, args.seed, args.ping_sec),
+            (args.rate, args.seed, args.server_ping_sec),
             (Rate::Max, 7, Duration::from_millis(500))
         );
         let f = Faults::from(&args.faults);
@@ -371,10 +371,10 @@ mod tests {
     #[test]
     fn bad_flags_are_refused() {
         for bad in [
-            &["--symbols", "ETH-USDT"][..],
-            &["--symbols", "X"],
+            &["--symbol", "ETH-USDT"][..],
+            &["--symbol", "X"],
             &["--rate", "0"],
-            &["--ping-sec", "-1"],
+            &["--server-ping-sec", "-1"],
             &["--gap-every", "0"],
             &["--stall-sec", "1"],
             &["--reject-status", "101"],
@@ -408,7 +408,7 @@ mod tests {
         let args = parse_serve(&["data/order_book"]).unwrap();
         assert_eq!(args.paths, [PathBuf::from("data/order_book")]);
         assert_eq!(
-            (args.listen.as_str(), args.speed, args.ping_sec),
+            (args.listen.as_str(), args.pace, args.server_ping_sec),
             ("127.0.0.1:0", Pace::Speed(1.0), DEFAULT_PING)
         );
         let args = parse_serve(&[
@@ -416,21 +416,25 @@ mod tests {
             "dir",
             "--listen",
             "0.0.0.0:9000",
-            "--speed",
+            "--pace",
             "max",
             "--port-file",
             "port",
-            "--ping-sec",
+            "--server-ping-sec",
             "0.5",
         ])
         .unwrap();
         assert_eq!(args.paths.len(), 2);
         assert_eq!(
-            (args.listen.as_str(), args.speed, args.ping_sec),
+            (args.listen.as_str(), args.pace, args.server_ping_sec),
             ("0.0.0.0:9000", Pace::Max, Duration::from_millis(500))
         );
         assert_eq!(args.port_file, Some(PathBuf::from("port")));
-        for bad in [&[][..], &["x", "--speed", "0"], &["x", "--ping-sec", "0"]] {
+        for bad in [
+            &[][..],
+            &["x", "--pace", "0"],
+            &["x", "--server-ping-sec", "0"],
+        ] {
             assert!(parse_serve(bad).is_err(), "{bad:?}");
         }
     }

@@ -93,7 +93,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         }
         Some(Command::Health(args)) => offline::health(&args),
         Some(Command::Demo(args)) => {
-            crate::demo::run(args.seconds, args.dir.clone(), &shutdown)?;
+            crate::demo::run(args.seconds.as_secs_f64(), args.dir.clone(), &shutdown)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -211,6 +211,28 @@ mod tests {
             ],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// One environment variable, one flag: `OBREC_<FLAG>` everywhere, so a variable set for one
+    /// subcommand (scripts/obrec.env sets record's) means the same to every other that reads it.
+    #[test]
+    fn every_flag_reads_the_variable_named_after_it() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let commands = std::iter::once(&cli).chain(cli.get_subcommands());
+        for command in commands {
+            for arg in command.get_arguments() {
+                let Some(long) = arg.get_long().filter(|l| *l != "help" && *l != "version") else {
+                    continue;
+                };
+                assert_eq!(
+                    arg.get_env().map(|e| e.to_string_lossy().into_owned()),
+                    Some(format!("OBREC_{}", long.to_uppercase().replace('-', "_"))),
+                    "obrec {} --{long}",
+                    command.get_name()
+                );
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
@@ -215,8 +216,8 @@ pub fn health(args: &HealthArgs) -> anyhow::Result<ExitCode> {
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// Seconds to record.
-    #[arg(long, env = "OBREC_SECONDS", default_value = "5", value_parser = parse::positive)]
-    pub seconds: f64,
+    #[arg(long, env = "OBREC_SECONDS", default_value = "5", value_parser = parse::seconds)]
+    pub seconds: Duration,
     /// Where the demo writes its data and logs (a fresh temporary directory when absent).
     #[arg(long, env = "OBREC_DIR")]
     pub dir: Option<PathBuf>,

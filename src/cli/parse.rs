@@ -35,48 +35,55 @@ fn number(s: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("{s:?} is not a number"))
 }
 
-pub fn non_negative(s: &str) -> Result<f64, String> {
-    number(s).and_then(|v| {
-        if v >= 0.0 {
-            Ok(v)
-        } else {
-            Err(format!("{s} is negative"))
-        }
-    })
-}
+/// The longest duration any flag takes: about 31 years, far below `Duration`'s limits, so no
+/// conversion can overflow, and far above any run a user means.
+const MAX_SECONDS: f64 = 1e9;
 
-pub fn positive(s: &str) -> Result<f64, String> {
-    number(s).and_then(|v| {
-        if v > 0.0 {
-            Ok(v)
+/// A number of `unit`-long steps as a duration: finite, at most [`MAX_SECONDS`], above zero
+/// unless `zero_ok`.
+fn span(s: &str, unit: f64, zero_ok: bool) -> Result<Duration, String> {
+    let v = number(s)?;
+    let secs = v * unit;
+    if v < 0.0 || (v == 0.0 && !zero_ok) {
+        let bound = if zero_ok {
+            "negative"
         } else {
-            Err(format!("{s} must be above zero"))
-        }
-    })
-}
-
-/// A positive number of seconds, decimals allowed, below a billion (about 31 years), which keeps
-/// it far from `Duration`'s limits.
-pub fn seconds(s: &str) -> Result<Duration, String> {
-    match s.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
-            Ok(Duration::from_secs_f64(secs))
-        }
-        _ => Err(format!(
-            "invalid duration `{s}`: expected a positive number of seconds"
-        )),
+            "not above zero"
+        };
+        return Err(format!("{s} is {bound}"));
     }
+    if secs > MAX_SECONDS {
+        return Err(format!("{s} is too long: at most {MAX_SECONDS:e} seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Minutes, decimals allowed, zero included (`--run-minutes 0` stops at once).
+pub fn minutes_or_zero(s: &str) -> Result<Duration, String> {
+    span(s, 60.0, true)
+}
+
+/// Minutes above zero, decimals allowed.
+pub fn minutes(s: &str) -> Result<Duration, String> {
+    span(s, 60.0, false)
+}
+
+/// Seconds above zero, decimals allowed.
+pub fn seconds(s: &str) -> Result<Duration, String> {
+    span(s, 1.0, false)
 }
 
 /// `23h30m`, `90s`, `1h` (humantime), or plain seconds.
 pub fn duration(s: &str) -> Result<Duration, String> {
-    let d = match positive(s) {
-        Ok(secs) => Duration::from_secs_f64(secs),
-        Err(_) => humantime::parse_duration(s.trim())
-            .map_err(|e| format!("{s:?} is not a duration: {e}"))?,
-    };
-    if d.is_zero() {
-        return Err(format!("{s} must be above zero"));
+    if number(s).is_ok() {
+        return seconds(s);
+    }
+    let d =
+        humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration: {e}"))?;
+    if d.is_zero() || d.as_secs_f64() > MAX_SECONDS {
+        return Err(format!(
+            "{s} is out of range: above zero, at most {MAX_SECONDS:e} seconds"
+        ));
     }
     Ok(d)
 }
@@ -88,22 +95,80 @@ pub fn socket_addr(s: &str) -> Result<String, String> {
         .map_err(|_| format!("{s:?} is not an address like 127.0.0.1:9464"))
 }
 
+/// A WebSocket endpoint: `ws://` or `wss://`, a host, an optional port, an optional path.
 pub fn ws_url(s: &str) -> Result<String, String> {
-    let s = s.trim();
-    if (s.starts_with("wss://") || s.starts_with("ws://")) && s.len() > "wss://".len() {
-        Ok(s.to_string())
-    } else {
-        Err(format!("{s:?} is not a ws:// or wss:// url"))
-    }
+    url(s, &["ws", "wss"]).map(|u| u.trim_end_matches('/').to_string())
 }
 
+/// A REST endpoint: `http://` or `https://`, a host, an optional port, an optional path.
 pub fn http_url(s: &str) -> Result<String, String> {
+    url(s, &["http", "https"]).map(|u| u.trim_end_matches('/').to_string())
+}
+
+/// Checks a URL the way the connection will use it, so that a typo is a usage error now rather
+/// than a connection failure retried forever.
+fn url<'a>(s: &'a str, schemes: &[&str]) -> Result<&'a str, String> {
     let s = s.trim();
-    if (s.starts_with("https://") || s.starts_with("http://")) && s.len() > "https://".len() {
-        Ok(s.trim_end_matches('/').to_string())
-    } else {
-        Err(format!("{s:?} is not an http:// or https:// url"))
+    let wanted = || schemes.join(":// or ") + "://";
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Err(format!("{s:?} is not a url: expected {}", wanted()));
+    };
+    if !schemes.contains(&scheme) {
+        return Err(format!("{s:?} is not a {} url", wanted()));
     }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let uri = s
+        .parse::<tungstenite::http::Uri>()
+        .map_err(|e| format!("{s:?} is not a url: {e}"))?;
+    let host = uri.host().unwrap_or_default();
+    if host.is_empty() || authority.contains('@') {
+        return Err(format!("{s:?} has no host"));
+    }
+    if uri.query().is_some() || rest.contains('#') {
+        return Err(format!(
+            "{s:?} has a query or fragment: give the endpoint only"
+        ));
+    }
+    // `Uri` accepts any digits after the colon; a port must fit in 16 bits and not be 0.
+    if let Some((_, port)) = authority.rsplit_once(':')
+        && !authority.ends_with(']')
+        && !port.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        return Err(format!("{s:?} has an invalid port {port:?}"));
+    }
+    Ok(s)
+}
+
+/// A log filter: a level (`off`, `error`, `warn`, `info`, `debug`, `trace`), or comma-separated
+/// `module=level` parts. A bare word that is not a level is refused: the logging library would
+/// take it for a module name and silently log nothing of obrec.
+pub fn log_level(s: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |l: &str| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    let parts: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        return Err("the log level is empty: use error, warn, info, debug or trace".into());
+    }
+    for part in parts {
+        let ok = match part.split_once('=') {
+            Some((module, level)) => {
+                !module.trim().is_empty()
+                    && !module.contains(char::is_whitespace)
+                    && is_level(level)
+            }
+            None => is_level(part),
+        };
+        if !ok {
+            return Err(format!(
+                "{part:?} is not a log level: use error, warn, info, debug, trace or module=level"
+            ));
+        }
+    }
+    Ok(s.trim().to_string())
 }
 
 #[cfg(test)]
@@ -126,10 +191,52 @@ mod tests {
             duration("23h30m"),
             Ok(Duration::from_secs(23 * 3600 + 1800))
         );
-        for bad in ["0", "soon", "-1"] {
+        for bad in ["0", "soon", "-1", "1e300", "99999999999h", "NaN", "inf"] {
             assert!(duration(bad).is_err(), "{bad}");
         }
         assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
-        assert!(seconds("1e10").is_err());
+        assert_eq!(minutes("0.1"), Ok(Duration::from_secs(6)));
+        assert_eq!(minutes_or_zero("0"), Ok(Duration::ZERO));
+        for bad in ["1e10", "0", "-1", "1e300", "inf", ""] {
+            assert!(seconds(bad).is_err(), "{bad}");
+            assert!(minutes(bad).is_err(), "{bad}");
+        }
+        assert!(minutes_or_zero("1e300").is_err());
+    }
+
+    #[test]
+    fn urls_are_checked_before_use() {
+        assert_eq!(
+            ws_url("wss://fstream.binance.com/public/"),
+            Ok("wss://fstream.binance.com/public".into())
+        );
+        assert!(ws_url("ws://127.0.0.1:9000").is_ok());
+        assert!(ws_url("ws://[::1]:9000/x").is_ok());
+        assert!(http_url("https://fapi.binance.com").is_ok());
+        for bad in [
+            "http://x",
+            "wss://",
+            "wss:///path",
+            "wss://host:99999",
+            "wss://host:0",
+            "wss://host:port",
+            "wss://exa mple.com",
+            "wss://host/stream?streams=x",
+            "wss://user@host",
+            "fstream.binance.com",
+        ] {
+            assert!(ws_url(bad).is_err(), "{bad}");
+        }
+        assert!(http_url("wss://x").is_err());
+    }
+
+    #[test]
+    fn log_levels_are_levels() {
+        for good in ["info", "DEBUG", "warn,obrec::recorder=debug", "off"] {
+            assert!(log_level(good).is_ok(), "{good}");
+        }
+        for bad in ["", "infoo", "verbose", "info,x=loud", "=debug"] {
+            assert!(log_level(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! `obrec record`: its flags, and the run they configure.
 
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use super::parse;
+use crate::error::Error;
 use crate::market::stream::{Depth, Speed};
 use crate::market::symbol::Symbol;
 use crate::recorder::{self, DEFAULT_ENDPOINT, DEFAULT_REST_ENDPOINT, RecordConfig};
@@ -28,8 +30,8 @@ pub struct RecordArgs {
           value_parser = PossibleValuesParser::new(["100ms", "250ms", "500ms"]).try_map(|s| s.parse::<Speed>()))]
     pub speed: Speed,
     /// Stop after this many minutes (decimals allowed: 0.1 = 6 s); runs forever when absent.
-    #[arg(long, env = "OBREC_RUN_MINUTES", value_parser = parse::non_negative)]
-    pub run_minutes: Option<f64>,
+    #[arg(long, env = "OBREC_RUN_MINUTES", value_parser = parse::minutes_or_zero)]
+    pub run_minutes: Option<Duration>,
     /// WebSocket endpoint; streams are read from <endpoint>/stream?streams=….
     #[arg(long, env = "OBREC_ENDPOINT", default_value = DEFAULT_ENDPOINT, value_parser = parse::ws_url)]
     pub endpoint: String,
@@ -57,20 +59,20 @@ pub struct RecordArgs {
     #[arg(long, env = "OBREC_BACKUPS", default_value_t = 7)]
     pub backups: usize,
     /// Seconds between SUMMARY lines and metrics.json refreshes.
-    #[arg(long, env = "OBREC_PRINT_INTERVAL", default_value = "10", value_parser = parse::positive)]
-    pub print_interval: f64,
+    #[arg(long, env = "OBREC_PRINT_INTERVAL", default_value = "10", value_parser = parse::seconds)]
+    pub print_interval: Duration,
     /// Replace a connection that delivered no data for this many seconds.
-    #[arg(long, env = "OBREC_STALE_SEC", default_value = "10", value_parser = parse::positive)]
-    pub stale_sec: f64,
+    #[arg(long, env = "OBREC_STALE_SEC", default_value = "10", value_parser = parse::seconds)]
+    pub stale_sec: Duration,
     /// Seconds between client pings; a missing pong replaces the connection.
-    #[arg(long, env = "OBREC_PING_SEC", default_value = "20", value_parser = parse::positive)]
-    pub ping_sec: f64,
+    #[arg(long, env = "OBREC_PING_SEC", default_value = "20", value_parser = parse::seconds)]
+    pub ping_sec: Duration,
     /// Replace a connection this old (before Binance's 24 h cut), opening the new one first.
     #[arg(long, env = "OBREC_MAX_CONN_AGE", default_value = "23h30m", value_parser = parse::duration)]
     pub max_conn_age: Duration,
     /// Minutes per data file; files start on UTC-aligned boundaries.
-    #[arg(long, env = "OBREC_FILE_MINUTES", default_value = "60", value_parser = parse::positive)]
-    pub file_minutes: f64,
+    #[arg(long, env = "OBREC_FILE_MINUTES", default_value = "60", value_parser = parse::minutes)]
+    pub file_minutes: Duration,
     /// Most milliseconds received data may sit only in memory before it is written.
     #[arg(long, env = "OBREC_FLUSH_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub flush_ms: u64,
@@ -85,13 +87,12 @@ pub struct RecordArgs {
     #[arg(long, env = "OBREC_METRICS_ADDR", value_name = "ADDR", value_parser = parse::socket_addr)]
     pub metrics_addr: Option<String>,
     /// Log filter: error, warn, info, debug (per message), trace; or a RUST_LOG-style spec.
-    #[arg(long, env = "OBREC_LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = "OBREC_LOG_LEVEL", default_value = "info", value_parser = parse::log_level)]
     pub log_level: String,
 }
 
 impl RecordArgs {
     pub fn config(&self) -> RecordConfig {
-        let secs = Duration::from_secs_f64;
         let mut seen = std::collections::HashSet::new();
         let mut symbols = self.symbol.clone();
         symbols.retain(|s| seen.insert(s.clone()));
@@ -102,12 +103,13 @@ impl RecordArgs {
             endpoint: self.endpoint.clone(),
             rest_endpoint: self.rest_endpoint.clone(),
             data_dir: self.data_dir.clone(),
-            run_for: self.run_minutes.map(|m| secs(m * 60.0)),
-            print_every: secs(self.print_interval),
-            stale_after: secs(self.stale_sec),
-            ping_every: secs(self.ping_sec),
+            run_for: self.run_minutes,
+            print_every: self.print_interval,
+            stale_after: self.stale_sec,
+            ping_every: self.ping_sec,
             max_conn_age: self.max_conn_age,
-            file_period: secs(self.file_minutes * 60.0).max(Duration::from_secs(1)),
+            // Names carry whole seconds: a shorter period would reuse a name.
+            file_period: self.file_minutes.max(Duration::from_secs(1)),
             flush_every: Duration::from_millis(self.flush_ms),
             queue: usize::try_from(self.queue).unwrap_or(usize::MAX),
             gzip_level: self.gzip_level,
@@ -131,8 +133,53 @@ impl RecordArgs {
 /// Records until a signal or `--run-minutes`.
 pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let config = args.config();
+    // Both directories are checked before either is created: a typo in one must not leave the
+    // other behind.
+    usable_dir("log dir", &args.log_dir)?;
+    usable_dir("data dir", &config.book_dir())?;
     config.preflight()?;
     let _log = logging::to_files(&args.log_options())?;
     recorder::run(&config, shutdown).context("recording failed")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fails with a usage error when `dir` cannot be used or created, creating nothing: its nearest
+/// existing ancestor must be a directory in which a file can be made.
+fn usable_dir(what: &str, dir: &Path) -> Result<(), Error> {
+    let invalid = |why: String| Error::Invalid(format!("{what} {}: {why}", dir.display()));
+    let mut existing = dir;
+    while !existing.as_os_str().is_empty() && fs::symlink_metadata(existing).is_err() {
+        existing = existing.parent().unwrap_or(Path::new(""));
+    }
+    let existing = if existing.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        existing
+    };
+    match fs::metadata(existing) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(invalid(format!(
+                "{} is not a directory",
+                existing.display()
+            )));
+        }
+        Err(e) => return Err(invalid(e.to_string())),
+    }
+    // Permission bits do not say what root or an ACL allows; making a file does.
+    let probe = existing.join(format!(".obrec-probe-{}", std::process::id()));
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(invalid(format!(
+            "{} is not writable: {e}",
+            existing.display()
+        ))),
+    }
 }

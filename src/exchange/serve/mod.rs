@@ -5,7 +5,7 @@
 //!
 //! * Every connection plays the recording from the beginning, on its own. Its clock starts at its
 //!   first depth subscription (the URL's streams count), and each event is due
-//!   `(recv_ns − the recording's first recv_ns) / speed` later. With `--speed max` nothing waits:
+//!   `(recv_ns − the recording's first recv_ns) / pace` later. With `--pace max` nothing waits:
 //!   the client's reading sets the pace.
 //! * An event goes to each subscription of the same symbol and kind: diff (`@depth`,
 //!   `@depth@100ms`, `@depth@0ms`, …) or partial (`@depth5`, `@depth20@100ms`, …), whatever the

@@ -4,7 +4,7 @@
 //! from the beginning and waits until each event is due. Under the player's lock an event is
 //! framed for every matching subscription and queued, so a new subscription starts at the next
 //! event and no frame of a stream follows its UNSUBSCRIBE acknowledgement, as on the sim. The
-//! queue is bounded: when the client reads slowly the player waits, and at `--speed max` that
+//! queue is bounded: when the client reads slowly the player waits, and at `--pace max` that
 //! wait is the only pace.
 
 use std::collections::HashMap;
@@ -43,7 +43,7 @@ struct Running {
 struct Player {
     link: Arc<Link>,
     subs: Mutex<Vec<Subscription>>,
-    /// Threads other than the player waiting for `subs`. At `--speed max` the player relocks the
+    /// Threads other than the player waiting for `subs`. At `--pace max` the player relocks the
     /// moment it unlocks, so it lets them in first; otherwise SUBSCRIBE could starve.
     waiting: AtomicUsize,
     /// `recv_ns` of the latest event played; 0 before the first.

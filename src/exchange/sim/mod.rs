@@ -53,7 +53,7 @@ use crate::market::symbol::Symbol;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:0";
 /// Default `--rate`: events per second per symbol, the pace of a `@100ms` stream.
 pub const DEFAULT_RATE: f64 = 10.0;
-/// Default `--ping-sec`: Binance USD-M pings every 3 minutes.
+/// Default `--server-ping-sec`: Binance USD-M pings every 3 minutes.
 pub const DEFAULT_PING: Duration = Duration::from_secs(180);
 
 /// How a sim is set up. `Default`: ETHUSDT at 10 events/s, seed 1, pings every 180 s, no faults.
