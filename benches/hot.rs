@@ -152,7 +152,7 @@ fn names(records: &[Record]) -> (String, String) {
     let Ok(Frame::Depth(h)) = parse_frame(&records[0].frame) else {
         unreachable!("only depth frames are kept");
     };
-    (h.symbol.to_owned(), h.stream.to_owned())
+    (h.symbol.into_owned(), h.stream.into_owned())
 }
 
 /// The lines as the writer batches them: a member's input ends at the first line that brings it to

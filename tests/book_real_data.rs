@@ -523,7 +523,7 @@ fn rebuild_cryptofeed<'a>(
         feed_snapshots(&mut symbols, t.data.event_ms);
         match parse_frame(message).unwrap_or_else(|e| panic!("line {line_no}: {e}")) {
             Frame::Depth(h) => {
-                let (rebuild, _) = symbols.get_mut(h.symbol).expect("known symbol");
+                let (rebuild, _) = symbols.get_mut(&*h.symbol).expect("known symbol");
                 rebuild.depth(line_no, h.ids, &message[h.data]);
             }
             Frame::Other { stream } if stream.ends_with("@bookTicker") => {

@@ -4,6 +4,7 @@
 //! `U`, `u`, `pu`); the bid and ask arrays are skipped, and the `data` payload is located, not
 //! copied, so that it can travel to the file as the exact bytes received.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use serde::Deserialize;
@@ -20,17 +21,19 @@ pub enum Frame<'a> {
     Reply,
     /// Well-formed, but not an event the recorder records (another event type).
     Other {
-        stream: &'a str,
+        stream: Cow<'a, str>,
     },
 }
 
 /// The header fields of a `depthUpdate`, borrowed from the frame.
 #[derive(Debug, PartialEq, Eq)]
 pub struct DepthHeader<'a> {
-    pub stream: &'a str,
+    /// Borrowed unless the frame spelled it with JSON escapes.
+    pub stream: Cow<'a, str>,
     /// Where the `data` payload lies in the frame.
     pub data: Range<usize>,
-    pub symbol: &'a str,
+    /// The stream's symbol, as the payload spells it (checked against the stream name).
+    pub symbol: Cow<'a, str>,
     pub event_ms: u64,
     pub trade_ms: Option<u64>,
     pub ids: Ids,
@@ -45,12 +48,24 @@ pub enum FrameError {
     Shape,
     #[error("depth event lacks a field: {0}")]
     Fields(String),
+    #[error("depth event for {symbol} on stream {stream}")]
+    Symbol { symbol: String, stream: String },
+    #[error("depth event out of range: {0}")]
+    Range(String),
 }
+
+/// The latest event or transaction time accepted, 9999-12-31T23:59:59.999Z: every time up to it
+/// prints as an ISO date, and receipt-minus-event latencies stay far inside an `i64` of µs.
+pub const MAX_EVENT_MS: u64 = 253_402_300_799_999;
+
+/// The largest update id accepted: Binance's ids are Java longs, so anything above is not an id
+/// the exchange sent, and would wrap in any signed arithmetic downstream.
+pub const MAX_UPDATE_ID: u64 = i64::MAX as u64;
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
-    stream: Option<&'a str>,
+    stream: Option<Cow<'a, str>>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
     /// Replies to control messages carry the request's id (`result` may be null).
@@ -62,9 +77,9 @@ struct Envelope<'a> {
 #[allow(non_snake_case)]
 struct EventFields<'a> {
     #[serde(borrow)]
-    e: Option<&'a str>,
+    e: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    s: Option<&'a str>,
+    s: Option<Cow<'a, str>>,
     E: Option<u64>,
     T: Option<u64>,
     U: Option<u64>,
@@ -78,7 +93,7 @@ struct EventFields<'a> {
 #[serde(deny_unknown_fields)]
 struct Combined<'a> {
     #[serde(borrow)]
-    stream: &'a str,
+    stream: Cow<'a, str>,
     #[serde(borrow)]
     data: EventFields<'a>,
 }
@@ -104,7 +119,7 @@ fn fast_path(text: &str) -> Option<Frame<'_>> {
     let data_end = text.trim_end().len() - 1;
     let raw = text.get(data_start..data_end)?.trim();
     let f = env.data;
-    if f.e != Some("depthUpdate") {
+    if f.e.as_deref() != Some("depthUpdate") {
         return Some(Frame::Other { stream: env.stream });
     }
     depth_header(env.stream, offset_in(text, raw), f)
@@ -112,26 +127,53 @@ fn fast_path(text: &str) -> Option<Frame<'_>> {
         .map(Frame::Depth)
 }
 
+/// The header of a depth event, refused when it could not have come from the exchange: a symbol
+/// other than its stream's, a time or id out of range, `U` after `u`.
 fn depth_header<'a>(
-    stream: &'a str,
+    stream: Cow<'a, str>,
     data: Range<usize>,
     f: EventFields<'a>,
 ) -> Result<DepthHeader<'a>, FrameError> {
     let missing = |name: &str| FrameError::Fields(format!("missing {name}"));
+    let symbol = f.s.ok_or_else(|| missing("s"))?;
+    let event_ms = f.E.ok_or_else(|| missing("E"))?;
+    let first = f.U.ok_or_else(|| missing("U"))?;
+    let last = f.u.ok_or_else(|| missing("u"))?;
+    let pu = f.pu.ok_or_else(|| missing("pu"))?;
+    // Streams are named `<symbol in lower case>@…`.
+    let named = stream.split('@').next().unwrap_or_default();
+    if !named.eq_ignore_ascii_case(&symbol) {
+        return Err(FrameError::Symbol {
+            symbol: symbol.into_owned(),
+            stream: stream.into_owned(),
+        });
+    }
+    let range = |what: String| Err(FrameError::Range(what));
+    if let Some(ms) = [Some(event_ms), f.T]
+        .into_iter()
+        .flatten()
+        .find(|ms| *ms > MAX_EVENT_MS)
+    {
+        return range(format!("time {ms} is past the year 9999"));
+    }
+    if first > last || last > MAX_UPDATE_ID {
+        return range(format!("update ids U={first} u={last}"));
+    }
+    // Real frames carry `-1` when there is no previous event; the chain reads that as 0.
+    let prev = match pu {
+        -1 => 0,
+        pu => match u64::try_from(pu) {
+            Ok(prev) => prev,
+            Err(_) => return range(format!("pu={pu}")),
+        },
+    };
     Ok(DepthHeader {
         stream,
         data,
-        symbol: f.s.ok_or_else(|| missing("s"))?,
-        event_ms: f.E.ok_or_else(|| missing("E"))?,
+        symbol,
+        event_ms,
         trade_ms: f.T,
-        ids: Ids {
-            first: f.U.ok_or_else(|| missing("U"))?,
-            last: f.u.ok_or_else(|| missing("u"))?,
-            prev: f
-                .pu
-                .map(|pu| u64::try_from(pu).unwrap_or(0))
-                .ok_or_else(|| missing("pu"))?,
-        },
+        ids: Ids { first, last, prev },
     })
 }
 
@@ -146,7 +188,7 @@ fn general_path(text: &str) -> Result<Frame<'_>, FrameError> {
     let raw = data.get();
     let f: EventFields =
         serde_json::from_str(raw).map_err(|e| FrameError::Fields(e.to_string()))?;
-    if f.e != Some("depthUpdate") {
+    if f.e.as_deref() != Some("depthUpdate") {
         return Ok(Frame::Other { stream });
     }
     depth_header(stream, offset_in(text, raw), f).map(Frame::Depth)
@@ -191,7 +233,7 @@ mod tests {
         assert_eq!(
             parse_frame(r#"{"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":1}}"#),
             Ok(Frame::Other {
-                stream: "btcusdt@bookTicker"
+                stream: "btcusdt@bookTicker".into()
             })
         );
         for bad in [
@@ -238,5 +280,52 @@ mod tests {
             panic!("rejected")
         };
         assert_eq!(h.ids.prev, 0);
+    }
+
+    /// A payload must be what its stream says it is, in a range the exchange can send: anything
+    /// else is a bad frame, never a line under the wrong symbol or a wrapped number.
+    #[test]
+    fn events_the_exchange_could_not_send_are_refused() {
+        let cases = [
+            (
+                FRAME.replace(r#""s":"BTCUSDT""#, r#""s":"ETHUSDT""#),
+                "for ETHUSDT on stream",
+            ),
+            (
+                FRAME.replace("1723161256184", "18446744073709551615"),
+                "year 9999",
+            ),
+            (
+                FRAME.replace("1723161256177", "253402300800000"),
+                "year 9999",
+            ),
+            (
+                FRAME.replace("5123107853551", "18446744073709551615"),
+                "update ids",
+            ),
+            (
+                FRAME.replace("5123107853551", "5123107850000"),
+                "update ids",
+            ),
+            (FRAME.replace("5123107850146", "-7"), "pu=-7"),
+        ];
+        for (frame, why) in &cases {
+            let e = parse_frame(frame).unwrap_err();
+            assert!(e.to_string().contains(why), "{frame}: {e}");
+        }
+    }
+
+    /// JSON escapes are legal anywhere in a string: `s`, `e` and `stream` are decoded, not refused.
+    #[test]
+    fn escaped_names_are_decoded() {
+        let escaped = FRAME
+            .replace(r#""s":"BTCUSDT""#, r#""s":"BTC\u0055SDT""#)
+            .replace(r#""e":"depthUpdate""#, r#""e":"depth\u0055pdate""#)
+            .replace("btcusdt@depth@0ms", r"btcusdt\u0040depth@0ms");
+        let Frame::Depth(h) = parse_frame(&escaped).unwrap() else {
+            panic!("not depth")
+        };
+        assert_eq!((&*h.symbol, &*h.stream), ("BTCUSDT", "btcusdt@depth@0ms"));
+        assert_eq!(h.ids.last, 5123107853551);
     }
 }

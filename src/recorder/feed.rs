@@ -306,7 +306,7 @@ impl Group {
                 return Turn::Continue;
             }
         };
-        let Some(&slot) = self.routes.get(header.stream) else {
+        let Some(&slot) = self.routes.get(&*header.stream) else {
             let what = format!("unexpected stream {}", header.stream);
             self.bad_frame(conn.id, &what);
             return Turn::Continue;

@@ -12,6 +12,11 @@
 //! The seed's keys come first; `data` is the exchange payload byte for byte and comes last, so a
 //! reader can find it without parsing it. A snapshot line is
 //! `{"recv_ns":…,"symbol":"…","lastUpdateId":…,"data":{…REST body as received…}}`.
+//!
+//! One record, one line: a payload or body holding line breaks (`\n`, `\r`; legal JSON whitespace,
+//! which can never stand inside a JSON string) would split its record over several lines, so each
+//! such byte is written as a space and the line says so with `"data_respaced":true` just before
+//! `data`. The JSON value is unchanged; only its whitespace differs from what was received.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -86,9 +91,24 @@ pub fn encode_depth(out: &mut Vec<u8>, line: &DepthLine) {
     out.extend_from_slice(num.format(line.conn).as_bytes());
     out.extend_from_slice(b",\"stream\":\"");
     out.extend_from_slice(line.stream.as_bytes());
-    out.extend_from_slice(b"\",\"data\":");
-    out.extend_from_slice(line.data.as_bytes());
+    out.push(b'"');
+    push_data(out, line.data);
     out.extend_from_slice(b"}\n");
+}
+
+/// Appends `,"data":<data>`, keeping it on one line (see the module docs).
+fn push_data(out: &mut Vec<u8>, data: &str) {
+    let data = data.as_bytes();
+    if memchr::memchr2(b'\n', b'\r', data).is_none() {
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data);
+        return;
+    }
+    out.extend_from_slice(b",\"data_respaced\":true,\"data\":");
+    out.extend(data.iter().map(|&b| match b {
+        b'\n' | b'\r' => b' ',
+        b => b,
+    }));
 }
 
 /// The fields of a line, for lines not in [`encode_depth`]'s exact layout.
@@ -301,8 +321,7 @@ pub fn encode_snapshot(out: &mut Vec<u8>, line: &SnapshotLine) {
     out.extend_from_slice(line.symbol.as_bytes());
     out.extend_from_slice(b"\",\"lastUpdateId\":");
     out.extend_from_slice(num.format(line.last_update_id).as_bytes());
-    out.extend_from_slice(b",\"data\":");
-    out.extend_from_slice(line.data.as_bytes());
+    push_data(out, line.data);
     out.extend_from_slice(b"}\n");
 }
 
@@ -466,5 +485,45 @@ mod tests {
         assert!(out.ends_with(b"}\n"));
         assert_eq!(parse_snapshot(&out).unwrap(), written);
         assert!(parse_snapshot(b"{\"recv_ns\":1}").is_err());
+    }
+
+    /// Line breaks are legal JSON whitespace in a payload or a REST body; each record still
+    /// takes exactly one line, with the same JSON value, and says it was respaced.
+    #[test]
+    fn line_breaks_in_a_payload_or_body_keep_one_record_per_line() {
+        let pretty = "{\r\n  \"e\":\"depthUpdate\",\n\"E\":1,\"b\":[],\"a\":[]\n}";
+        let value: serde_json::Value = serde_json::from_str(pretty).unwrap();
+        let mut written = depth(1_723_161_256_185_000_000, None, 1, 0);
+        written.data = pretty;
+        let mut out = Vec::new();
+        encode_depth(&mut out, &written);
+        encode_snapshot(
+            &mut out,
+            &SnapshotLine {
+                recv_ns: 1,
+                symbol: "BTCUSDT",
+                last_update_id: 7,
+                data: pretty,
+            },
+        );
+        let text = std::str::from_utf8(&out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(!text.contains('\r'));
+        let event = parse_depth(lines[0].as_bytes()).unwrap();
+        let snapshot = parse_snapshot(lines[1].as_bytes()).unwrap();
+        for (line, data) in [(lines[0], event.data), (lines[1], snapshot.data)] {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["data_respaced"], true, "{line}");
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(data).unwrap(),
+                value
+            );
+        }
+        assert_eq!((event.ids, snapshot.last_update_id), (IDS, 7));
+        // A payload without line breaks is written byte for byte, unflagged.
+        out.clear();
+        encode_depth(&mut out, &depth(1_723_161_256_185_000_000, None, 1, 0));
+        assert!(!std::str::from_utf8(&out).unwrap().contains("data_respaced"));
     }
 }

@@ -147,8 +147,8 @@ impl FileImport {
     ) -> std::result::Result<(), Stop> {
         match parse_frame(json) {
             Ok(Frame::Depth(h)) => {
-                let symbol = check_symbol(h.symbol)
-                    .and_then(|symbol| check_stream(h.stream).map(|()| symbol))
+                let symbol = check_symbol(&h.symbol)
+                    .and_then(|symbol| check_stream(&h.stream).map(|()| symbol))
                     .map_err(Stop::Refuse)?;
                 match &self.symbol {
                     Some(s) if *s != symbol => {
@@ -168,8 +168,8 @@ impl FileImport {
                     }
                 };
                 let line = DepthLine {
-                    symbol: h.symbol,
-                    stream: h.stream,
+                    symbol: &h.symbol,
+                    stream: &h.stream,
                     data: &json[h.data.clone()],
                     event_ms: h.event_ms,
                     trade_ms: h.trade_ms,
@@ -189,9 +189,9 @@ impl FileImport {
             },
             Ok(Frame::Other { stream }) => {
                 if self.stream_symbol.is_none() {
-                    self.stream_symbol = stream_symbol(stream);
+                    self.stream_symbol = stream_symbol(&stream);
                 }
-                outcome.skip(stream);
+                outcome.skip(&stream);
             }
             Ok(Frame::Reply) => outcome.skip("(replies)"),
             Err(FrameError::Shape) => match serde_json::from_str::<Unenveloped>(json) {
@@ -216,6 +216,10 @@ impl FileImport {
                 outcome.skip(envelope_stream(json).as_deref().unwrap_or("(unrecognised)"));
             }
             Err(FrameError::Json(e)) => return Err(Stop::Damage(format!("not JSON: {e}"))),
+            // An event the exchange could not have sent: the file is not what it claims to be.
+            Err(e @ (FrameError::Symbol { .. } | FrameError::Range(_))) => {
+                return Err(Stop::Refuse(e.to_string()));
+            }
         }
         Ok(())
     }
