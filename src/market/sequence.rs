@@ -34,12 +34,14 @@ pub enum Verdict {
     /// `pu` equals the previous event's `u`.
     Continuous,
     /// The first event on a new connection does not chain to the last one recorded: data was lost
-    /// while no connection was up. Counted as part of the reconnect, not as a break.
+    /// while no connection was up, or the exchange restarted its ids (`got_pu` below
+    /// `expected_pu`). Counted as part of the reconnect, not as a break; a new chain starts.
     Reconnected { expected_pu: u64, got_pu: u64 },
     /// On the same connection `pu` differs from the previous `u`, or `u` went backwards: the
     /// exchange lost or reset something.
     Break { expected_pu: u64, got_pu: u64 },
-    /// Another connection already delivered this event (`u` not beyond the last one): skip it.
+    /// Another connection already delivered this very event (its `u` is among the last ones
+    /// accepted, from another connection): the overlap of a replacement. Skip it.
     Duplicate,
 }
 
@@ -48,12 +50,36 @@ impl Verdict {
     pub fn is_discontinuity(self) -> bool {
         matches!(self, Verdict::Reconnected { .. } | Verdict::Break { .. })
     }
+
+    /// True when the ids went back: the exchange reset its sequence, or sent a bogus id before.
+    pub fn went_back(self) -> bool {
+        match self {
+            Verdict::Reconnected {
+                expected_pu,
+                got_pu,
+            }
+            | Verdict::Break {
+                expected_pu,
+                got_pu,
+            } => got_pu < expected_pu,
+            _ => false,
+        }
+    }
 }
+
+/// How many accepted `u`s a chain remembers to recognise a copy delivered by an overlapping
+/// connection. Two connections to the same stream run within a few events of each other; 64
+/// events are seconds of even the busiest symbol, at 1 KiB per symbol.
+const RECENT: usize = 64;
 
 /// Continuity of one symbol's depth events, across the connections that deliver them.
 #[derive(Clone, Debug, Default)]
 pub struct Chain {
     last: Option<Last>,
+    /// The last [`RECENT`] accepted events: only one of these can be a duplicate. An older or
+    /// unknown `u` is never dropped, so a bogus id or an exchange that restarts its ids costs
+    /// one discontinuity, not every later event.
+    recent: std::collections::VecDeque<Last>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -77,7 +103,9 @@ impl Chain {
     pub fn check(&mut self, ids: Ids, conn: u64) -> Verdict {
         let verdict = match self.last {
             None => Verdict::Start,
-            Some(last) if ids.last <= last.u && conn != last.conn => return Verdict::Duplicate,
+            Some(last) if ids.last <= last.u && self.delivered_elsewhere(ids.last, conn) => {
+                return Verdict::Duplicate;
+            }
             Some(last) if ids.prev == last.u && ids.last > last.u => Verdict::Continuous,
             Some(last) if conn != last.conn => Verdict::Reconnected {
                 expected_pu: last.u,
@@ -88,8 +116,18 @@ impl Chain {
                 got_pu: ids.prev,
             },
         };
-        self.last = Some(Last { u: ids.last, conn });
+        let last = Last { u: ids.last, conn };
+        self.last = Some(last);
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(last);
         verdict
+    }
+
+    /// True when another connection delivered an event ending at `u` recently.
+    fn delivered_elsewhere(&self, u: u64, conn: u64) -> bool {
+        self.recent.iter().any(|l| l.u == u && l.conn != conn)
     }
 }
 
@@ -295,13 +333,69 @@ mod tests {
                 },
             ),
             (10, 12, 9, 3, Continuous),
+            // the exchange restarted its ids while no connection was up: a new chain, not a
+            // run of duplicates.
+            (
+                1,
+                3,
+                0,
+                4,
+                Reconnected {
+                    expected_pu: 12,
+                    got_pu: 0,
+                },
+            ),
+            (4, 6, 3, 4, Continuous),
+            // an older event another connection never delivered is not a duplicate either.
+            (
+                2,
+                5,
+                1,
+                5,
+                Reconnected {
+                    expected_pu: 6,
+                    got_pu: 1,
+                },
+            ),
         ];
         let mut chain = Chain::new();
         for (i, &(first, last, prev, conn, want)) in table.iter().enumerate() {
             let got = chain.check(ids(first, last, prev), conn);
             assert_eq!(got, want, "row {i}");
         }
-        assert_eq!(chain.last_u(), Some(12));
+        assert_eq!(chain.last_u(), Some(5));
+    }
+
+    /// One bogus id before a reconnect used to make every later event a "duplicate".
+    #[test]
+    fn a_bogus_id_costs_one_discontinuity_not_the_rest_of_the_run() {
+        let mut chain = Chain::new();
+        chain.check(ids(1, 5, 0), 1);
+        let bogus = chain.check(ids(6, i64::MAX as u64, 5), 1);
+        assert_eq!(bogus, Verdict::Continuous);
+        let mut prev = 5;
+        for (n, u) in (10..210).step_by(5).enumerate() {
+            let verdict = chain.check(ids(prev + 1, u, prev), 2);
+            assert_ne!(verdict, Verdict::Duplicate, "event {n}");
+            if n == 0 {
+                assert!(verdict.went_back(), "{verdict:?}");
+            } else {
+                assert_eq!(verdict, Verdict::Continuous, "event {n}");
+            }
+            prev = u;
+        }
+    }
+
+    #[test]
+    fn memory_of_recent_events_is_bounded() {
+        let mut chain = Chain::new();
+        for u in 1..1000 {
+            chain.check(ids(u, u, u - 1), 1);
+        }
+        assert_eq!(chain.recent.len(), RECENT);
+        // A copy of the newest event is a duplicate; a copy of one long gone is not.
+        assert_eq!(chain.check(ids(999, 999, 998), 2), Verdict::Duplicate);
+        assert!(chain.check(ids(10, 10, 9), 2).went_back());
     }
 
     #[test]
