@@ -150,3 +150,47 @@ fn healthz_reports_a_feed_that_delivers_nothing() {
     terminate(&mut child, Duration::from_secs(5));
     sim.shutdown();
 }
+
+/// Threads of a running process, from /proc.
+fn threads(child: &Child) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Hundreds of idle connections to the operations endpoint neither cost a thread each nor keep
+/// a health check from being answered.
+#[test]
+fn idle_connections_cannot_starve_the_operations_endpoint() {
+    let sim = sim(Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = recorder(&sim, dir.path());
+    wait_for(Duration::from_secs(20), "a healthy recorder", || {
+        get(&format!("{url}/healthz")).0 == 200
+    });
+    let before = threads(&child);
+    let addr = url.trim_start_matches("http://");
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let start = std::time::Instant::now();
+    assert_eq!(get(&format!("{url}/healthz")), (200, "ok\n".to_string()));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    let during = threads(&child);
+    // The recorder starts a thread or two of its own meanwhile; one per client would be 300.
+    assert!(
+        during < before + 10,
+        "threads {before} before, {during} with idle clients"
+    );
+    drop(idle);
+    terminate(&mut child, Duration::from_secs(10));
+}

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::metrics::http::{Listener, Response};
 use crate::metrics::{LatencyMs, Report, Stats, SymbolReport};
 use crate::util::clock::wall_ns;
 use crate::util::shutdown::Shutdown;
@@ -30,18 +31,18 @@ impl Exporter {
         stale_after: Duration,
         shutdown: Shutdown,
     ) -> Result<Exporter> {
-        let server = tiny_http::Server::http(addr).map_err(|e| Error::Bind {
+        let bind_error = |cause| Error::Bind {
             addr: addr.to_string(),
-            cause: std::io::Error::other(e.to_string()),
-        })?;
-        let local = server.server_addr().to_ip().ok_or_else(|| Error::Bind {
-            addr: addr.to_string(),
-            cause: std::io::Error::other("not an ip address"),
-        })?;
+            cause,
+        };
+        let listener = Listener::bind(addr).map_err(bind_error)?;
+        let local = listener.local_addr().map_err(bind_error)?;
         let started = Instant::now();
         let thread = std::thread::Builder::new()
             .name("metrics-http".into())
-            .spawn(move || serve(&server, &stats, stale_after, started, &shutdown))
+            .spawn(move || {
+                listener.serve(&shutdown, |path| answer(path, &stats, stale_after, started))
+            })
             .map_err(|e| Error::Spawn("metrics-http", e))?;
         Ok(Exporter {
             addr: local,
@@ -60,61 +61,31 @@ impl Exporter {
     }
 }
 
-fn serve(
-    server: &tiny_http::Server,
-    stats: &Stats,
-    stale_after: Duration,
-    started: Instant,
-    shutdown: &Shutdown,
-) {
-    /// How often an idle server checks the shutdown token.
-    const TICK: Duration = Duration::from_millis(100);
-    while !shutdown.is_triggered() {
-        let request = match server.recv_timeout(TICK) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(e) => {
-                log::warn!("metrics server: {e}");
-                continue;
+/// The answer to a GET of `path`.
+fn answer(path: &str, stats: &Stats, stale_after: Duration, started: Instant) -> Response {
+    let text = |status, body| Response {
+        status,
+        content_type: "text/plain",
+        body,
+    };
+    match path {
+        "/metrics" => {
+            let latest = stats
+                .latest
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                body: render(latest.as_ref(), stats),
             }
-        };
-        let path = request
-            .url()
-            .split('?')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let (status, content_type, body) = match path.as_str() {
-            "/metrics" => {
-                let latest = stats
-                    .latest
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                (
-                    200,
-                    "text/plain; version=0.0.4",
-                    render(latest.as_ref(), stats),
-                )
-            }
-            "/healthz" => match health(stats, stale_after, started.elapsed()) {
-                None => (200, "text/plain", "ok\n".to_string()),
-                Some(reason) => (503, "text/plain", format!("{reason}\n")),
-            },
-            _ => (
-                404,
-                "text/plain",
-                "not found: try /metrics or /healthz\n".to_string(),
-            ),
-        };
-        let header =
-            tiny_http::Header::from_bytes("Content-Type", content_type).expect("valid header");
-        let response = tiny_http::Response::from_string(body)
-            .with_status_code(status)
-            .with_header(header);
-        if let Err(e) = request.respond(response) {
-            log::debug!("metrics client went away: {e}");
         }
+        "/healthz" => match health(stats, stale_after, started.elapsed()) {
+            None => text(200, "ok\n".to_string()),
+            Some(reason) => text(503, format!("{reason}\n")),
+        },
+        _ => text(404, "not found: try /metrics or /healthz\n".to_string()),
     }
 }
 

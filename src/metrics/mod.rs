@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 
 pub mod exporter;
 pub mod health;
+mod http;
 use serde::{Deserialize, Serialize};
 
 use crate::market::sequence::Ids;
