@@ -4,7 +4,7 @@
 //! exits [`INTERRUPTED`]: a cut-short run is never mistaken for a finished one.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -25,6 +25,9 @@ use crate::util::shutdown::Shutdown;
 /// usage (2).
 pub const INTERRUPTED: u8 = 130;
 
+/// The `--json` path that means standard output.
+const STDOUT_NAME: &str = "-";
+
 /// Says on stderr that `what` was cut short, and gives the [`INTERRUPTED`] status.
 pub fn interrupted(what: &str) -> ExitCode {
     warn(format_args!("obrec: interrupted: {what}"));
@@ -37,7 +40,8 @@ pub struct ReplayArgs {
     /// order_book/) or glob patterns; read in name order.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// Also write a report in the metrics.json schema, with every break and connection change.
+    /// Also write a report in the metrics.json schema, with every break and connection change
+    /// (`-`: on stdout, the summary going to stderr).
     #[arg(long, env = "OBREC_JSON")]
     pub json: Option<PathBuf>,
     /// Exit 1 when a continuity break was found, not only when a file is damaged.
@@ -84,9 +88,10 @@ pub fn replay(args: &ReplayArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
             b.file, b.line, b.symbol, b.expected_pu, b.got_pu
         ));
     }
-    // With --book, stdout carries the books; the summary goes beside the errors.
+    // With --book or --json -, stdout carries those; the summary goes beside the errors.
+    let json_to_stdout = args.json.as_deref() == Some(Path::new(STDOUT_NAME));
     let summary = summary_lines(&report);
-    if book_mode {
+    if book_mode || json_to_stdout {
         summary.iter().for_each(|l| warn(format_args!("{l}")));
     } else {
         let mut out = Console::new();
@@ -103,8 +108,12 @@ pub fn replay(args: &ReplayArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
         return Ok(interrupted(&what));
     }
     if let Some(path) = &args.json {
-        let body = serde_json::to_vec_pretty(&report).expect("report serialises");
-        write_atomic(path, &body)?;
+        let body = serde_json::to_string_pretty(&report).expect("report serialises");
+        if json_to_stdout {
+            Console::new().line(format_args!("{body}"))?;
+        } else {
+            write_atomic(path, body.as_bytes())?;
+        }
     }
     let breaks_fail = args.strict && !report.breaks.is_empty();
     Ok(passed(report.all_complete() && !breaks_fail))
