@@ -251,6 +251,26 @@ fn a_signal_stops_export_and_import_leaving_nothing_written() {
 }
 
 #[test]
+fn a_signal_stops_the_demo_unchecked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = interrupt(
+        obrec()
+            .args(["demo", "--seconds", "60", "--dir"])
+            .arg(dir.path()),
+        "-INT",
+    );
+    assert!(!text(&out.stdout).contains("recorded"), "no check was made");
+    // The recording itself is finished, as any recording stopped by a signal.
+    let files = depth_files(&dir.path().join("data"));
+    assert!(!files.is_empty());
+    assert!(
+        files
+            .iter()
+            .all(|f| !f.to_string_lossy().ends_with(".part"))
+    );
+}
+
+#[test]
 fn a_second_signal_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = data_dir(dir.path(), BIG_MEMBERS);

@@ -92,14 +92,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             exchange::serve(&args, &shutdown)
         }
         Some(Command::Health(args)) => offline::health(&args),
-        Some(Command::Demo(args)) => {
-            match crate::demo::run(args.seconds, args.dir.clone(), &shutdown)? {
-                crate::demo::DemoEnd::Checked => Ok(ExitCode::SUCCESS),
-                crate::demo::DemoEnd::Interrupted => {
-                    Ok(offline::interrupted("the demo was not checked"))
-                }
-            }
-        }
+        Some(Command::Demo(args)) => offline::demo(&args, &shutdown),
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 
 use super::{parse, passed};
+use crate::demo::{self, DemoEnd};
 use crate::metrics::health::{self, HealthCheck};
 use crate::offline::console::{Console, warn};
 use crate::offline::inputs::{no_recordings, recordings};
@@ -29,7 +30,7 @@ pub const INTERRUPTED: u8 = 130;
 const STDOUT_NAME: &str = "-";
 
 /// Says on stderr that `what` was cut short, and gives the [`INTERRUPTED`] status.
-pub fn interrupted(what: &str) -> ExitCode {
+fn interrupted(what: &str) -> ExitCode {
     warn(format_args!("obrec: interrupted: {what}"));
     ExitCode::from(INTERRUPTED)
 }
@@ -297,6 +298,14 @@ pub fn health(args: &HealthArgs) -> anyhow::Result<ExitCode> {
         Some(reason) => out.line(format_args!("unhealthy: {reason}"))?,
     }
     Ok(passed(verdict.is_none()))
+}
+
+/// `obrec demo`: exit 0 when the files agree with the simulator and the metrics.
+pub fn demo(args: &DemoArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
+    match demo::run(args.seconds, args.dir.clone(), shutdown)? {
+        DemoEnd::Checked => Ok(ExitCode::SUCCESS),
+        DemoEnd::Interrupted => Ok(interrupted("the recording stopped before the check")),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
