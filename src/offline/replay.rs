@@ -140,9 +140,12 @@ pub fn replay_with(
     }
     if state.stopped.is_none()
         && let Some(rebuild) = &mut state.rebuild
-        && let Err(halt) = rebuild.out.writer.flush().map_err(book_write)
+        && let Err(e) = rebuild.out.writer.flush()
     {
-        state.halted(halt, String::new(), 0)?;
+        if !reader_gone(&e) {
+            return Err(Error::Stdout(e));
+        }
+        state.stopped = Some(Stopped::ReaderGone);
     }
     Ok(state.finish(reports))
 }
