@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::exchange::sim::{Rate, Sim, SimConfig};
 use crate::market::symbol::Symbol;
+use crate::offline::console::Console;
 use crate::offline::replay;
 use crate::recorder::{self, RecordConfig};
 use crate::store::names::{self, METRICS_FILE};
@@ -21,12 +22,22 @@ const DEMO_RATE: f64 = 10.0;
 /// Where the embedded simulator listens: loopback, any free port.
 const DEMO_LISTEN: &str = "127.0.0.1:0";
 
-/// Records `seconds` from an embedded simulator into `dir` (a fresh temporary directory when
+/// How a demo ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DemoEnd {
+    /// Recorded, and the files agree with the simulator and the metrics.
+    Checked,
+    /// A signal stopped the recording: the files are whole, but the check was not made.
+    Interrupted,
+}
+
+/// Records for `length` from an embedded simulator into `dir` (a fresh temporary directory when
 /// `None`), then checks the files against the simulator and the metrics.
 ///
 /// # Errors
 /// [`Error::Check`] when the files and the metrics disagree; a file or socket error otherwise.
-pub fn run(seconds: f64, dir: Option<PathBuf>, shutdown: &Shutdown) -> Result<()> {
+pub fn run(length: Duration, dir: Option<PathBuf>, shutdown: &Shutdown) -> Result<DemoEnd> {
+    let mut out = Console::new();
     let dir = dir
         .unwrap_or_else(|| std::env::temp_dir().join(format!("obrec-demo-{}", std::process::id())));
     let _log = logging::to_files(&LogOptions {
@@ -55,55 +66,59 @@ pub fn run(seconds: f64, dir: Option<PathBuf>, shutdown: &Shutdown) -> Result<()
         addr: DEMO_LISTEN.into(),
         cause,
     })?;
-    println!("simulator listening on {}", sim.local_addr());
+    out.line(format_args!("simulator listening on {}", sim.local_addr()))?;
     let config = RecordConfig {
         symbols,
         endpoint: sim.ws_url(),
         rest_endpoint: sim.rest_url(),
         data_dir: dir.join("data"),
-        run_for: Some(Duration::from_secs_f64(seconds)),
+        run_for: Some(length),
         print_every: Duration::from_secs(1),
         flush_every: Duration::from_millis(200),
         ..RecordConfig::default()
     };
     config.preflight()?;
-    println!(
-        "recording {seconds:.0} s of {} into {}",
+    out.line(format_args!(
+        "recording {:.1} s of {} into {}",
+        length.as_secs_f64(),
         DEMO_SYMBOLS.join(", "),
         config.book_dir().display()
-    );
+    ))?;
     let report = recorder::run(&config, shutdown)?;
     let sent = sim.sent();
     sim.shutdown();
+    if shutdown.by_signal() {
+        return Ok(DemoEnd::Interrupted);
+    }
 
     let files = names::expand(&[config.book_dir()])?;
     let replayed = replay::replay(&files)?;
-    println!();
+    out.line(format_args!(""))?;
     for f in &replayed.files {
-        println!(
+        out.line(format_args!(
             "  {} — {} lines{}",
             f.file,
             f.lines,
             if f.complete { "" } else { " (damaged)" }
-        );
+        ))?;
     }
-    println!("replay: {}", replayed.metrics.summary_line());
+    out.line(format_args!("replay: {}", replayed.metrics.summary_line()))?;
     let recorded = replayed.metrics.total_messages;
-    println!(
+    out.line(format_args!(
         "recorded {recorded} events; the simulator sent {}; metrics.json counted {}; {} continuity breaks",
         sent.len(),
         report.total_messages,
         replayed.breaks.len()
-    );
+    ))?;
     if recorded != report.total_messages || !replayed.all_complete() {
         return Err(Error::Check(format!(
             "the files do not match the metrics: {recorded} lines, {} counted",
             report.total_messages
         )));
     }
-    println!(
+    out.line(format_args!(
         "metrics: {}",
         config.book_dir().join(METRICS_FILE).display()
-    );
-    Ok(())
+    ))?;
+    Ok(DemoEnd::Checked)
 }

@@ -79,10 +79,10 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Some(Command::Record(args)) => record::record(&args, &shutdown),
         Some(Command::Replay(args)) => {
             let _log = logging::to_stderr("warn")?;
-            offline::replay(&args)
+            offline::replay(&args, &shutdown)
         }
-        Some(Command::Export(args)) => offline::export(&args),
-        Some(Command::Import(args)) => offline::import(&args),
+        Some(Command::Export(args)) => offline::export(&args, &shutdown),
+        Some(Command::Import(args)) => offline::import(&args, &shutdown),
         Some(Command::Sim(args)) => {
             let _log = logging::to_stderr("info")?;
             exchange::sim(&args, &shutdown)
@@ -92,10 +92,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             exchange::serve(&args, &shutdown)
         }
         Some(Command::Health(args)) => offline::health(&args),
-        Some(Command::Demo(args)) => {
-            crate::demo::run(args.seconds.as_secs_f64(), args.dir.clone(), &shutdown)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::Demo(args)) => offline::demo(&args, &shutdown),
     }
 }
 

@@ -1,7 +1,10 @@
 //! The offline commands' flags: `replay`, `export`, `import`, `health` and `demo`.
+//!
+//! Each stops between lines on SIGINT, SIGTERM or SIGHUP, writes nothing under a final name, and
+//! exits [`INTERRUPTED`]: a cut-short run is never mistaken for a finished one.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use std::time::Instant;
@@ -9,18 +12,38 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 
 use super::{parse, passed};
+use crate::demo::{self, DemoEnd};
 use crate::metrics::health::{self, HealthCheck};
+use crate::offline::console::{Console, warn};
+use crate::offline::inputs::{no_recordings, recordings};
 use crate::offline::interop;
-use crate::offline::replay::{self, BookOutput};
-use crate::store::names;
+use crate::offline::replay::{self, BookOutput, ReplayReport, Stopped};
 use crate::store::staged::write_atomic;
+use crate::util::clock::push_iso_millis;
+use crate::util::shutdown::Shutdown;
+
+/// The exit status of a command a signal stopped before it finished: the shell's status for
+/// Ctrl-C, whichever signal it was, so that scripts tell it from success (0), a finding (1) and bad
+/// usage (2).
+pub const INTERRUPTED: u8 = 130;
+
+/// The `--json` path that means standard output.
+const STDOUT_NAME: &str = "-";
+
+/// Says on stderr that `what` was cut short, and gives the [`INTERRUPTED`] status.
+fn interrupted(what: &str) -> ExitCode {
+    warn(format_args!("obrec: interrupted: {what}"));
+    ExitCode::from(INTERRUPTED)
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
-    /// Recordings: files, directories (their depth files) or glob patterns; read in name order.
+    /// Recordings: files, directories (their depth and snapshot files; a data directory's
+    /// order_book/) or glob patterns; read in name order.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// Also write a report in the metrics.json schema, with every break and connection change.
+    /// Also write a report in the metrics.json schema, with every break and connection change
+    /// (`-`: on stdout, the summary going to stderr).
     #[arg(long, env = "OBREC_JSON")]
     pub json: Option<PathBuf>,
     /// Exit 1 when a continuity break was found, not only when a file is damaged.
@@ -32,10 +55,11 @@ pub struct ReplayArgs {
     pub book: Option<u16>,
 }
 
-/// `obrec replay`: prints the summary and damaged files; exit 0 when the run passed (every file
-/// whole and, with `--strict`, no break).
-pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
-    let files = names::expand(&args.paths)?;
+/// `obrec replay`: prints a line per symbol, the SUMMARY and damaged files; exit 0 when the run
+/// passed (every file whole and, with `--strict`, no break), [`INTERRUPTED`] when a signal cut it
+/// short (no `--json` report then).
+pub fn replay(args: &ReplayArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
+    let files = recordings(&args.paths)?;
     let stdout = io::stdout();
     let mut lock = io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let books = args.book.map(|levels| BookOutput {
@@ -43,34 +67,95 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         writer: &mut lock,
     });
     let book_mode = books.is_some();
-    let report = replay::replay_with(&files, books)?;
+    let report = replay::replay_with(&files, books, shutdown)?;
+    // Dropping flushes what is buffered, ignoring a reader gone: it has what it wanted.
     drop(lock);
+    if report.stopped == Some(Stopped::ReaderGone) {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let read_all = report.stopped.is_none();
+    if read_all && report.metrics.total_messages == 0 && report.all_complete() {
+        return Err(no_recordings(&args.paths).into());
+    }
     for f in report.files.iter().filter(|f| !f.complete) {
-        eprintln!("{}: {}", f.file, f.error.as_deref().unwrap_or("incomplete"));
+        warn(format_args!(
+            "{}: {}",
+            f.file,
+            f.error.as_deref().unwrap_or("incomplete")
+        ));
     }
     for b in &report.breaks {
-        eprintln!(
+        warn(format_args!(
             "break: {} line {} {}: expected pu={}, got pu={}",
             b.file, b.line, b.symbol, b.expected_pu, b.got_pu
-        );
+        ));
     }
-    let summary = format!(
-        "files={} {}",
-        report.files.len(),
-        report.metrics.summary_line()
-    );
-    // With --book, stdout carries the books; the summary goes beside the errors.
-    if book_mode {
-        eprintln!("{summary}");
+    // With --book or --json -, stdout carries those; the summary goes beside the errors.
+    let json_to_stdout = args.json.as_deref() == Some(Path::new(STDOUT_NAME));
+    let summary = summary_lines(&report);
+    if book_mode || json_to_stdout {
+        summary.iter().for_each(|l| warn(format_args!("{l}")));
     } else {
-        println!("{summary}");
+        let mut out = Console::new();
+        for l in &summary {
+            out.line(format_args!("{l}"))?;
+        }
+    }
+    if !read_all {
+        let what = format!(
+            "{} of {} files read; the rest is not verified",
+            report.files.len(),
+            files.len()
+        );
+        return Ok(interrupted(&what));
     }
     if let Some(path) = &args.json {
-        let body = serde_json::to_vec_pretty(&report).expect("report serialises");
-        write_atomic(path, &body)?;
+        let body = serde_json::to_string_pretty(&report).expect("report serialises");
+        if json_to_stdout {
+            Console::new().line(format_args!("{body}"))?;
+        } else {
+            write_atomic(path, body.as_bytes())?;
+        }
     }
     let breaks_fail = args.strict && !report.breaks.is_empty();
     Ok(passed(report.all_complete() && !breaks_fail))
+}
+
+/// One line per symbol, then the SUMMARY with the number of files:
+///
+/// ```text
+/// ETHUSDT events=1234 first=2026-11-20T08:38:01.509Z last=2026-11-20T09:38:01.412Z breaks=0 resyncs=0 reconnect_gaps=1
+/// SUMMARY | t=3600s | msgs=1234 | … | files=3
+/// ```
+fn summary_lines(report: &ReplayReport) -> Vec<String> {
+    let iso = |ns: u64| {
+        let mut out = Vec::new();
+        push_iso_millis(&mut out, ns / 1_000_000);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let mut lines: Vec<String> = report
+        .metrics
+        .symbols
+        .iter()
+        .filter_map(|(symbol, s)| {
+            let receipts = report.receipts.get(symbol)?;
+            Some(format!(
+                "{symbol} events={} first={} last={} breaks={} resyncs={} reconnect_gaps={}",
+                s.messages,
+                iso(receipts.first_ns),
+                iso(receipts.last_ns),
+                s.breaks,
+                s.resyncs,
+                s.reconnect_gaps
+            ))
+        })
+        .collect();
+    lines.push(format!(
+        "{} | files={}",
+        report.metrics.summary_line(),
+        report.files.len()
+    ));
+    lines
 }
 
 /// Formats `export` writes and `import` reads.
@@ -133,19 +218,25 @@ pub struct ImportArgs {
 }
 
 /// `obrec export`: exit 0 when every input was read whole.
-pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
+pub fn export(args: &ExportArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let Format::Hftbacktest = args.format;
-    let outcome = interop::export(&args.paths, &args.output, args.gzip_level)?;
-    Ok(passed(outcome.print("exported", started)))
+    let outcome = interop::export(&args.paths, &args.output, args.gzip_level, shutdown)?;
+    if outcome.interrupted {
+        return Ok(interrupted("export stopped, nothing written"));
+    }
+    Ok(passed(outcome.print("exported", started)?))
 }
 
 /// `obrec import`: exit 0 when every input was read whole.
-pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
+pub fn import(args: &ImportArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let Format::Hftbacktest = args.format;
-    let outcome = interop::import(&args.files, &args.output, args.gzip_level)?;
-    Ok(passed(outcome.print("imported", started)))
+    let outcome = interop::import(&args.files, &args.output, args.gzip_level, shutdown)?;
+    if outcome.interrupted {
+        return Ok(interrupted("import stopped, nothing written"));
+    }
+    Ok(passed(outcome.print("imported", started)?))
 }
 
 /// `obrec health`. Every threshold defaults to [`HealthCheck::default`].
@@ -201,15 +292,20 @@ pub fn health(args: &HealthArgs) -> anyhow::Result<ExitCode> {
         max_reconnects: args.max_reconnects,
         max_drops: args.max_drops,
     };
-    match health::check(&check, std::time::SystemTime::now())? {
-        None => {
-            println!("healthy");
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(reason) => {
-            println!("unhealthy: {reason}");
-            Ok(ExitCode::FAILURE)
-        }
+    let verdict = health::check(&check, std::time::SystemTime::now())?;
+    let mut out = Console::new();
+    match &verdict {
+        None => out.line(format_args!("healthy"))?,
+        Some(reason) => out.line(format_args!("unhealthy: {reason}"))?,
+    }
+    Ok(passed(verdict.is_none()))
+}
+
+/// `obrec demo`: exit 0 when the files agree with the simulator and the metrics.
+pub fn demo(args: &DemoArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
+    match demo::run(args.seconds, args.dir.clone(), shutdown)? {
+        DemoEnd::Checked => Ok(ExitCode::SUCCESS),
+        DemoEnd::Interrupted => Ok(interrupted("the recording stopped before the check")),
     }
 }
 

@@ -3,9 +3,13 @@
 //! Files are read in name order (which is time order per symbol), complete and `.part` alike. Each
 //! symbol's events go through the same [`Chain`] the recorder uses live, and the same [`Metrics`]
 //! build the report, so a replayed report is comparable key for key with the live `metrics.json`.
-//! A damaged file is read up to the damage, which is reported with its position.
+//! A damaged file, depth or snapshot, is read up to the damage, which is reported with its
+//! position. Every snapshot of a symbol after its first is counted as a resync, as live.
+//!
+//! A replay stops early, between two chunks of lines, when the [`Shutdown`] token is triggered,
+//! and with `--book` when the reader of the books goes away; [`ReplayReport::stopped`] says so.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -19,9 +23,11 @@ use crate::market::sequence::{BookSync, Chain, SnapshotStep, Step, Verdict};
 use crate::market::stream::is_partial;
 use crate::market::symbol::SymbolId;
 use crate::metrics::{Counters, Metrics, Report, ReportClock, SymbolCounters};
+use crate::offline::console::reader_gone;
 use crate::store::gzip::{CountingReader, MemberDecoder, describe};
-use crate::store::line::{DepthLine, parse_depth, parse_snapshot};
+use crate::store::line::{DepthLine, SnapshotLine, parse_depth, parse_snapshot};
 use crate::store::names::{FileKind, is_kind};
+use crate::util::shutdown::Shutdown;
 use crossbeam_channel::{Receiver, Sender};
 
 /// A `pu` mismatch found in a recording.
@@ -65,6 +71,12 @@ pub struct ReplayReport {
     pub breaks: Vec<BreakAt>,
     pub connection_changes: Vec<ConnChange>,
     pub files: Vec<FileReport>,
+    /// Per symbol, when its first and last events were received.
+    pub receipts: BTreeMap<String, Receipts>,
+    /// Why the replay ended before the end of its input; `None` when it read everything. A
+    /// stopped replay never writes its `--json` report, so this is not in the schema.
+    #[serde(skip)]
+    pub stopped: Option<Stopped>,
 }
 
 impl ReplayReport {
@@ -73,34 +85,67 @@ impl ReplayReport {
     }
 }
 
-/// Verifies and summarises `files` (already expanded and ordered).
-pub fn replay(files: &[PathBuf]) -> Result<ReplayReport> {
-    replay_with(files, None)
+/// The receive times of a symbol's first and last events, ns since the Unix epoch.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Receipts {
+    pub first_ns: u64,
+    pub last_ns: u64,
 }
 
-/// Like [`replay`]; with `books`, also rebuilds each symbol's book (snapshot files feed the diff
-/// streams) and writes one line per event with the top levels.
-pub fn replay_with(files: &[PathBuf], books: Option<BookOutput<'_>>) -> Result<ReplayReport> {
+/// Why a replay ended before the end of its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// The shutdown token was triggered (a signal).
+    Interrupted,
+    /// The reader of the `--book` lines closed its end (`| head`).
+    ReaderGone,
+}
+
+/// Verifies and summarises `files` (already expanded and ordered).
+pub fn replay(files: &[PathBuf]) -> Result<ReplayReport> {
+    replay_with(files, None, &Shutdown::new())
+}
+
+/// Like [`replay`], stopping early when `shutdown` is triggered; with `books`, also rebuilds each
+/// symbol's book (snapshot files feed the diff streams) and writes one line per event with the top
+/// levels.
+///
+/// # Errors
+/// [`Error::Invalid`] when `books` are asked of diff-depth events without any snapshot of their
+/// symbol among `files`; [`Error::Stdout`] when the books cannot be written; a file that cannot be
+/// opened.
+pub fn replay_with(
+    files: &[PathBuf],
+    books: Option<BookOutput<'_>>,
+    shutdown: &Shutdown,
+) -> Result<ReplayReport> {
     let mut state = State {
         progress: progress_bar(files),
+        rebuild: books.map(Rebuild::new),
+        shutdown: shutdown.clone(),
         ..State::default()
     };
     let mut reports = Vec::new();
-    if let Some(out) = books {
-        let mut rebuild = Rebuild::new(out);
-        for path in files.iter().filter(|p| is_kind(p, FileKind::Snapshot)) {
-            reports.push(rebuild.load_snapshots(path)?);
-        }
-        state.rebuild = Some(rebuild);
+    // Snapshots first: the books start from them.
+    let (snapshots, depth): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        files.iter().partition(|p| is_kind(p, FileKind::Snapshot));
+    for path in snapshots {
+        reports.extend(state.snapshot_file(path)?);
     }
-    for path in files.iter().filter(|p| !is_kind(p, FileKind::Snapshot)) {
-        reports.push(state.read_file(path)?);
+    for path in depth {
+        reports.extend(state.read_file(path)?);
     }
     if let Some(bar) = &state.progress {
         bar.finish_and_clear();
     }
-    if let Some(rebuild) = &mut state.rebuild {
-        rebuild.out.writer.flush().map_err(Error::Stdout)?;
+    if state.stopped.is_none()
+        && let Some(rebuild) = &mut state.rebuild
+        && let Err(e) = rebuild.out.writer.flush()
+    {
+        if !reader_gone(&e) {
+            return Err(Error::Stdout(e));
+        }
+        state.stopped = Some(Stopped::ReaderGone);
     }
     Ok(state.finish(reports))
 }
@@ -173,42 +218,19 @@ impl<'a> Rebuild<'a> {
         }
     }
 
-    fn load_snapshots(&mut self, path: &Path) -> Result<FileReport> {
-        let file = File::open(path).map_err(|e| Error::file(path, e))?;
-        let name = path.display().to_string();
-        let reader = BufReader::new(MemberDecoder::new(BufReader::new(file)));
-        let mut count = 0;
-        for line in reader.lines() {
-            let line = match line {
-                Ok(l) => l,
-                Err(e) => return Ok(damaged(name, count, &describe(&e))),
-            };
-            let Ok(snap) = parse_snapshot(line.as_bytes()) else {
-                return Ok(damaged(
-                    name,
-                    count,
-                    &format!("line {}: not a snapshot line", count + 1),
-                ));
-            };
-            count += 1;
-            let queue = self.snapshots.entry(snap.symbol.to_string()).or_default();
-            queue.push_back(RecordedSnapshot {
-                recv_ns: snap.recv_ns,
-                last_update_id: snap.last_update_id,
-                body: snap.data.to_string(),
-            });
-            queue.make_contiguous().sort_by_key(|s| s.recv_ns);
-        }
-        Ok(FileReport {
-            file: name,
-            lines: count,
-            complete: true,
-            error: None,
-        })
+    /// Queues a snapshot for the event after which it was received.
+    fn snapshot(&mut self, snap: &SnapshotLine<'_>) {
+        let queue = self.snapshots.entry(snap.symbol.to_string()).or_default();
+        queue.push_back(RecordedSnapshot {
+            recv_ns: snap.recv_ns,
+            last_update_id: snap.last_update_id,
+            body: snap.data.to_string(),
+        });
+        queue.make_contiguous().sort_by_key(|s| s.recv_ns);
     }
 
     /// Applies one recorded event (and any snapshot received before it) and prints the book.
-    fn event(&mut self, h: &DepthLine, verdict: Verdict) -> std::result::Result<(), String> {
+    fn event(&mut self, h: &DepthLine, verdict: Verdict) -> std::result::Result<(), Halt> {
         if verdict == Verdict::Duplicate {
             return Ok(());
         }
@@ -227,26 +249,32 @@ impl<'a> Rebuild<'a> {
                 h.event_ms,
             );
         }
+        let Some(queue) = self.snapshots.get_mut(h.symbol) else {
+            return Err(Halt::Fail(Error::Invalid(format!(
+                "{}: diff-depth events (--depth 0) without a snapshot file, so its book cannot be \
+                 built: replay the recording's directory, or add its {}_snapshot_* files",
+                h.symbol,
+                h.symbol.to_ascii_lowercase()
+            ))));
+        };
         let mut applied = Vec::new();
-        if let Some(queue) = self.snapshots.get_mut(h.symbol) {
-            while queue.front().is_some_and(|s| s.recv_ns <= h.recv_ns) {
-                let snap = queue.pop_front().expect("front exists");
-                match state.sync.snapshot(snap.last_update_id) {
-                    SnapshotStep::Bridged(events) => {
-                        state
-                            .book
-                            .reset_from_snapshot(&snap.body)
-                            .map_err(|e| e.to_string())?;
-                        applied.extend(events);
-                    }
-                    SnapshotStep::Pending => {
-                        state
-                            .book
-                            .reset_from_snapshot(&snap.body)
-                            .map_err(|e| e.to_string())?;
-                    }
-                    SnapshotStep::TooOld => {}
+        while queue.front().is_some_and(|s| s.recv_ns <= h.recv_ns) {
+            let snap = queue.pop_front().expect("front exists");
+            match state.sync.snapshot(snap.last_update_id) {
+                SnapshotStep::Bridged(events) => {
+                    state
+                        .book
+                        .reset_from_snapshot(&snap.body)
+                        .map_err(|e| e.to_string())?;
+                    applied.extend(events);
                 }
+                SnapshotStep::Pending => {
+                    state
+                        .book
+                        .reset_from_snapshot(&snap.body)
+                        .map_err(|e| e.to_string())?;
+                }
+                SnapshotStep::TooOld => {}
             }
         }
         if let Step::Apply(events) = state.sync.event(h.ids, verdict, h.data.to_string()) {
@@ -276,7 +304,7 @@ fn print_book(
     symbol: &str,
     u: u64,
     event_ms: u64,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), Halt> {
     let mut num = itoa::Buffer::new();
     line.clear();
     line.extend_from_slice(b"{\"symbol\":\"");
@@ -288,9 +316,33 @@ fn print_book(
     line.push(b',');
     book.write_top_json(out.levels, line);
     line.extend_from_slice(b"}\n");
-    out.writer
-        .write_all(line)
-        .map_err(|e| format!("writing the book: {e}"))
+    out.writer.write_all(line).map_err(book_write)
+}
+
+/// A failed write of the books: the reader went away (the replay stops, quietly), or standard
+/// output failed.
+fn book_write(e: io::Error) -> Halt {
+    if reader_gone(&e) {
+        Halt::Stop(Stopped::ReaderGone)
+    } else {
+        Halt::Fail(Error::Stdout(e))
+    }
+}
+
+/// Why a line ends the reading of its file.
+enum Halt {
+    /// The line is unreadable: the file is damaged there.
+    Damage(String),
+    /// The replay ends here, on purpose.
+    Stop(Stopped),
+    /// The replay cannot go on.
+    Fail(Error),
+}
+
+impl From<String> for Halt {
+    fn from(what: String) -> Halt {
+        Halt::Damage(what)
+    }
 }
 
 /// Partial-depth streams are named `<sym>@depth<N>…`; diff streams `<sym>@depth` or `<sym>@depth@…`.
@@ -305,6 +357,12 @@ fn event_time(data: &str) -> Option<u64> {
 
 struct State<'a> {
     rebuild: Option<Rebuild<'a>>,
+    shutdown: Shutdown,
+    stopped: Option<Stopped>,
+    /// Snapshots read per symbol (upper case), for the resync count.
+    snapshots: HashMap<String, u64>,
+    /// Per symbol id: its first and last receive times.
+    receipts: Vec<Receipts>,
     /// A progress bar over the compressed bytes, on a terminal only.
     progress: Option<indicatif::ProgressBar>,
     /// Compressed bytes of the files already read.
@@ -324,6 +382,10 @@ impl Default for State<'_> {
     fn default() -> Self {
         State {
             rebuild: None,
+            shutdown: Shutdown::new(),
+            stopped: None,
+            snapshots: HashMap::new(),
+            receipts: Vec::new(),
             progress: None,
             bytes_before: 0,
             symbols: HashMap::new(),
@@ -349,10 +411,80 @@ impl State<'_> {
         self.chains.push(Chain::new());
         self.last_conn.push(0);
         self.counters.push(SymbolCounters::default());
+        self.receipts.push(Receipts {
+            first_ns: u64::MAX,
+            last_ns: 0,
+        });
         id
     }
 
-    fn read_file(&mut self, path: &Path) -> Result<FileReport> {
+    /// Whether the replay must stop; remembers a signal as the reason.
+    fn must_stop(&mut self) -> bool {
+        if self.stopped.is_none() && self.shutdown.is_triggered() {
+            self.stopped = Some(Stopped::Interrupted);
+        }
+        self.stopped.is_some()
+    }
+
+    /// What a halted read leaves: the damaged file's report, or none when the replay stopped.
+    fn halted(&mut self, halt: Halt, name: String, line_no: u64) -> Result<Option<FileReport>> {
+        match halt {
+            Halt::Damage(what) => Ok(Some(damaged(
+                name,
+                line_no.saturating_sub(1),
+                &format!("line {line_no}: {what}"),
+            ))),
+            Halt::Stop(why) => {
+                self.stopped = Some(why);
+                Ok(None)
+            }
+            Halt::Fail(e) => Err(e),
+        }
+    }
+
+    /// Checks a snapshot file line by line, and hands its snapshots to the book rebuild.
+    fn snapshot_file(&mut self, path: &Path) -> Result<Option<FileReport>> {
+        if self.must_stop() {
+            return Ok(None);
+        }
+        let file = File::open(path).map_err(|e| Error::file(path, e))?;
+        let name = path.display().to_string();
+        let reader = BufReader::new(MemberDecoder::new(BufReader::new(file)));
+        let mut count = 0;
+        for line in reader.lines() {
+            if self.must_stop() {
+                return Ok(None);
+            }
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => return Ok(Some(damaged(name, count, &describe(&e)))),
+            };
+            let snap = match parse_snapshot(line.as_bytes()) {
+                Ok(snap) => snap,
+                Err(what) => return self.halted(Halt::Damage(what), name, count + 1),
+            };
+            count += 1;
+            *self
+                .snapshots
+                .entry(snap.symbol.to_ascii_uppercase())
+                .or_default() += 1;
+            if let Some(rebuild) = &mut self.rebuild {
+                rebuild.snapshot(&snap);
+            }
+        }
+        Ok(Some(FileReport {
+            file: name,
+            lines: count,
+            complete: true,
+            error: None,
+        }))
+    }
+
+    /// Reads a depth file; `None` when the replay stopped in it.
+    fn read_file(&mut self, path: &Path) -> Result<Option<FileReport>> {
+        if self.must_stop() {
+            return Ok(None);
+        }
         let report = self.read_lines(path);
         self.bytes_before += std::fs::metadata(path).map_or(0, |m| m.len());
         if let Some(bar) = &self.progress {
@@ -363,7 +495,7 @@ impl State<'_> {
 
     /// Reads a file's lines while another thread decompresses it: inflating is over half the
     /// work, so on two cores the two halves overlap.
-    fn read_lines(&mut self, path: &Path) -> Result<FileReport> {
+    fn read_lines(&mut self, path: &Path) -> Result<Option<FileReport>> {
         let file = File::open(path).map_err(|e| Error::file(path, e))?;
         let name = path.display().to_string();
         let (chunks_tx, chunks) = crossbeam_channel::bounded(CHUNKS_AHEAD);
@@ -382,11 +514,14 @@ impl State<'_> {
         name: String,
         chunks: &Receiver<Chunk>,
         spare: &Sender<Vec<u8>>,
-    ) -> Result<FileReport> {
+    ) -> Result<Option<FileReport>> {
         // The start of a line whose end is in the next chunk.
         let mut carry = Vec::new();
         let mut line_no = 0u64;
         for chunk in chunks {
+            if self.must_stop() {
+                return Ok(None);
+            }
             let (bytes, compressed_at) = match chunk {
                 Chunk::Data {
                     bytes,
@@ -398,7 +533,7 @@ impl State<'_> {
                 } => {
                     let what =
                         format!("{} after compressed byte {compressed_at}", describe(&error));
-                    return Ok(damaged(name, line_no, &what));
+                    return Ok(Some(damaged(name, line_no, &what)));
                 }
             };
             let mut start = 0;
@@ -410,12 +545,8 @@ impl State<'_> {
                 carry.extend_from_slice(&bytes[..=len]);
                 start = len + 1;
                 line_no += 1;
-                if let Err(what) = self.line(&carry, &name, line_no) {
-                    return Ok(damaged(
-                        name,
-                        line_no - 1,
-                        &format!("line {line_no}: {what}"),
-                    ));
+                if let Err(halt) = self.line(&carry, &name, line_no) {
+                    return self.halted(halt, name, line_no);
                 }
                 carry.clear();
             }
@@ -428,29 +559,25 @@ impl State<'_> {
                 {
                     bar.set_position(self.bytes_before + compressed_at);
                 }
-                if let Err(what) = self.line(line, &name, line_no) {
-                    return Ok(damaged(
-                        name,
-                        line_no - 1,
-                        &format!("line {line_no}: {what}"),
-                    ));
+                if let Err(halt) = self.line(line, &name, line_no) {
+                    return self.halted(halt, name, line_no);
                 }
             }
             carry.extend_from_slice(&bytes[start..]);
             let _ = spare.try_send(bytes);
         }
         if !carry.is_empty() {
-            return Ok(damaged(name, line_no, "last line is cut short"));
+            return Ok(Some(damaged(name, line_no, "last line is cut short")));
         }
-        Ok(FileReport {
+        Ok(Some(FileReport {
             file: name,
             lines: line_no,
             complete: true,
             error: None,
-        })
+        }))
     }
 
-    fn line(&mut self, bytes: &[u8], file: &str, line_no: u64) -> std::result::Result<(), String> {
+    fn line(&mut self, bytes: &[u8], file: &str, line_no: u64) -> std::result::Result<(), Halt> {
         let h = parse_depth(bytes)?;
         let id = self.symbol(h.symbol);
         let ids = h.ids;
@@ -487,6 +614,9 @@ impl State<'_> {
         if let Some(rebuild) = &mut self.rebuild {
             rebuild.event(&h, verdict)?;
         }
+        let receipts = &mut self.receipts[id];
+        receipts.first_ns = receipts.first_ns.min(h.recv_ns);
+        receipts.last_ns = receipts.last_ns.max(h.recv_ns);
         self.first_ns = Some(self.first_ns.map_or(h.recv_ns, |t| t.min(h.recv_ns)));
         self.last_ns = self.last_ns.max(h.recv_ns);
         self.metrics.observe(id, h.recv_ns, h.event_ms, ids);
@@ -496,7 +626,14 @@ impl State<'_> {
         Ok(())
     }
 
-    fn finish(self, files: Vec<FileReport>) -> ReplayReport {
+    fn finish(mut self, files: Vec<FileReport>) -> ReplayReport {
+        let mut receipts = BTreeMap::new();
+        for (symbol, &id) in &self.symbols {
+            let taken = self.snapshots.get(symbol).copied().unwrap_or(0);
+            // The first snapshot starts the book; each later one restarts it, as a live resync.
+            self.counters[id].resyncs = taken.saturating_sub(1);
+            receipts.insert(symbol.clone(), self.receipts[id]);
+        }
         let span_ns = self
             .last_ns
             .saturating_sub(self.first_ns.unwrap_or(self.last_ns));
@@ -516,6 +653,8 @@ impl State<'_> {
             breaks: self.breaks,
             connection_changes: self.changes,
             files,
+            receipts,
+            stopped: self.stopped,
         }
     }
 }

@@ -1,8 +1,13 @@
 //! A cloneable shutdown token shared by every thread of a run.
 //!
-//! SIGINT/SIGTERM, the end of `--run-minutes` and tests all trigger the same token; threads poll it
-//! on their read-timeout ticks and wind down. Nothing here joins threads: owners do that after
-//! triggering, so the order (readers stop, senders drop, writer drains) stays explicit.
+//! SIGINT, SIGTERM, SIGHUP, the end of `--run-minutes` and tests all trigger the same token; threads
+//! poll it on their read-timeout ticks (the offline commands between lines) and wind down. Nothing
+//! here joins threads: owners do that after triggering, so the order (readers stop, senders drop,
+//! writer drains) stays explicit.
+//!
+//! A second signal means the user will not wait for the wind-down: the process exits at once with
+//! the shell's status for death by that signal, 128 + its number (130 for SIGINT, 143 for SIGTERM,
+//! 129 for SIGHUP), leaving `.part` files for crash recovery.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -16,6 +21,8 @@ pub struct Shutdown {
 #[derive(Default)]
 struct Inner {
     flag: Arc<AtomicBool>,
+    /// Set by a signal only, not by [`Shutdown::trigger`]: whether the user cut the run short.
+    signalled: Arc<AtomicBool>,
     lock: Mutex<()>,
     wake: Condvar,
 }
@@ -25,12 +32,28 @@ impl Shutdown {
         Shutdown::default()
     }
 
-    /// Triggers the token on SIGINT and SIGTERM.
+    /// Triggers the token on SIGINT, SIGTERM and SIGHUP (a closed terminal stops a recording as
+    /// SIGTERM does); a second one exits the process at once.
     pub fn on_signals(&self) -> std::io::Result<()> {
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        for signal in [SIGINT, SIGTERM, SIGHUP] {
+            // Registered first, so it runs before the flag is set: it sees the flag of the signals
+            // before this one, and exits only on a second.
+            let status = 128 + signal;
+            signal_hook::flag::register_conditional_shutdown(
+                signal,
+                status,
+                Arc::clone(&self.inner.flag),
+            )?;
+            signal_hook::flag::register(signal, Arc::clone(&self.inner.signalled))?;
             signal_hook::flag::register(signal, Arc::clone(&self.inner.flag))?;
         }
         Ok(())
+    }
+
+    /// Whether a signal triggered the token (rather than the end of the run's time).
+    pub fn by_signal(&self) -> bool {
+        self.inner.signalled.load(Ordering::Relaxed)
     }
 
     pub fn trigger(&self) {

@@ -129,15 +129,16 @@ struct Snapshot {
 }
 
 impl Recording {
-    /// Expands `paths` as `obrec replay` does (files, directories, globs; `.part` included),
-    /// loads the snapshot files and finds where the depth events start. Damaged files are
-    /// reported as warnings, not errors.
+    /// Expands `paths` as `obrec replay` does (files, directories, globs; `.part` included; a
+    /// data directory read as its `order_book/`), loads the snapshot files and finds where the
+    /// depth events start. Damaged files are reported as warnings, not errors.
     ///
     /// # Errors
     /// [`Error::Invalid`] for a path that does not exist, a pattern that matches nothing, or a
-    /// recording without a single depth event.
+    /// recording without a single depth event (`no recordings in PATH`).
     pub fn open(paths: &[PathBuf]) -> Result<Recording> {
-        let files = names::expand(paths)?;
+        let resolved: Vec<PathBuf> = paths.iter().map(|p| as_book_dir(p)).collect();
+        let files = names::expand(&resolved)?;
         let mut recording = Recording {
             lanes: Vec::new(),
             snapshots: HashMap::new(),
@@ -160,7 +161,7 @@ impl Recording {
         let first = recording.timeline().next().map(|e| e.recv_ns);
         recording.start_ns = first.ok_or_else(|| {
             let listed: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-            Error::Invalid(format!("{}: no depth events to serve", listed.join(" ")))
+            Error::Invalid(format!("no recordings in {}", listed.join(" ")))
         })?;
         Ok(recording)
     }
@@ -244,6 +245,17 @@ impl Recording {
         if lock(&self.warned).insert(path.to_path_buf()) {
             log::warn!("{}: {what}; what comes before is played", path.display());
         }
+    }
+}
+
+/// A data directory's `order_book/`, when `path` is one; else `path`. (`offline::inputs` does the
+/// same for replay and export; the layers keep the two apart.)
+fn as_book_dir(path: &Path) -> PathBuf {
+    let book = names::book_dir(path);
+    if path.is_dir() && book.is_dir() {
+        book
+    } else {
+        path.to_path_buf()
     }
 }
 

@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 
 use super::files::{GzLines, Line, OutId, Staged};
 use super::import::split_line;
-use super::{NS_DIGITS, Outcome, check_stream, check_symbol, show_paths};
-use crate::error::{Error, Result};
+use super::{NS_DIGITS, Outcome, check_stream, check_symbol};
+use crate::error::Result;
 use crate::market::stream::is_partial;
+use crate::offline::inputs::{no_recordings, recordings};
 use crate::store::line::{DepthLine, parse_depth, parse_snapshot};
-use crate::store::names::{FileKind, expand, is_kind};
+use crate::store::names::{FileKind, is_kind};
 use crate::util::clock::civil_from_days;
+use crate::util::shutdown::Shutdown;
 
 /// A recorded snapshot waiting for its place among the depth lines.
 struct PendingSnapshot {
@@ -28,23 +30,25 @@ struct DayFile {
     conn: u64,
 }
 
-/// Writes recordings (depth files and snapshot files) as hftbacktest raw files in `out_dir`, one
-/// per symbol and UTC day of receipt: `<symbol>_<YYYYMMDD>.gz`.
+/// Writes recordings (depth files and snapshot files; a data directory is read as its
+/// `order_book/`) as hftbacktest raw files in `out_dir`, one per symbol and UTC day of receipt:
+/// `<symbol>_<YYYYMMDD>.gz`. When `shutdown` is triggered, stops and writes nothing
+/// ([`Outcome::interrupted`]).
 ///
 /// # Errors
 ///
-/// [`Error::Invalid`] for a path that does not exist or holds no recording, an input not one line
+/// [`Error::Invalid`](crate::Error::Invalid) for a path that does not exist or holds no depth event, an input not one line
 /// of which is an obrec line, or an output file that exists (nothing is written then);
-/// [`Error::File`] when an output cannot be written.
-pub fn export(paths: &[PathBuf], out_dir: &Path, gzip_level: u32) -> Result<Outcome> {
-    let files = expand(paths)?;
-    if files.is_empty() {
-        return Err(Error::Invalid(format!(
-            "no recordings in {}",
-            show_paths(paths)
-        )));
-    }
+/// [`Error::File`](crate::Error::File) when an output cannot be written.
+pub fn export(
+    paths: &[PathBuf],
+    out_dir: &Path,
+    gzip_level: u32,
+    shutdown: &Shutdown,
+) -> Result<Outcome> {
+    let files = recordings(paths)?;
     let mut ex = Conversion {
+        shutdown: shutdown.clone(),
         staged: Staged::new(out_dir, gzip_level),
         current: HashMap::new(),
         snapshots: HashMap::new(),
@@ -91,11 +95,20 @@ pub fn export(paths: &[PathBuf], out_dir: &Path, gzip_level: u32) -> Result<Outc
              so levels that left the top N stay in its book (record with --depth 0 for backtests)"
         ));
     }
+    if shutdown.is_triggered() {
+        // Dropped uncommitted: every part file goes.
+        outcome.interrupted = true;
+        return Ok(outcome);
+    }
     outcome.written = staged.commit()?;
+    if outcome.written.is_empty() && outcome.damaged.is_empty() {
+        return Err(no_recordings(paths));
+    }
     Ok(outcome)
 }
 
 struct Conversion {
+    shutdown: Shutdown,
     staged: Staged,
     /// Per symbol, the file being written.
     current: HashMap<String, DayFile>,
@@ -112,7 +125,7 @@ struct Conversion {
 
 impl Conversion {
     fn load_snapshots(&mut self, path: &Path) -> Result<()> {
-        let mut lines = GzLines::open(path)?;
+        let mut lines = GzLines::open(path, &self.shutdown)?;
         let mut loaded: Vec<(String, PendingSnapshot)> = Vec::new();
         let mut bytes = Vec::new();
         while lines.next_line(&mut bytes, &mut self.outcome)? {
@@ -145,7 +158,7 @@ impl Conversion {
     }
 
     fn depth_file(&mut self, path: &Path) -> Result<()> {
-        let mut lines = GzLines::open(path)?;
+        let mut lines = GzLines::open(path, &self.shutdown)?;
         let mut bytes = Vec::new();
         while lines.next_line(&mut bytes, &mut self.outcome)? {
             let line = match parse_depth(&bytes) {

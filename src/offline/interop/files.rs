@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 use crate::store::gzip::{CountingReader, MEMBER_BYTES, MemberDecoder, MemberEncoder, describe};
 use crate::store::names::part_of;
 use crate::store::staged::{create_part, link_no_replace, sync_dir};
+use crate::util::shutdown::Shutdown;
+
 /// Longest line accepted from an input. A 1000-level snapshot is about 40 KB; anything near this
 /// is not a recording, and reading it whole could exhaust memory.
 const MAX_LINE: usize = 16 << 20;
@@ -19,23 +21,30 @@ pub(super) struct GzLines {
     reader: BufReader<MemberDecoder<BufReader<CountingReader<File>>>>,
     /// The number of the line last read.
     pub(super) line_no: u64,
+    /// Once triggered, the lines end: the conversion is abandoned.
+    shutdown: Shutdown,
 }
 
 impl GzLines {
-    pub(super) fn open(path: &Path) -> Result<GzLines> {
+    pub(super) fn open(path: &Path, shutdown: &Shutdown) -> Result<GzLines> {
         let file = File::open(path).map_err(|e| Error::file(path, e))?;
         let counted = BufReader::new(CountingReader::new(file));
         Ok(GzLines {
             path: path.to_path_buf(),
             reader: BufReader::with_capacity(1 << 18, MemberDecoder::new(counted)),
             line_no: 0,
+            shutdown: shutdown.clone(),
         })
     }
 
-    /// Reads the next line into `buf`, without its line ending. False at the end of the data, or
-    /// at damage (which goes to `outcome`); an error when the very first line cannot be read.
+    /// Reads the next line into `buf`, without its line ending. False at the end of the data, at
+    /// damage (which goes to `outcome`) or once the shutdown token is triggered; an error when the
+    /// very first line cannot be read.
     pub(super) fn next_line(&mut self, buf: &mut Vec<u8>, outcome: &mut Outcome) -> Result<bool> {
         buf.clear();
+        if self.shutdown.is_triggered() {
+            return Ok(false);
+        }
         match read_line(&mut self.reader, buf) {
             Ok(true) => {
                 self.line_no += 1;

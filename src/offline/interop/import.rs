@@ -13,6 +13,7 @@ use crate::market::frame::{Frame, FrameError, parse_frame};
 use crate::market::symbol::Symbol;
 use crate::store::line::{DepthLine, SnapshotLine, encode_depth, encode_snapshot};
 use crate::store::names::{self, FileKind, book_dir, expand};
+use crate::util::shutdown::Shutdown;
 
 /// An unenveloped line: a REST snapshot, an exchange error body, or something else.
 #[derive(Deserialize)]
@@ -39,6 +40,7 @@ struct EventType<'a> {
 
 /// Converts hftbacktest raw files into obrec depth and snapshot files under
 /// `<data_dir>/order_book/`, named like the recorder's after the first line's receipt second.
+/// When `shutdown` is triggered, stops and writes nothing ([`Outcome::interrupted`]).
 ///
 /// # Errors
 ///
@@ -46,7 +48,12 @@ struct EventType<'a> {
 /// hftbacktest format, a depth event obrec cannot represent (no `pu`: spot), several symbols in
 /// one file, or an output file that exists (nothing is written then); [`Error::File`] when an
 /// output cannot be written.
-pub fn import(paths: &[PathBuf], data_dir: &Path, gzip_level: u32) -> Result<Outcome> {
+pub fn import(
+    paths: &[PathBuf],
+    data_dir: &Path,
+    gzip_level: u32,
+    shutdown: &Shutdown,
+) -> Result<Outcome> {
     if let Some(dir) = paths.iter().find(|p| p.is_dir()) {
         return Err(Error::Invalid(format!(
             "{} is a directory: give hftbacktest files (or a glob pattern)",
@@ -57,7 +64,12 @@ pub fn import(paths: &[PathBuf], data_dir: &Path, gzip_level: u32) -> Result<Out
     let mut staged = Staged::new(&book_dir(data_dir), gzip_level);
     let mut outcome = Outcome::default();
     for path in &files {
-        import_file(path, &mut staged, &mut outcome)?;
+        import_file(path, &mut staged, &mut outcome, shutdown)?;
+    }
+    if shutdown.is_triggered() {
+        // Dropped uncommitted: every part file goes.
+        outcome.interrupted = true;
+        return Ok(outcome);
     }
     outcome.written = staged.commit()?;
     Ok(outcome)
@@ -95,8 +107,13 @@ impl From<Error> for Stop {
     }
 }
 
-fn import_file(path: &Path, staged: &mut Staged, outcome: &mut Outcome) -> Result<()> {
-    let mut lines = GzLines::open(path)?;
+fn import_file(
+    path: &Path,
+    staged: &mut Staged,
+    outcome: &mut Outcome,
+    shutdown: &Shutdown,
+) -> Result<()> {
+    let mut lines = GzLines::open(path, shutdown)?;
     let mut state = FileImport {
         symbol: None,
         stream_symbol: None,

@@ -53,6 +53,7 @@ use std::time::Instant;
 
 use crate::market::stream::is_well_formed;
 use crate::market::symbol::Symbol;
+use crate::offline::console::{Console, warn};
 
 pub use export::export;
 pub use import::import;
@@ -75,6 +76,8 @@ pub struct Outcome {
     pub damaged: Vec<String>,
     /// Things a user should know about the output (it is written nonetheless).
     pub warnings: Vec<String>,
+    /// A signal stopped the conversion: nothing was written.
+    pub interrupted: bool,
 }
 
 /// One output file.
@@ -135,9 +138,14 @@ impl Outcome {
 
     /// Prints what was written on stdout, damage and warnings on stderr; true when every input was
     /// read whole.
-    pub fn print(&self, verb: &str, started: Instant) -> bool {
+    ///
+    /// # Errors
+    /// [`Error::Stdout`](crate::Error::Stdout) when standard output fails (a reader that goes away
+    /// only ends the printing).
+    pub fn print(&self, verb: &str, started: Instant) -> crate::error::Result<bool> {
+        let mut out = Console::new();
         for w in &self.written {
-            println!("{w}");
+            out.line(format_args!("{w}"))?;
         }
         if !self.skipped.is_empty() {
             let list: Vec<String> = self
@@ -145,21 +153,21 @@ impl Outcome {
                 .iter()
                 .map(|(kind, n)| format!("{n} {kind}"))
                 .collect();
-            println!("skipped: {}", list.join(", "));
+            out.line(format_args!("skipped: {}", list.join(", ")))?;
         }
-        println!(
+        out.line(format_args!(
             "{verb} {} to {} in {:.2} s",
             count(self.lines(), "line"),
             count(self.written.len() as u64, "file"),
             started.elapsed().as_secs_f64()
-        );
+        ))?;
         for w in &self.warnings {
-            eprintln!("warning: {w}");
+            warn(format_args!("warning: {w}"));
         }
         for d in &self.damaged {
-            eprintln!("{d}");
+            warn(format_args!("{d}"));
         }
-        self.damaged.is_empty()
+        Ok(self.damaged.is_empty())
     }
 }
 
@@ -182,11 +190,6 @@ fn count(n: u64, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
-fn show_paths(paths: &[PathBuf]) -> String {
-    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    shown.join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use std::fs::{self, File};
@@ -198,6 +201,7 @@ mod tests {
     use super::*;
     use crate::error::Error;
     use crate::store::gzip::MemberEncoder;
+    use crate::util::shutdown::Shutdown;
 
     #[test]
     fn symbols_and_streams_that_would_escape_are_refused() {
@@ -280,7 +284,7 @@ mod tests {
         let good = dir.path().join("good.gz");
         gz(&good, &hft);
         let data = dir.path().join("good_data");
-        let outcome = import(std::slice::from_ref(&good), &data, 1).unwrap();
+        let outcome = import(std::slice::from_ref(&good), &data, 1, &Shutdown::new()).unwrap();
         assert_eq!(outcome.lines(), 2);
         let mut obrec_lines = Vec::new();
         for w in &outcome.written {
@@ -308,7 +312,7 @@ mod tests {
                 }
                 let input = case.join(names[which]);
                 gz(&input, &lines);
-                let r = export(&[input], &out, 1);
+                let r = export(&[input], &out, 1, &Shutdown::new());
                 assert_outputs_parse(&out, NS_DIGITS + 1);
                 r
             } else {
@@ -318,7 +322,7 @@ mod tests {
                 }
                 let input = case.join("btcusdt_20240808.gz");
                 gz(&input, &lines);
-                let r = import(&[input], &out, 1);
+                let r = import(&[input], &out, 1, &Shutdown::new());
                 assert_outputs_parse(&out, 0);
                 r
             };
