@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::metrics::{LatencyMs, Report, Stats, SymbolReport};
+use crate::metrics::{FeedState, LatencyMs, Report, Stats, SymbolReport, iso_ms};
 use crate::util::clock::wall_ns;
 use crate::util::shutdown::Shutdown;
 
@@ -98,7 +98,10 @@ fn serve(
                 )
             }
             "/healthz" => match health(stats, stale_after, started.elapsed()) {
-                None => (200, "text/plain", "ok\n".to_string()),
+                None => match silent_symbols(stats) {
+                    None => (200, "text/plain", "ok\n".to_string()),
+                    Some(which) => (200, "text/plain", format!("degraded: {which}\n")),
+                },
                 Some(reason) => (503, "text/plain", format!("{reason}\n")),
             },
             _ => (
@@ -126,13 +129,37 @@ pub fn health(stats: &Stats, stale_after: Duration, uptime: Duration) -> Option<
         let last = group.last_data_ns.load(Ordering::Relaxed);
         let silent = Duration::from_nanos(now.saturating_sub(last));
         let name = format!("connection group {} ({}…)", i + 1, group.first_symbol);
-        if last == 0 && uptime >= stale_after {
+        if !group.connected.load(Ordering::Relaxed) {
+            problems.push(format!("{name}: not connected"));
+        } else if last == 0 && uptime >= stale_after {
             problems.push(format!("{name}: no data since start"));
         } else if last != 0 && silent >= stale_after {
             problems.push(format!("{name}: no data for {:.1} s", silent.as_secs_f64()));
         }
     }
     (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+/// The symbols judged silent while others deliver, e.g. `ETHUSTD silent since 2026-…Z`.
+///
+/// Degraded, not unhealthy: the recorder records what exists, and a restart (what a supervisor
+/// does on 503) cannot make an unknown symbol deliver but would cost the others a gap.
+pub fn silent_symbols(stats: &Stats) -> Option<String> {
+    let silent: Vec<String> = stats
+        .symbols
+        .iter()
+        .filter_map(|s| {
+            let feed = s.feed.get();
+            (feed.state == FeedState::Silent).then(|| {
+                format!(
+                    "{} silent since {}",
+                    s.name,
+                    iso_ms(feed.since_ns / 1_000_000)
+                )
+            })
+        })
+        .collect();
+    (!silent.is_empty()).then(|| silent.join(", "))
 }
 
 /// The Prometheus text exposition of a report.
@@ -304,6 +331,23 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
     );
     for (symbol, s) in &r.symbols {
         latency_summary(&mut out, symbol, &s.latency_ms, s.messages);
+    }
+    metric(
+        &mut out,
+        "obrec_symbol_delivering",
+        "gauge",
+        "1 while the symbol's stream delivers, 0 while waiting for it or silent.",
+    );
+    for (symbol, s) in &r.symbols {
+        let on = s
+            .feed
+            .as_ref()
+            .is_some_and(|f| f.state == FeedState::Delivering);
+        let _ = writeln!(
+            out,
+            "obrec_symbol_delivering{{symbol=\"{symbol}\"}} {}",
+            u8::from(on)
+        );
     }
     out
 }
