@@ -178,8 +178,10 @@ fn an_endpoint_that_refuses_ends_the_run_with_exit_1_naming_it() {
     .spawn()
     .unwrap();
     let (url, stdout) = metrics_url(&mut child);
-    let (status, body) = get(&format!("{url}/healthz"));
-    assert_eq!(status, 503);
+    wait_for(Duration::from_secs(2), "an unhealthy /healthz", || {
+        get(&format!("{url}/healthz")).0 == 503
+    });
+    let (_, body) = get(&format!("{url}/healthz"));
     assert!(body.contains("not connected"), "{body}");
     let status = wait_with_timeout(&mut child, Duration::from_secs(20)).expect("the run ends");
     assert_eq!(status.code(), Some(1));

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::metrics::{FeedState, LatencyMs, Report, Stats, SymbolReport, iso_ms};
+use crate::metrics::{FeedState, LatencyMs, Link, Report, Stats, SymbolReport, iso_ms};
 use crate::util::clock::wall_ns;
 use crate::util::shutdown::Shutdown;
 
@@ -129,12 +129,17 @@ pub fn health(stats: &Stats, stale_after: Duration, uptime: Duration) -> Option<
         let last = group.last_data_ns.load(Ordering::Relaxed);
         let silent = Duration::from_nanos(now.saturating_sub(last));
         let name = format!("connection group {} ({}…)", i + 1, group.first_symbol);
-        if !group.connected.load(Ordering::Relaxed) {
-            problems.push(format!("{name}: not connected"));
-        } else if last == 0 && uptime >= stale_after {
-            problems.push(format!("{name}: no data since start"));
+        let connection = (group.link.get() == Link::Down).then(|| "not connected".into());
+        let data = if last == 0 && uptime >= stale_after {
+            Some("no data since start".into())
         } else if last != 0 && silent >= stale_after {
-            problems.push(format!("{name}: no data for {:.1} s", silent.as_secs_f64()));
+            Some(format!("no data for {:.1} s", silent.as_secs_f64()))
+        } else {
+            None
+        };
+        let why: Vec<String> = connection.into_iter().chain(data).collect();
+        if !why.is_empty() {
+            problems.push(format!("{name}: {}", why.join(", ")));
         }
     }
     (!problems.is_empty()).then(|| problems.join("; "))

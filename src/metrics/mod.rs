@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
@@ -50,7 +50,36 @@ pub struct GroupHealth {
     /// The group's first symbol, to name it in a health message.
     pub first_symbol: String,
     /// Whether the group has a connection up.
-    pub connected: AtomicBool,
+    pub link: LinkHealth,
+}
+
+/// A reader group's connection state: set by the group on each change, read by reports.
+#[derive(Debug, Default)]
+pub struct LinkHealth(AtomicU8);
+
+impl LinkHealth {
+    pub fn set(&self, link: Link) {
+        self.0.store(link as u8, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Link {
+        match self.0.load(Ordering::Relaxed) {
+            l if l == Link::Up as u8 => Link::Up,
+            l if l == Link::Down as u8 => Link::Down,
+            _ => Link::Connecting,
+        }
+    }
+}
+
+/// Whether a reader group has a connection up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Link {
+    /// The first attempt is under way.
+    #[default]
+    Connecting,
+    Up,
+    /// An attempt failed or the connection was lost, and none is up yet.
+    Down,
 }
 
 /// Per-symbol counters.
@@ -144,7 +173,7 @@ impl Stats {
                 .map(|first_symbol| GroupHealth {
                     last_data_ns: AtomicU64::new(0),
                     first_symbol,
-                    connected: AtomicBool::new(false),
+                    link: LinkHealth::default(),
                 })
                 .collect(),
             ..Stats::default()
@@ -176,7 +205,7 @@ impl Stats {
                 up: self
                     .groups
                     .iter()
-                    .filter(|g| g.connected.load(Ordering::Relaxed))
+                    .filter(|g| g.link.get() == Link::Up)
                     .count() as u64,
                 of: self.groups.len() as u64,
             }),

@@ -33,7 +33,7 @@ use crate::error::{Error, FeedError, Result};
 use crate::market::frame::{Frame, parse_frame};
 use crate::market::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
 use crate::market::symbol::SymbolId;
-use crate::metrics::{FeedState, Stats};
+use crate::metrics::{FeedState, Link, Stats};
 use crate::recorder::event::{DepthRecord, Event, SnapshotRecord};
 use crate::recorder::snapshot::SnapshotRequest;
 use crate::store::conn_numbers::ConnNumbers;
@@ -215,12 +215,11 @@ impl Group {
                 match self.open(first) {
                     Ok(conn) => {
                         first = false;
-                        self.stats.groups[self.index]
-                            .connected
-                            .store(true, Ordering::Relaxed);
+                        self.stats.groups[self.index].link.set(Link::Up);
                         conns.push(conn);
                     }
                     Err(e) => {
+                        self.stats.groups[self.index].link.set(Link::Down);
                         let wait = self.backoff.next_delay();
                         log::warn!("{}: {e}; retrying in {wait:?}", self.shown_url);
                         self.last_failure = Some(e.to_string());
@@ -252,7 +251,7 @@ impl Group {
             self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
             self.retire(&mut conn);
         }
-        // `connected` keeps its value: the final SUMMARY tells how the run ended, not that
+        // `link` keeps its value: the final SUMMARY tells how the run ended, not that
         // the connections were closed for the stop.
         match self.last_failure.take() {
             Some(cause) if first => Err(Error::NeverConnected {
@@ -587,9 +586,7 @@ impl Group {
             next.set_read_timeout(READ_TICK);
             return;
         }
-        self.stats.groups[self.index]
-            .connected
-            .store(false, Ordering::Relaxed);
+        self.stats.groups[self.index].link.set(Link::Down);
         let wait = self.backoff.next_delay();
         log::warn!(
             "conn {} lost ({}): {e}; reconnecting in {wait:?}",
