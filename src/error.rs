@@ -101,6 +101,10 @@ mod tests {
                 cause: os(),
             },
             Error::Stdout(os()),
+            Error::NeverConnected {
+                url: "ws://127.0.0.1:1/stream?streams=ethusdt@depth5".into(),
+                cause: FeedError::Connect(os()).to_string(),
+            },
         ] {
             assert!(std::error::Error::source(&err).is_none(), "{err:?}");
             assert_eq!(err.to_string().matches("permission denied").count(), 1);

@@ -732,6 +732,20 @@ mod tests {
     }
 
     #[test]
+    fn summary_says_when_a_connection_group_is_down() {
+        let m = Metrics::new(vec!["ETHUSDT".into()]);
+        let line = |up| {
+            let counters = Counters {
+                connected: Some(Connected { up, of: 2 }),
+                ..Counters::default()
+            };
+            m.peek(&clock(1.0), &counters).summary_line()
+        };
+        assert!(line(1).ends_with("drops=0 | connected=1/2"), "{}", line(1));
+        assert!(line(2).ends_with("drops=0"), "{}", line(2));
+    }
+
+    #[test]
     fn report_serialises_seed_keys_in_seed_order() {
         let mut m = Metrics::new(vec!["ETHUSDT".into()]);
         let r = m.report(&clock(1.0), &Counters::default());

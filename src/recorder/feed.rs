@@ -59,9 +59,9 @@ pub const MAX_FRAME_BYTES: usize = 1 << 20;
 /// Bad frames are logged at most once per this interval (all are counted).
 const BAD_FRAME_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Logs and errors show a stream URL in full up to this many streams; past it, the first ones
-/// and a count (a full group's URL is 200 names long).
-const URL_STREAMS_SHOWN: usize = 3;
+/// Logs and errors list streams in full up to this many; past it, the first ones and a count
+/// (a full group is 200 names long).
+const STREAMS_SHOWN: usize = 3;
 
 /// What a group needs to know about the run.
 #[derive(Clone, Debug)]
@@ -149,12 +149,7 @@ impl Group {
         let streams: Vec<&str> = subs.iter().map(|s| s.stream.as_str()).collect();
         let base = format!("{}/stream?streams=", config.endpoint.trim_end_matches('/'));
         let url = format!("{base}{}", streams.join("/"));
-        let shown_url = if streams.len() > URL_STREAMS_SHOWN {
-            let first = streams[..URL_STREAMS_SHOWN].join("/");
-            format!("{base}{first}/… ({} streams)", streams.len())
-        } else {
-            url.clone()
-        };
+        let shown_url = format!("{base}{}", abbreviate(&streams, "/"));
         let routes = subs
             .iter()
             .enumerate()
@@ -274,11 +269,11 @@ impl Group {
         .inspect_err(|_| Stats::bump(&self.stats.connect_failures))?;
         Stats::bump(&self.stats.connections_open);
         let what = if first { "connected" } else { "reconnected" };
+        let n = self.subs.len();
+        let streams = if n == 1 { "stream" } else { "streams" };
         let line = format!(
-            "conn {} {what} to {} ({} streams)",
-            conn.id,
-            self.shown_url,
-            self.subs.len()
+            "conn {} {what} to {} ({n} {streams})",
+            conn.id, self.shown_url
         );
         log::info!("{line}, compression: {}", conn.compression);
         // Console output never stops a recording: a closed stderr is ignored.
@@ -356,11 +351,11 @@ impl Group {
     }
 
     /// Judges the streams that delivered nothing on `conn` within its window: each is marked
-    /// silent and named in a warning, then subscribed again on the same connection with a window
-    /// twice as long (at most [`MAX_WINDOW`]), so the warning comes once and then rarely. The
+    /// silent and named in a warning, then subscribed again on the same connection, and the
+    /// window doubles (up to [`MAX_WINDOW`]), so the warning comes once and then rarely. The
     /// streams that deliver keep their connection and lose nothing. A connection on which nothing
     /// delivers is left to go stale and be replaced: that is what a wrong route or a dead server
-    /// calls for.
+    /// calls for, and the longer window then keeps the warning from repeating each time.
     fn check_streams(&mut self, conn: &mut Conn, now: Instant) -> Result<(), FeedError> {
         if conn.streams_missing == 0
             || now.duration_since(conn.window_start) < conn.first_frame_window
@@ -386,18 +381,23 @@ impl Group {
             .iter()
             .map(|&slot| self.subs[slot].stream.as_str())
             .collect();
-        conn.window_start = now;
-        if !conn.delivered {
-            return Ok(());
-        }
         let waited = conn.first_frame_window;
         self.silent_strikes = self.silent_strikes.saturating_add(1);
+        conn.window_start = now;
         conn.first_frame_window = self.first_frame_window();
+        let shown = abbreviate(&names, ", ");
+        if !conn.delivered {
+            log::warn!(
+                "conn {}: no stream delivered in {waited:?}: {shown} (wrong route, or unknown \
+                 symbols?)",
+                conn.id
+            );
+            return Ok(());
+        }
         log::warn!(
-            "conn {}: {} delivered nothing in {waited:?} (unknown or delisted symbol?); the other \
-             streams go on; subscribing again, next check in {:?}",
+            "conn {}: {shown} delivered nothing in {waited:?} (unknown or delisted symbol?); the \
+             other streams go on; subscribing again, next check in {:?}",
             conn.id,
-            names.join(", "),
             conn.first_frame_window
         );
         conn.resubscribe(&names)
@@ -821,6 +821,15 @@ impl Conn {
     }
 }
 
+/// `a/b/c/… (200 streams)`: `names` joined by `sep`, cut after [`STREAMS_SHOWN`].
+fn abbreviate(names: &[&str], sep: &str) -> String {
+    if names.len() <= STREAMS_SHOWN {
+        return names.join(sep);
+    }
+    let first = names[..STREAMS_SHOWN].join(sep);
+    format!("{first}{sep}… ({} streams)", names.len())
+}
+
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -856,4 +865,18 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
             Arc::new(config)
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_stream_lists_are_cut_with_a_count() {
+        assert_eq!(abbreviate(&["a", "b"], "/"), "a/b");
+        assert_eq!(
+            abbreviate(&["a", "b", "c", "d"], ", "),
+            "a, b, c, … (4 streams)"
+        );
+    }
 }
