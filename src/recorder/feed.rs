@@ -369,7 +369,7 @@ impl Group {
             if self.feeds[slot] != FeedState::Silent {
                 self.feeds[slot] = FeedState::Silent;
                 let feed = &self.stats.symbols[self.subs[slot].symbol].feed;
-                // Silent since its last event, or since it was first subscribed.
+                // Silent since its last event, or since the run started.
                 let since = match self.last_event_ns[slot] {
                     0 => feed.get().since_ns,
                     last => last,
