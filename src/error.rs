@@ -33,6 +33,10 @@ pub enum Error {
     /// Standard output could not be written.
     #[error("writing to standard output: {0}")]
     Stdout(io::Error),
+    /// A recording ended without ever having a connection up: where it tried, and why the last
+    /// attempt failed.
+    #[error("never connected to {url}: {cause}")]
+    NeverConnected { url: String, cause: String },
 }
 
 impl Error {
@@ -57,11 +61,6 @@ pub enum FeedError {
     Read(tungstenite::Error),
     #[error("no data for {0:?}")]
     Stale(std::time::Duration),
-    #[error("{streams} subscribed stream(s) delivered nothing within {after:?}")]
-    Silent {
-        streams: usize,
-        after: std::time::Duration,
-    },
     #[error("no pong within {0:?}")]
     PongTimeout(std::time::Duration),
     #[error("snapshot request failed: {0}")]
@@ -77,7 +76,6 @@ impl FeedError {
             FeedError::Closed(_) => "closed",
             FeedError::Read(_) => "read",
             FeedError::Stale(_) => "stale",
-            FeedError::Silent { .. } => "silent-stream",
             FeedError::PongTimeout(_) => "pong-timeout",
             FeedError::Rest(_) => "rest",
         }
@@ -103,6 +101,10 @@ mod tests {
                 cause: os(),
             },
             Error::Stdout(os()),
+            Error::NeverConnected {
+                url: "ws://127.0.0.1:1/stream?streams=ethusdt@depth5".into(),
+                cause: FeedError::Connect(os()).to_string(),
+            },
         ] {
             assert!(std::error::Error::source(&err).is_none(), "{err:?}");
             assert_eq!(err.to_string().matches("permission denied").count(), 1);

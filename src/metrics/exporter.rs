@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::metrics::http::{Listener, Response};
-use crate::metrics::{LatencyMs, Report, Stats, SymbolReport};
+use crate::metrics::{FeedState, LatencyMs, Link, Report, Stats, SymbolReport, iso_ms};
 use crate::util::clock::wall_ns;
 use crate::util::shutdown::Shutdown;
 
@@ -82,7 +82,10 @@ fn answer(path: &str, stats: &Stats, stale_after: Duration, started: Instant) ->
             }
         }
         "/healthz" => match health(stats, stale_after, started.elapsed()) {
-            None => text(200, "ok\n".to_string()),
+            None => match silent_symbols(stats) {
+                None => text(200, "ok\n".to_string()),
+                Some(which) => text(200, format!("degraded: {which}\n")),
+            },
             Some(reason) => text(503, format!("{reason}\n")),
         },
         _ => text(404, "not found: try /metrics or /healthz\n".to_string()),
@@ -97,13 +100,42 @@ pub fn health(stats: &Stats, stale_after: Duration, uptime: Duration) -> Option<
         let last = group.last_data_ns.load(Ordering::Relaxed);
         let silent = Duration::from_nanos(now.saturating_sub(last));
         let name = format!("connection group {} ({}…)", i + 1, group.first_symbol);
-        if last == 0 && uptime >= stale_after {
-            problems.push(format!("{name}: no data since start"));
+        let connection = (group.link.get() == Link::Down).then(|| "not connected".into());
+        let data = if last == 0 && uptime >= stale_after {
+            Some("no data since start".into())
         } else if last != 0 && silent >= stale_after {
-            problems.push(format!("{name}: no data for {:.1} s", silent.as_secs_f64()));
+            Some(format!("no data for {:.1} s", silent.as_secs_f64()))
+        } else {
+            None
+        };
+        let why: Vec<String> = connection.into_iter().chain(data).collect();
+        if !why.is_empty() {
+            problems.push(format!("{name}: {}", why.join(", ")));
         }
     }
     (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+/// The symbols judged silent while others deliver, e.g. `ETHUSTD silent since 2026-…Z`.
+///
+/// Degraded, not unhealthy: the recorder records what exists, and a restart (what a supervisor
+/// does on 503) cannot make an unknown symbol deliver but would cost the others a gap.
+pub fn silent_symbols(stats: &Stats) -> Option<String> {
+    let silent: Vec<String> = stats
+        .symbols
+        .iter()
+        .filter_map(|s| {
+            let feed = s.feed.get();
+            (feed.state == FeedState::Silent).then(|| {
+                format!(
+                    "{} silent since {}",
+                    s.name,
+                    iso_ms(feed.since_ns / 1_000_000)
+                )
+            })
+        })
+        .collect();
+    (!silent.is_empty()).then(|| silent.join(", "))
 }
 
 /// The Prometheus text exposition of a report.
@@ -275,6 +307,23 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
     );
     for (symbol, s) in &r.symbols {
         latency_summary(&mut out, symbol, &s.latency_ms, s.messages);
+    }
+    metric(
+        &mut out,
+        "obrec_symbol_delivering",
+        "gauge",
+        "1 while the symbol's stream delivers, 0 while waiting for it or silent.",
+    );
+    for (symbol, s) in &r.symbols {
+        let on = s
+            .feed
+            .as_ref()
+            .is_some_and(|f| f.state == FeedState::Delivering);
+        let _ = writeln!(
+            out,
+            "obrec_symbol_delivering{{symbol=\"{symbol}\"}} {}",
+            u8::from(on)
+        );
     }
     out
 }

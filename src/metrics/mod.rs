@@ -6,8 +6,9 @@
 //! the same type from the lines it reads, so live and offline reports are computed identically.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
@@ -49,11 +50,44 @@ pub struct GroupHealth {
     pub last_data_ns: AtomicU64,
     /// The group's first symbol, to name it in a health message.
     pub first_symbol: String,
+    /// Whether the group has a connection up.
+    pub link: LinkHealth,
+}
+
+/// A reader group's connection state: set by the group on each change, read by reports.
+#[derive(Debug, Default)]
+pub struct LinkHealth(AtomicU8);
+
+impl LinkHealth {
+    pub fn set(&self, link: Link) {
+        self.0.store(link as u8, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Link {
+        match self.0.load(Ordering::Relaxed) {
+            l if l == Link::Up as u8 => Link::Up,
+            l if l == Link::Down as u8 => Link::Down,
+            _ => Link::Connecting,
+        }
+    }
+}
+
+/// Whether a reader group has a connection up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Link {
+    /// The first attempt is under way.
+    #[default]
+    Connecting,
+    Up,
+    /// An attempt failed or the connection was lost, and none is up yet.
+    Down,
 }
 
 /// Per-symbol counters.
 #[derive(Debug, Default)]
 pub struct SymbolStats {
+    /// The symbol, to name it in a health message.
+    pub name: String,
     /// `pu` mismatches on a live connection: the exchange lost something.
     pub breaks: AtomicU64,
     /// Snapshots taken to resynchronise after a break (diff depth).
@@ -66,18 +100,81 @@ pub struct SymbolStats {
     pub drops: AtomicU64,
     /// Events delivered twice by overlapping connections and recorded once.
     pub duplicates: AtomicU64,
+    /// Whether the symbol's stream delivers, as its reader last judged it.
+    pub feed: FeedHealth,
+}
+
+/// Whether a subscribed stream delivers: set by its reader on each change, read by reports.
+#[derive(Debug, Default)]
+pub struct FeedHealth {
+    state: AtomicU8,
+    /// Wall clock, ns since the epoch, of the change to `state`.
+    since_ns: AtomicU64,
+}
+
+impl FeedHealth {
+    pub fn set(&self, state: FeedState, since_ns: u64) {
+        self.since_ns.store(since_ns, Ordering::Relaxed);
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> FeedStatus {
+        let state = match self.state.load(Ordering::Relaxed) {
+            s if s == FeedState::Delivering as u8 => FeedState::Delivering,
+            s if s == FeedState::Silent as u8 => FeedState::Silent,
+            _ => FeedState::Waiting,
+        };
+        FeedStatus {
+            state,
+            since_ns: self.since_ns.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A stream's delivery, as judged by its reader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedState {
+    /// Not judged yet: no event so far, and its first window has not passed.
+    #[default]
+    Waiting,
+    /// Events arrive.
+    Delivering,
+    /// Subscribed, and nothing arrived within its window (an unknown or delisted symbol, or a
+    /// stream on the wrong route).
+    Silent,
+}
+
+/// A stream's delivery state and since when it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedStatus {
+    pub state: FeedState,
+    /// Wall clock, ns since the epoch.
+    pub since_ns: u64,
 }
 
 impl Stats {
-    /// Counters for `symbols` symbols read by groups whose first symbols are `groups`.
-    pub fn new(symbols: usize, groups: Vec<String>) -> Stats {
+    /// Counters for `symbols` read by groups whose first symbols are `groups`.
+    pub fn new(symbols: Vec<String>, groups: Vec<String>) -> Stats {
+        let started_ns = crate::util::clock::wall_ns();
         Stats {
-            symbols: (0..symbols).map(|_| SymbolStats::default()).collect(),
+            symbols: symbols
+                .into_iter()
+                .map(|name| {
+                    let stats = SymbolStats {
+                        name,
+                        ..SymbolStats::default()
+                    };
+                    stats.feed.set(FeedState::Waiting, started_ns);
+                    stats
+                })
+                .collect(),
             groups: groups
                 .into_iter()
                 .map(|first_symbol| GroupHealth {
                     last_data_ns: AtomicU64::new(0),
                     first_symbol,
+                    link: LinkHealth::default(),
                 })
                 .collect(),
             ..Stats::default()
@@ -102,8 +199,17 @@ impl Stats {
                     reconnect_gaps: get(&s.reconnect_gaps),
                     drops: get(&s.drops),
                     duplicates: get(&s.duplicates),
+                    feed: Some(s.feed.get()),
                 })
                 .collect(),
+            connected: Some(Connected {
+                up: self
+                    .groups
+                    .iter()
+                    .filter(|g| g.link.get() == Link::Up)
+                    .count() as u64,
+                of: self.groups.len() as u64,
+            }),
             reconnects: get(&self.reconnects),
             stale_reconnects: get(&self.stale_reconnects),
             rollovers: get(&self.rollovers),
@@ -124,6 +230,8 @@ pub struct Counters {
     pub connect_failures: u64,
     pub bad_frames: u64,
     pub connections_open: u64,
+    /// Live runs only.
+    pub connected: Option<Connected>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -134,6 +242,8 @@ pub struct SymbolCounters {
     pub reconnect_gaps: u64,
     pub drops: u64,
     pub duplicates: u64,
+    /// Live runs only.
+    pub feed: Option<FeedStatus>,
 }
 
 /// Highest latency the histograms resolve, in µs (one hour): anything later is clamped, and a
@@ -322,6 +432,10 @@ impl Metrics {
                     drops: c.drops,
                     duplicates: c.duplicates,
                     throttled_snapshots: c.throttled,
+                    feed: c.feed.map(|f| FeedReport {
+                        state: f.state,
+                        since: iso_ms(f.since_ns / 1_000_000),
+                    }),
                 };
                 (name.clone(), report)
             })
@@ -378,6 +492,7 @@ impl Metrics {
             connect_failures: counters.connect_failures,
             connections_open: counters.connections_open,
             throttled_snapshots: sum(|c| c.throttled),
+            connected: counters.connected,
         }
     }
 }
@@ -417,6 +532,16 @@ pub struct Report {
     pub connect_failures: u64,
     pub connections_open: u64,
     pub throttled_snapshots: u64,
+    /// Live runs only: how many connection groups have a connection up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected: Option<Connected>,
+}
+
+/// Connection groups with a connection up, of all groups.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Connected {
+    pub up: u64,
+    pub of: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -472,6 +597,16 @@ pub struct SymbolReport {
     pub drops: u64,
     pub duplicates: u64,
     pub throttled_snapshots: u64,
+    /// Live runs only: whether the stream delivers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<FeedReport>,
+}
+
+/// A symbol's delivery in `metrics.json`: `{"state":"silent","since":"2026-…Z"}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FeedReport {
+    pub state: FeedState,
+    pub since: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -482,9 +617,10 @@ pub struct Pipeline {
 }
 
 impl Report {
-    /// The seed's one-line SUMMARY.
+    /// The seed's one-line SUMMARY; while a connection group is down it ends in
+    /// `| connected=0/1`.
     pub fn summary_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "SUMMARY | t={:.0}s | msgs={} | rate={:.2}/s | p50={:.1} p95={:.1} p99={:.1} | breaks={} resyncs={} reconnects={} | batch_span_p95={} max={} | log_q_p95={} max={} drops={}",
             self.runtime_seconds,
             self.total_messages,
@@ -500,16 +636,27 @@ impl Report {
             self.log_queue.depth_p95,
             self.log_queue.depth_max,
             self.log_queue.drops,
-        )
+        );
+        if let Some(c) = self.connected
+            && c.up < c.of
+        {
+            let _ = write!(line, " | connected={}/{}", c.up, c.of);
+        }
+        line
     }
 }
 
-/// `2026-11-20T08:38:01.509Z`.
+/// `now` as `2026-11-20T08:38:01.509Z`.
 fn iso_now(now: SystemTime) -> String {
-    let ms = now
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64;
+    iso_ms(
+        now.duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as u64,
+    )
+}
+
+/// `ms` since the epoch as `2026-11-20T08:38:01.509Z`.
+pub fn iso_ms(ms: u64) -> String {
     let mut out = Vec::with_capacity(24);
     crate::util::clock::push_iso_millis(&mut out, ms);
     String::from_utf8(out).expect("ascii")
@@ -583,6 +730,20 @@ mod tests {
         assert!(r.summary_line().ends_with("| breaks=1 resyncs=0 reconnects=2 | batch_span_p95=1536 max=1536 | log_q_p95=7 max=7 drops=3"));
         // The next report's window is empty.
         assert_eq!(m.report(&clock(3.0), &counters).window.messages, 0);
+    }
+
+    #[test]
+    fn summary_says_when_a_connection_group_is_down() {
+        let m = Metrics::new(vec!["ETHUSDT".into()]);
+        let line = |up| {
+            let counters = Counters {
+                connected: Some(Connected { up, of: 2 }),
+                ..Counters::default()
+            };
+            m.peek(&clock(1.0), &counters).summary_line()
+        };
+        assert!(line(1).ends_with("drops=0 | connected=1/2"), "{}", line(1));
+        assert!(line(2).ends_with("drops=0"), "{}", line(2));
     }
 
     #[test]

@@ -10,11 +10,16 @@
 //! client pings, flush queued pongs and detect a connection that went silent. Before the
 //! exchange's 24 h cut the group opens a second connection and switches over once it delivers;
 //! while both are open, events are de-duplicated by `u`.
+//!
+//! A stream that delivers nothing (an unknown or delisted symbol) is the exchange's answer to a
+//! subscription, not a failure of the connection, so it never costs the other streams a
+//! reconnect: it is named, marked silent and subscribed again on the same connection. Only a
+//! connection on which nothing delivers (a wrong route, a dead server) is replaced.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write as _};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,13 +29,14 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Connector, HandshakeError, Message, WebSocket};
 
-use crate::error::FeedError;
+use crate::error::{Error, FeedError, Result};
 use crate::market::frame::{Frame, parse_frame};
 use crate::market::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
 use crate::market::symbol::SymbolId;
-use crate::metrics::Stats;
+use crate::metrics::{FeedState, Link, Stats};
 use crate::recorder::event::{DepthRecord, Event, SnapshotRecord};
 use crate::recorder::snapshot::SnapshotRequest;
+use crate::store::conn_numbers::ConnNumbers;
 use crate::util::backoff::Backoff;
 use crate::util::clock::wall_ns;
 use crate::util::shutdown::Shutdown;
@@ -53,8 +59,9 @@ pub const MAX_FRAME_BYTES: usize = 1 << 20;
 /// Bad frames are logged at most once per this interval (all are counted).
 const BAD_FRAME_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Numbers connections 1, 2, … across the whole process run.
-static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+/// Logs and errors list streams in full up to this many; past it, the first ones and a count
+/// (a full group is 200 names long).
+const STREAMS_SHOWN: usize = 3;
 
 /// What a group needs to know about the run.
 #[derive(Clone, Debug)]
@@ -67,6 +74,8 @@ pub struct FeedConfig {
     pub ping_every: Duration,
     /// Replace a connection older than this, opening the new one first.
     pub max_conn_age: Duration,
+    /// Numbers connections above every number used before in the data dir.
+    pub numbers: Arc<ConnNumbers>,
 }
 
 /// One subscribed stream of a group.
@@ -82,6 +91,8 @@ pub struct Group {
     index: usize,
     config: FeedConfig,
     url: String,
+    /// `url` as logs and errors show it.
+    shown_url: String,
     /// Stream name → index into `subs` and `chains`.
     routes: HashMap<String, usize>,
     subs: Vec<Subscription>,
@@ -91,9 +102,15 @@ pub struct Group {
     shutdown: Shutdown,
     backoff: Backoff,
     last_bad_frame_log: Option<Instant>,
-    /// Connections replaced because some stream never delivered: each one doubles the next
-    /// connection's window, so a merely quiet symbol cannot cause a reconnect storm.
+    /// Re-subscriptions of streams that delivered nothing: each one doubles the window they get
+    /// next, so a merely quiet symbol is not re-subscribed over and over.
     silent_strikes: u32,
+    /// Each stream's delivery as last judged (a copy of what `stats` shows).
+    feeds: Vec<FeedState>,
+    /// Each stream's latest event, wall clock ns; 0 before the first.
+    last_event_ns: Vec<u64>,
+    /// Why the latest connection attempt failed, to say so if none ever succeeds.
+    last_failure: Option<String>,
     /// Diff-depth only: the snapshot procedure of each stream.
     books: Option<BookSyncs>,
 }
@@ -130,21 +147,21 @@ impl Group {
         shutdown: Shutdown,
     ) -> Group {
         let streams: Vec<&str> = subs.iter().map(|s| s.stream.as_str()).collect();
-        let url = format!(
-            "{}/stream?streams={}",
-            config.endpoint.trim_end_matches('/'),
-            streams.join("/")
-        );
+        let base = format!("{}/stream?streams=", config.endpoint.trim_end_matches('/'));
+        let url = format!("{base}{}", streams.join("/"));
+        let shown_url = format!("{base}{}", abbreviate(&streams, "/"));
         let routes = subs
             .iter()
             .enumerate()
             .map(|(i, s)| (s.stream.clone(), i))
             .collect();
         let chains = subs.iter().map(|_| Chain::new()).collect();
+        let streams = subs.len();
         Group {
             index,
             config,
             url,
+            shown_url,
             routes,
             subs,
             chains,
@@ -154,6 +171,9 @@ impl Group {
             backoff: Backoff::new(),
             last_bad_frame_log: None,
             silent_strikes: 0,
+            feeds: vec![FeedState::Waiting; streams],
+            last_event_ns: vec![0; streams],
+            last_failure: None,
             books: None,
         }
     }
@@ -179,21 +199,25 @@ impl Group {
     }
 
     /// Reads until shutdown, reconnecting forever on any failure.
-    pub fn run(mut self) {
+    ///
+    /// # Errors
+    /// [`Error::NeverConnected`] when no connection attempt succeeded before shutdown.
+    pub fn run(mut self) -> Result<()> {
         let mut conns: Vec<Conn> = Vec::new();
         let mut first = true;
         'outer: while !self.shutdown.is_triggered() {
             if conns.is_empty() {
-                match Conn::open(&self.url, first, self.subs.len(), self.first_frame_window()) {
+                match self.open(first) {
                     Ok(conn) => {
                         first = false;
-                        Stats::bump(&self.stats.connections_open);
+                        self.stats.groups[self.index].link.set(Link::Up);
                         conns.push(conn);
                     }
                     Err(e) => {
-                        Stats::bump(&self.stats.connect_failures);
+                        self.stats.groups[self.index].link.set(Link::Down);
                         let wait = self.backoff.next_delay();
-                        log::warn!("connect failed ({}): {e}; retrying in {wait:?}", e.cause());
+                        log::warn!("{}: {e}; retrying in {wait:?}", self.shown_url);
+                        self.last_failure = Some(e.to_string());
                         self.shutdown.wait_timeout(wait);
                         continue;
                     }
@@ -222,6 +246,39 @@ impl Group {
             self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
             self.retire(&mut conn);
         }
+        // `link` keeps its value: the final SUMMARY tells how the run ended, not that
+        // the connections were closed for the stop.
+        match self.last_failure.take() {
+            Some(cause) if first => Err(Error::NeverConnected {
+                url: self.shown_url,
+                cause,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens a connection of this group, counts it, and says so on stderr: the user sees the
+    /// recorder work before its first SUMMARY.
+    fn open(&mut self, first: bool) -> Result<Conn, FeedError> {
+        let conn = Conn::open(
+            &self.url,
+            &self.config.numbers,
+            self.subs.len(),
+            self.first_frame_window(),
+        )
+        .inspect_err(|_| Stats::bump(&self.stats.connect_failures))?;
+        Stats::bump(&self.stats.connections_open);
+        let what = if first { "connected" } else { "reconnected" };
+        let n = self.subs.len();
+        let streams = if n == 1 { "stream" } else { "streams" };
+        let line = format!(
+            "conn {} {what} to {} ({n} {streams})",
+            conn.id, self.shown_url
+        );
+        log::info!("{line}, compression: {}", conn.compression);
+        // Console output never stops a recording: a closed stderr is ignored.
+        let _ = writeln!(io::stderr().lock(), "{line}");
+        Ok(conn)
     }
 
     /// Closes a connection, first recording what it had already sent: tungstenite still hands
@@ -288,8 +345,62 @@ impl Group {
             }
             Err(e) => return Err(FeedError::Read(e)),
         };
+        self.check_streams(conn, now)?;
         conn.check_timers(&self.config, now)?;
         Ok(turn)
+    }
+
+    /// Judges the streams that delivered nothing on `conn` within its window: each is marked
+    /// silent and named in a warning, then subscribed again on the same connection, and the
+    /// window doubles (up to [`MAX_WINDOW`]), so the warning comes once and then rarely. The
+    /// streams that deliver keep their connection and lose nothing. A connection on which nothing
+    /// delivers is left to go stale and be replaced: that is what a wrong route or a dead server
+    /// calls for, and the longer window then keeps the warning from repeating each time.
+    fn check_streams(&mut self, conn: &mut Conn, now: Instant) -> Result<(), FeedError> {
+        if conn.streams_missing == 0
+            || now.duration_since(conn.window_start) < conn.first_frame_window
+        {
+            return Ok(());
+        }
+        let silent: Vec<usize> = (0..self.subs.len())
+            .filter(|&slot| !conn.streams_seen[slot])
+            .collect();
+        for &slot in &silent {
+            if self.feeds[slot] != FeedState::Silent {
+                self.feeds[slot] = FeedState::Silent;
+                let feed = &self.stats.symbols[self.subs[slot].symbol].feed;
+                // Silent since its last event, or since the run started.
+                let since = match self.last_event_ns[slot] {
+                    0 => feed.get().since_ns,
+                    last => last,
+                };
+                feed.set(FeedState::Silent, since);
+            }
+        }
+        let names: Vec<&str> = silent
+            .iter()
+            .map(|&slot| self.subs[slot].stream.as_str())
+            .collect();
+        let waited = conn.first_frame_window;
+        self.silent_strikes = self.silent_strikes.saturating_add(1);
+        conn.window_start = now;
+        conn.first_frame_window = self.first_frame_window();
+        let shown = abbreviate(&names, ", ");
+        if !conn.delivered {
+            log::warn!(
+                "conn {}: no stream delivered in {waited:?}: {shown} (wrong route, or unknown \
+                 symbols?)",
+                conn.id
+            );
+            return Ok(());
+        }
+        log::warn!(
+            "conn {}: {shown} delivered nothing in {waited:?} (unknown or delisted symbol?); the \
+             other streams go on; subscribing again, next check in {:?}",
+            conn.id,
+            conn.first_frame_window
+        );
+        conn.resubscribe(&names)
     }
 
     fn on_text(&mut self, conn: &mut Conn, text: tungstenite::Utf8Bytes, recv_at: Instant) -> Turn {
@@ -324,6 +435,14 @@ impl Group {
         }
         let symbol = self.subs[slot].symbol;
         let counters = &self.stats.symbols[symbol];
+        if self.feeds[slot] != FeedState::Delivering {
+            if self.feeds[slot] == FeedState::Silent {
+                log::warn!("{} delivers again", self.subs[slot].stream);
+            }
+            self.feeds[slot] = FeedState::Delivering;
+            counters.feed.set(FeedState::Delivering, recv_ns);
+        }
+        self.last_event_ns[slot] = recv_ns;
         let verdict = self.chains[slot].check(ids, conn.id);
         match verdict {
             Verdict::Duplicate => {
@@ -347,11 +466,20 @@ impl Group {
                 got_pu,
             } => {
                 Stats::bump(&counters.reconnect_gaps);
-                log::info!(
-                    "{} resumes on conn {} after a gap: last u={expected_pu}, new pu={got_pu}",
-                    self.subs[slot].stream,
-                    conn.id
-                );
+                if verdict.went_back() {
+                    log::warn!(
+                        "{} ids went back on conn {}: last u={expected_pu}, new pu={got_pu}; \
+                         the exchange restarted its sequence or sent a bogus id, a new chain starts",
+                        self.subs[slot].stream,
+                        conn.id
+                    );
+                } else {
+                    log::info!(
+                        "{} resumes on conn {} after a gap: last u={expected_pu}, new pu={got_pu}",
+                        self.subs[slot].stream,
+                        conn.id
+                    );
+                }
             }
             Verdict::Start | Verdict::Continuous => {}
         }
@@ -380,10 +508,9 @@ impl Group {
         }
     }
 
-    /// The time every stream gets to deliver a first event on a new connection.
+    /// The time every stream gets to deliver a first event on a new connection, or after it was
+    /// subscribed again.
     fn first_frame_window(&self) -> Duration {
-        /// Longest wait for a first event, however often streams stayed silent.
-        const MAX_WINDOW: Duration = Duration::from_secs(3600);
         self.config
             .stale_after
             .saturating_mul(1 << self.silent_strikes.min(12))
@@ -452,11 +579,8 @@ impl Group {
             return;
         }
         Stats::bump(&self.stats.reconnects);
-        if matches!(e, FeedError::Stale(_) | FeedError::Silent { .. }) {
+        if matches!(e, FeedError::Stale(_)) {
             Stats::bump(&self.stats.stale_reconnects);
-        }
-        if matches!(e, FeedError::Silent { .. }) {
-            self.silent_strikes = self.silent_strikes.saturating_add(1);
         }
         if conn.opened.elapsed() >= HEALTHY_AFTER {
             self.backoff.reset();
@@ -471,6 +595,7 @@ impl Group {
             next.set_read_timeout(READ_TICK);
             return;
         }
+        self.stats.groups[self.index].link.set(Link::Down);
         let wait = self.backoff.next_delay();
         log::warn!(
             "conn {} lost ({}): {e}; reconnecting in {wait:?}",
@@ -493,9 +618,8 @@ impl Group {
                     conns[0].id,
                     self.config.max_conn_age
                 );
-                match Conn::open(&self.url, false, self.subs.len(), self.first_frame_window()) {
+                match self.open(false) {
                     Ok(next) => {
-                        Stats::bump(&self.stats.connections_open);
                         for c in conns.iter_mut() {
                             c.set_read_timeout(OVERLAP_TICK);
                         }
@@ -504,8 +628,11 @@ impl Group {
                         conns.push(next);
                     }
                     Err(e) => {
-                        Stats::bump(&self.stats.connect_failures);
-                        log::warn!("replacement connect failed ({}): {e}", e.cause());
+                        log::warn!(
+                            "replacement for conn {}: {}: {e}",
+                            conns[0].id,
+                            self.shown_url
+                        );
                         conns[0].retry_successor_after =
                             Some(Instant::now() + self.backoff.next_delay());
                     }
@@ -549,6 +676,9 @@ impl BookSyncs {
 
 /// A connection that lived this long was healthy: its failure restarts the backoff schedule.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// Longest wait for a stream's first event, however often it stayed silent: an hour keeps a
+/// symbol listed during the run from waiting long, at one warning an hour for a typo.
+const MAX_WINDOW: Duration = Duration::from_secs(3600);
 
 /// One WebSocket connection and its timers.
 struct Conn {
@@ -567,8 +697,14 @@ struct Conn {
     /// Which of the group's streams delivered on this connection, and how many have not yet.
     streams_seen: Vec<bool>,
     streams_missing: usize,
-    /// How long the streams get to deliver their first event before the connection is replaced.
+    /// When the streams not seen yet were (last) subscribed.
+    window_start: Instant,
+    /// How long those streams get to deliver their first event before they are judged silent.
     first_frame_window: Duration,
+    /// The id of the next control request (SUBSCRIBE, UNSUBSCRIBE).
+    next_request: u64,
+    /// The `Sec-WebSocket-Extensions` the server agreed to.
+    compression: String,
     /// After a failed replacement attempt, when to try again.
     retry_successor_after: Option<Instant>,
 }
@@ -576,7 +712,7 @@ struct Conn {
 impl Conn {
     fn open(
         url: &str,
-        first: bool,
+        numbers: &ConnNumbers,
         streams: usize,
         first_frame_window: Duration,
     ) -> Result<Conn, FeedError> {
@@ -613,14 +749,13 @@ impl Conn {
                     HandshakeError::Failure(e) => FeedError::Handshake(e.to_string()),
                     HandshakeError::Interrupted(_) => FeedError::Handshake("timed out".into()),
                 })?;
-        let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-        let extensions = response
+        let id = numbers.take();
+        let compression = response
             .headers()
             .get("sec-websocket-extensions")
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("none");
-        let what = if first { "connected" } else { "reconnected" };
-        log::info!("conn {id} {what} to {url} (compression: {extensions})");
+            .unwrap_or("none")
+            .to_string();
         let now = Instant::now();
         let mut conn = Conn {
             id,
@@ -633,7 +768,10 @@ impl Conn {
             delivered: false,
             streams_seen: vec![false; streams],
             streams_missing: streams,
+            window_start: now,
             first_frame_window,
+            next_request: 1,
+            compression,
             retry_successor_after: None,
         };
         conn.set_read_timeout(READ_TICK);
@@ -651,16 +789,28 @@ impl Conn {
         }
     }
 
+    /// Subscribes `streams` afresh: Binance answers a SUBSCRIBE of a stream it already lists
+    /// without changing anything, so each is unsubscribed first. They delivered nothing on this
+    /// connection, so nothing can be lost between the two requests.
+    fn resubscribe(&mut self, streams: &[&str]) -> Result<(), FeedError> {
+        for method in ["UNSUBSCRIBE", "SUBSCRIBE"] {
+            let request = serde_json::json!({
+                "method": method,
+                "params": streams,
+                "id": self.next_request,
+            });
+            self.next_request += 1;
+            self.ws
+                .send(Message::text(request.to_string()))
+                .map_err(FeedError::Read)?;
+        }
+        Ok(())
+    }
+
     /// Staleness and the client ping/pong watchdog.
     fn check_timers(&mut self, config: &FeedConfig, now: Instant) -> Result<(), FeedError> {
         if now.duration_since(self.last_data) >= config.stale_after {
             return Err(FeedError::Stale(config.stale_after));
-        }
-        if self.streams_missing > 0 && now.duration_since(self.opened) >= self.first_frame_window {
-            return Err(FeedError::Silent {
-                streams: self.streams_missing,
-                after: self.first_frame_window,
-            });
         }
         if let Some(sent) = self.ping_sent
             && now.duration_since(sent) >= config.ping_every
@@ -678,6 +828,15 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// `a/b/c/… (200 streams)`: `names` joined by `sep`, cut after [`STREAMS_SHOWN`].
+fn abbreviate(names: &[&str], sep: &str) -> String {
+    if names.len() <= STREAMS_SHOWN {
+        return names.join(sep);
+    }
+    let first = names[..STREAMS_SHOWN].join(sep);
+    format!("{first}{sep}… ({} streams)", names.len())
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -715,4 +874,18 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
             Arc::new(config)
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_stream_lists_are_cut_with_a_count() {
+        assert_eq!(abbreviate(&["a", "b"], "/"), "a/b");
+        assert_eq!(
+            abbreviate(&["a", "b", "c", "d"], ", "),
+            "a, b, c, … (4 streams)"
+        );
+    }
 }

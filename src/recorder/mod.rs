@@ -22,6 +22,7 @@ use crate::market::stream::{Depth, Speed, depth_stream};
 use crate::market::symbol::Symbol;
 use crate::metrics::exporter::Exporter;
 use crate::metrics::{Report, Stats};
+use crate::store::conn_numbers::ConnNumbers;
 use crate::store::names::{FileKind, book_dir, series};
 use crate::store::salvage;
 use crate::util::shutdown::Shutdown;
@@ -129,7 +130,8 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
         .chunks(MAX_STREAMS_PER_CONNECTION)
         .map(|chunk| chunk[0].to_string())
         .collect();
-    let stats = Arc::new(Stats::new(config.symbols.len(), groups));
+    let names = config.symbols.iter().map(ToString::to_string).collect();
+    let stats = Arc::new(Stats::new(names, groups));
     let exporter = match &config.metrics_addr {
         Some(addr) => {
             let exporter = Exporter::start(
@@ -175,6 +177,7 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
         stale_after: config.stale_after,
         ping_every: config.ping_every,
         max_conn_age: config.max_conn_age,
+        numbers: Arc::new(ConnNumbers::open(&config.book_dir())?),
     };
     let subs: Vec<Subscription> = files
         .into_iter()
@@ -237,9 +240,15 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
 
     wait(config.run_for, shutdown, &writer);
     shutdown.trigger();
+    let mut never_connected = None;
     for reader in readers {
-        if reader.join().is_err() {
-            log::error!("a reader thread panicked");
+        match reader.join() {
+            Ok(Ok(())) => {}
+            // Each failed attempt was logged already; main prints this once.
+            Ok(Err(e)) => {
+                never_connected.get_or_insert(e);
+            }
+            Err(_) => log::error!("a reader thread panicked"),
         }
     }
     if let Some(exporter) = exporter {
@@ -255,7 +264,7 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
     let report = report.inspect_err(|e| log::error!("writer stopped: {e}"))?;
     println!("{}", report.summary_line());
     log::info!("final {}", report.summary_line());
-    Ok(report)
+    never_connected.map_or(Ok(report), Err)
 }
 
 /// Returns when the token triggers, `run_for` passes, or the writer stopped on its own (a file

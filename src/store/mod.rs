@@ -2,6 +2,7 @@
 //! crash recovery. The recorder writes through it; replay, serve, import and export read through
 //! it; nothing else knows what a recording looks like.
 
+pub mod conn_numbers;
 pub mod gzip;
 pub mod line;
 pub mod names;
