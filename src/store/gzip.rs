@@ -63,6 +63,11 @@ const MAX_HELD: usize = 4 * MEMBER_BYTES;
 /// error before its first byte, so a reader counting lines reports the damage at the first line
 /// of that member and never uses altered data.
 ///
+/// The one exception is a member the file ends inside, as a killed writer leaves it (another
+/// tool's single-member file, a live `.part`): its CRC was never written, so nothing can check
+/// its bytes; they are yielded up to the cut, then the truncation is reported. Crash recovery,
+/// which must not copy unchecked bytes, uses [`check_member`] instead.
+///
 /// flate2's own gzip reader checks CRCs with a portable table-driven routine that took a sixth of
 /// `obrec replay`'s time; crc32fast uses the CPU's carry-less multiply.
 pub struct MemberDecoder<R> {
@@ -73,6 +78,8 @@ pub struct MemberDecoder<R> {
     at: usize,
     /// The second pass over a member too large to hold, already checked once.
     streaming: Option<Check>,
+    /// The file ends inside the held member: reported once its bytes are read.
+    cut: Option<io::Error>,
 }
 
 /// A member's running CRC and length, compared with its trailer at its end.
@@ -216,6 +223,7 @@ impl<R: BufRead + Seek> MemberDecoder<R> {
             held: Vec::new(),
             at: 0,
             streaming: None,
+            cut: None,
         }
     }
 
@@ -234,7 +242,7 @@ impl<R: BufRead + Seek> MemberDecoder<R> {
         read_header(&mut self.inner)?;
         self.inflate.reset(false);
         let mut check = Check::default();
-        loop {
+        let checked = loop {
             let filled = self.held.len();
             if filled == MAX_HELD {
                 return self.check_then_stream(check);
@@ -243,12 +251,28 @@ impl<R: BufRead + Seek> MemberDecoder<R> {
             let want = (filled + SCRATCH).max(2 * filled).min(MAX_HELD);
             self.held.resize(want, 0);
             let step = inflate_some(&mut self.inflate, &mut self.inner, &mut self.held[filled..]);
-            let (n, end) = step.inspect_err(|_| self.held.clear())?;
+            let (n, end) = match step {
+                Ok(step) => step,
+                Err(e) => {
+                    self.held.truncate(filled);
+                    break Err(e);
+                }
+            };
             self.held.truncate(filled + n);
             check.update(&self.held[filled..]);
             if end {
-                let verified = check.verify(&mut self.inner);
-                return verified.map(|()| true).inspect_err(|_| self.held.clear());
+                break check.verify(&mut self.inner);
+            }
+        };
+        match checked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.cut = Some(e);
+                Ok(true)
+            }
+            Err(e) => {
+                self.held.clear();
+                Err(e)
             }
         }
     }
@@ -256,34 +280,44 @@ impl<R: BufRead + Seek> MemberDecoder<R> {
     /// The first pass over a member too large to hold: check it to its trailer, then go back to
     /// its deflate data for the pass that yields it.
     fn check_then_stream(&mut self, mut check: Check) -> io::Result<bool> {
-        loop {
-            let (n, end) = inflate_some(&mut self.inflate, &mut self.inner, &mut self.held)?;
-            check.update(&self.held[..n]);
-            if end {
-                break;
+        let data_start = self.inner.stream_position()? - self.inflate.total_in();
+        let checked = loop {
+            match inflate_some(&mut self.inflate, &mut self.inner, &mut self.held) {
+                Ok((n, end)) => {
+                    check.update(&self.held[..n]);
+                    if end {
+                        break check.verify(&mut self.inner);
+                    }
+                }
+                Err(e) => break Err(e),
             }
-        }
+        };
         self.held.clear();
-        check.verify(&mut self.inner)?;
-        let member_data = self.inflate.total_in() + 8;
-        let back = i64::try_from(member_data).map_err(|_| corrupt("member too large"))?;
-        self.inner.seek(SeekFrom::Current(-back))?;
+        match checked {
+            // Cut short: the second pass yields up to the cut and reports it there.
+            Err(e) if e.kind() != io::ErrorKind::UnexpectedEof => return Err(e),
+            _ => {}
+        }
+        self.inner.seek(SeekFrom::Start(data_start))?;
         self.inflate.reset(false);
         self.streaming = Some(Check::default());
         Ok(true)
     }
 
-    /// The second pass over a large member. Its bytes were checked in the first; a mismatch now
-    /// means the file changed between the passes.
+    /// The second pass over a large member. Its bytes were checked in the first (unless the file
+    /// ends inside it); a mismatch now means the file changed between the passes.
     fn stream(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let (n, end) = inflate_some(&mut self.inflate, &mut self.inner, out)?;
         let check = self.streaming.as_mut().expect("streaming");
         check.update(&out[..n]);
         if end {
             let check = self.streaming.take().expect("streaming");
-            check
-                .verify(&mut self.inner)
-                .map_err(|_| corrupt("file changed while read"))?;
+            match check.verify(&mut self.inner) {
+                Ok(()) => {}
+                // The trailer is cut: these last bytes are read, the cut reported next.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => self.cut = Some(e),
+                Err(_) => return Err(corrupt("file changed while read")),
+            }
         }
         Ok(n)
     }
@@ -300,6 +334,9 @@ impl<R: BufRead + Seek> Read for MemberDecoder<R> {
                 out[..n].copy_from_slice(&self.held[self.at..self.at + n]);
                 self.at += n;
                 return Ok(n);
+            }
+            if let Some(cut) = self.cut.take() {
+                return Err(cut);
             }
             if self.streaming.is_some() {
                 let n = self.stream(out)?;
@@ -575,5 +612,22 @@ mod tests {
         let err = open_recording(&fifo).unwrap_err();
         assert!(err.to_string().ends_with(": not a regular file"), "{err}");
         assert!(open_recording(dir.path()).is_err(), "a directory");
+    }
+
+    /// What a killed writer leaves (no trailer to check) is read up to the cut, then reported,
+    /// whether the member is held or streamed.
+    #[test]
+    fn a_member_cut_by_the_end_of_the_file_is_read_up_to_the_cut() {
+        for count in [1000, MAX_HELD / 8 + 1000] {
+            let text: Vec<u8> = (0..count)
+                .flat_map(|i| format!("{:07}\n", i).into_bytes())
+                .collect();
+            let mut file = Vec::new();
+            MemberEncoder::new(1).encode(&text, &mut file);
+            let cut = &file[..file.len() - 4];
+            let (lines, err) = lines_until_error(cut);
+            assert_eq!(lines.len(), count, "every line before the missing trailer");
+            assert_eq!(err.unwrap().kind(), io::ErrorKind::UnexpectedEof);
+        }
     }
 }
