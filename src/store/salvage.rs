@@ -633,4 +633,96 @@ mod tests {
         assert_eq!(salvage_file(&part).unwrap(), None);
         assert!(part.exists());
     }
+
+    /// How a generated member is damaged.
+    #[derive(Debug, Clone)]
+    enum Damage {
+        None,
+        /// One byte changed at this position (modulo the member's length).
+        Flip(usize, u8),
+        /// Garbage written after the member.
+        Garbage(Vec<u8>),
+    }
+
+    fn damage() -> impl proptest::strategy::Strategy<Value = Damage> {
+        use proptest::prelude::*;
+        prop_oneof![
+            2 => Just(Damage::None),
+            2 => (any::<usize>(), 1..=255u8).prop_map(|(at, x)| Damage::Flip(at, x)),
+            1 => proptest::collection::vec(any::<u8>(), 1..40).prop_map(Damage::Garbage),
+        ]
+    }
+
+    /// Member `i`'s text: lines that name their member, so that the output says where each
+    /// line came from.
+    fn member_text(i: usize, lines: &[String]) -> String {
+        lines.iter().map(|l| format!("m{i}:{l}\n")).collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Recovery keeps every member that was not damaged, emits only whole members as they
+        /// were written and in their order, and keeps every other byte in `.damaged`.
+        #[test]
+        fn recovery_loses_no_intact_member_and_emits_no_damaged_one(
+            members in proptest::collection::vec(
+                (proptest::collection::vec("[a-z0-9 ]{0,30}", 1..20), damage()),
+                1..6,
+            ),
+            cut in proptest::option::of(1..200usize),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let part = dir.path().join(PART);
+            let mut enc = MemberEncoder::new(1);
+            let mut bytes = Vec::new();
+            let mut must_keep = Vec::new();
+            let mut last_start = 0;
+            for (i, (lines, damage)) in members.iter().enumerate() {
+                last_start = bytes.len();
+                let mut member = Vec::new();
+                enc.encode(member_text(i, lines).as_bytes(), &mut member);
+                match damage {
+                    Damage::None => must_keep.push(i),
+                    Damage::Flip(at, x) => {
+                        let at = at % member.len();
+                        member[at] ^= x;
+                    }
+                    Damage::Garbage(_) => must_keep.push(i),
+                }
+                bytes.extend_from_slice(&member);
+                if let Damage::Garbage(g) = damage {
+                    bytes.extend_from_slice(g);
+                }
+            }
+            if let Some(cut) = cut {
+                // A kill during the last write: the last member is no longer intact.
+                let cut = cut.min(bytes.len() - last_start);
+                bytes.truncate(bytes.len() - cut);
+                if must_keep.last() == Some(&(members.len() - 1)) {
+                    must_keep.pop();
+                }
+            }
+            fs::write(&part, &bytes).unwrap();
+            let s = salvage_file(&part).unwrap().unwrap();
+            proptest::prop_assert!(!part.exists());
+            let size = |p: &Option<PathBuf>| p.as_ref().map_or(0, |p| fs::metadata(p).unwrap().len());
+            proptest::prop_assert_eq!(size(&s.finished) + size(&s.damaged), bytes.len() as u64);
+            let text = s.finished.as_ref().map(|f| read_all(f)).unwrap_or_default();
+            // The member numbers of the output, each member's text whole and unaltered.
+            let mut kept: Vec<usize> = Vec::new();
+            let mut rest = text.as_str();
+            while !rest.is_empty() {
+                let i: usize = rest[1..rest.find(':').unwrap()].parse().unwrap();
+                let whole = member_text(i, &members[i].0);
+                proptest::prop_assert!(rest.starts_with(&whole), "member {} altered", i);
+                proptest::prop_assert!(kept.last().is_none_or(|&last| last < i));
+                kept.push(i);
+                rest = &rest[whole.len()..];
+            }
+            for i in must_keep {
+                proptest::prop_assert!(kept.contains(&i), "intact member {} lost", i);
+            }
+        }
+    }
 }
