@@ -124,13 +124,9 @@ pub fn salvage_file(part: &Path) -> Result<Option<Salvaged>> {
         return Ok(Some(done));
     }
     let spans = scan(&file, len).map_err(|e| Error::file(part, e))?;
-    let intact: Vec<&Span> = spans.iter().filter(|s| s.lines.is_some()).collect();
+    let (intact, damage): (Vec<&Span>, Vec<&Span>) = spans.iter().partition(|s| s.lines.is_some());
     done.lines = intact.iter().filter_map(|s| s.lines).sum();
-    done.damaged_bytes = spans
-        .iter()
-        .filter(|s| s.lines.is_none())
-        .map(Span::len)
-        .sum();
+    done.damaged_bytes = damage.iter().map(|s| s.len()).sum();
     let copy = with_suffix(part, COPY_SUFFIX);
     let twin = part.with_extension("");
     if twin.symlink_metadata().is_ok() && holds(&twin, &file, &intact)? {
@@ -140,10 +136,15 @@ pub fn salvage_file(part: &Path) -> Result<Option<Salvaged>> {
         done.finished = Some(twin);
         return Ok(Some(done));
     }
+    let damaged_twin = with_suffix(&twin, DAMAGED_SUFFIX);
+    if damaged_twin.symlink_metadata().is_ok() && holds(&damaged_twin, &file, &damage)? {
+        // An earlier recovery kept the damage and was stopped before it linked the copy.
+        remove(&damaged_twin)?;
+    }
     let finished = free_name(&twin)?;
     if done.damaged_bytes > 0 {
         let damaged = with_suffix(&finished, DAMAGED_SUFFIX);
-        copy_spans(&file, spans.iter().filter(|s| s.lines.is_none()), &damaged)?;
+        copy_spans(&file, damage.iter().copied(), &damaged)?;
         done.damaged = Some(damaged);
     }
     let dir = part.parent().unwrap_or(Path::new("."));
@@ -290,27 +291,28 @@ fn next_member(
     }
 }
 
-/// Whether `twin` holds exactly the part's intact members.
-fn holds(twin: &Path, file: &File, intact: &[&Span]) -> Result<bool> {
-    let Ok(other) = File::open(twin) else {
+/// Whether `path` holds exactly these spans of the part.
+fn holds(path: &Path, file: &File, spans: &[&Span]) -> Result<bool> {
+    // Not a regular file (a FIFO would block): not ours.
+    let Ok(other) = open_recording(path) else {
         return Ok(false);
     };
-    let expected: u64 = intact.iter().map(|s| s.len()).sum();
-    if other.metadata().map_err(|e| Error::file(twin, e))?.len() != expected {
+    let expected: u64 = spans.iter().map(|s| s.len()).sum();
+    if other.metadata().map_err(|e| Error::file(path, e))?.len() != expected {
         return Ok(false);
     }
     let mut other = BufReader::new(other);
     let (mut ours, mut theirs) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
     let mut src = file;
-    for span in intact {
+    for span in spans {
         src.seek(SeekFrom::Start(span.start))
-            .map_err(|e| Error::file(twin, e))?;
+            .map_err(|e| Error::file(path, e))?;
         let mut left = span.len();
         while left > 0 {
             let n = left.min(ours.len() as u64) as usize;
             src.read_exact(&mut ours[..n])
                 .and_then(|()| other.read_exact(&mut theirs[..n]))
-                .map_err(|e| Error::file(twin, e))?;
+                .map_err(|e| Error::file(path, e))?;
             if ours[..n] != theirs[..n] {
                 return Ok(false);
             }
@@ -531,7 +533,8 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
-    /// Stopped while writing its copy: the copy is discarded and recovery starts over.
+    /// Stopped while writing its copy, after the damage was kept: the copy is discarded and
+    /// recovery starts over under the same name.
     #[test]
     fn a_leftover_copy_beside_its_part_is_redone() {
         let dir = tempfile::tempdir().unwrap();
@@ -539,7 +542,18 @@ mod tests {
         let m = members(&[&["a "], &["b "]]);
         fs::write(&part, [&m[0][..], b"torn", &m[1]].concat()).unwrap();
         fs::write(with_suffix(&part, COPY_SUFFIX), &m[0][..5]).unwrap();
+        let damaged = dir
+            .path()
+            .join("ethusdt_depth_20261120T000000Z.ndjson.gz.damaged");
+        fs::write(&damaged, b"torn").unwrap();
         let done = salvage_dir(dir.path(), &series(), 1).unwrap();
+        assert_eq!(
+            done[0].finished,
+            Some(part.with_extension("")),
+            "the name is kept"
+        );
+        assert_eq!(done[0].damaged.as_ref(), Some(&damaged));
+        assert_eq!(fs::read(&damaged).unwrap(), b"torn");
         assert_eq!(read_all(done[0].finished.as_ref().unwrap()), "a\nb\n");
         assert!(!with_suffix(&part, COPY_SUFFIX).exists());
         assert!(!part.exists());
