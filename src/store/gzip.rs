@@ -73,8 +73,10 @@ const MAX_HELD: usize = 4 * MEMBER_BYTES;
 pub struct MemberDecoder<R> {
     inner: R,
     inflate: Decompress,
-    /// The current member's checked bytes; `held[at..]` are not yet read.
+    /// The current member's checked bytes are `held[..len]`, and `held[at..len]` are not yet
+    /// read. Only grows, so that its bytes are zeroed once, not once a member.
     held: Vec<u8>,
+    len: usize,
     at: usize,
     /// The second pass over a member too large to hold, already checked once.
     streaming: Option<Check>,
@@ -221,6 +223,7 @@ impl<R: BufRead + Seek> MemberDecoder<R> {
             inner,
             inflate: Decompress::new(false),
             held: Vec::new(),
+            len: 0,
             at: 0,
             streaming: None,
             cut: None,
@@ -234,7 +237,7 @@ impl<R: BufRead + Seek> MemberDecoder<R> {
     /// Reads the next member: holds it whole once checked, or checks it and rewinds for a
     /// second, streamed pass when it is larger than [`MAX_HELD`]. False at the end of the input.
     fn next_member(&mut self) -> io::Result<bool> {
-        self.held.clear();
+        self.len = 0;
         self.at = 0;
         if self.inner.fill_buf()?.is_empty() {
             return Ok(false);
@@ -243,23 +246,21 @@ impl<R: BufRead + Seek> MemberDecoder<R> {
         self.inflate.reset(false);
         let mut check = Check::default();
         let checked = loop {
-            let filled = self.held.len();
+            let filled = self.len;
             if filled == MAX_HELD {
                 return self.check_then_stream(check);
             }
-            // Grows with the member, never past the bound.
-            let want = (filled + SCRATCH).max(2 * filled).min(MAX_HELD);
-            self.held.resize(want, 0);
+            if filled == self.held.len() {
+                // Grows with the largest member, never past the bound.
+                let want = (filled + SCRATCH).max(2 * filled).min(MAX_HELD);
+                self.held.resize(want, 0);
+            }
             let step = inflate_some(&mut self.inflate, &mut self.inner, &mut self.held[filled..]);
-            let (n, end) = match step {
-                Ok(step) => step,
-                Err(e) => {
-                    self.held.truncate(filled);
-                    break Err(e);
-                }
+            let Ok((n, end)) = step else {
+                break step.map(|_| ());
             };
-            self.held.truncate(filled + n);
-            check.update(&self.held[filled..]);
+            self.len += n;
+            check.update(&self.held[filled..self.len]);
             if end {
                 break check.verify(&mut self.inner);
             }
@@ -271,7 +272,7 @@ impl<R: BufRead + Seek> MemberDecoder<R> {
                 Ok(true)
             }
             Err(e) => {
-                self.held.clear();
+                self.len = 0;
                 Err(e)
             }
         }
@@ -292,7 +293,7 @@ impl<R: BufRead + Seek> MemberDecoder<R> {
                 Err(e) => break Err(e),
             }
         };
-        self.held.clear();
+        self.len = 0;
         match checked {
             // Cut short: the second pass yields up to the cut and reports it there.
             Err(e) if e.kind() != io::ErrorKind::UnexpectedEof => return Err(e),
@@ -329,8 +330,8 @@ impl<R: BufRead + Seek> Read for MemberDecoder<R> {
             return Ok(0);
         }
         loop {
-            if self.at < self.held.len() {
-                let n = out.len().min(self.held.len() - self.at);
+            if self.at < self.len {
+                let n = out.len().min(self.len - self.at);
                 out[..n].copy_from_slice(&self.held[self.at..self.at + n]);
                 self.at += n;
                 return Ok(n);
