@@ -58,6 +58,9 @@
 //!
 //! Modules are private; what `main`, the tests and the benches use is re-exported here.
 
+// Everything here is safe Rust; this keeps it so, on input from the network and from files.
+#![forbid(unsafe_code)]
+
 mod cli;
 mod demo;
 mod error;

@@ -3,8 +3,9 @@
 //! fsynced and given their final name without ever replacing an existing file.
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::store::names::{file_name, part_of};
@@ -86,11 +87,46 @@ pub fn finish(file: &OpenFile) -> Result<()> {
     Ok(())
 }
 
-/// Replaces `path` by writing a temporary file beside it and renaming it over.
+/// Replaces `path` by writing a temporary file beside it and renaming it over. The temporary is
+/// created fresh under a name of its own (never opened if anything, a symbolic link included,
+/// already has that name), so nothing planted beside `path` can redirect the write; the rename
+/// replaces a link at `path` itself, not what it points to. A failed write leaves nothing behind.
 pub fn write_atomic(path: &Path, body: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, body).map_err(|e| Error::file(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::file(path, e))
+    let (mut file, tmp) = create_temp(path)?;
+    let written = file.write_all(body).map_err(|e| Error::file(&tmp, e));
+    drop(file);
+    let renamed = written.and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::file(path, e)));
+    if renamed.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    renamed
+}
+
+/// Creates `.<name>.<pid>.<n>.tmp` beside `path` with `O_CREAT | O_EXCL`, moving on to the next
+/// `n` while a name is taken.
+fn create_temp(path: &Path) -> Result<(File, PathBuf)> {
+    /// Taken names tried before giving up: only something planted on purpose takes more than one.
+    const MAX_TRIES: u32 = 100;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut last = None;
+    for _ in 0..MAX_TRIES {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_file_name(temp_name(&name, n));
+        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(file) => return Ok((file, tmp)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((tmp, e)),
+            Err(e) => return Err(Error::file(&tmp, e)),
+        }
+    }
+    let (tmp, e) = last.expect("at least one try");
+    Err(Error::file(tmp, e))
+}
+
+/// Distinguishes the temporaries of this process's concurrent writers.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn temp_name(name: &str, n: u64) -> String {
+    format!(".{name}.{}.{n}.tmp", std::process::id())
 }
 
 /// Makes a rename durable. Best effort: some filesystems cannot sync a directory.
@@ -125,5 +161,27 @@ mod tests {
         assert!(!link_no_replace(&part, &done).unwrap());
         assert!(part.exists(), "left for the caller");
         assert_eq!(fs::read(&done).unwrap(), b"old");
+    }
+
+    /// Symbolic links planted at the old fixed temporary name and at the next names this process
+    /// would use: none is written through, and the file is replaced all the same.
+    #[test]
+    fn write_atomic_never_writes_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let target = dir.path().join("metrics.json");
+        let next = NEXT.load(Ordering::Relaxed);
+        let mut planted = vec![dir.path().join("metrics.json.tmp")];
+        planted.extend((0..8).map(|i| dir.path().join(temp_name("metrics.json", next + i))));
+        for link in &planted {
+            std::os::unix::fs::symlink(&victim, link).unwrap();
+        }
+        write_atomic(&target, b"{}").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(&target).unwrap(), b"{}");
+        assert!(!fs::symlink_metadata(&target).unwrap().is_symlink());
+        let left = fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(left, planted.len() + 2, "no temporary left behind");
     }
 }
