@@ -143,3 +143,43 @@ fn replay_reports_an_altered_member_at_its_first_line() {
         "{stderr}"
     );
 }
+
+/// A FIFO named like a recording would block a reader forever: every reader refuses it with a
+/// message and goes on.
+#[test]
+fn readers_refuse_a_fifo_named_like_a_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("order_book");
+    std::fs::create_dir_all(&book).unwrap();
+    let fifo = book.join("ethusdt_depth_20261120T080000Z.ndjson.gz");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for args in [
+        &["replay"][..],
+        &["export", "--format", "hftbacktest", "-o", "out"],
+        &["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let mut cmd = obrec();
+        cmd.args(&args[..1])
+            .arg(&book)
+            .args(&args[1..])
+            .current_dir(dir.path());
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = wait_with_timeout(&mut child, std::time::Duration::from_secs(10));
+        if status.is_none() {
+            child.kill().unwrap();
+            panic!("{args:?} blocked on a FIFO");
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains("not a regular file"), "{args:?}: {stderr}");
+    }
+}

@@ -24,7 +24,7 @@ use crate::market::stream::is_partial;
 use crate::market::symbol::SymbolId;
 use crate::metrics::{Counters, Metrics, Report, ReportClock, SymbolCounters};
 use crate::offline::console::reader_gone;
-use crate::store::gzip::{CountingReader, MemberDecoder, describe};
+use crate::store::gzip::{CountingReader, MemberDecoder, describe, open_recording};
 use crate::store::line::{DepthLine, SnapshotLine, parse_depth, parse_snapshot};
 use crate::store::names::{FileKind, is_kind};
 use crate::util::shutdown::Shutdown;
@@ -447,7 +447,7 @@ impl State<'_> {
         if self.must_stop() {
             return Ok(None);
         }
-        let file = File::open(path).map_err(|e| Error::file(path, e))?;
+        let file = open_recording(path)?;
         let name = path.display().to_string();
         let reader = BufReader::new(MemberDecoder::new(BufReader::new(file)));
         let mut count = 0;
@@ -496,7 +496,7 @@ impl State<'_> {
     /// Reads a file's lines while another thread decompresses it: inflating is over half the
     /// work, so on two cores the two halves overlap.
     fn read_lines(&mut self, path: &Path) -> Result<Option<FileReport>> {
-        let file = File::open(path).map_err(|e| Error::file(path, e))?;
+        let file = open_recording(path)?;
         let name = path.display().to_string();
         let (chunks_tx, chunks) = crossbeam_channel::bounded(CHUNKS_AHEAD);
         let (spare, spare_rx) = crossbeam_channel::bounded(CHUNKS_AHEAD + 2);

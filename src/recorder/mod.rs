@@ -122,7 +122,7 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
         .flat_map(|s| [series(s, FileKind::Depth), series(s, FileKind::Snapshot)])
         .collect();
     // A crash leaves .part files: finish them before new ones are started.
-    if let Err(e) = salvage::salvage_dir(&dir, &own, config.gzip_level) {
+    if let Err(e) = salvage::salvage_dir(&dir, &own) {
         log::error!("crash recovery stopped: {e}");
     }
     let groups = config

@@ -51,8 +51,8 @@ pub struct Salvaged {
 
 /// Finishes every unlocked `.part` file in `dir` of one of `series` (`ethusdt_depth`, …). A file
 /// that cannot be recovered is logged and left for a later start; it never stops the others.
-/// `_gzip_level` is unused: intact members are copied as they are, never re-encoded.
-pub fn salvage_dir(dir: &Path, series: &[String], _gzip_level: u32) -> Result<Vec<Salvaged>> {
+/// Intact members are copied as they are, never re-encoded.
+pub fn salvage_dir(dir: &Path, series: &[String]) -> Result<Vec<Salvaged>> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
@@ -454,7 +454,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join(PART);
         fs::write(&part, members(&[&["a b "]]).concat()).unwrap();
-        let done = salvage_dir(dir.path(), &series(), 1).unwrap();
+        let done = salvage_dir(dir.path(), &series()).unwrap();
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].damaged, None);
         assert_eq!(done[0].lines, 2);
@@ -546,7 +546,7 @@ mod tests {
             .path()
             .join("ethusdt_depth_20261120T000000Z.ndjson.gz.damaged");
         fs::write(&damaged, b"torn").unwrap();
-        let done = salvage_dir(dir.path(), &series(), 1).unwrap();
+        let done = salvage_dir(dir.path(), &series()).unwrap();
         assert_eq!(
             done[0].finished,
             Some(part.with_extension("")),
@@ -569,7 +569,7 @@ mod tests {
         fs::write(&part, [&m[0][..], b"torn", &m[1]].concat()).unwrap();
         fs::write(&twin, m.concat()).unwrap();
         fs::hard_link(&twin, with_suffix(&part, COPY_SUFFIX)).unwrap();
-        let done = salvage_dir(dir.path(), &series(), 1).unwrap();
+        let done = salvage_dir(dir.path(), &series()).unwrap();
         assert_eq!(done[0].finished.as_ref(), Some(&twin));
         assert_eq!(read_all(&twin), "a\nb\n");
         let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
@@ -620,7 +620,7 @@ mod tests {
             .path()
             .join("ethusdt_depth_20261120T010000Z.ndjson.gz.part");
         fs::write(&good, members(&[&["x "]]).concat()).unwrap();
-        let done = salvage_dir(dir.path(), &series(), 1).unwrap();
+        let done = salvage_dir(dir.path(), &series()).unwrap();
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].part, good);
         assert!(fifo.exists());
@@ -633,7 +633,7 @@ mod tests {
             .path()
             .join("btcusdt_depth_20261120T000000Z.ndjson.gz.part");
         fs::write(&other, members(&[&["x "]]).concat()).unwrap();
-        assert!(salvage_dir(dir.path(), &series(), 1).unwrap().is_empty());
+        assert!(salvage_dir(dir.path(), &series()).unwrap().is_empty());
         assert!(other.exists());
     }
 

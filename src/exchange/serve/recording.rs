@@ -22,7 +22,7 @@ use crate::exchange::sim::generator::Header;
 use crate::exchange::sim::lock;
 use crate::market::frame::offset_in;
 use crate::market::stream::{Depth, parse_depth_stream, recorded_depth};
-use crate::store::gzip::{MemberDecoder, describe};
+use crate::store::gzip::{MemberDecoder, describe, open_recording};
 use crate::store::line::{parse_depth, parse_snapshot};
 use crate::store::names::{self, FileKind};
 
@@ -352,7 +352,7 @@ struct Lines {
 
 impl Lines {
     fn open(path: &Path) -> std::result::Result<Lines, String> {
-        let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+        let file = open_recording(path).map_err(|e| e.to_string())?;
         Ok(Lines {
             path: path.to_path_buf(),
             reader: BufReader::with_capacity(

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use super::{Outcome, Written};
 use crate::error::{Error, Result};
-use crate::store::gzip::{CountingReader, MEMBER_BYTES, MemberDecoder, MemberEncoder, describe};
+use crate::store::gzip::{
+    CountingReader, MEMBER_BYTES, MemberDecoder, MemberEncoder, describe, open_recording,
+};
 use crate::store::names::part_of;
 use crate::store::staged::{create_part, link_no_replace, sync_dir};
 use crate::util::shutdown::Shutdown;
@@ -27,7 +29,7 @@ pub(super) struct GzLines {
 
 impl GzLines {
     pub(super) fn open(path: &Path, shutdown: &Shutdown) -> Result<GzLines> {
-        let file = File::open(path).map_err(|e| Error::file(path, e))?;
+        let file = open_recording(path)?;
         let counted = BufReader::new(CountingReader::new(file));
         Ok(GzLines {
             path: path.to_path_buf(),
