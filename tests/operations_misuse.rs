@@ -106,3 +106,88 @@ fn a_stdout_nobody_reads_never_stalls_the_recording() {
     assert_eq!(part_files(&data), Vec::<String>::new());
     sim.shutdown();
 }
+
+#[test]
+fn a_second_recorder_on_one_data_dir_is_refused_and_a_killed_ones_lock_is_no_obstacle() {
+    let sim = sim(&["ETHUSDT"], Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let record = |logs: &str| {
+        let mut cmd = record_from(
+            &sim.ws_url(),
+            &sim.rest_url(),
+            &data,
+            &dir.path().join(logs),
+        );
+        cmd.args(["--print-interval", "0.2"]);
+        cmd
+    };
+    let mut first = Running(
+        record("logs1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the first recorder's metrics",
+        || total_messages(&data) > 0,
+    );
+    let second = run_output(record("logs2").args(["--run-minutes", "0.05"]));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", first.0.id())),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("logs2").exists(), "the refused run logged");
+
+    // kill -9 leaves the lock file behind, but not the lock.
+    signal(&first.0, "-KILL");
+    first.0.wait().unwrap();
+    assert!(data.join("order_book/.lock").exists());
+    let third = run_output(record("logs3").args(["--run-minutes", "0.03"]));
+    assert!(
+        third.status.success(),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+    sim.shutdown();
+}
+
+#[test]
+fn log_pruning_never_deletes_another_recorders_files() {
+    let sim = sim(&["ETHUSDT"], Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    // Two data dirs, one log dir, the same first symbol; each keeps no backup and rotates every
+    // second, so each prunes often.
+    let record = |data: &str, minutes: &str| {
+        let mut cmd = record_from(
+            &sim.ws_url(),
+            &sim.rest_url(),
+            &dir.path().join(data),
+            &logs,
+        );
+        cmd.args(["--run-minutes", minutes, "--print-interval", "0.2"])
+            .args(["--rotate-sec", "1", "--backups", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    };
+    let mut long = Running(record("a", "0.1").spawn().unwrap());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(run_output(&mut record("b", "0.03")).status.success());
+    let status = wait_with_timeout(&mut long.0, Duration::from_secs(20)).expect("an exit");
+    assert!(status.success());
+    // Each process kept its own current file, which ends with its final SUMMARY.
+    let finals = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .filter(|text| text.contains("final SUMMARY"))
+        .count();
+    assert_eq!(finals, 2);
+    sim.shutdown();
+}

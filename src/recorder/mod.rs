@@ -24,7 +24,7 @@ use crate::market::symbol::Symbol;
 use crate::metrics::exporter::Exporter;
 use crate::metrics::{Report, Stats};
 use crate::store::names::{FileKind, book_dir, series};
-use crate::store::salvage;
+use crate::store::{lock, salvage};
 use crate::util::shutdown::Shutdown;
 use console::Console;
 use feed::{FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
@@ -100,7 +100,9 @@ impl RecordConfig {
         book_dir(&self.data_dir)
     }
 
-    /// Creates the output directory and proves it writable, before anything else is written.
+    /// Creates the output directory, proves it writable and makes this process its only recorder
+    /// ([`lock::hold`]), before anything else is written: a refused second recorder must not
+    /// even start its log files.
     pub fn preflight(&self) -> Result<()> {
         let dir = self.book_dir();
         let unusable = |e: std::io::Error| {
@@ -109,7 +111,8 @@ impl RecordConfig {
         fs::create_dir_all(&dir).map_err(unusable)?;
         let probe = dir.join(".obrec-write-test");
         fs::write(&probe, b"").map_err(unusable)?;
-        fs::remove_file(&probe).map_err(unusable)
+        fs::remove_file(&probe).map_err(unusable)?;
+        lock::hold(&dir)
     }
 }
 
@@ -117,6 +120,7 @@ impl RecordConfig {
 pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
     let dir = config.book_dir();
     fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e))?;
+    lock::hold(&dir)?;
     let own: Vec<String> = config
         .symbols
         .iter()

@@ -4,6 +4,7 @@
 
 pub mod gzip;
 pub mod line;
+pub mod lock;
 pub mod names;
 pub mod salvage;
 pub mod staged;
