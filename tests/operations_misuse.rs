@@ -9,7 +9,7 @@ use std::process::{Child, ChildStdout, Stdio};
 use std::time::Duration;
 
 use common::*;
-use obrec::{Faults, Rate, Sim, SimConfig};
+use obrec::{Fault, Faults, Rate, Sim, SimConfig};
 
 fn sim(symbols: &[&str], faults: Faults) -> Sim {
     Sim::start(
@@ -189,5 +189,83 @@ fn log_pruning_never_deletes_another_recorders_files() {
         .filter(|text| text.contains("final SUMMARY"))
         .count();
     assert_eq!(finals, 2);
+    sim.shutdown();
+}
+
+/// Reads the `metrics on …` line a recorder started with `--metrics-addr` prints first, then keeps
+/// its stdout drained; returns the base URL.
+fn metrics_url(child: &mut Child) -> String {
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("metrics on ")
+        .unwrap_or_else(|| panic!("first line: {line}"))
+        .trim_end_matches("/metrics")
+        .to_string();
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    url
+}
+
+fn get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+#[test]
+fn a_refused_snapshot_is_an_error_not_throttling_and_the_book_says_when_it_synced() {
+    let sim = sim(
+        &["ETHUSDT"],
+        Faults {
+            reject_snapshots: 2,
+            snapshot_status: 400,
+            ..Faults::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut child = Running(
+        record_sim(&sim, dir.path())
+            .args(["--depth", "0", "--print-interval", "0.2"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = metrics_url(&mut child.0);
+    let data = dir.path().join("data");
+    wait_for(Duration::from_secs(20), "a synced book", || {
+        total_messages(&data) > 0 && metrics(&data)["symbols"]["ETHUSDT"]["book"]["synced"] == true
+    });
+    let m = metrics(&data);
+    let eth = &m["symbols"]["ETHUSDT"];
+    assert_eq!(eth["snapshot_errors"], 2, "{eth}");
+    assert_eq!(eth["throttled_snapshots"], 0, "{eth}");
+    assert_eq!(m["snapshot_errors"], 2);
+    let since = eth["book"]["since_ms"].as_u64().unwrap();
+    assert!(since > started_ms && since <= started_ms + 20_000, "{eth}");
+    let (_, text) = get(&format!("{url}/metrics"));
+    assert!(
+        text.contains("obrec_symbol_book_synced{symbol=\"ETHUSDT\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("obrec_symbol_snapshot_errors_total{symbol=\"ETHUSDT\"} 2"));
+    assert_eq!(sim.stats().injected(Fault::RejectedSnapshot), 2);
+    terminate(&mut child.0, Duration::from_secs(5));
+    let log: String = std::fs::read_dir(dir.path().join("logs"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(log.contains("http status 400"), "{log}");
     sim.shutdown();
 }

@@ -253,7 +253,7 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
         let _ = writeln!(out, "obrec_pipeline_microseconds{{quantile=\"{q}\"}} {v}");
     }
 
-    let per_symbol: [(&str, &str, SymbolFigure); 7] = [
+    let per_symbol: [(&str, &str, SymbolFigure); 8] = [
         (
             "obrec_symbol_messages_total",
             "Depth events recorded per symbol.",
@@ -289,6 +289,11 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
             "Snapshots delayed by the REST budget.",
             |s| s.throttled_snapshots,
         ),
+        (
+            "obrec_symbol_snapshot_errors_total",
+            "Snapshot requests that failed (not rate limits).",
+            |s| s.snapshot_errors,
+        ),
     ];
     for (name, help, get) in per_symbol {
         metric(&mut out, name, "counter", help);
@@ -296,6 +301,7 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
             let _ = writeln!(out, "{name}{{symbol=\"{symbol}\"}} {}", get(s));
         }
     }
+    book_states(&mut out, r);
     metric(
         &mut out,
         "obrec_event_latency_milliseconds",
@@ -306,6 +312,44 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
         latency_summary(&mut out, symbol, &s.latency_ms, s.messages);
     }
     out
+}
+
+/// Diff depth: whether each book is synced, and since when.
+fn book_states(out: &mut String, r: &Report) {
+    let books: Vec<_> = r
+        .symbols
+        .iter()
+        .filter_map(|(symbol, s)| s.book.map(|b| (symbol, b)))
+        .collect();
+    if books.is_empty() {
+        return;
+    }
+    metric(
+        out,
+        "obrec_symbol_book_synced",
+        "gauge",
+        "1 while the diff-depth book follows the chain from a snapshot, else 0.",
+    );
+    for (symbol, b) in &books {
+        let _ = writeln!(
+            out,
+            "obrec_symbol_book_synced{{symbol=\"{symbol}\"}} {}",
+            u8::from(b.synced)
+        );
+    }
+    metric(
+        out,
+        "obrec_symbol_book_since_seconds",
+        "gauge",
+        "Unix time at which the book became synced, or stopped being synced.",
+    );
+    for (symbol, b) in &books {
+        let _ = writeln!(
+            out,
+            "obrec_symbol_book_since_seconds{{symbol=\"{symbol}\"}} {}",
+            b.since_ms as f64 / 1000.0
+        );
+    }
 }
 
 /// Reads one counter of a symbol's report.

@@ -65,6 +65,9 @@ pub struct SymbolStats {
     pub drops: AtomicU64,
     /// Events delivered twice by overlapping connections and recorded once.
     pub duplicates: AtomicU64,
+    /// Snapshot requests that failed (an HTTP error other than 429/418, a network error, a bad
+    /// body); rate limits are counted in `throttled`.
+    pub snapshot_errors: AtomicU64,
 }
 
 impl Stats {
@@ -101,6 +104,7 @@ impl Stats {
                     reconnect_gaps: get(&s.reconnect_gaps),
                     drops: get(&s.drops),
                     duplicates: get(&s.duplicates),
+                    snapshot_errors: get(&s.snapshot_errors),
                 })
                 .collect(),
             reconnects: get(&self.reconnects),
@@ -133,6 +137,7 @@ pub struct SymbolCounters {
     pub reconnect_gaps: u64,
     pub drops: u64,
     pub duplicates: u64,
+    pub snapshot_errors: u64,
 }
 
 /// Highest latency the histograms resolve, in µs (one hour): anything later is clamped, and a
@@ -321,6 +326,8 @@ impl Metrics {
                     drops: c.drops,
                     duplicates: c.duplicates,
                     throttled_snapshots: c.throttled,
+                    snapshot_errors: c.snapshot_errors,
+                    book: None,
                 };
                 (name.clone(), report)
             })
@@ -377,6 +384,7 @@ impl Metrics {
             connect_failures: counters.connect_failures,
             connections_open: counters.connections_open,
             throttled_snapshots: sum(|c| c.throttled),
+            snapshot_errors: sum(|c| c.snapshot_errors),
         }
     }
 }
@@ -416,6 +424,9 @@ pub struct Report {
     pub connect_failures: u64,
     pub connections_open: u64,
     pub throttled_snapshots: u64,
+    /// Failed snapshot requests (not rate limits); absent from files of older versions.
+    #[serde(default)]
+    pub snapshot_errors: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -471,6 +482,21 @@ pub struct SymbolReport {
     pub drops: u64,
     pub duplicates: u64,
     pub throttled_snapshots: u64,
+    #[serde(default)]
+    pub snapshot_errors: u64,
+    /// Diff depth only: whether the book is synced, and since when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub book: Option<BookState>,
+}
+
+/// Whether a diff-depth book follows the chain from a REST snapshot (`synced`), or waits for one
+/// (before the first, after a break or a reconnect), and since when.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BookState {
+    pub synced: bool,
+    /// When the state began, ms since the Unix epoch (receipt time of the event or snapshot that
+    /// changed it; the run's start before either).
+    pub since_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

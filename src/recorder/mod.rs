@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod book_watch;
 mod compress;
 mod console;
 mod event;
@@ -172,6 +173,7 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
             flush_every: config.flush_every,
             print_every: config.print_every,
             gzip_level: config.gzip_level,
+            book_sync: config.depth == Depth::Diff,
         },
         Arc::clone(&stats),
         console.printer().clone(),
