@@ -269,3 +269,94 @@ fn a_refused_snapshot_is_an_error_not_throttling_and_the_book_says_when_it_synce
     assert!(log.contains("http status 400"), "{log}");
     sim.shutdown();
 }
+
+fn health(metrics_json: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let out = run_output(
+        obrec()
+            .args(["health", "--metrics"])
+            .arg(metrics_json)
+            .args(extra),
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn health_judges_reconnects_over_a_recent_window() {
+    let first = sim(&["ETHUSDT"], Faults::default());
+    let addr = first.local_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Running(
+        record_sim(&first, dir.path())
+            .args(["--print-interval", "0.2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let data = dir.path().join("data");
+    wait_for(Duration::from_secs(10), "recorded events", || {
+        total_messages(&data) > 0
+    });
+    // The exchange restarts once, early: one reconnect, then a clean run.
+    first.shutdown();
+    let second = Sim::start(
+        &addr.to_string(),
+        SimConfig {
+            symbols: vec!["ETHUSDT".into()],
+            rate: Rate::PerSecond(50.0),
+            ..SimConfig::default()
+        },
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(10), "the reconnect", || {
+        metrics(&data)["continuity"]["reconnects"] == 1
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let metrics_json = data.join("order_book/metrics.json");
+    let (code, out) = health(&metrics_json, &["--window", "2s", "--max-reconnects", "0"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = health(&metrics_json, &["--window", "1h", "--max-reconnects", "0"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(out.trim(), "unhealthy: 1 reconnects in the last 1h (max 0)");
+    let (code, _) = health(&metrics_json, &["--window", "25h"]);
+    assert_eq!(code, Some(2));
+    terminate(&mut child.0, Duration::from_secs(5));
+    second.shutdown();
+}
+
+#[test]
+fn healthz_and_obrec_health_agree_on_breaks() {
+    let sim = sim(
+        &["ETHUSDT"],
+        Faults {
+            gap_every: Some(20),
+            ..Faults::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Running(
+        record_sim(&sim, dir.path())
+            .args(["--print-interval", "0.2"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = metrics_url(&mut child.0);
+    let data = dir.path().join("data");
+    wait_for(Duration::from_secs(10), "a break reported", || {
+        total_messages(&data) > 0 && metrics(&data)["continuity"]["breaks"].as_u64() > Some(0)
+    });
+    let (status, body) = get(&format!("{url}/healthz"));
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("breaks in the last 15m (max 0)"), "{body}");
+    let (code, out) = health(&data.join("order_book/metrics.json"), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("breaks in the last 15m (max 0)"), "{out}");
+    terminate(&mut child.0, Duration::from_secs(5));
+    sim.shutdown();
+}

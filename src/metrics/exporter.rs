@@ -2,7 +2,8 @@
 //!
 //! The figures are the writer's latest report (refreshed every `--print-interval`), so
 //! `/metrics`, `metrics.json` and the SUMMARY line always agree. `/healthz` is live: it reads the
-//! time each reader group last received an event.
+//! time each reader group last received an event; it also judges the latest report as
+//! `obrec health` does with its defaults ([`health::judge`]), so the two agree.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -12,8 +13,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::metrics::health::{self, HealthCheck};
 use crate::metrics::{LatencyMs, Report, Stats, SymbolReport};
-use crate::util::clock::wall_ns;
+use crate::util::clock::{wall_ms, wall_ns};
 use crate::util::shutdown::Shutdown;
 
 /// The HTTP thread.
@@ -118,7 +120,8 @@ fn serve(
     }
 }
 
-/// `None` when every reader group received data within `stale_after`.
+/// `None` when every reader group received data within `stale_after` and the latest report is
+/// inside `obrec health`'s default thresholds.
 pub fn health(stats: &Stats, stale_after: Duration, uptime: Duration) -> Option<String> {
     let now = wall_ns();
     let mut problems = Vec::new();
@@ -131,6 +134,13 @@ pub fn health(stats: &Stats, stale_after: Duration, uptime: Duration) -> Option<
         } else if last != 0 && silent >= stale_after {
             problems.push(format!("{name}: no data for {:.1} s", silent.as_secs_f64()));
         }
+    }
+    let latest = stats.latest.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(reason) = latest
+        .as_ref()
+        .and_then(|r| health::judge(&HealthCheck::default(), r, wall_ms()))
+    {
+        problems.push(reason);
     }
     (!problems.is_empty()).then(|| problems.join("; "))
 }

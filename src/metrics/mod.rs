@@ -5,7 +5,7 @@
 //! histograms ([`Metrics`]) because it sees every record that made it into a file; replay feeds
 //! the same type from the lines it reads, so live and offline reports are computed identically.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -242,7 +242,18 @@ pub struct Metrics {
     bytes_written: u64,
     /// Receipt time (ns since epoch) of the newest event.
     last_recv_ns: Option<u64>,
+    /// Report intervals in which something went wrong, oldest first: what `obrec health` and
+    /// `/healthz` judge a recent window on.
+    incidents: VecDeque<Incidents>,
+    /// Continuity totals at the last report, to tell what the next interval added.
+    reported: Incidents,
 }
+
+/// How far back incidents are kept: the longest `obrec health --window`.
+pub const INCIDENT_SPAN: Duration = Duration::from_secs(24 * 3600);
+/// Most incident intervals kept, which bounds metrics.json. Only a window holding more intervals
+/// with incidents than this can lose count, and that many is far past any threshold.
+const MAX_INCIDENTS: usize = 1000;
 
 /// Highest pipeline latency resolved, in ns (10 s).
 const MAX_PIPELINE_NS: u64 = 10_000_000_000;
@@ -263,6 +274,8 @@ impl Metrics {
             queue_depth: Histogram::new_with_bounds(1, 1 << 32, SIGFIG).expect("valid bounds"),
             bytes_written: 0,
             last_recv_ns: None,
+            incidents: VecDeque::new(),
+            reported: Incidents::default(),
         }
     }
 
@@ -300,9 +313,40 @@ impl Metrics {
 
     /// Builds the report and starts a new window.
     pub fn report(&mut self, clock: &ReportClock, counters: &Counters) -> Report {
+        self.note_incidents(clock, counters);
         let report = self.peek(clock, counters);
         self.window.reset();
         report
+    }
+
+    /// Keeps what went wrong since the last report, stamped with this report's time.
+    fn note_incidents(&mut self, clock: &ReportClock, counters: &Counters) {
+        let sum = |f: fn(&SymbolCounters) -> u64| counters.symbols.iter().map(f).sum::<u64>();
+        let at_ms = unix_ms(clock.now);
+        let now = Incidents {
+            at_ms,
+            breaks: sum(|c| c.breaks),
+            resyncs: sum(|c| c.resyncs),
+            reconnects: counters.reconnects,
+            drops: sum(|c| c.drops),
+        };
+        let last = std::mem::replace(&mut self.reported, now);
+        let added = Incidents {
+            at_ms,
+            breaks: now.breaks.saturating_sub(last.breaks),
+            resyncs: now.resyncs.saturating_sub(last.resyncs),
+            reconnects: now.reconnects.saturating_sub(last.reconnects),
+            drops: now.drops.saturating_sub(last.drops),
+        };
+        if added.breaks + added.resyncs + added.reconnects + added.drops > 0 {
+            self.incidents.push_back(added);
+        }
+        let oldest = at_ms.saturating_sub(INCIDENT_SPAN.as_millis() as u64);
+        while self.incidents.front().is_some_and(|i| i.at_ms < oldest)
+            || self.incidents.len() > MAX_INCIDENTS
+        {
+            self.incidents.pop_front();
+        }
     }
 
     /// Builds the report without touching the window.
@@ -385,6 +429,7 @@ impl Metrics {
             connections_open: counters.connections_open,
             throttled_snapshots: sum(|c| c.throttled),
             snapshot_errors: sum(|c| c.snapshot_errors),
+            incidents: self.incidents.iter().copied().collect(),
         }
     }
 }
@@ -427,6 +472,40 @@ pub struct Report {
     /// Failed snapshot requests (not rate limits); absent from files of older versions.
     #[serde(default)]
     pub snapshot_errors: u64,
+    /// Report intervals of the last 24 h with breaks, resyncs, reconnects or drops, oldest first.
+    #[serde(default)]
+    pub incidents: Vec<Incidents>,
+}
+
+/// What went wrong in one report interval: counts added since the previous report.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Incidents {
+    /// The report that counted them, ms since the Unix epoch: they happened within one print
+    /// interval before.
+    pub at_ms: u64,
+    pub breaks: u64,
+    pub resyncs: u64,
+    pub reconnects: u64,
+    pub drops: u64,
+}
+
+impl Report {
+    /// The incidents counted by reports after `since_ms`, added up (`at_ms` is `since_ms`).
+    pub fn incidents_since(&self, since_ms: u64) -> Incidents {
+        self.incidents.iter().filter(|i| i.at_ms > since_ms).fold(
+            Incidents {
+                at_ms: since_ms,
+                ..Incidents::default()
+            },
+            |sum, i| Incidents {
+                at_ms: since_ms,
+                breaks: sum.breaks + i.breaks,
+                resyncs: sum.resyncs + i.resyncs,
+                reconnects: sum.reconnects + i.reconnects,
+                drops: sum.drops + i.drops,
+            },
+        )
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -529,12 +608,15 @@ impl Report {
     }
 }
 
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
 /// `2026-11-20T08:38:01.509Z`.
 fn iso_now(now: SystemTime) -> String {
-    let ms = now
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64;
+    let ms = unix_ms(now);
     let mut out = Vec::with_capacity(24);
     crate::util::clock::push_iso_millis(&mut out, ms);
     String::from_utf8(out).expect("ascii")

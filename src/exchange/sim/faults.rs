@@ -500,7 +500,20 @@ mod tests {
 
     #[test]
     fn every_fault_has_a_counter() {
-        assert_eq!(Fault::RejectedUpgrade as usize + 1, Fault::COUNT);
+        assert_eq!(Fault::RejectedSnapshot as usize + 1, Fault::COUNT);
+    }
+
+    #[test]
+    fn only_the_first_snapshot_requests_are_refused() {
+        let inj = Injector::new(Faults {
+            reject_snapshots: 1,
+            ..Faults::default()
+        });
+        assert_eq!(inj.rejects_snapshot("/fapi/v1/time"), None);
+        let depth = "/fapi/v1/depth?symbol=ETHUSDT&limit=1000";
+        assert_eq!(inj.rejects_snapshot(depth), Some(DEFAULT_SNAPSHOT_STATUS));
+        assert_eq!(inj.rejects_snapshot(depth), None);
+        assert_eq!(inj.counts()[Fault::RejectedSnapshot as usize], 1);
     }
 
     #[test]
