@@ -13,8 +13,8 @@ use clap::Args;
 use super::parse;
 use crate::exchange::serve::{Pace, Recording, Serve, ServeConfig};
 use crate::exchange::sim::{
-    DEFAULT_LISTEN, DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, Faults, Rate, SentFrame, Sim,
-    SimConfig,
+    DEFAULT_LISTEN, DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, DEFAULT_SNAPSHOT_STATUS,
+    Faults, Rate, SentFrame, Sim, SimConfig,
 };
 use crate::util::shutdown::Shutdown;
 
@@ -191,6 +191,18 @@ pub struct FaultArgs {
     #[arg(long, env = "OBREC_REJECT_STATUS", value_name = "CODE", default_value_t = DEFAULT_REJECT_STATUS,
           value_parser = clap::value_parser!(u16).range(200..=599))]
     pub reject_status: u16,
+    /// Refuse the first N depth snapshot requests (/fapi/v1/depth) with --snapshot-status
+    #[arg(
+        long,
+        env = "OBREC_REJECT_SNAPSHOTS",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub reject_snapshots: u64,
+    /// HTTP status of refused snapshot requests
+    #[arg(long, env = "OBREC_SNAPSHOT_STATUS", value_name = "CODE", default_value_t = DEFAULT_SNAPSHOT_STATUS,
+          value_parser = clap::value_parser!(u16).range(200..=599))]
+    pub snapshot_status: u16,
 }
 
 impl From<&FaultArgs> for Faults {
@@ -211,6 +223,8 @@ impl From<&FaultArgs> for Faults {
             mute: a.mute.clone(),
             reject_upgrades: a.reject_upgrades,
             reject_status: a.reject_status,
+            reject_snapshots: a.reject_snapshots,
+            snapshot_status: a.snapshot_status,
         }
     }
 }

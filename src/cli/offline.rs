@@ -6,8 +6,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
@@ -263,16 +262,20 @@ pub struct HealthArgs {
     /// Highest acceptable p99 event latency, ms.
     #[arg(long, env = "OBREC_MAX_P99", default_value_t = HealthCheck::default().max_p99)]
     pub max_p99: f64,
-    /// Most continuity breaks over the run.
+    /// How far back breaks, resyncs, reconnects and drops count (at most 24h; the recorder's
+    /// /healthz uses the default).
+    #[arg(long, env = "OBREC_WINDOW", default_value = "15m", value_parser = parse::duration)]
+    pub window: Duration,
+    /// Most continuity breaks within the window.
     #[arg(long, env = "OBREC_MAX_BREAKS", default_value_t = HealthCheck::default().max_breaks)]
     pub max_breaks: u64,
-    /// Most resyncs over the run.
+    /// Most resyncs within the window.
     #[arg(long, env = "OBREC_MAX_RESYNCS", default_value_t = HealthCheck::default().max_resyncs)]
     pub max_resyncs: u64,
-    /// Most reconnects over the run.
+    /// Most reconnects within the window.
     #[arg(long, env = "OBREC_MAX_RECONNECTS", default_value_t = HealthCheck::default().max_reconnects)]
     pub max_reconnects: u64,
-    /// Most queue drops over the run.
+    /// Most queue drops within the window.
     #[arg(long, env = "OBREC_MAX_DROPS", default_value_t = HealthCheck::default().max_drops)]
     pub max_drops: u64,
 }
@@ -287,6 +290,7 @@ pub fn health(args: &HealthArgs) -> anyhow::Result<ExitCode> {
         max_p50: args.max_p50,
         max_p95: args.max_p95,
         max_p99: args.max_p99,
+        window: args.window,
         max_breaks: args.max_breaks,
         max_resyncs: args.max_resyncs,
         max_reconnects: args.max_reconnects,

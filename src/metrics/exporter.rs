@@ -2,7 +2,8 @@
 //!
 //! The figures are the writer's latest report (refreshed every `--print-interval`), so
 //! `/metrics`, `metrics.json` and the SUMMARY line always agree. `/healthz` is live: it reads the
-//! time each reader group last received an event.
+//! time each reader group last received an event; it also judges the latest report as
+//! `obrec health` does with its defaults ([`health::judge`]), so the two agree.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -12,9 +13,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::metrics::health::{self, HealthCheck};
 use crate::metrics::http::{Listener, Response};
 use crate::metrics::{FeedState, LatencyMs, Link, Report, Stats, SymbolReport, iso_ms};
-use crate::util::clock::wall_ns;
+use crate::util::clock::{wall_ms, wall_ns};
 use crate::util::shutdown::Shutdown;
 
 /// The HTTP thread.
@@ -92,7 +94,8 @@ fn answer(path: &str, stats: &Stats, stale_after: Duration, started: Instant) ->
     }
 }
 
-/// `None` when every reader group received data within `stale_after`.
+/// `None` when every reader group received data within `stale_after` and the latest report is
+/// inside `obrec health`'s default thresholds.
 pub fn health(stats: &Stats, stale_after: Duration, uptime: Duration) -> Option<String> {
     let now = wall_ns();
     let mut problems = Vec::new();
@@ -112,6 +115,13 @@ pub fn health(stats: &Stats, stale_after: Duration, uptime: Duration) -> Option<
         if !why.is_empty() {
             problems.push(format!("{name}: {}", why.join(", ")));
         }
+    }
+    let latest = stats.latest.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(reason) = latest
+        .as_ref()
+        .and_then(|r| health::judge(&HealthCheck::default(), r, wall_ms()))
+    {
+        problems.push(reason);
     }
     (!problems.is_empty()).then(|| problems.join("; "))
 }
@@ -256,7 +266,7 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
         let _ = writeln!(out, "obrec_pipeline_microseconds{{quantile=\"{q}\"}} {v}");
     }
 
-    let per_symbol: [(&str, &str, SymbolFigure); 7] = [
+    let per_symbol: [(&str, &str, SymbolFigure); 8] = [
         (
             "obrec_symbol_messages_total",
             "Depth events recorded per symbol.",
@@ -292,6 +302,11 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
             "Snapshots delayed by the REST budget.",
             |s| s.throttled_snapshots,
         ),
+        (
+            "obrec_symbol_snapshot_errors_total",
+            "Snapshot requests that failed (not rate limits).",
+            |s| s.snapshot_errors,
+        ),
     ];
     for (name, help, get) in per_symbol {
         metric(&mut out, name, "counter", help);
@@ -299,6 +314,7 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
             let _ = writeln!(out, "{name}{{symbol=\"{symbol}\"}} {}", get(s));
         }
     }
+    book_states(&mut out, r);
     metric(
         &mut out,
         "obrec_event_latency_milliseconds",
@@ -326,6 +342,44 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
         );
     }
     out
+}
+
+/// Diff depth: whether each book is synced, and since when.
+fn book_states(out: &mut String, r: &Report) {
+    let books: Vec<_> = r
+        .symbols
+        .iter()
+        .filter_map(|(symbol, s)| s.book.map(|b| (symbol, b)))
+        .collect();
+    if books.is_empty() {
+        return;
+    }
+    metric(
+        out,
+        "obrec_symbol_book_synced",
+        "gauge",
+        "1 while the diff-depth book follows the chain from a snapshot, else 0.",
+    );
+    for (symbol, b) in &books {
+        let _ = writeln!(
+            out,
+            "obrec_symbol_book_synced{{symbol=\"{symbol}\"}} {}",
+            u8::from(b.synced)
+        );
+    }
+    metric(
+        out,
+        "obrec_symbol_book_since_seconds",
+        "gauge",
+        "Unix time at which the book became synced, or stopped being synced.",
+    );
+    for (symbol, b) in &books {
+        let _ = writeln!(
+            out,
+            "obrec_symbol_book_since_seconds{{symbol=\"{symbol}\"}} {}",
+            b.since_ms as f64 / 1000.0
+        );
+    }
 }
 
 /// Reads one counter of a symbol's report.

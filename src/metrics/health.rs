@@ -3,13 +3,20 @@
 //! Reads `metrics.json` and exits 0 when it is fresh and healthy, 1 with a one-line reason
 //! otherwise, so systemd, supervisord, cron or a load balancer can act on it. Rates and latency
 //! percentiles are judged on the last print interval (a morning's latency spike should not fail
-//! the check all afternoon); continuity counters on the whole run, as the seed's table does.
+//! the check all afternoon); breaks, resyncs, reconnects and drops over a recent window
+//! (`--window`), from the incidents the recorder keeps in metrics.json, so that one early break
+//! does not fail the check for the life of the process. The recorder's live `/healthz` judges its
+//! latest report with [`judge`] and the default thresholds too, so the two agree.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
-use crate::metrics::Report;
+use crate::metrics::{INCIDENT_SPAN, Report};
+
+/// Default `--window` (the flag's default spells it `15m`): a check run every minute or five sees
+/// an incident several times, and one early incident does not mark the recorder all day.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// The thresholds default to the seed's "abnormal" column.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,13 +35,15 @@ pub struct HealthCheck {
     pub max_p95: f64,
     /// Highest acceptable p99 event latency, ms.
     pub max_p99: f64,
-    /// Most continuity breaks over the run.
+    /// How far back breaks, resyncs, reconnects and drops count.
+    pub window: Duration,
+    /// Most continuity breaks within the window.
     pub max_breaks: u64,
-    /// Most resyncs over the run.
+    /// Most resyncs within the window.
     pub max_resyncs: u64,
-    /// Most reconnects over the run.
+    /// Most reconnects within the window.
     pub max_reconnects: u64,
-    /// Most queue drops over the run.
+    /// Most queue drops within the window.
     pub max_drops: u64,
 }
 
@@ -49,6 +58,7 @@ impl Default for HealthCheck {
             max_p50: 500.0,
             max_p95: 1000.0,
             max_p99: 2000.0,
+            window: DEFAULT_WINDOW,
             max_breaks: 0,
             max_resyncs: 3,
             max_reconnects: 5,
@@ -66,6 +76,12 @@ pub fn check(check: &HealthCheck, now: SystemTime) -> Result<Option<String>> {
         if !(v.is_finite() && v > 0.0) {
             return Err(Error::Invalid(format!("--{name} must be above zero")));
         }
+    }
+    if check.window.is_zero() || check.window > INCIDENT_SPAN {
+        return Err(Error::Invalid(format!(
+            "--window must be above zero and at most {}: the recorder keeps that much",
+            humantime::format_duration(INCIDENT_SPAN)
+        )));
     }
     let path = check.metrics.display();
     let modified = match std::fs::metadata(&check.metrics).and_then(|m| m.modified()) {
@@ -89,10 +105,15 @@ pub fn check(check: &HealthCheck, now: SystemTime) -> Result<Option<String>> {
         Ok(r) => r,
         Err(e) => return Ok(Some(format!("cannot read {path}: {e}"))),
     };
-    Ok(judge(check, &report))
+    let now_ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64;
+    Ok(judge(check, &report, now_ms))
 }
 
-fn judge(check: &HealthCheck, r: &Report) -> Option<String> {
+/// `None` when `r` is inside the thresholds at `now_ms` (ms since the Unix epoch), else why not.
+pub fn judge(check: &HealthCheck, r: &Report, now_ms: u64) -> Option<String> {
     let silence_ms = r.last_message_age_ms.unwrap_or(r.runtime_seconds * 1000.0);
     if silence_ms > check.max_silence * 1000.0 {
         return Some(format!(
@@ -102,9 +123,19 @@ fn judge(check: &HealthCheck, r: &Report) -> Option<String> {
         ));
     }
     let w = &r.window;
-    let checks = [
+    let recent = r.incidents_since(now_ms.saturating_sub(check.window.as_millis() as u64));
+    let window = humantime::format_duration(check.window);
+    let over = |n: u64, what: &str, max: u64| {
         (
-            w.recv_rate < check.min_rate,
+            n > max,
+            format!("{n} {what} in the last {window} (max {max})"),
+        )
+    };
+    let checks = [
+        // Before the first event the silence check above is the one that applies, with its
+        // grace; a rate of nothing would fail every recorder at its start.
+        (
+            r.last_message_age_ms.is_some() && w.recv_rate < check.min_rate,
             format!("rate {:.2}/s below {}", w.recv_rate, check.min_rate),
         ),
         (
@@ -119,28 +150,10 @@ fn judge(check: &HealthCheck, r: &Report) -> Option<String> {
             w.p99 > check.max_p99,
             format!("p99 {:.1} ms above {}", w.p99, check.max_p99),
         ),
-        (
-            r.continuity.breaks > check.max_breaks,
-            format!("{} breaks (max {})", r.continuity.breaks, check.max_breaks),
-        ),
-        (
-            r.continuity.resyncs > check.max_resyncs,
-            format!(
-                "{} resyncs (max {})",
-                r.continuity.resyncs, check.max_resyncs
-            ),
-        ),
-        (
-            r.continuity.reconnects > check.max_reconnects,
-            format!(
-                "{} reconnects (max {})",
-                r.continuity.reconnects, check.max_reconnects
-            ),
-        ),
-        (
-            r.log_queue.drops > check.max_drops,
-            format!("{} drops (max {})", r.log_queue.drops, check.max_drops),
-        ),
+        over(recent.breaks, "breaks", check.max_breaks),
+        over(recent.resyncs, "resyncs", check.max_resyncs),
+        over(recent.reconnects, "reconnects", check.max_reconnects),
+        over(recent.drops, "drops", check.max_drops),
     ];
     let failed: Vec<String> = checks
         .into_iter()
@@ -155,6 +168,9 @@ mod tests {
     use super::*;
     use crate::market::sequence::Ids;
     use crate::metrics::{Counters, Metrics, ReportClock};
+
+    /// When the helper's reports are made, ms since the Unix epoch.
+    const NOW_MS: u64 = 1_763_627_880_000 + 100;
 
     fn report(latency_ms: i64, counters: &Counters) -> Report {
         let mut m = Metrics::new(vec!["ETHUSDT".into()]);
@@ -183,8 +199,11 @@ mod tests {
     #[test]
     fn healthy_report_passes_and_each_threshold_fails_alone() {
         let ok = Counters::default();
-        assert_eq!(judge(&HealthCheck::default(), &report(80, &ok)), None);
-        let slow = judge(&HealthCheck::default(), &report(700, &ok)).unwrap();
+        assert_eq!(
+            judge(&HealthCheck::default(), &report(80, &ok), NOW_MS + 80),
+            None
+        );
+        let slow = judge(&HealthCheck::default(), &report(700, &ok), NOW_MS + 700).unwrap();
         assert!(
             slow.starts_with("p50 70") && slow.contains("ms above 500"),
             "{slow}"
@@ -194,8 +213,21 @@ mod tests {
             ..Counters::default()
         };
         assert_eq!(
-            judge(&HealthCheck::default(), &report(80, &broken)).unwrap(),
-            "6 reconnects (max 5)"
+            judge(&HealthCheck::default(), &report(80, &broken), NOW_MS + 80).unwrap(),
+            "6 reconnects in the last 15m (max 5)"
+        );
+        // The same report an hour later: the reconnects have left the window.
+        let later = NOW_MS + 80 + 3_600_000;
+        let mut quiet = report(80, &broken);
+        quiet.last_message_age_ms = Some(1.0);
+        assert_eq!(judge(&HealthCheck::default(), &quiet, later), None);
+        let day = HealthCheck {
+            window: Duration::from_secs(24 * 3600),
+            ..HealthCheck::default()
+        };
+        assert_eq!(
+            judge(&day, &quiet, later).unwrap(),
+            "6 reconnects in the last 1day (max 5)"
         );
         assert_eq!(
             judge(
@@ -203,7 +235,8 @@ mod tests {
                     max_reconnects: 10,
                     ..HealthCheck::default()
                 },
-                &report(80, &broken)
+                &report(80, &broken),
+                NOW_MS + 80
             ),
             None
         );

@@ -5,7 +5,7 @@
 //! histograms ([`Metrics`]) because it sees every record that made it into a file; replay feeds
 //! the same type from the lines it reads, so live and offline reports are computed identically.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -100,6 +100,9 @@ pub struct SymbolStats {
     pub drops: AtomicU64,
     /// Events delivered twice by overlapping connections and recorded once.
     pub duplicates: AtomicU64,
+    /// Snapshot requests that failed (an HTTP error other than 429/418, a network error, a bad
+    /// body); rate limits are counted in `throttled`.
+    pub snapshot_errors: AtomicU64,
     /// Whether the symbol's stream delivers, as its reader last judged it.
     pub feed: FeedHealth,
 }
@@ -200,6 +203,7 @@ impl Stats {
                     drops: get(&s.drops),
                     duplicates: get(&s.duplicates),
                     feed: Some(s.feed.get()),
+                    snapshot_errors: get(&s.snapshot_errors),
                 })
                 .collect(),
             connected: Some(Connected {
@@ -244,6 +248,7 @@ pub struct SymbolCounters {
     pub duplicates: u64,
     /// Live runs only.
     pub feed: Option<FeedStatus>,
+    pub snapshot_errors: u64,
 }
 
 /// Highest latency the histograms resolve, in µs (one hour): anything later is clamped, and a
@@ -348,7 +353,18 @@ pub struct Metrics {
     bytes_written: u64,
     /// Receipt time (ns since epoch) of the newest event.
     last_recv_ns: Option<u64>,
+    /// Report intervals in which something went wrong, oldest first: what `obrec health` and
+    /// `/healthz` judge a recent window on.
+    incidents: VecDeque<Incidents>,
+    /// Continuity totals at the last report, to tell what the next interval added.
+    reported: Incidents,
 }
+
+/// How far back incidents are kept: the longest `obrec health --window`.
+pub const INCIDENT_SPAN: Duration = Duration::from_secs(24 * 3600);
+/// Most incident intervals kept, which bounds metrics.json. Only a window holding more intervals
+/// with incidents than this can lose count, and that many is far past any threshold.
+const MAX_INCIDENTS: usize = 1000;
 
 /// Highest pipeline latency resolved, in ns (10 s).
 const MAX_PIPELINE_NS: u64 = 10_000_000_000;
@@ -369,6 +385,8 @@ impl Metrics {
             queue_depth: Histogram::new_with_bounds(1, 1 << 32, SIGFIG).expect("valid bounds"),
             bytes_written: 0,
             last_recv_ns: None,
+            incidents: VecDeque::new(),
+            reported: Incidents::default(),
         }
     }
 
@@ -406,9 +424,40 @@ impl Metrics {
 
     /// Builds the report and starts a new window.
     pub fn report(&mut self, clock: &ReportClock, counters: &Counters) -> Report {
+        self.note_incidents(clock, counters);
         let report = self.peek(clock, counters);
         self.window.reset();
         report
+    }
+
+    /// Keeps what went wrong since the last report, stamped with this report's time.
+    fn note_incidents(&mut self, clock: &ReportClock, counters: &Counters) {
+        let sum = |f: fn(&SymbolCounters) -> u64| counters.symbols.iter().map(f).sum::<u64>();
+        let at_ms = unix_ms(clock.now);
+        let now = Incidents {
+            at_ms,
+            breaks: sum(|c| c.breaks),
+            resyncs: sum(|c| c.resyncs),
+            reconnects: counters.reconnects,
+            drops: sum(|c| c.drops),
+        };
+        let last = std::mem::replace(&mut self.reported, now);
+        let added = Incidents {
+            at_ms,
+            breaks: now.breaks.saturating_sub(last.breaks),
+            resyncs: now.resyncs.saturating_sub(last.resyncs),
+            reconnects: now.reconnects.saturating_sub(last.reconnects),
+            drops: now.drops.saturating_sub(last.drops),
+        };
+        if added.breaks + added.resyncs + added.reconnects + added.drops > 0 {
+            self.incidents.push_back(added);
+        }
+        let oldest = at_ms.saturating_sub(INCIDENT_SPAN.as_millis() as u64);
+        while self.incidents.front().is_some_and(|i| i.at_ms < oldest)
+            || self.incidents.len() > MAX_INCIDENTS
+        {
+            self.incidents.pop_front();
+        }
     }
 
     /// Builds the report without touching the window.
@@ -436,6 +485,8 @@ impl Metrics {
                         state: f.state,
                         since: iso_ms(f.since_ns / 1_000_000),
                     }),
+                    snapshot_errors: c.snapshot_errors,
+                    book: None,
                 };
                 (name.clone(), report)
             })
@@ -493,6 +544,8 @@ impl Metrics {
             connections_open: counters.connections_open,
             throttled_snapshots: sum(|c| c.throttled),
             connected: counters.connected,
+            snapshot_errors: sum(|c| c.snapshot_errors),
+            incidents: self.incidents.iter().copied().collect(),
         }
     }
 }
@@ -535,6 +588,12 @@ pub struct Report {
     /// Live runs only: how many connection groups have a connection up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connected: Option<Connected>,
+    /// Failed snapshot requests (not rate limits); absent from files of older versions.
+    #[serde(default)]
+    pub snapshot_errors: u64,
+    /// Report intervals of the last 24 h with breaks, resyncs, reconnects or drops, oldest first.
+    #[serde(default)]
+    pub incidents: Vec<Incidents>,
 }
 
 /// Connection groups with a connection up, of all groups.
@@ -542,6 +601,37 @@ pub struct Report {
 pub struct Connected {
     pub up: u64,
     pub of: u64,
+}
+
+/// What went wrong in one report interval: counts added since the previous report.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Incidents {
+    /// The report that counted them, ms since the Unix epoch: they happened within one print
+    /// interval before.
+    pub at_ms: u64,
+    pub breaks: u64,
+    pub resyncs: u64,
+    pub reconnects: u64,
+    pub drops: u64,
+}
+
+impl Report {
+    /// The incidents counted by reports after `since_ms`, added up (`at_ms` is `since_ms`).
+    pub fn incidents_since(&self, since_ms: u64) -> Incidents {
+        self.incidents.iter().filter(|i| i.at_ms > since_ms).fold(
+            Incidents {
+                at_ms: since_ms,
+                ..Incidents::default()
+            },
+            |sum, i| Incidents {
+                at_ms: since_ms,
+                breaks: sum.breaks + i.breaks,
+                resyncs: sum.resyncs + i.resyncs,
+                reconnects: sum.reconnects + i.reconnects,
+                drops: sum.drops + i.drops,
+            },
+        )
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -600,6 +690,11 @@ pub struct SymbolReport {
     /// Live runs only: whether the stream delivers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feed: Option<FeedReport>,
+    #[serde(default)]
+    pub snapshot_errors: u64,
+    /// Diff depth only: whether the book is synced, and since when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub book: Option<BookState>,
 }
 
 /// A symbol's delivery in `metrics.json`: `{"state":"silent","since":"2026-…Z"}`.
@@ -607,6 +702,16 @@ pub struct SymbolReport {
 pub struct FeedReport {
     pub state: FeedState,
     pub since: String,
+}
+
+/// Whether a diff-depth book follows the chain from a REST snapshot (`synced`), or waits for one
+/// (before the first, after a break or a reconnect), and since when.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BookState {
+    pub synced: bool,
+    /// When the state began, ms since the Unix epoch (receipt time of the event or snapshot that
+    /// changed it; the run's start before either).
+    pub since_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -646,13 +751,15 @@ impl Report {
     }
 }
 
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
 /// `now` as `2026-11-20T08:38:01.509Z`.
 fn iso_now(now: SystemTime) -> String {
-    iso_ms(
-        now.duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis() as u64,
-    )
+    iso_ms(unix_ms(now))
 }
 
 /// `ms` since the epoch as `2026-11-20T08:38:01.509Z`.

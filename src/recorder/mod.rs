@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod book_watch;
 mod compress;
+mod console;
 mod event;
 mod feed;
 mod snapshot;
@@ -24,8 +26,9 @@ use crate::metrics::exporter::Exporter;
 use crate::metrics::{Report, Stats};
 use crate::store::conn_numbers::ConnNumbers;
 use crate::store::names::{FileKind, book_dir, series};
-use crate::store::salvage;
+use crate::store::{lock, salvage};
 use crate::util::shutdown::Shutdown;
+use console::Console;
 use feed::{FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
 use snapshot::Fetcher;
 use writer::{SymbolFiles, Writer, WriterConfig};
@@ -99,7 +102,9 @@ impl RecordConfig {
         book_dir(&self.data_dir)
     }
 
-    /// Creates the output directory and proves it writable, before anything else is written.
+    /// Creates the output directory, proves it writable and makes this process its only recorder
+    /// ([`lock::hold`]), before anything else is written: a refused second recorder must not
+    /// even start its log files.
     pub fn preflight(&self) -> Result<()> {
         let dir = self.book_dir();
         let unusable = |e: std::io::Error| {
@@ -108,7 +113,8 @@ impl RecordConfig {
         fs::create_dir_all(&dir).map_err(unusable)?;
         let probe = dir.join(".obrec-write-test");
         fs::write(&probe, b"").map_err(unusable)?;
-        fs::remove_file(&probe).map_err(unusable)
+        fs::remove_file(&probe).map_err(unusable)?;
+        lock::hold(&dir)
     }
 }
 
@@ -116,6 +122,7 @@ impl RecordConfig {
 pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
     let dir = config.book_dir();
     fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e))?;
+    lock::hold(&dir)?;
     let own: Vec<String> = config
         .symbols
         .iter()
@@ -132,6 +139,7 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
         .collect();
     let names = config.symbols.iter().map(ToString::to_string).collect();
     let stats = Arc::new(Stats::new(names, groups));
+    let console = Console::start()?;
     let exporter = match &config.metrics_addr {
         Some(addr) => {
             let exporter = Exporter::start(
@@ -140,7 +148,10 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
                 config.stale_after,
                 shutdown.clone(),
             )?;
-            println!("metrics on http://{}/metrics", exporter.local_addr());
+            console.printer().print(format!(
+                "metrics on http://{}/metrics",
+                exporter.local_addr()
+            ));
             log::info!("metrics on http://{}/metrics", exporter.local_addr());
             Some(exporter)
         }
@@ -164,8 +175,10 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
             flush_every: config.flush_every,
             print_every: config.print_every,
             gzip_level: config.gzip_level,
+            book_sync: config.depth == Depth::Diff,
         },
         Arc::clone(&stats),
+        console.printer().clone(),
     )?;
     let writer = thread::Builder::new()
         .name("writer".into())
@@ -261,9 +274,13 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
     }
     let report = writer.join().unwrap_or(Err(Error::Thread("writer")));
     // The supervisor restarts us on exit 1; the log says why.
-    let report = report.inspect_err(|e| log::error!("writer stopped: {e}"))?;
-    println!("{}", report.summary_line());
-    log::info!("final {}", report.summary_line());
+    let report = report.inspect_err(|e| log::error!("writer stopped: {e}"));
+    if let Ok(report) = &report {
+        console.printer().print(report.summary_line());
+        log::info!("final {}", report.summary_line());
+    }
+    console.finish();
+    let report = report?;
     never_connected.map_or(Ok(report), Err)
 }
 

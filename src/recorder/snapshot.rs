@@ -112,7 +112,10 @@ impl Fetcher {
             sent: VecDeque::new(),
         };
         let mut backoff = Backoff::new();
+        // Throttling: the exchange's rate limit or its weight counter said wait.
         let mut not_before = Instant::now();
+        // A failed request's backoff: an error, not throttling.
+        let mut retry_at = Instant::now();
         while !shutdown.is_triggered() {
             let timeout = if queue.is_empty() {
                 IDLE_TICK
@@ -143,6 +146,11 @@ impl Fetcher {
                 shutdown.wait_timeout(wait);
                 continue;
             }
+            let backoff_left = retry_at.saturating_duration_since(now);
+            if !backoff_left.is_zero() {
+                shutdown.wait_timeout(backoff_left);
+                continue;
+            }
             budget.sent.push_back(now);
             match self.fetch(req.symbol) {
                 Ok((snapshot, used)) => {
@@ -166,12 +174,13 @@ impl Fetcher {
                     not_before = Instant::now() + pause;
                 }
                 Err(Failure::Other(e)) => {
+                    Stats::bump(&self.stats.symbols[req.symbol].snapshot_errors);
                     let wait = backoff.next_delay();
                     log::warn!(
                         "snapshot for {} failed: {e}; retrying in {wait:?}",
                         self.symbols[req.symbol]
                     );
-                    not_before = Instant::now() + wait;
+                    retry_at = Instant::now() + wait;
                     // Let the other symbols go first.
                     queue.rotate_left(1);
                 }
@@ -232,6 +241,8 @@ impl Fetcher {
 enum Failure {
     /// HTTP 429/418: wait this long before any request.
     RateLimited(Duration),
+    /// Anything else, a 4xx other than 429/418 included (a bad symbol or parameter, which waiting
+    /// does not fix): a snapshot error, retried after a backoff.
     Other(FeedError),
 }
 

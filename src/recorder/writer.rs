@@ -18,13 +18,15 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::error::{Error, Result};
 use crate::market::symbol::Symbol;
 use crate::metrics::{Metrics, Report, ReportClock, Stats};
+use crate::recorder::book_watch::BookWatch;
 use crate::recorder::compress::{self, Done, Job};
+use crate::recorder::console::Printer;
 use crate::recorder::event::{DepthRecord, Event, SnapshotRecord};
 use crate::store::gzip::MEMBER_BYTES;
 use crate::store::line::{SnapshotLine, encode_depth, encode_snapshot};
 use crate::store::names::{FileKind, METRICS_FILE, series};
 use crate::store::staged::{OpenFile, create_unique, write_atomic};
-use crate::util::clock::wall_ns;
+use crate::util::clock::{wall_ms, wall_ns};
 
 /// Longest interval between checks of the flush deadlines.
 const MAX_FLUSH_CHECK: Duration = Duration::from_millis(50);
@@ -63,6 +65,8 @@ pub struct WriterConfig {
     /// SUMMARY and `metrics.json` refresh.
     pub print_every: Duration,
     pub gzip_level: u32,
+    /// Diff depth: follow each symbol's book sync from its snapshots, for the report.
+    pub book_sync: bool,
 }
 
 /// One symbol's (or snapshot stream's) current file.
@@ -113,13 +117,17 @@ pub struct Writer {
     stage: Stage,
     metrics: Metrics,
     stats: Arc<Stats>,
+    /// SUMMARY lines go to stdout through it, never blocking the writer.
+    printer: Printer,
+    /// Diff depth: one per symbol; empty otherwise.
+    books: Vec<BookWatch>,
     started: Instant,
     last_report: Instant,
 }
 
 impl Writer {
     /// Prepares the files' bookkeeping and starts the compression thread.
-    pub fn new(config: WriterConfig, stats: Arc<Stats>) -> Result<Writer> {
+    pub fn new(config: WriterConfig, stats: Arc<Stats>, printer: Printer) -> Result<Writer> {
         let sinks = |kind| {
             config
                 .symbols
@@ -142,6 +150,15 @@ impl Writer {
             .name("compress".into())
             .spawn(move || compress::run(level, jobs_rx, done_tx))
             .map_err(|e| Error::Spawn("compress", e))?;
+        let books = if config.book_sync {
+            config
+                .symbols
+                .iter()
+                .map(|_| BookWatch::new(wall_ms()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let now = Instant::now();
         Ok(Writer {
             config,
@@ -156,6 +173,8 @@ impl Writer {
             },
             metrics,
             stats,
+            printer,
+            books,
             started: now,
             last_report: now,
         })
@@ -230,7 +249,7 @@ impl Writer {
                 // A rename can wait seconds on a disk busy with writeback: the stage does it.
                 let path = self.config.dir.join(METRICS_FILE);
                 self.queue(Job::Replace { path, body })?;
-                println!("{}", report.summary_line());
+                self.printer.print(report.summary_line());
                 log::info!("{}", report.summary_line());
                 next_report += self.config.print_every;
                 if next_report < now {
@@ -263,6 +282,9 @@ impl Writer {
         self.metrics.observe_pipeline(pipeline_ns);
         self.metrics
             .observe(rec.symbol, rec.recv_ns, rec.event_ms, rec.ids);
+        if let Some(book) = self.books.get_mut(rec.symbol) {
+            book.event(rec.ids, rec.conn, rec.recv_ns);
+        }
         if self.depth[rec.symbol].pending.len() >= MEMBER_BYTES {
             self.emit(FileKind::Depth, rec.symbol)?;
         }
@@ -284,6 +306,9 @@ impl Writer {
             data: &snap.body,
         };
         encode_snapshot(&mut sink.pending, &line);
+        if let Some(book) = self.books.get_mut(snap.symbol) {
+            book.snapshot(snap.last_update_id, snap.recv_ns);
+        }
         // Snapshots are rare and a replay needs them with their events: write at once.
         self.emit(FileKind::Snapshot, snap.symbol)
     }
@@ -477,7 +502,12 @@ impl Writer {
             window_secs: now.duration_since(self.last_report).as_secs_f64(),
         };
         self.last_report = now;
-        let report = self.metrics.report(&clock, &self.stats.counters());
+        let mut report = self.metrics.report(&clock, &self.stats.counters());
+        for (spec, book) in self.config.symbols.iter().zip(&self.books) {
+            if let Some(symbol) = report.symbols.get_mut(spec.symbol.as_str()) {
+                symbol.book = Some(book.state());
+            }
+        }
         let body = serde_json::to_vec_pretty(&report).expect("report serialises");
         *self.stats.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
         (report, body)

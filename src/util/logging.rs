@@ -2,6 +2,11 @@
 //!
 //! flexi_logger rotates by size, or by age only on calendar units (a minute, an hour), so
 //! `--rotate interval --rotate-sec 90` is done here: a small thread triggers the rotation.
+//!
+//! Its pruning deletes every file of the name pattern past the newest `--backups`, whoever writes
+//! it. Two recorders sharing a log directory and a first symbol (two data dirs) would delete each
+//! other's current files, so each process's file names end in its pid, which is part of the
+//! timestamp pattern flexi_logger prunes by: a process prunes only its own files.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,7 +43,8 @@ pub struct Logging {
     _handle: LoggerHandle,
 }
 
-/// Logs to files under `opts.dir` (`<basename>_<date>_<time>.log`) and warnings also to stderr.
+/// Logs to files under `opts.dir` (`<basename>_<date>_<time>_pid<pid>.log`) and warnings also to
+/// stderr.
 pub fn to_files(opts: &LogOptions) -> Result<Logging> {
     std::fs::create_dir_all(&opts.dir).map_err(|e| Error::file(&opts.dir, e))?;
     let criterion = match opts.rotate {
@@ -58,7 +64,7 @@ pub fn to_files(opts: &LogOptions) -> Result<Logging> {
             criterion,
             Naming::TimestampsCustomFormat {
                 current_infix: None,
-                format: "%Y-%m-%d_%H-%M-%S",
+                format: own_files_format(),
             },
             // Files are written under their final names, so flexi_logger counts the current
             // one too; the seed keeps `backups` besides it.
@@ -85,6 +91,12 @@ pub fn to_files(opts: &LogOptions) -> Result<Logging> {
             .map_err(|e| Error::file(&opts.dir, e))?;
     }
     Ok(Logging { _handle: handle })
+}
+
+/// The file names' timestamp pattern, with this process's pid as a literal: flexi_logger prunes
+/// only names that parse with it. Leaked once per logger, which lives as long as the process.
+fn own_files_format() -> &'static str {
+    Box::leak(format!("%Y-%m-%d_%H-%M-%S_pid{}", std::process::id()).into_boxed_str())
 }
 
 /// Logs to stderr only (offline commands and the simulator).

@@ -16,6 +16,9 @@ use super::wire;
 pub const DEFAULT_OVERSIZED_BYTES: usize = 2 << 20;
 /// Default `--reject-status`: what Binance answers during maintenance.
 pub const DEFAULT_REJECT_STATUS: u16 = 503;
+/// Default `--snapshot-status`: what Binance answers a request it will not serve (a bad symbol or
+/// parameter), which no amount of waiting fixes.
+pub const DEFAULT_SNAPSHOT_STATUS: u16 = 400;
 /// The `--garbage-every` frame: text a client cannot parse and must skip.
 const GARBAGE: &str = "}{ not json";
 /// The `--binary-every` frame: Binance market streams only ever send text.
@@ -55,6 +58,10 @@ pub struct Faults {
     pub reject_upgrades: u64,
     /// The HTTP status of rejected upgrades.
     pub reject_status: u16,
+    /// The first N depth snapshot requests (`/fapi/v1/depth`) get `snapshot_status`.
+    pub reject_snapshots: u64,
+    /// The HTTP status of rejected snapshot requests.
+    pub snapshot_status: u16,
 }
 
 impl Default for Faults {
@@ -75,6 +82,8 @@ impl Default for Faults {
             mute: Vec::new(),
             reject_upgrades: 0,
             reject_status: DEFAULT_REJECT_STATUS,
+            reject_snapshots: 0,
+            snapshot_status: DEFAULT_SNAPSHOT_STATUS,
         }
     }
 }
@@ -106,11 +115,13 @@ pub enum Fault {
     Muted,
     /// A refused WebSocket upgrade (`--reject-upgrades`).
     RejectedUpgrade,
+    /// A refused depth snapshot request (`--reject-snapshots`).
+    RejectedSnapshot,
 }
 
 impl Fault {
     /// How many kinds there are: the size of a counter array.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
 }
 
 /// Injection counters, one per [`Fault`].
@@ -133,6 +144,7 @@ pub(crate) struct Injector {
     faults: Faults,
     counters: FaultCounters,
     upgrade_attempts: AtomicU64,
+    snapshot_requests: AtomicU64,
     /// Junk frames encoded once: garbage, binary, oversized (empty unless enabled).
     junk: [Vec<u8>; 3],
 }
@@ -149,6 +161,7 @@ impl Injector {
             faults,
             counters: FaultCounters::default(),
             upgrade_attempts: AtomicU64::new(0),
+            snapshot_requests: AtomicU64::new(0),
             junk,
         }
     }
@@ -185,6 +198,19 @@ impl Injector {
             Fault::RejectedUpgrade,
         )
         .then_some(self.faults.reject_status)
+    }
+
+    /// The status to refuse this REST request with, if it is one of the first N depth snapshots.
+    pub(crate) fn rejects_snapshot(&self, target: &str) -> Option<u16> {
+        if !target.starts_with("/fapi/v1/depth") {
+            return None;
+        }
+        let request = self.snapshot_requests.fetch_add(1, Ordering::Relaxed);
+        self.hit(
+            request < self.faults.reject_snapshots,
+            Fault::RejectedSnapshot,
+        )
+        .then_some(self.faults.snapshot_status)
     }
 
     /// The per-connection fault state of a connection starting `now`.
@@ -474,7 +500,20 @@ mod tests {
 
     #[test]
     fn every_fault_has_a_counter() {
-        assert_eq!(Fault::RejectedUpgrade as usize + 1, Fault::COUNT);
+        assert_eq!(Fault::RejectedSnapshot as usize + 1, Fault::COUNT);
+    }
+
+    #[test]
+    fn only_the_first_snapshot_requests_are_refused() {
+        let inj = Injector::new(Faults {
+            reject_snapshots: 1,
+            ..Faults::default()
+        });
+        assert_eq!(inj.rejects_snapshot("/fapi/v1/time"), None);
+        let depth = "/fapi/v1/depth?symbol=ETHUSDT&limit=1000";
+        assert_eq!(inj.rejects_snapshot(depth), Some(DEFAULT_SNAPSHOT_STATUS));
+        assert_eq!(inj.rejects_snapshot(depth), None);
+        assert_eq!(inj.counts()[Fault::RejectedSnapshot as usize], 1);
     }
 
     #[test]

@@ -44,7 +44,9 @@ use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-pub use faults::{DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, Fault, Faults};
+pub use faults::{
+    DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, DEFAULT_SNAPSHOT_STATUS, Fault, Faults,
+};
 pub use server::Sim;
 
 use crate::market::symbol::Symbol;

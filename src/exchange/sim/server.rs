@@ -311,7 +311,10 @@ fn handle(shared: &Arc<Shared>, tcp: TcpStream) {
     };
     let reply = if !head.upgrade {
         shared.rest_requests.fetch_add(1, Ordering::Relaxed);
-        http::rest(&head, &*shared.source)
+        match shared.injector.rejects_snapshot(&head.target) {
+            Some(status) => http::error(status, -1, "snapshot refused (fault injection)"),
+            None => http::rest(&head, &*shared.source),
+        }
     } else {
         match http::ws_route(&head.target) {
             Err(reply) => reply,
