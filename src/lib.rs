@@ -38,7 +38,11 @@
 //!                     ├─▶ recorder::compress (one thread): deflate, write, fsync + rename
 //!                     │     └─▶ <symbol>_depth_<UTC>.ndjson.gz(.part)   complete gzip members
 //!                     └─▶ metrics.json + SUMMARY line               metrics::Metrics + Stats
+//!                              │ bounded channel of lines (full → dropped, the log keeps them)
+//!                              ▼
+//!                           recorder::console (one thread): stdout; a closed pipe ends printing
 //!  recorder::snapshot::Fetcher (one thread, --depth 0): REST snapshots back to the groups
+//!  metrics::exporter (one thread, --metrics-addr): /metrics, /healthz; polls, never blocks on a client
 //! ```
 //!
 //! Data flows one way: readers never wait for the writer, the writer never talks back. The only

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -21,36 +21,6 @@ fn sim(symbols: &[&str]) -> Sim {
         },
     )
     .unwrap()
-}
-
-/// Spawns a recorder started with `--metrics-addr 127.0.0.1:0` and returns its metrics base URL
-/// and a thread that collects the rest of its stdout.
-fn metrics_url(child: &mut Child) -> (String, std::thread::JoinHandle<String>) {
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("metrics on ")
-        .unwrap_or_else(|| panic!("first line: {line}"))
-        .trim_end_matches("/metrics")
-        .to_string();
-    let rest = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    (url, rest)
-}
-
-fn get(url: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent.get(url).call().unwrap();
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_to_string().unwrap())
 }
 
 fn stderr_of(child: &mut Child) -> String {

@@ -188,10 +188,9 @@ fn a_closed_stdout_never_panics_a_command() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
-    // The recorder's own SUMMARY lines are not the offline commands' to print: the demo runs
-    // with a reader, and gives health a metrics.json.
+    // The demo prints its own lines and the recorder's SUMMARY lines: neither may fail it.
     let demo = dir.path().join("demo");
-    let out = run_output(obrec().args(["demo", "--seconds", "1", "--dir"]).arg(&demo));
+    let out = with_stdout_closed(obrec().args(["demo", "--seconds", "1", "--dir"]).arg(&demo));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
     let out = with_stdout_closed(
@@ -416,10 +415,9 @@ fn inputs_without_depth_events_exit_2_naming_the_path() {
     assert!(!dir.path().join("unused").exists());
 }
 
-#[test]
-fn books_of_diff_events_need_their_snapshot_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// The hftbacktest fixture imported into `<dir>/data`: a diff-depth recording with its snapshot.
+fn imported_fixture(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
     let out = run_output(
         obrec()
             .args(["import", "--format", "hftbacktest", "-o"])
@@ -427,6 +425,13 @@ fn books_of_diff_events_need_their_snapshot_files() {
             .arg(fixture("hftbacktest_usdm_btcusdt_20240808.gz")),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    data
+}
+
+#[test]
+fn books_of_diff_events_need_their_snapshot_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = imported_fixture(dir.path());
     let depth_only = depth_files(&data);
     let out = run_output(obrec().args(["replay", "--book", "5"]).args(&depth_only));
     let stderr = text(&out.stderr);
@@ -445,14 +450,7 @@ fn books_of_diff_events_need_their_snapshot_files() {
 #[test]
 fn a_damaged_snapshot_file_is_damage() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let out = run_output(
-        obrec()
-            .args(["import", "--format", "hftbacktest", "-o"])
-            .arg(&data)
-            .arg(fixture("hftbacktest_usdm_btcusdt_20240808.gz")),
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let data = imported_fixture(dir.path());
     let snapshot = files_under(&data)
         .into_iter()
         .find(|f| f.to_string_lossy().contains("_snapshot_"))
@@ -471,14 +469,7 @@ fn a_damaged_snapshot_file_is_damage() {
 #[test]
 fn replay_prints_a_line_per_symbol_and_a_summary() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let out = run_output(
-        obrec()
-            .args(["import", "--format", "hftbacktest", "-o"])
-            .arg(&data)
-            .arg(fixture("hftbacktest_usdm_btcusdt_20240808.gz")),
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let data = imported_fixture(dir.path());
     let out = run_output(obrec().arg("replay").arg(&data));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -38,28 +37,8 @@ fn recorder(sim: &Sim, dir: &std::path::Path) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("metrics on ")
-        .unwrap_or_else(|| panic!("first line: {line}"))
-        .trim_end_matches("/metrics")
-        .to_string();
-    // Keep reading stdout so the recorder never blocks on a full pipe.
-    std::thread::spawn(move || for _ in stdout.lines() {});
+    let (url, _stdout) = metrics_url(&mut child);
     (child, url)
-}
-
-fn get(url: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent.get(url).call().unwrap();
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_to_string().unwrap())
 }
 
 fn sample(text: &str, series: &str) -> f64 {

@@ -192,32 +192,6 @@ fn log_pruning_never_deletes_another_recorders_files() {
     sim.shutdown();
 }
 
-/// Reads the `metrics on …` line a recorder started with `--metrics-addr` prints first, then keeps
-/// its stdout drained; returns the base URL.
-fn metrics_url(child: &mut Child) -> String {
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("metrics on ")
-        .unwrap_or_else(|| panic!("first line: {line}"))
-        .trim_end_matches("/metrics")
-        .to_string();
-    std::thread::spawn(move || for _ in stdout.lines() {});
-    url
-}
-
-fn get(url: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent.get(url).call().unwrap();
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_to_string().unwrap())
-}
-
 #[test]
 fn a_refused_snapshot_is_an_error_not_throttling_and_the_book_says_when_it_synced() {
     let sim = sim(
@@ -242,7 +216,7 @@ fn a_refused_snapshot_is_an_error_not_throttling_and_the_book_says_when_it_synce
             .spawn()
             .unwrap(),
     );
-    let url = metrics_url(&mut child.0);
+    let (url, _stdout) = metrics_url(&mut child.0);
     let data = dir.path().join("data");
     wait_for(Duration::from_secs(20), "a synced book", || {
         total_messages(&data) > 0 && metrics(&data)["symbols"]["ETHUSDT"]["book"]["synced"] == true
@@ -346,7 +320,7 @@ fn healthz_and_obrec_health_agree_on_breaks() {
             .spawn()
             .unwrap(),
     );
-    let url = metrics_url(&mut child.0);
+    let (url, _stdout) = metrics_url(&mut child.0);
     let data = dir.path().join("data");
     wait_for(Duration::from_secs(10), "a break reported", || {
         total_messages(&data) > 0 && metrics(&data)["continuity"]["breaks"].as_u64() > Some(0)

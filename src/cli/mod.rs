@@ -211,6 +211,17 @@ mod tests {
         }
     }
 
+    /// `15m` in the flag and `DEFAULT_WINDOW` in the library say the same, as do the other
+    /// thresholds.
+    #[test]
+    fn health_flags_default_to_the_health_check_defaults() {
+        let cli = Cli::try_parse_from(["obrec", "health"]).unwrap();
+        let Some(Command::Health(args)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.check(), crate::metrics::health::HealthCheck::default());
+    }
+
     /// One environment variable, one flag: `OBREC_<FLAG>` everywhere, so a variable set for one
     /// subcommand (scripts/obrec.env sets record's) means the same to every other that reads it.
     #[test]

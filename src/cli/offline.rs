@@ -280,22 +280,28 @@ pub struct HealthArgs {
     pub max_drops: u64,
 }
 
+impl HealthArgs {
+    pub fn check(&self) -> HealthCheck {
+        HealthCheck {
+            metrics: self.metrics.clone(),
+            max_age: self.max_age,
+            max_silence: self.max_silence,
+            min_rate: self.min_rate,
+            max_p50: self.max_p50,
+            max_p95: self.max_p95,
+            max_p99: self.max_p99,
+            window: self.window,
+            max_breaks: self.max_breaks,
+            max_resyncs: self.max_resyncs,
+            max_reconnects: self.max_reconnects,
+            max_drops: self.max_drops,
+        }
+    }
+}
+
 /// `obrec health`: prints `healthy` (exit 0) or `unhealthy: <reason>` (exit 1).
 pub fn health(args: &HealthArgs) -> anyhow::Result<ExitCode> {
-    let check = HealthCheck {
-        metrics: args.metrics.clone(),
-        max_age: args.max_age,
-        max_silence: args.max_silence,
-        min_rate: args.min_rate,
-        max_p50: args.max_p50,
-        max_p95: args.max_p95,
-        max_p99: args.max_p99,
-        window: args.window,
-        max_breaks: args.max_breaks,
-        max_resyncs: args.max_resyncs,
-        max_reconnects: args.max_reconnects,
-        max_drops: args.max_drops,
-    };
+    let check = args.check();
     let verdict = health::check(&check, std::time::SystemTime::now())?;
     let mut out = Console::new();
     match &verdict {

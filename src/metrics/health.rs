@@ -14,8 +14,9 @@ use std::time::{Duration, SystemTime};
 use crate::error::{Error, Result};
 use crate::metrics::{INCIDENT_SPAN, Report};
 
-/// Default `--window` (the flag's default spells it `15m`): a check run every minute or five sees
-/// an incident several times, and one early incident does not mark the recorder all day.
+/// Default `--window` (the flag spells it `15m`; a cli test holds the two together): a check run
+/// every minute or five sees an incident several times, and one early incident does not mark the
+/// recorder all day.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// The thresholds default to the seed's "abnormal" column.

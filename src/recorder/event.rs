@@ -12,7 +12,7 @@ use crate::store::line::DepthLine;
 #[derive(Debug)]
 pub struct DepthRecord {
     pub symbol: SymbolId,
-    /// The connection that delivered it (1, 2, … within a run).
+    /// The connection that delivered it; numbers rise across the runs into one data dir.
     pub conn: u64,
     /// Wall clock at receipt, ns since the Unix epoch.
     pub recv_ns: u64,

@@ -43,7 +43,8 @@ pub struct DepthLine<'a> {
     pub pipeline_us: Option<u64>,
     /// Wall clock at receipt, ns since the Unix epoch.
     pub recv_ns: u64,
-    /// The connection that delivered it (1, 2, … within a run): a change marks a reconnect.
+    /// The connection that delivered it (numbers rise across the runs into one data dir): a change
+    /// marks a reconnect.
     pub conn: u64,
 }
 

@@ -169,3 +169,35 @@ pub fn gunzip_lines(path: &Path) -> usize {
         .lines()
         .count()
 }
+
+/// Reads the `metrics on …` line a recorder started with `--metrics-addr` prints first; returns
+/// the base URL, and a thread that drains the rest of its stdout (so the recorder never meets a
+/// full pipe) and hands it back.
+pub fn metrics_url(child: &mut Child) -> (String, std::thread::JoinHandle<String>) {
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("metrics on ")
+        .unwrap_or_else(|| panic!("first line: {line}"))
+        .trim_end_matches("/metrics")
+        .to_string();
+    let rest = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    (url, rest)
+}
+
+/// GET `url`: the status and the body, whatever the status.
+pub fn get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
