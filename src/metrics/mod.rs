@@ -399,7 +399,7 @@ impl Metrics {
 
     /// Counts one recorded event.
     pub fn observe(&mut self, symbol: SymbolId, recv_ns: u64, event_ms: u64, ids: Ids) {
-        let latency_us = (recv_ns / 1_000) as i64 - event_ms as i64 * 1_000;
+        let latency_us = crate::util::clock::latency_us(recv_ns, event_ms);
         let span = ids.last.saturating_sub(ids.first);
         self.total.observe(latency_us, span);
         self.window.observe(latency_us, span);

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::market::sequence::Ids;
-use crate::util::clock::push_iso_millis;
+use crate::util::clock::{latency_us, push_iso_millis};
 
 /// One depth event as a line holds it, borrowed: what [`encode_depth`] writes and
 /// [`parse_depth`] reads back.
@@ -51,7 +51,7 @@ pub struct DepthLine<'a> {
 impl DepthLine<'_> {
     /// Receipt minus event time in µs; negative when the local clock runs behind the exchange's.
     pub fn event_latency_us(&self) -> i64 {
-        (self.recv_ns / 1_000) as i64 - (self.event_ms as i64) * 1_000
+        latency_us(self.recv_ns, self.event_ms)
     }
 }
 

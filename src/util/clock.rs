@@ -18,6 +18,14 @@ pub fn wall_ms() -> u64 {
     wall_ns() / 1_000_000
 }
 
+/// Receipt minus event time in µs: network latency plus clock offset, negative when the local
+/// clock runs behind the exchange's. Saturates rather than wraps, since an event time read from a
+/// file can be any number.
+pub fn latency_us(recv_ns: u64, event_ms: u64) -> i64 {
+    let us = i128::from(recv_ns / 1_000) - i128::from(event_ms) * 1_000;
+    i64::try_from(us).unwrap_or(if us < 0 { i64::MIN } else { i64::MAX })
+}
+
 /// `20261120T081523Z`: sorts as time does, and is safe in a file name.
 pub fn compact_utc(secs: u64) -> String {
     let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
@@ -75,6 +83,14 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_saturates_on_any_event_time() {
+        assert_eq!(latency_us(1_000_000_000, 999), 1_000);
+        assert_eq!(latency_us(0, 1), -1_000);
+        assert_eq!(latency_us(0, u64::MAX), i64::MIN);
+        assert_eq!(latency_us(u64::MAX, 0), (u64::MAX / 1_000) as i64);
+    }
 
     #[test]
     fn iso_dates_match_known_instants() {
