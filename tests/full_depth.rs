@@ -145,3 +145,55 @@ fn record_and_compare(faults: Faults) -> serde_json::Value {
     }
     m
 }
+
+/// `--speed 0ms` subscribes the unthrottled diff stream hftbacktest's collector records, and the
+/// recording of it replays whole; a partial stream has no such speed.
+#[test]
+fn the_unthrottled_diff_stream_is_recorded_under_its_name() {
+    let sim = Sim::start(
+        "127.0.0.1:0",
+        SimConfig {
+            symbols: vec!["BTCUSDT".into()],
+            rate: Rate::PerSecond(100.0),
+            ..SimConfig::default()
+        },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_output(record_sim(&sim, dir.path()).args([
+        "--symbol",
+        "BTCUSDT",
+        "--depth",
+        "0",
+        "--speed",
+        "0ms",
+        "--run-minutes",
+        "0.03",
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = read_lines(&depth_files(&dir.path().join("data")));
+    assert!(lines.len() > 50, "{} lines", lines.len());
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.json["stream"] == "btcusdt@depth@0ms")
+    );
+    let replay = run_output(
+        obrec()
+            .args(["replay", "--strict"])
+            .arg(dir.path().join("data")),
+    );
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stdout)
+    );
+
+    let refused = run_output(record_sim(&sim, dir.path()).args(["--depth", "5", "--speed", "0ms"]));
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("diff stream only"));
+}

@@ -25,9 +25,9 @@ pub struct RecordArgs {
     /// Book levels: 5, 10 or 20 for the partial stream; 0 for the diff stream with REST snapshots.
     #[arg(long, env = "OBREC_DEPTH", default_value = "5", value_parser = parse::depth)]
     pub depth: Depth,
-    /// Update speed of the stream.
+    /// Update speed of the stream; 0ms (unthrottled) is the diff stream's only (--depth 0).
     #[arg(long, env = "OBREC_SPEED", default_value = "100ms",
-          value_parser = PossibleValuesParser::new(["100ms", "250ms", "500ms"]).try_map(|s| s.parse::<Speed>()))]
+          value_parser = PossibleValuesParser::new(["0ms", "100ms", "250ms", "500ms"]).try_map(|s| s.parse::<Speed>()))]
     pub speed: Speed,
     /// Stop after this many minutes (decimals allowed: 0.1 = 6 s); runs forever when absent.
     #[arg(long, env = "OBREC_RUN_MINUTES", value_parser = parse::minutes_or_zero)]
@@ -133,6 +133,14 @@ impl RecordArgs {
 /// Records until a signal or `--run-minutes`.
 pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let config = args.config();
+    if !config.speed.serves(config.depth) {
+        return Err(Error::Invalid(format!(
+            "--speed {} is served for the diff stream only: use --depth 0, or a speed of 100ms, \
+             250ms or 500ms",
+            config.speed
+        ))
+        .into());
+    }
     // Both directories are checked before either is created: a typo in one must not leave the
     // other behind.
     usable_dir("log dir", &args.log_dir)?;

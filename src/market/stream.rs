@@ -32,6 +32,9 @@ impl Depth {
 /// Update speed of a depth stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Speed {
+    /// Unthrottled: every update as it happens, diff stream only (`<sym>@depth@0ms`, what
+    /// hftbacktest's collector records). Binance does not list it, and serves it.
+    Ms0,
     Ms100,
     /// Binance's default: no suffix on the stream name.
     Ms250,
@@ -39,8 +42,15 @@ pub enum Speed {
 }
 
 impl Speed {
+    /// Whether Binance serves this speed for `depth`: the partial streams come at 100, 250 or
+    /// 500 ms only.
+    pub fn serves(self, depth: Depth) -> bool {
+        self != Speed::Ms0 || depth == Depth::Diff
+    }
+
     fn suffix(self) -> &'static str {
         match self {
+            Speed::Ms0 => "@0ms",
             Speed::Ms100 => "@100ms",
             Speed::Ms250 => "",
             Speed::Ms500 => "@500ms",
@@ -53,10 +63,13 @@ impl FromStr for Speed {
 
     fn from_str(s: &str) -> Result<Speed, String> {
         match s.trim() {
+            "0ms" => Ok(Speed::Ms0),
             "100ms" => Ok(Speed::Ms100),
             "250ms" => Ok(Speed::Ms250),
             "500ms" => Ok(Speed::Ms500),
-            _ => Err(format!("{s:?} is not a speed: use 100ms, 250ms or 500ms")),
+            _ => Err(format!(
+                "{s:?} is not a speed: use 0ms, 100ms, 250ms or 500ms"
+            )),
         }
     }
 }
@@ -64,6 +77,7 @@ impl FromStr for Speed {
 impl fmt::Display for Speed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Speed::Ms0 => "0ms",
             Speed::Ms100 => "100ms",
             Speed::Ms250 => "250ms",
             Speed::Ms500 => "500ms",
@@ -156,6 +170,12 @@ mod tests {
             depth_stream(&sym("BTCUSDT"), Depth::Diff, Speed::Ms500),
             "btcusdt@depth@500ms"
         );
+        assert_eq!(
+            depth_stream(&sym("BTCUSDT"), Depth::Diff, Speed::Ms0),
+            "btcusdt@depth@0ms"
+        );
+        assert!(Speed::Ms0.serves(Depth::Diff) && !Speed::Ms0.serves(Depth::Partial(5)));
+        assert_eq!("0ms".parse::<Speed>(), Ok(Speed::Ms0));
     }
 
     #[test]
@@ -167,7 +187,10 @@ mod tests {
             Depth::Partial(10),
             Depth::Partial(20),
         ] {
-            for speed in [Speed::Ms100, Speed::Ms250, Speed::Ms500] {
+            for speed in [Speed::Ms0, Speed::Ms100, Speed::Ms250, Speed::Ms500] {
+                if !speed.serves(depth) {
+                    continue;
+                }
                 let name = depth_stream(&symbol, depth, speed);
                 assert_eq!(
                     parse_depth_stream(&name),
