@@ -3,17 +3,23 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Shortest and longest symbol accepted; Binance's are 5 to 15 characters today.
-const SYMBOL_LEN: std::ops::RangeInclusive<usize> = 2..=20;
+/// Shortest and longest symbol accepted; Binance's are 5 to 19 characters today
+/// (`1000SHIBUSDT_260925`), so 30 leaves room for longer listings.
+const SYMBOL_LEN: std::ops::RangeInclusive<usize> = 2..=30;
 
-/// A Binance symbol such as `ETHUSDT`: upper-case ASCII letters and digits. A symbol becomes part
-/// of file names, URLs and stream names, so nothing else gets in.
+/// A Binance symbol such as `ETHUSDT`, `BTCUSDT_260925` (a quarterly contract) or `BTCUSD_PERP`
+/// (COIN-M): upper-case ASCII letters and digits, and underscores between them. A symbol becomes
+/// part of file names, URLs and stream names, so nothing else gets in: no separators, no dots, and
+/// no non-ASCII letters, which URLs would have to escape (Binance lists a few such symbols; obrec
+/// refuses them by name rather than record them under an altered one).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Symbol(String);
 
 /// Why a text is not a [`Symbol`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a symbol (2 to 20 letters and digits, like ETHUSDT)")]
+#[error(
+    "{0:?} is not a symbol (2 to 30 ASCII letters and digits, underscores between them, like ETHUSDT or BTCUSD_PERP)"
+)]
 pub struct InvalidSymbol(pub String);
 
 impl Symbol {
@@ -23,7 +29,10 @@ impl Symbol {
         let ok = SYMBOL_LEN.contains(&upper.len())
             && upper
                 .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            && !upper.starts_with('_')
+            && !upper.ends_with('_')
+            && !upper.contains("__");
         if ok {
             Ok(Symbol(upper))
         } else {
@@ -85,13 +94,22 @@ mod tests {
             "1000PEPEUSDT"
         );
         assert_eq!(Symbol::new("ethusdt").unwrap().lower(), "ethusdt");
+        for listed in ["BTCUSDT_260925", "ethusd_perp", "1000SHIBUSDT_260925"] {
+            assert!(Symbol::new(listed).is_ok(), "{listed}");
+        }
         for bad in [
             "../x",
             "eth usdt",
             "E",
             "",
             "ETH-USDT",
-            "ABCDEFGHIJKLMNOPQRSTU",
+            "ETH.USDT",
+            "_ETHUSDT",
+            "ETHUSDT_",
+            "ETH__USDT",
+            "ETH/USDT",
+            "币安人生USDT",
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZABCDE",
         ] {
             assert!(Symbol::new(bad).is_err(), "{bad}");
         }
