@@ -242,8 +242,8 @@ fn sigkill_loop_loses_only_each_runs_unflushed_tail() {
         wait_for(Duration::from_secs(20), "the run to connect", || {
             sim.sent().len() > sent_before
         });
-        // Kills at varied points of the flush cycle.
-        std::thread::sleep(Duration::from_millis(400 + 170 * k));
+        // Kills at varied points of the flush cycle, each after at least three flushes.
+        std::thread::sleep(Duration::from_millis(600 + 150 * k));
         let killed_ns = now_ns();
         signal(&child, "-KILL");
         child.wait().unwrap();
