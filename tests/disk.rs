@@ -322,3 +322,61 @@ fn sigkill_loop_loses_only_each_runs_unflushed_tail() {
         assert_eq!(gaps, KILLS, "{line}");
     }
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` when this machine does not let the test mount one (not root, or in a container).
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .ok()?;
+        out.status.success().then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The same on a disk that is really full (ENOSPC, metrics.json and connections.json included),
+/// where the machine allows mounting a small tmpfs; skipped otherwise.
+#[test]
+fn a_full_tmpfs_leaves_whole_files_and_restarts_add_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(_tmpfs) = Tmpfs::mount(&data, "64k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root outside a container)");
+        return;
+    };
+    let sim = start_sim(&["ETHUSDT", "BTCUSDT"], 1000.0);
+    let mut record = record_sim(&sim, dir.path());
+    record.args(["--symbol", "ETHUSDT,BTCUSDT", "--flush-ms", "100"]);
+    record.args(["--run-minutes", "0.5", "--print-interval", "1"]);
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        let out = run_output(&mut record);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = problems(&String::from_utf8_lossy(&out.stderr));
+        assert!(
+            stderr
+                .iter()
+                .any(|l| l.starts_with("obrec: recording failed: ")
+                    && l.ends_with("No space left on device (os error 28)")),
+            "{stderr:?}"
+        );
+        assert_no_temporaries_or_empty_files(&data);
+        // Whatever holds data is whole to its last byte.
+        assert!(!read_lines(&depth_files(&data)).is_empty());
+        names.push(listing(&data).into_keys().collect::<Vec<_>>());
+    }
+    sim.shutdown();
+    // The first restart finishes the part the full disk left; after that nothing changes.
+    assert_eq!(names[1], names[2], "a restart added files");
+}
