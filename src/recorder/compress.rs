@@ -5,16 +5,19 @@
 //! the rename — so neither a member's compression nor a slow disk holds up the events queued
 //! behind it. Jobs are done in the order they were sent, which keeps each file's members in order
 //! and lets a file be finished right after its last member with no other coordination.
+//!
+//! The checks of the data directory are done here too, for the same reason: on a busy disk even
+//! creating a file can wait. Once the directory is gone, nothing more is attempted in it, so the
+//! run ends on that one failure rather than on one per file.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::gzip::MemberEncoder;
-use crate::store::staged::{OpenFile, finish, write_atomic};
+use crate::store::staged::{DirWatch, OpenFile, finish, write_atomic};
 
 /// What the writer asks of this stage.
 pub enum Job {
@@ -24,6 +27,8 @@ pub enum Job {
     Finish(Arc<OpenFile>),
     /// Replace a small file whole (`metrics.json`).
     Replace { path: PathBuf, body: Vec<u8> },
+    /// Check that the data directory is still there and writable.
+    CheckDir,
 }
 
 /// What became of one batch of jobs.
@@ -39,7 +44,7 @@ pub struct Done {
 /// Does batches of jobs in order until the writer drops its sender. The writer batches what one
 /// turn of its loop produces: with hundreds of symbols each flushing once a `--flush-ms`, a wake-up
 /// per member would cost more than compressing it.
-pub fn run(level: u32, batches: Receiver<Vec<Job>>, done: Sender<Done>) {
+pub fn run(level: u32, dir: &DirWatch, batches: Receiver<Vec<Job>>, done: Sender<Done>) {
     let mut encoder = MemberEncoder::new(level);
     let mut member = Vec::new();
     for batch in batches {
@@ -49,18 +54,23 @@ pub fn run(level: u32, batches: Receiver<Vec<Job>>, done: Sender<Done>) {
             result: Ok(()),
         };
         for job in batch {
+            if let Job::Member { lines, .. } = &job {
+                report.lines += lines.len();
+            }
+            if dir.is_lost() {
+                // Its failure was reported; files already open stay `.part` wherever they went.
+                continue;
+            }
             let result = match job {
                 Job::Member { file, lines } => {
                     member.clear();
                     encoder.encode(&lines, &mut member);
-                    report.lines += lines.len();
-                    report.written += member.len() as u64;
-                    (&file.file)
-                        .write_all(&member)
-                        .map_err(|e| Error::file(&file.part, e))
+                    file.append(&member)
+                        .map(|()| report.written += member.len() as u64)
                 }
                 Job::Finish(file) => finish(&file),
                 Job::Replace { path, body } => write_atomic(&path, &body),
+                Job::CheckDir => dir.check(),
             };
             report.result = report.result.and(result);
         }
@@ -75,6 +85,7 @@ pub fn run(level: u32, batches: Receiver<Vec<Job>>, done: Sender<Done>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use std::fs::{self, File};
     use std::io::Read;
 
@@ -82,14 +93,15 @@ mod tests {
     fn jobs_are_written_in_order_then_finished() {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("x.ndjson.gz.part");
-        let open = Arc::new(OpenFile {
-            file: File::create(&part).unwrap(),
-            part: part.clone(),
-            done: dir.path().join("x.ndjson.gz"),
-        });
+        let open = Arc::new(OpenFile::new(
+            File::create(&part).unwrap(),
+            part.clone(),
+            dir.path().join("x.ndjson.gz"),
+        ));
+        let watch = DirWatch::new(dir.path()).unwrap();
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        let stage = std::thread::spawn(move || run(1, jobs_rx, done_tx));
+        let stage = std::thread::spawn(move || run(1, &watch, jobs_rx, done_tx));
         let mut expected = Vec::new();
         let mut batch = Vec::new();
         for i in 0..50 {
@@ -125,18 +137,57 @@ mod tests {
     fn a_failed_finish_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("y.part");
-        let open = Arc::new(OpenFile {
-            file: File::create(&part).unwrap(),
+        let open = Arc::new(OpenFile::new(
+            File::create(&part).unwrap(),
             part,
             // The rename target's directory does not exist.
-            done: dir.path().join("gone").join("y"),
-        });
+            dir.path().join("gone").join("y"),
+        ));
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         jobs_tx.send(vec![Job::Finish(open)]).unwrap();
         drop(jobs_tx);
-        run(1, jobs_rx, done_tx);
+        run(1, &DirWatch::new(dir.path()).unwrap(), jobs_rx, done_tx);
         let done = done_rx.recv().unwrap();
         assert!(matches!(done.result, Err(Error::File { .. })));
+    }
+
+    /// After the directory is found gone, the jobs queued behind the check are not attempted:
+    /// the run ends on that one failure, and the file keeps its `.part` name.
+    #[test]
+    fn nothing_is_attempted_in_a_directory_found_gone() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("order_book");
+        fs::create_dir(&dir).unwrap();
+        let part = dir.join("z.part");
+        let open = Arc::new(OpenFile::new(
+            File::create(&part).unwrap(),
+            part,
+            dir.join("z"),
+        ));
+        let watch = DirWatch::new(&dir).unwrap();
+        let moved = root.path().join("moved");
+        fs::rename(&dir, &moved).unwrap();
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let lines = b"{}\n".to_vec();
+        let file = Arc::clone(&open);
+        jobs_tx
+            .send(vec![
+                Job::CheckDir,
+                Job::Member { file, lines },
+                Job::Finish(open),
+            ])
+            .unwrap();
+        drop(jobs_tx);
+        run(1, &watch, jobs_rx, done_tx);
+        let done = done_rx.recv().unwrap();
+        let err = done.result.unwrap_err().to_string();
+        assert!(
+            err.ends_with("order_book: moved or removed while recording"),
+            "{err}"
+        );
+        assert_eq!((done.lines, done.written), (3, 0));
+        assert_eq!(fs::read(moved.join("z.part")).unwrap(), b"");
     }
 }

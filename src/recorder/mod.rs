@@ -26,7 +26,7 @@ use crate::metrics::exporter::Exporter;
 use crate::metrics::{Report, Stats};
 use crate::store::conn_numbers::ConnNumbers;
 use crate::store::names::{FileKind, book_dir, series};
-use crate::store::{lock, salvage};
+use crate::store::{lock, salvage, staged};
 use crate::util::shutdown::Shutdown;
 use console::Console;
 use feed::{FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
@@ -123,6 +123,7 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
     let dir = config.book_dir();
     fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e))?;
     lock::hold(&dir)?;
+    staged::remove_stale_temps(&dir);
     let own: Vec<String> = config
         .symbols
         .iter()
@@ -273,8 +274,9 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
         log::error!("the snapshot thread panicked");
     }
     let report = writer.join().unwrap_or(Err(Error::Thread("writer")));
-    // The supervisor restarts us on exit 1; the log says why.
-    let report = report.inspect_err(|e| log::error!("writer stopped: {e}"));
+    // The supervisor restarts us on exit 1; the log file says why, and so does main, once, on
+    // stderr (which a warning would reach too).
+    let report = report.inspect_err(|e| log::info!("writer stopped: {e}"));
     if let Ok(report) = &report {
         console.printer().print(report.summary_line());
         log::info!("final {}", report.summary_line());

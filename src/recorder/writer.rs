@@ -7,6 +7,11 @@
 //! pandas read a live `.part` file, or one left by `kill -9`, without an error. One compressor
 //! serves every symbol, which keeps memory flat with hundreds of symbols. A finished file is
 //! fsynced, then renamed from `.part` to its final name.
+//!
+//! The first failure to write ends the run. Files already written are finished, but the file
+//! whose write failed keeps its `.part` name, cut back to its whole members, for crash recovery
+//! at the next start. Once a second the data directory itself is checked, so that its removal is
+//! noticed within that second rather than when a file is next created in it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +30,7 @@ use crate::recorder::event::{DepthRecord, Event, SnapshotRecord};
 use crate::store::gzip::MEMBER_BYTES;
 use crate::store::line::{SnapshotLine, encode_depth, encode_snapshot};
 use crate::store::names::{FileKind, METRICS_FILE, series};
-use crate::store::staged::{OpenFile, create_unique, write_atomic};
+use crate::store::staged::{DirWatch, OpenFile, create_unique, write_atomic};
 use crate::util::clock::{wall_ms, wall_ns};
 
 /// Longest interval between checks of the flush deadlines.
@@ -41,7 +46,8 @@ const BUSY_BATCH: usize = 16;
 /// How long a busy writer naps before taking the next batch: short against `--flush-ms`, long
 /// against the cost of a wake-up.
 const BUSY_NAP: Duration = Duration::from_micros(200);
-/// How often the writer looks for files whose period has ended.
+/// How often the writer looks for files whose period has ended, and has the data directory
+/// checked: a directory removed under the run is noticed within this.
 const PERIOD_CHECK: Duration = Duration::from_secs(1);
 
 /// How a symbol's data is laid out on disk.
@@ -107,6 +113,8 @@ struct Stage {
     thread: Option<JoinHandle<()>>,
     /// Line bytes sent and not yet reported done.
     in_flight: usize,
+    /// Shared with the stage, which checks it; a directory found gone gets no final metrics.
+    dir: Arc<DirWatch>,
 }
 
 /// Files, the compression stage and metrics: everything the writer thread owns.
@@ -146,9 +154,11 @@ impl Writer {
         let (jobs, jobs_rx) = crossbeam_channel::unbounded();
         let (done_tx, done) = crossbeam_channel::unbounded();
         let level = config.gzip_level;
+        let dir = Arc::new(DirWatch::new(&config.dir)?);
+        let watch = Arc::clone(&dir);
         let thread = std::thread::Builder::new()
             .name("compress".into())
-            .spawn(move || compress::run(level, jobs_rx, done_tx))
+            .spawn(move || compress::run(level, &watch, jobs_rx, done_tx))
             .map_err(|e| Error::Spawn("compress", e))?;
         let books = if config.book_sync {
             config
@@ -170,6 +180,7 @@ impl Writer {
                 done,
                 thread: Some(thread),
                 in_flight: 0,
+                dir,
             },
             metrics,
             stats,
@@ -183,21 +194,31 @@ impl Writer {
     /// Runs until every sender is gone, then finishes every file and writes the final metrics.
     ///
     /// On a file error the run ends: the error is returned after a best effort to finish the other
-    /// files and write final metrics, so a supervisor restart starts from intact files.
+    /// files and write final metrics, so a supervisor restart starts from intact files. Failures
+    /// after the first are logged; the first is left to the caller to report, once.
     pub fn run(mut self, rx: Receiver<Event>) -> Result<Report> {
-        let result = self.pump(&rx);
+        let mut errors = Vec::new();
+        errors.extend(self.pump(&rx).err());
         // Stop the readers' sends from piling up while files are finished.
         drop(rx);
-        let closed = self.close_all();
-        let drained = self.drain_stage();
+        if !self.stage.dir.is_lost() {
+            self.close_all(&mut errors);
+        }
+        self.drain_stage(&mut errors);
         // The stage is gone, so the final figures include every byte it wrote.
         let report = self.report();
-        let written = write_atomic(&self.config.dir.join(METRICS_FILE), &report.1);
-        result
-            .and(closed)
-            .and(drained)
-            .and(written)
-            .map(|()| report.0)
+        if !self.stage.dir.is_lost() {
+            let path = self.config.dir.join(METRICS_FILE);
+            errors.extend(write_atomic(&path, &report.1).err());
+        }
+        let mut errors = errors.into_iter();
+        match errors.next() {
+            Some(first) => {
+                errors.for_each(|e| log::error!("{e}"));
+                Err(first)
+            }
+            None => Ok(report.0),
+        }
     }
 
     fn pump(&mut self, rx: &Receiver<Event>) -> Result<()> {
@@ -242,6 +263,7 @@ impl Writer {
             }
             if now >= next_period_check {
                 self.close_finished_periods()?;
+                self.queue(Job::CheckDir)?;
                 next_period_check = now + PERIOD_CHECK;
             }
             if now >= next_report {
@@ -408,22 +430,18 @@ impl Writer {
     }
 
     /// Lets the stage finish every job sent, then waits for it to end. Carries on past errors so
-    /// that the report counts every byte written; returns the first.
-    fn drain_stage(&mut self) -> Result<()> {
-        let mut first_error = self.dispatch().err();
+    /// that the report counts every byte written; adds them to `errors`.
+    fn drain_stage(&mut self, errors: &mut Vec<Error>) {
+        errors.extend(self.dispatch().err());
         self.stage.jobs = None;
         while let Ok(done) = self.stage.done.recv() {
-            if let Err(e) = self.settle(done) {
-                log::error!("{e}");
-                first_error.get_or_insert(e);
-            }
+            errors.extend(self.settle(done).err());
         }
         if let Some(thread) = self.stage.thread.take()
             && thread.join().is_err()
         {
-            first_error.get_or_insert(self.stage_gone());
+            errors.push(self.stage_gone());
         }
-        first_error.map_or(Ok(()), Err)
     }
 
     /// Opens the file for the sink's current period, named after the period start or, when the
@@ -479,18 +497,13 @@ impl Writer {
     }
 
     /// Writes out everything pending and finishes every file, carrying on past errors so one bad
-    /// file does not cost the others.
-    fn close_all(&mut self) -> Result<()> {
-        let mut first_error = None;
+    /// file does not cost the others; adds them to `errors`.
+    fn close_all(&mut self, errors: &mut Vec<Error>) {
         for kind in FileKind::ALL {
             for symbol in 0..self.depth.len() {
-                if let Err(e) = self.finish(kind, symbol) {
-                    log::error!("{e}");
-                    first_error.get_or_insert(e);
-                }
+                errors.extend(self.finish(kind, symbol).err());
             }
         }
-        first_error.map_or(Ok(()), Err)
     }
 
     /// Builds the report, publishes it to the exporter and returns it with `metrics.json`'s body.

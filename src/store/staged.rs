@@ -1,22 +1,79 @@
 //! Files that appear whole or not at all: written under `<name>.part`, created exclusively and
 //! locked while written (so crash recovery in another process leaves a live file alone), then
 //! fsynced and given their final name without ever replacing an existing file.
+//!
+//! A file whose write failed (a full disk, a file size limit, an I/O error) is never given its
+//! final name: it is cut back to its last whole member and stays `.part` for crash recovery to
+//! finish at the next start, or is removed when it holds nothing. So a finished name always
+//! means a complete file, and a restart loop on a full disk leaves no empty files behind.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::store::names::{file_name, part_of};
 
-/// A data file being written: opened by the writer, written and finished by this stage.
+/// A data file being written: opened by the writer, appended to and finished by the compression
+/// stage, one thread at a time.
 pub struct OpenFile {
-    pub file: File,
+    file: File,
     /// The `.part` name it is written under.
     pub part: PathBuf,
     /// The name it gets when finished.
     pub done: PathBuf,
+    /// Bytes of whole members written: what the file is cut back to when a write fails.
+    whole: AtomicU64,
+    /// A write failed: the file takes no more members and keeps its `.part` name.
+    failed: AtomicBool,
+}
+
+impl OpenFile {
+    pub fn new(file: File, part: PathBuf, done: PathBuf) -> OpenFile {
+        OpenFile {
+            file,
+            part,
+            done,
+            whole: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Appends one whole gzip member with a single `write`.
+    ///
+    /// # Errors
+    /// The write failed. The bytes of the member that did reach the file are cut off again (a
+    /// truncation needs no free space), so the file stays valid gzip to its end; a file left
+    /// with nothing is removed. Later members are ignored, and [`finish`] leaves the file as
+    /// `.part`: its lines up to the failure are recovered at the next start.
+    pub fn append(&self, member: &[u8]) -> Result<()> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let whole = self.whole.load(Ordering::Relaxed);
+        match (&self.file).write_all(member) {
+            Ok(()) => {
+                self.whole
+                    .store(whole + member.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed.store(true, Ordering::Relaxed);
+                if whole == 0 {
+                    let _ = fs::remove_file(&self.part);
+                } else if let Err(cut) = self.file.set_len(whole) {
+                    // Recovery will keep the whole members and set the cut one aside.
+                    log::warn!(
+                        "{}: cannot cut back a failed write: {cut}",
+                        self.part.display()
+                    );
+                }
+                Err(Error::file(&self.part, e))
+            }
+        }
+    }
 }
 
 /// Creates `part` exclusively and locks it; `Ok(None)` when the name is taken.
@@ -48,7 +105,7 @@ pub fn create_unique(dir: &Path, series: &str, mut secs: u64) -> Result<OpenFile
         if !done.exists()
             && let Some(file) = create_part(&part)?
         {
-            return Ok(OpenFile { file, part, done });
+            return Ok(OpenFile::new(file, part, done));
         }
         secs += 1;
     }
@@ -74,8 +131,15 @@ pub fn link_no_replace(part: &Path, done: &Path) -> Result<bool> {
 }
 
 /// Makes the file durable under its final name. The rename happens while the file is still open
-/// and locked, so crash recovery in another process never sees an unlocked live `.part`.
+/// and locked, so crash recovery in another process never sees an unlocked live `.part`. A file
+/// whose write failed keeps its `.part` name (the failure was reported by [`OpenFile::append`]).
 pub fn finish(file: &OpenFile) -> Result<()> {
+    if file.failed.load(Ordering::Relaxed) {
+        if file.whole.load(Ordering::Relaxed) > 0 {
+            log::info!("left {} for crash recovery", file.part.display());
+        }
+        return Ok(());
+    }
     file.file
         .sync_all()
         .map_err(|e| Error::file(&file.part, e))?;
@@ -128,6 +192,93 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 fn temp_name(name: &str, n: u64) -> String {
     format!(".{name}.{}.{n}.tmp", std::process::id())
 }
+
+/// The process whose temporary `name` is, when it is one of [`write_atomic`]'s.
+fn temp_owner(name: &str) -> Option<u32> {
+    let stem = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut fields = stem.rsplitn(3, '.');
+    let (n, pid, _name) = (fields.next()?, fields.next()?, fields.next()?);
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Removes the temporaries of [`write_atomic`] that a killed process left in `dir` between
+/// creating and renaming them. Only for a directory this process alone writes (it holds its
+/// lock), so that another process's temporary there can only be a dead one's.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let owner = name.to_str().and_then(temp_owner);
+        if owner.is_some_and(|pid| pid != std::process::id()) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => log::info!("removed {}, left by a killed run", entry.path().display()),
+                Err(e) => log::warn!("{}: {e}", entry.path().display()),
+            }
+        }
+    }
+}
+
+/// The directory a run writes its files to, as it was when the run started, so that its removal,
+/// its replacement or its becoming unwritable is noticed at the next check. Otherwise a removed
+/// directory goes unnoticed until a file is next created in it: writes to files already open
+/// succeed while their data goes nowhere anyone can read.
+pub struct DirWatch {
+    dir: PathBuf,
+    /// Device and inode at the start: the path can come to name another directory.
+    id: (u64, u64),
+    /// A check failed: nothing more can be written or renamed there.
+    lost: AtomicBool,
+}
+
+impl DirWatch {
+    pub fn new(dir: &Path) -> Result<DirWatch> {
+        let meta = fs::metadata(dir).map_err(|e| Error::file(dir, e))?;
+        Ok(DirWatch {
+            dir: dir.to_path_buf(),
+            id: (meta.dev(), meta.ino()),
+            lost: AtomicBool::new(false),
+        })
+    }
+
+    /// Checks that the directory is still the one the run started with and that a file can be
+    /// created in it (a probe, created and removed at once).
+    ///
+    /// # Errors
+    /// [`Error::File`] naming the directory and what became of it; from then on
+    /// [`DirWatch::is_lost`] holds.
+    pub fn check(&self) -> Result<()> {
+        let why = match fs::metadata(&self.dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                io::Error::new(e.kind(), "moved or removed while recording")
+            }
+            Err(e) => e,
+            Ok(meta) if (meta.dev(), meta.ino()) != self.id => {
+                io::Error::other("replaced by another directory while recording")
+            }
+            Ok(_) => match create_temp(&self.dir.join(PROBE)) {
+                Ok((_, probe)) => {
+                    return fs::remove_file(&probe).map_err(|e| Error::file(probe, e));
+                }
+                Err(Error::File { cause, .. }) => {
+                    io::Error::new(cause.kind(), format!("not writable: {cause}"))
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        self.lost.store(true, Ordering::Relaxed);
+        Err(Error::file(&self.dir, why))
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
+/// The name [`DirWatch::check`] creates its probe under (as a temporary, see [`temp_name`]).
+const PROBE: &str = "write-probe";
 
 /// Makes a rename durable. Best effort: some filesystems cannot sync a directory.
 pub fn sync_dir(dir: &Path) {
@@ -183,5 +334,70 @@ mod tests {
         assert!(!fs::symlink_metadata(&target).unwrap().is_symlink());
         let left = fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(left, planted.len() + 2, "no temporary left behind");
+    }
+
+    /// A file whose first write fails is removed, and finishing it gives no final name.
+    #[test]
+    fn a_file_whose_first_write_failed_is_removed_not_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let (part, done) = (dir.path().join("b.part"), dir.path().join("b"));
+        fs::write(&part, b"").unwrap();
+        // Opened for reading only: every write fails.
+        let open = OpenFile::new(File::open(&part).unwrap(), part.clone(), done.clone());
+        assert!(open.append(b"member").is_err());
+        assert!(!part.exists());
+        finish(&open).unwrap();
+        assert!(!done.exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn temporaries_of_other_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = std::process::id() + 1;
+        let names = [
+            format!(".metrics.json.{other}.0.tmp"),
+            format!(".connections.json.{other}.12.tmp"),
+            temp_name("metrics.json", 3),
+            "metrics.json".into(),
+            "ethusdt_depth_20260101T000000Z.ndjson.gz.part".into(),
+            ".lock".into(),
+            ".x.tmp".into(),
+        ];
+        for name in &names {
+            fs::write(dir.path().join(name), b"").unwrap();
+        }
+        remove_stale_temps(dir.path());
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut kept = names[2..].to_vec();
+        kept.sort();
+        assert_eq!(left, kept);
+    }
+
+    #[test]
+    fn a_replaced_directory_is_noticed_and_a_probe_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("order_book");
+        fs::create_dir(&dir).unwrap();
+        let watch = DirWatch::new(&dir).unwrap();
+        watch.check().unwrap();
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            0,
+            "the probe is removed"
+        );
+        assert!(!watch.is_lost());
+        fs::rename(&dir, root.path().join("old")).unwrap();
+        fs::create_dir(&dir).unwrap();
+        let err = watch.check().unwrap_err().to_string();
+        assert!(
+            err.ends_with("order_book: replaced by another directory while recording"),
+            "{err}"
+        );
+        assert!(watch.is_lost());
     }
 }
