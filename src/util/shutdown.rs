@@ -48,6 +48,13 @@ impl Shutdown {
             signal_hook::flag::register(signal, Arc::clone(&self.inner.signalled))?;
             signal_hook::flag::register(signal, Arc::clone(&self.inner.flag))?;
         }
+        // A file-size limit (`ulimit -f`) would otherwise kill the process mid-write; with the
+        // signal handled the write fails with EFBIG, which the recorder treats like a full disk:
+        // the file stays `.part` and the run ends with exit 1.
+        signal_hook::flag::register(
+            signal_hook::consts::SIGXFSZ,
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        )?;
         Ok(())
     }
 
