@@ -1,6 +1,7 @@
 //! A hostile or broken exchange on the wire, against the real recorder binary: WebSocket protocol
-//! violations and a handshake that never finishes. Each is counted or bounded, logged, and never
-//! stops the recorder or keeps it from stopping.
+//! violations, a handshake that never finishes, and REST answers with numbers and sizes no real
+//! exchange sends. Each is counted or bounded, logged, and never stops the recorder or keeps it
+//! from stopping.
 
 mod common;
 
@@ -172,4 +173,92 @@ fn a_handshake_that_never_finishes_is_a_connect_failure_and_sigterm_stops_the_re
             >= 1
     );
     sim.shutdown();
+}
+
+#[test]
+fn a_huge_retry_after_is_bounded_and_the_snapshot_thread_lives() {
+    let sim = start_sim(Faults {
+        reject_snapshots: 1,
+        snapshot_status: 429,
+        retry_after: Some(u64::MAX),
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = record_for(&sim, dir.path(), 2.0, &["--depth", "0"]);
+    sim.shutdown();
+    assert_success(&out);
+    let log = stderr(&out);
+    assert!(
+        log.contains("Retry-After of 18446744073709551615 s is longer than any Binance ban"),
+        "{log}"
+    );
+    assert!(log.contains("pausing snapshots for 259200s"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let m = metrics(&dir.path().join("data"));
+    assert!(
+        m["symbols"]["ETHUSDT"]["throttled_snapshots"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{m}"
+    );
+}
+
+#[test]
+fn a_used_weight_past_the_limit_pauses_snapshots_with_a_warning() {
+    let sim = start_sim(Faults {
+        used_weight: Some(u64::MAX),
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = record_for(&sim, dir.path(), 2.0, &["--depth", "0"]);
+    sim.shutdown();
+    assert_success(&out);
+    let log = stderr(&out);
+    assert!(
+        log.contains("x-mbx-used-weight-1m of 18446744073709551615 is over the exchange's limit"),
+        "{log}"
+    );
+    assert!(log.contains("near the limit: pausing snapshots"), "{log}");
+    // The snapshot that carried it was good, and was recorded.
+    let snapshots = snapshot_lines(&dir.path().join("data"));
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+}
+
+#[test]
+fn a_snapshot_body_past_the_limit_is_an_error_not_a_record() {
+    let sim = start_sim(Faults {
+        snapshot_bytes: Some(5 << 20),
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = record_for(&sim, dir.path(), 2.0, &["--depth", "0"]);
+    let padded = sim.stats().injected(Fault::PaddedSnapshot);
+    sim.shutdown();
+    assert_success(&out);
+    let log = stderr(&out);
+    assert!(log.contains("body larger than 4 MiB"), "{log}");
+    let m = metrics(&dir.path().join("data"));
+    let errors = m["symbols"]["ETHUSDT"]["snapshot_errors"].as_u64().unwrap();
+    assert!(
+        errors >= 1 && errors <= padded,
+        "{errors} errors of {padded} sent"
+    );
+    assert!(snapshot_lines(&dir.path().join("data")).is_empty());
+}
+
+/// Every line of the snapshot files under `<data>/order_book`.
+fn snapshot_lines(data: &Path) -> Vec<String> {
+    let mut files: Vec<_> = std::fs::read_dir(data.join("order_book"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains("_snapshot")
+        })
+        .collect();
+    files.sort();
+    read_lines(&files).into_iter().map(|l| l.text).collect()
 }
