@@ -176,6 +176,57 @@ fn a_handshake_that_never_finishes_is_a_connect_failure_and_sigterm_stops_the_re
 }
 
 #[test]
+fn sigterm_stops_a_recorder_whose_tcp_connect_is_never_answered() {
+    // A listener that never accepts, with its queue full: the kernel drops further SYNs, so a
+    // connect waits as it would on a host that has gone.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let filler: Vec<_> = (0..2)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()
+        })
+        .collect();
+    assert!(!filler.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, rest) = (format!("ws://{addr}"), format!("http://{addr}"));
+    let mut child = record_from(
+        &ws,
+        &rest,
+        &dir.path().join("data"),
+        &dir.path().join("logs"),
+    )
+    .args(["--symbol", "ETHUSDT"])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let lines = stderr_lines(&mut child);
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&child, "-TERM");
+    let stopping = Instant::now();
+    let status = wait_with_timeout(&mut child, WATCHDOG).expect("the recorder stops");
+    assert!(
+        stopping.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let log: Vec<String> = lines.iter().collect();
+    let log = log.join("\n");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("never connected to ws://"), "{log}");
+    assert!(log.contains("stopped while connecting"), "{log}");
+}
+
+#[test]
 fn a_huge_retry_after_is_bounded_and_the_snapshot_thread_lives() {
     let sim = start_sim(Faults {
         reject_snapshots: 1,

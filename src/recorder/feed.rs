@@ -226,7 +226,7 @@ impl Group {
                     }
                     Ok(None) => {
                         self.last_failure
-                            .get_or_insert_with(|| "stopped before the handshake finished".into());
+                            .get_or_insert_with(|| "stopped while connecting".into());
                         break;
                     }
                     Err(e) => {
