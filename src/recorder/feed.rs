@@ -7,12 +7,13 @@
 //! exchange then disconnects.
 //!
 //! The socket has a short read timeout, so the loop wakes regularly to notice shutdown, send
-//! client pings, flush queued pongs and detect a connection that went silent. Opening a connection
-//! works the same way: TCP, TLS and the HTTP upgrade share one deadline, in short slices that
-//! look at the shutdown token, so a server that drips or withholds its answer costs a connect
-//! failure, never a reader that cannot stop. Before the
+//! client pings, flush queued pongs and detect a connection that went silent. Before the
 //! exchange's 24 h cut the group opens a second connection and switches over once it delivers;
 //! while both are open, events are de-duplicated by `u`.
+//!
+//! Opening a connection works the same way: TCP, TLS and the HTTP upgrade share one deadline,
+//! waited out in short slices that look at the shutdown token, so a server that drips or
+//! withholds its answer costs a connect failure, never a reader that cannot stop.
 //!
 //! A stream that delivers nothing (an unknown or delisted symbol) is the exchange's answer to a
 //! subscription, not a failure of the connection, so it never costs the other streams a
