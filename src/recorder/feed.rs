@@ -11,9 +11,9 @@
 //! exchange's 24 h cut the group opens a second connection and switches over once it delivers;
 //! while both are open, events are de-duplicated by `u`.
 //!
-//! Opening a connection works the same way: TCP, TLS and the HTTP upgrade share one deadline,
-//! waited out in short slices that look at the shutdown token, so a server that drips or
-//! withholds its answer costs a connect failure, never a reader that cannot stop.
+//! Opening a connection works the same way: name lookup, TCP, TLS and the HTTP upgrade share one
+//! deadline, waited out in short slices that look at the shutdown token, so a server that drips
+//! or withholds its answer costs a connect failure, never a reader that cannot stop.
 //!
 //! A stream that delivers nothing (an unknown or delisted symbol) is the exchange's answer to a
 //! subscription, not a failure of the connection, so it never costs the other streams a
@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -55,14 +55,11 @@ const READ_TICK: Duration = Duration::from_millis(100);
 /// The read tick while two connections overlap: each read may wait this long before the other
 /// connection gets its turn.
 const OVERLAP_TICK: Duration = Duration::from_millis(2);
-/// The whole connect (TCP, TLS, HTTP upgrade) must be done within this. Binance completes it in
-/// well under a second from anywhere, a slow link in two or three; past ten seconds the server is
-/// not going to answer usefully, and the group is better off retrying with backoff (and logging
-/// why) than waiting on it.
+/// The whole connect (name lookup, TCP, TLS, HTTP upgrade) must be done within this. Binance
+/// completes it in well under a second from anywhere, a slow link in two or three; past ten
+/// seconds the server is not going to answer usefully, and the group is better off retrying with
+/// backoff (and logging why) than waiting on it.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
-/// A TCP connect waits at most this long before it is tried again, so that shutdown is looked at
-/// between tries. The kernel's own first SYN retransmission also comes after a second.
-const CONNECT_SLICE: Duration = Duration::from_secs(1);
 /// A write (ping, pong, close) that cannot complete in this time means a dead peer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame accepted. Binance depth frames are at most tens of KB; anything far larger is
@@ -901,22 +898,24 @@ fn no_answer() -> String {
     format!("no answer within {CONNECT_DEADLINE:?}")
 }
 
-/// Connects to one of `host`'s addresses before `deadline`, trying them in turn in
-/// [`CONNECT_SLICE`]s; an address that refuses is not tried again. `None` when `shutdown`
-/// triggers first.
+/// Looks `host` up and connects to one of its addresses before `deadline`. Neither a lookup nor
+/// a connect can be interrupted, so they run on a helper thread while this one looks at the
+/// shutdown token every [`READ_TICK`]; a helper left behind ends by itself, at the deadline or
+/// when the lookup gives up. `None` when `shutdown` triggers first.
 fn connect_tcp(
     host: &str,
     port: u16,
     deadline: Instant,
     shutdown: &Shutdown,
 ) -> Result<Option<TcpStream>, FeedError> {
-    let mut addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(FeedError::Connect)?
-        .collect();
-    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
-    let mut next = 0;
-    while !addrs.is_empty() {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let host = host.to_owned();
+    std::thread::Builder::new()
+        .name("connect".into())
+        // The reader may have stopped waiting: then nobody wants the result.
+        .spawn(move || drop(tx.send(dial(&host, port, deadline))))
+        .map_err(FeedError::Connect)?;
+    loop {
         if shutdown.is_triggered() {
             return Ok(None);
         }
@@ -925,20 +924,36 @@ fn connect_tcp(
             let cause = io::Error::new(io::ErrorKind::TimedOut, no_answer());
             return Err(FeedError::Connect(cause));
         }
-        next %= addrs.len();
-        match TcpStream::connect_timeout(&addrs[next], left.min(CONNECT_SLICE)) {
-            Ok(tcp) => return Ok(Some(tcp)),
-            Err(e) if is_timeout(&e) => {
-                last = e;
-                next += 1;
-            }
-            Err(e) => {
-                last = e;
-                addrs.remove(next);
+        match rx.recv_timeout(left.min(READ_TICK)) {
+            Ok(dialed) => return dialed.map(Some).map_err(FeedError::Connect),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(FeedError::Connect(io::Error::other(
+                    "the connect thread failed",
+                )));
             }
         }
     }
-    Err(FeedError::Connect(last))
+}
+
+/// Connects to the first of `host`'s addresses that answers, each given an equal share of the
+/// time left before `deadline`.
+fn dial(host: &str, port: u16, deadline: Instant) -> io::Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
+    for (i, addr) in addrs.iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Inside the loop `addrs.len() - i` is at least 1: never a division by zero.
+        let share = left / u32::try_from(addrs.len() - i).unwrap_or(u32::MAX);
+        if share.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, no_answer()));
+        }
+        match TcpStream::connect_timeout(addr, share) {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// What kind of bad frame a read error is, if it is one: a frame that could not be taken whole
