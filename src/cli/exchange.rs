@@ -14,7 +14,7 @@ use super::parse;
 use crate::exchange::serve::{Pace, Recording, Serve, ServeConfig};
 use crate::exchange::sim::{
     DEFAULT_LISTEN, DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, DEFAULT_SNAPSHOT_STATUS,
-    Faults, Rate, SentFrame, Sim, SimConfig,
+    Faults, Rate, SentFrame, Sim, SimConfig, Violation,
 };
 use crate::util::shutdown::Shutdown;
 
@@ -203,6 +203,30 @@ pub struct FaultArgs {
     #[arg(long, env = "OBREC_SNAPSHOT_STATUS", value_name = "CODE", default_value_t = DEFAULT_SNAPSHOT_STATUS,
           value_parser = clap::value_parser!(u16).range(200..=599))]
     pub snapshot_status: u16,
+    /// Send `Retry-After: S` with refused snapshot requests (with --snapshot-status 429 or 418)
+    #[arg(long, env = "OBREC_RETRY_AFTER", value_name = "S")]
+    pub retry_after: Option<u64>,
+    /// Send `x-mbx-used-weight-1m: N` with every snapshot answer
+    #[arg(long, env = "OBREC_USED_WEIGHT", value_name = "N")]
+    pub used_weight: Option<u64>,
+    /// Pad snapshot bodies with trailing spaces to at least B bytes
+    #[arg(long, env = "OBREC_SNAPSHOT_BYTES", value_name = "B")]
+    pub snapshot_bytes: Option<usize>,
+    /// Send a frame that breaks the WebSocket protocol (--violation) after every Nth data frame
+    #[arg(long, env = "OBREC_VIOLATION_EVERY", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub violation_every: Option<u64>,
+    /// The rule those frames break: utf8 (text not UTF-8), opcode (reserved), masked, rsv (RSV1 set),
+    /// close-code (1005)
+    #[arg(
+        long,
+        env = "OBREC_VIOLATION",
+        value_name = "KIND",
+        default_value = "utf8"
+    )]
+    pub violation: Violation,
+    /// Send each WebSocket upgrade response one byte every S seconds (a large S withholds it)
+    #[arg(long, env = "OBREC_HANDSHAKE_DRIP_SEC", value_name = "S", value_parser = parse::seconds)]
+    pub handshake_drip_sec: Option<Duration>,
 }
 
 impl From<&FaultArgs> for Faults {
@@ -225,6 +249,12 @@ impl From<&FaultArgs> for Faults {
             reject_status: a.reject_status,
             reject_snapshots: a.reject_snapshots,
             snapshot_status: a.snapshot_status,
+            retry_after: a.retry_after,
+            used_weight: a.used_weight,
+            snapshot_bytes: a.snapshot_bytes,
+            violation_every: a.violation_every,
+            violation: a.violation,
+            handshake_drip: a.handshake_drip_sec,
         }
     }
 }
@@ -359,6 +389,20 @@ mod tests {
             "5",
             "--oversized-bytes",
             "1000",
+            "--violation-every",
+            "4",
+            "--violation",
+            "close-code",
+            "--handshake-drip-sec",
+            "2",
+            "--reject-snapshots",
+            "1",
+            "--retry-after",
+            "18446744073709551615",
+            "--used-weight",
+            "3000",
+            "--snapshot-bytes",
+            "100",
         ])
         .unwrap();
         assert_eq!(args.symbol, ["ETHUSDT", "BTCUSDT", "SOLUSDT"]);
@@ -380,6 +424,14 @@ mod tests {
             (2, 429, Some(Duration::from_secs(2)))
         );
         assert_eq!((f.oversized_every, f.oversized_bytes), (Some(5), 1000));
+        assert_eq!(
+            (f.violation_every, f.violation, f.handshake_drip),
+            (Some(4), Violation::CloseCode, Some(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            (f.retry_after, f.used_weight, f.snapshot_bytes),
+            (Some(u64::MAX), Some(3000), Some(100))
+        );
     }
 
     #[test]
@@ -392,6 +444,8 @@ mod tests {
             &["--gap-every", "0"],
             &["--stall-sec", "1"],
             &["--reject-status", "101"],
+            &["--violation", "utf-8"],
+            &["--violation-every", "0"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

@@ -11,6 +11,10 @@
 //! exchange's 24 h cut the group opens a second connection and switches over once it delivers;
 //! while both are open, events are de-duplicated by `u`.
 //!
+//! Opening a connection works the same way: name lookup, TCP, TLS and the HTTP upgrade share one
+//! deadline, waited out in short slices that look at the shutdown token, so a server that drips
+//! or withholds its answer costs a connect failure, never a reader that cannot stop.
+//!
 //! A stream that delivers nothing (an unknown or delisted symbol) is the exchange's answer to a
 //! subscription, not a failure of the connection, so it never costs the other streams a
 //! reconnect: it is named, marked silent and subscribed again on the same connection. Only a
@@ -18,14 +22,16 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write as _};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
 use tungstenite::client::IntoClientRequest;
-use tungstenite::protocol::WebSocketConfig;
+use tungstenite::error::ProtocolError;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Connector, HandshakeError, Message, WebSocket};
 
@@ -49,8 +55,11 @@ const READ_TICK: Duration = Duration::from_millis(100);
 /// The read tick while two connections overlap: each read may wait this long before the other
 /// connection gets its turn.
 const OVERLAP_TICK: Duration = Duration::from_millis(2);
-/// TCP connect and WebSocket handshake limit.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The whole connect (name lookup, TCP, TLS, HTTP upgrade) must be done within this. Binance
+/// completes it in well under a second from anywhere, a slow link in two or three; past ten
+/// seconds the server is not going to answer usefully, and the group is better off retrying with
+/// backoff (and logging why) than waiting on it.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// A write (ping, pong, close) that cannot complete in this time means a dead peer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame accepted. Binance depth frames are at most tens of KB; anything far larger is
@@ -208,10 +217,15 @@ impl Group {
         'outer: while !self.shutdown.is_triggered() {
             if conns.is_empty() {
                 match self.open(first) {
-                    Ok(conn) => {
+                    Ok(Some(conn)) => {
                         first = false;
                         self.stats.groups[self.index].link.set(Link::Up);
                         conns.push(conn);
+                    }
+                    Ok(None) => {
+                        self.last_failure
+                            .get_or_insert_with(|| "stopped while connecting".into());
+                        break;
                     }
                     Err(e) => {
                         self.stats.groups[self.index].link.set(Link::Down);
@@ -258,15 +272,19 @@ impl Group {
     }
 
     /// Opens a connection of this group, counts it, and says so on stderr: the user sees the
-    /// recorder work before its first SUMMARY.
-    fn open(&mut self, first: bool) -> Result<Conn, FeedError> {
-        let conn = Conn::open(
+    /// recorder work before its first SUMMARY. `None`: shutdown came first.
+    fn open(&mut self, first: bool) -> Result<Option<Conn>, FeedError> {
+        let opened = Conn::open(
             &self.url,
             &self.config.numbers,
             self.subs.len(),
             self.first_frame_window(),
+            &self.shutdown,
         )
         .inspect_err(|_| Stats::bump(&self.stats.connect_failures))?;
+        let Some(conn) = opened else {
+            return Ok(None);
+        };
         Stats::bump(&self.stats.connections_open);
         let what = if first { "connected" } else { "reconnected" };
         let n = self.subs.len();
@@ -278,7 +296,7 @@ impl Group {
         log::info!("{line}, compression: {}", conn.compression);
         // Console output never stops a recording: a closed stderr is ignored.
         let _ = writeln!(io::stderr().lock(), "{line}");
-        Ok(conn)
+        Ok(Some(conn))
     }
 
     /// Closes a connection, first recording what it had already sent: tungstenite still hands
@@ -329,16 +347,21 @@ impl Group {
                 Turn::Continue
             }
             Ok(Message::Close(frame)) => {
+                if frame.as_ref().is_some_and(is_replaced_close) {
+                    self.bad_frame(conn.id, "close frame with a code that must not be sent");
+                }
                 return Err(FeedError::Closed(
                     frame.map(|f| format!("{} {}", u16::from(f.code), f.reason)),
                 ));
             }
             Ok(Message::Frame(_)) => Turn::Continue,
             Err(tungstenite::Error::Io(e)) if is_timeout(&e) => Turn::Continue,
-            Err(tungstenite::Error::Capacity(e)) => {
-                // The oversized frame was not consumed whole: the stream cannot be resynchronised.
-                self.bad_frame(conn.id, &format!("oversized frame: {e}"));
-                return Err(FeedError::Read(tungstenite::Error::Capacity(e)));
+            Err(e) if let Some(what) = bad_frame_kind(&e) => {
+                // A frame the socket could not take whole, or one that breaks the protocol: the
+                // stream cannot be resynchronised after it (RFC 6455 has the client fail the
+                // connection), so it costs a reconnect.
+                self.bad_frame(conn.id, &format!("{what}: {e}"));
+                return Err(FeedError::Read(e));
             }
             Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                 return Err(FeedError::Closed(None));
@@ -619,7 +642,8 @@ impl Group {
                     self.config.max_conn_age
                 );
                 match self.open(false) {
-                    Ok(next) => {
+                    Ok(None) => {}
+                    Ok(Some(next)) => {
                         for c in conns.iter_mut() {
                             c.set_read_timeout(OVERLAP_TICK);
                         }
@@ -710,12 +734,15 @@ struct Conn {
 }
 
 impl Conn {
+    /// Connects within [`CONNECT_DEADLINE`]; `None` when `shutdown` triggers first.
     fn open(
         url: &str,
         numbers: &ConnNumbers,
         streams: usize,
         first_frame_window: Duration,
-    ) -> Result<Conn, FeedError> {
+        shutdown: &Shutdown,
+    ) -> Result<Option<Conn>, FeedError> {
+        let deadline = Instant::now() + CONNECT_DEADLINE;
         let request = url
             .into_client_request()
             .map_err(|e| FeedError::Handshake(e.to_string()))?;
@@ -726,11 +753,14 @@ impl Conn {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let tls = uri.scheme_str() == Some("wss");
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let tcp = connect_tcp(host, port).map_err(FeedError::Connect)?;
-        tcp.set_nodelay(true).map_err(FeedError::Connect)?;
-        tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-            .map_err(FeedError::Connect)?;
-        tcp.set_write_timeout(Some(WRITE_TIMEOUT))
+        let Some(tcp) = connect_tcp(host, port, deadline, shutdown)? else {
+            return Ok(None);
+        };
+        // Short timeouts turn every wait of the handshake into a slice that ends in `Interrupted`,
+        // where the deadline and the token are looked at.
+        tcp.set_nodelay(true)
+            .and_then(|()| tcp.set_read_timeout(Some(READ_TICK)))
+            .and_then(|()| tcp.set_write_timeout(Some(READ_TICK)))
             .map_err(FeedError::Connect)?;
         let connector = if tls {
             Connector::Rustls(tls_config())
@@ -740,15 +770,25 @@ impl Conn {
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_FRAME_BYTES))
             .max_frame_size(Some(MAX_FRAME_BYTES));
-        let (ws, response) =
-            tungstenite::client_tls_with_config(request, tcp, Some(config), Some(connector))
-                .map_err(|e| match e {
-                    HandshakeError::Failure(tungstenite::Error::Http(resp)) => {
-                        FeedError::Handshake(format!("http status {}", resp.status()))
-                    }
-                    HandshakeError::Failure(e) => FeedError::Handshake(e.to_string()),
-                    HandshakeError::Interrupted(_) => FeedError::Handshake("timed out".into()),
-                })?;
+        let mut attempt =
+            tungstenite::client_tls_with_config(request, tcp, Some(config), Some(connector));
+        let (ws, response) = loop {
+            match attempt {
+                Ok(done) => break done,
+                Err(HandshakeError::Interrupted(_)) if shutdown.is_triggered() => return Ok(None),
+                Err(HandshakeError::Interrupted(_)) if Instant::now() >= deadline => {
+                    return Err(FeedError::Handshake(no_answer()));
+                }
+                Err(HandshakeError::Interrupted(mid)) => attempt = mid.handshake(),
+                Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+                    return Err(FeedError::Handshake(format!(
+                        "http status {}",
+                        resp.status()
+                    )));
+                }
+                Err(HandshakeError::Failure(e)) => return Err(FeedError::Handshake(e.to_string())),
+            }
+        };
         let id = numbers.take();
         let compression = response
             .headers()
@@ -775,16 +815,23 @@ impl Conn {
             retry_successor_after: None,
         };
         conn.set_read_timeout(READ_TICK);
-        Ok(conn)
+        if let Some(tcp) = conn.tcp() {
+            tcp.set_write_timeout(Some(WRITE_TIMEOUT))
+                .map_err(FeedError::Connect)?;
+        }
+        Ok(Some(conn))
+    }
+
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(s) => Some(s),
+            MaybeTlsStream::Rustls(s) => Some(s.get_ref()),
+            _ => None,
+        }
     }
 
     fn set_read_timeout(&mut self, timeout: Duration) {
-        let tcp = match self.ws.get_ref() {
-            MaybeTlsStream::Plain(s) => s,
-            MaybeTlsStream::Rustls(s) => s.get_ref(),
-            _ => return,
-        };
-        if let Err(e) = tcp.set_read_timeout(Some(timeout)) {
+        if let Some(Err(e)) = self.tcp().map(|tcp| tcp.set_read_timeout(Some(timeout))) {
             log::warn!("conn {}: cannot set read timeout: {e}", self.id);
         }
     }
@@ -846,15 +893,97 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
+/// What a connect that missed [`CONNECT_DEADLINE`] failed with.
+fn no_answer() -> String {
+    format!("no answer within {CONNECT_DEADLINE:?}")
+}
+
+/// Looks `host` up and connects to one of its addresses before `deadline`. Neither a lookup nor
+/// a connect can be interrupted, so they run on a helper thread while this one looks at the
+/// shutdown token every [`READ_TICK`]; a helper left behind ends by itself, at the deadline or
+/// when the lookup gives up. `None` when `shutdown` triggers first.
+fn connect_tcp(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+    shutdown: &Shutdown,
+) -> Result<Option<TcpStream>, FeedError> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let host = host.to_owned();
+    std::thread::Builder::new()
+        .name("connect".into())
+        // The reader may have stopped waiting: then nobody wants the result.
+        .spawn(move || drop(tx.send(dial(&host, port, deadline))))
+        .map_err(FeedError::Connect)?;
+    loop {
+        if shutdown.is_triggered() {
+            return Ok(None);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let cause = io::Error::new(io::ErrorKind::TimedOut, no_answer());
+            return Err(FeedError::Connect(cause));
+        }
+        match rx.recv_timeout(left.min(READ_TICK)) {
+            Ok(dialed) => return dialed.map(Some).map_err(FeedError::Connect),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(FeedError::Connect(io::Error::other(
+                    "the connect thread failed",
+                )));
+            }
+        }
+    }
+}
+
+/// Connects to the first of `host`'s addresses that answers, each given an equal share of the
+/// time left before `deadline`.
+fn dial(host: &str, port: u16, deadline: Instant) -> io::Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
     let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
-    for addr in (host, port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT) {
+    for (i, addr) in addrs.iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Inside the loop `addrs.len() - i` is at least 1: never a division by zero.
+        let share = left / u32::try_from(addrs.len() - i).unwrap_or(u32::MAX);
+        if share.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, no_answer()));
+        }
+        match TcpStream::connect_timeout(addr, share) {
             Ok(tcp) => return Ok(tcp),
             Err(e) => last = e,
         }
     }
     Err(last)
+}
+
+/// What kind of bad frame a read error is, if it is one: a frame that could not be taken whole
+/// or that breaks the WebSocket protocol, as opposed to a connection that ended.
+fn bad_frame_kind(e: &tungstenite::Error) -> Option<&'static str> {
+    use ProtocolError as P;
+    match e {
+        tungstenite::Error::Capacity(_) => Some("oversized frame"),
+        tungstenite::Error::Utf8(_) => Some("text frame not UTF-8"),
+        tungstenite::Error::Protocol(
+            P::NonZeroReservedBits
+            | P::MaskedFrameFromServer
+            | P::FragmentedControlFrame
+            | P::ControlFrameTooBig
+            | P::UnknownControlFrameType(_)
+            | P::UnknownDataFrameType(_)
+            | P::UnexpectedContinueFrame
+            | P::ExpectedFragment(_)
+            | P::InvalidOpcode(_)
+            | P::InvalidCloseSequence
+            | P::ReceivedAfterClosing,
+        ) => Some("protocol violation"),
+        _ => None,
+    }
+}
+
+/// Whether a Close is one whose code may not be sent (1005, 1006, 1015, unassigned ones):
+/// tungstenite hands such a frame over as 1002 with this reason in place of what was sent.
+fn is_replaced_close(frame: &CloseFrame) -> bool {
+    frame.code == CloseCode::Protocol && frame.reason.as_str() == "Protocol violation"
 }
 
 /// The rustls client configuration: webpki roots, ring provider chosen explicitly (no

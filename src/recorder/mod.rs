@@ -252,7 +252,7 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
         config.book_dir().display()
     );
 
-    wait(config.run_for, shutdown, &writer);
+    wait(config.run_for, shutdown, &writer, fetcher.as_ref());
     shutdown.trigger();
     let mut never_connected = None;
     for reader in readers {
@@ -268,9 +268,10 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
     if let Some(exporter) = exporter {
         exporter.join();
     }
-    if let Some(fetcher) = fetcher
-        && fetcher.join().is_err()
-    {
+    // Without its snapshots a diff-depth run cannot sync books: a fetcher that died ends the run
+    // with exit 1, for the supervisor to restart it.
+    let fetcher_died = fetcher.is_some_and(|f| f.join().is_err());
+    if fetcher_died {
         log::error!("the snapshot thread panicked");
     }
     let report = writer.join().unwrap_or(Err(Error::Thread("writer")));
@@ -283,15 +284,19 @@ pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
     }
     console.finish();
     let report = report?;
+    if fetcher_died {
+        return Err(Error::Thread("snapshots"));
+    }
     never_connected.map_or(Ok(report), Err)
 }
 
-/// Returns when the token triggers, `run_for` passes, or the writer stopped on its own (a file
-/// error).
+/// Returns when the token triggers, `run_for` passes, or the writer or the snapshot fetcher
+/// stopped on its own (a file error, a panic).
 fn wait(
     run_for: Option<Duration>,
     shutdown: &Shutdown,
     writer: &thread::JoinHandle<Result<Report>>,
+    fetcher: Option<&thread::JoinHandle<()>>,
 ) {
     /// How often the writer thread is checked for an early end.
     const CHECK: Duration = Duration::from_millis(200);
@@ -300,7 +305,10 @@ fn wait(
         let slice = deadline.map_or(CHECK, |d| {
             d.saturating_duration_since(Instant::now()).min(CHECK)
         });
-        if shutdown.wait_timeout(slice) || writer.is_finished() {
+        if shutdown.wait_timeout(slice)
+            || writer.is_finished()
+            || fetcher.is_some_and(thread::JoinHandle::is_finished)
+        {
             return;
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {

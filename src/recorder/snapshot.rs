@@ -36,6 +36,15 @@ const EXCHANGE_WEIGHT_LIMIT: u32 = 2400;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Wait before retrying after the exchange said "too many requests" without a Retry-After.
 const RATE_LIMITED_PAUSE: Duration = Duration::from_secs(60);
+/// Longest `Retry-After` obeyed: Binance's IP bans (418) last from 2 minutes up to 3 days, so a
+/// longer wait is not one the exchange can mean.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3 * 24 * 3600);
+/// Largest snapshot body read. A `limit=1000` answer is about 80 KB; fifty times that is still
+/// a snapshot, anything larger is not, and must not cost its size in memory.
+const MAX_SNAPSHOT_BYTES: u64 = 4 << 20;
+/// How long snapshots pause when the exchange's weight counter is near its limit: long enough
+/// for its one-minute window to move on.
+const NEAR_LIMIT_PAUSE: Duration = Duration::from_secs(10);
 
 /// A group's request for one symbol's snapshot.
 #[derive(Debug)]
@@ -155,14 +164,12 @@ impl Fetcher {
             match self.fetch(req.symbol) {
                 Ok((snapshot, used)) => {
                     backoff.reset();
-                    if used.is_some_and(|w| {
-                        w + u64::from(SNAPSHOT_WEIGHT) * 5 > u64::from(EXCHANGE_WEIGHT_LIMIT)
-                    }) {
+                    if used.is_some_and(near_limit) {
                         // Others on this IP spend the weight too: let the exchange's window roll.
                         log::warn!(
                             "REST weight used this minute is near the limit: pausing snapshots"
                         );
-                        not_before = Instant::now() + Duration::from_secs(10);
+                        not_before = later(NEAR_LIMIT_PAUSE);
                     }
                     let req = queue.pop_front().expect("front exists");
                     queued.remove(&req.symbol);
@@ -171,7 +178,7 @@ impl Fetcher {
                 }
                 Err(Failure::RateLimited(pause)) => {
                     log::warn!("REST rate limit reached: pausing snapshots for {pause:?}");
-                    not_before = Instant::now() + pause;
+                    not_before = later(pause);
                 }
                 Err(Failure::Other(e)) => {
                     Stats::bump(&self.stats.symbols[req.symbol].snapshot_errors);
@@ -180,7 +187,7 @@ impl Fetcher {
                         "snapshot for {} failed: {e}; retrying in {wait:?}",
                         self.symbols[req.symbol]
                     );
-                    retry_at = Instant::now() + wait;
+                    retry_at = later(wait);
                     // Let the other symbols go first.
                     queue.rotate_left(1);
                 }
@@ -210,14 +217,22 @@ impl Fetcher {
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
         if status == 429 || status == 418 {
-            let pause = header("retry-after").map_or(RATE_LIMITED_PAUSE, Duration::from_secs);
+            let pause = header("retry-after").map_or(RATE_LIMITED_PAUSE, retry_after);
             return Err(Failure::RateLimited(pause));
         }
         let used = header("x-mbx-used-weight-1m");
+        // Not lossy: the body is recorded byte for byte, or not at all.
         let body = response
             .body_mut()
+            .with_config()
+            .limit(MAX_SNAPSHOT_BYTES)
             .read_to_string()
-            .map_err(|e| fail(format!("reading body: {e}")))?;
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => {
+                    fail(format!("body larger than {} MiB", MAX_SNAPSHOT_BYTES >> 20))
+                }
+                e => fail(format!("reading body: {e}")),
+            })?;
         let recv_ns = wall_ns();
         if status != 200 {
             let excerpt: String = body.chars().take(200).collect();
@@ -236,6 +251,40 @@ impl Fetcher {
             used,
         ))
     }
+}
+
+/// `now + wait`, or as late as can be said: a wait comes from the exchange and may be any size.
+fn later(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(MAX_RETRY_AFTER))
+        .unwrap_or(now)
+}
+
+/// The pause a `Retry-After` of `secs` asks for, at most [`MAX_RETRY_AFTER`].
+fn retry_after(secs: u64) -> Duration {
+    let asked = Duration::from_secs(secs);
+    if asked > MAX_RETRY_AFTER {
+        log::warn!(
+            "REST Retry-After of {secs} s is longer than any Binance ban: waiting {MAX_RETRY_AFTER:?}"
+        );
+    }
+    asked.min(MAX_RETRY_AFTER)
+}
+
+/// Whether the weight the exchange says this IP used leaves less than five snapshots' room.
+/// A count above the exchange's limit (never sent by Binance with a served request) is taken as
+/// the limit, with a warning.
+fn near_limit(used: u64) -> bool {
+    let limit = u64::from(EXCHANGE_WEIGHT_LIMIT);
+    if used > limit {
+        log::warn!(
+            "REST x-mbx-used-weight-1m of {used} is over the exchange's limit: taken as {limit}"
+        );
+    }
+    used.min(limit)
+        .saturating_add(u64::from(SNAPSHOT_WEIGHT) * 5)
+        > limit
 }
 
 enum Failure {
@@ -264,5 +313,13 @@ mod tests {
         let wait = b.wait(start + Duration::from_secs(15));
         assert_eq!(wait, Duration::from_secs(45));
         assert_eq!(b.wait(start + Duration::from_secs(60)), Duration::ZERO);
+    }
+
+    #[test]
+    fn numbers_from_the_exchange_are_bounded() {
+        assert_eq!(retry_after(30), Duration::from_secs(30));
+        assert_eq!(retry_after(u64::MAX), MAX_RETRY_AFTER);
+        assert!(later(Duration::MAX) > Instant::now());
+        assert!(!near_limit(0) && near_limit(2_301) && near_limit(u64::MAX));
     }
 }

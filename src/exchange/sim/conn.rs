@@ -75,6 +75,9 @@ pub(crate) enum Outbound {
 struct Inbound {
     tcp: Arc<TcpStream>,
     writes: bool,
+    /// `--handshake-drip-sec`: each byte of the handshake waits this long, or until the sim stops
+    /// (the sim's stop channel, which disconnects then).
+    drip: Option<(Duration, Receiver<()>)>,
 }
 
 impl Read for Inbound {
@@ -85,10 +88,20 @@ impl Read for Inbound {
 
 impl Write for Inbound {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.writes {
-            (&*self.tcp).write(buf)
-        } else {
-            Ok(buf.len())
+        if !self.writes {
+            return Ok(buf.len());
+        }
+        match &self.drip {
+            Some((every, stop)) => {
+                if stop
+                    .recv_timeout(*every)
+                    .is_err_and(|e| e.is_disconnected())
+                {
+                    return Err(io::Error::other("sim stopping"));
+                }
+                (&*self.tcp).write(&buf[..buf.len().min(1)])
+            }
+            None => (&*self.tcp).write(buf),
         }
     }
 
@@ -106,6 +119,10 @@ pub(crate) fn serve(shared: &Arc<Shared>, tcp: Arc<TcpStream>, route: Route) {
     let inbound = Inbound {
         tcp: Arc::clone(&tcp),
         writes: true,
+        drip: shared
+            .injector
+            .drips_handshake()
+            .map(|every| (every, shared.stop.clone())),
     };
     let mut ws = match tungstenite::accept_with_config(inbound, Some(config)) {
         Ok(ws) => ws,

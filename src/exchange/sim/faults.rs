@@ -1,11 +1,13 @@
 //! Fault injection: every decision to break the protocol on purpose is made and counted here.
 //!
 //! The rest of the sim is a faithful exchange that asks this module at four points: when an event
-//! is published (gaps), when a stream is subscribed (mutes), when an upgrade arrives (rejections)
-//! and, per connection, for each data frame, client ping and timer (closes, resets, EOFs, stalls,
-//! junk frames, ignored pings, lifetime). Keeping the decisions together keeps each fault's
+//! is published (gaps), when a stream is subscribed (mutes), when an upgrade arrives (rejections,
+//! a dripped handshake), when a REST request is answered (refusals, headers, padding) and, per
+//! connection, for each data frame, client ping and timer (closes, resets, EOFs, stalls, junk
+//! frames, protocol violations, ignored pings, lifetime). Keeping the decisions together keeps each fault's
 //! definition, its CLI flag and its counter in one place.
 
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -62,6 +64,65 @@ pub struct Faults {
     pub reject_snapshots: u64,
     /// The HTTP status of rejected snapshot requests.
     pub snapshot_status: u16,
+    /// `Retry-After` (seconds) sent with rejected snapshot requests, as Binance does with 429/418.
+    pub retry_after: Option<u64>,
+    /// `x-mbx-used-weight-1m` sent with every depth snapshot answer.
+    pub used_weight: Option<u64>,
+    /// Depth snapshot bodies are padded with trailing spaces (legal JSON) to at least this size.
+    pub snapshot_bytes: Option<usize>,
+    /// After every Nth data frame, send a frame that breaks the WebSocket protocol, which a client
+    /// must answer by failing the connection.
+    pub violation_every: Option<u64>,
+    /// Which rule those frames break.
+    pub violation: Violation,
+    /// Send the upgrade response one byte per this interval: a server that drips its handshake,
+    /// or (with a long interval) withholds it.
+    pub handshake_drip: Option<Duration>,
+}
+
+/// A WebSocket protocol violation the sim can send (`--violation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Violation {
+    /// A text frame that is not UTF-8.
+    #[default]
+    Utf8,
+    /// A data frame with a reserved opcode.
+    Opcode,
+    /// A masked frame: only clients mask.
+    Masked,
+    /// A frame with RSV1 set although no extension was agreed.
+    Rsv,
+    /// A Close frame with code 1005, which must never be sent on the wire.
+    CloseCode,
+}
+
+impl Violation {
+    const NAMES: [(&str, Violation); 5] = [
+        ("utf8", Violation::Utf8),
+        ("opcode", Violation::Opcode),
+        ("masked", Violation::Masked),
+        ("rsv", Violation::Rsv),
+        ("close-code", Violation::CloseCode),
+    ];
+}
+
+impl FromStr for Violation {
+    type Err = String;
+
+    /// `utf8`, `opcode`, `masked`, `rsv` or `close-code`.
+    fn from_str(s: &str) -> Result<Violation, String> {
+        Violation::NAMES
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|&(_, v)| v)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Violation::NAMES.iter().map(|(name, _)| *name).collect();
+                format!(
+                    "unknown violation `{s}`: expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
 }
 
 impl Default for Faults {
@@ -84,6 +145,12 @@ impl Default for Faults {
             reject_status: DEFAULT_REJECT_STATUS,
             reject_snapshots: 0,
             snapshot_status: DEFAULT_SNAPSHOT_STATUS,
+            retry_after: None,
+            used_weight: None,
+            snapshot_bytes: None,
+            violation_every: None,
+            violation: Violation::default(),
+            handshake_drip: None,
         }
     }
 }
@@ -117,11 +184,17 @@ pub enum Fault {
     RejectedUpgrade,
     /// A refused depth snapshot request (`--reject-snapshots`).
     RejectedSnapshot,
+    /// A depth snapshot padded to `--snapshot-bytes`.
+    PaddedSnapshot,
+    /// A frame that breaks the WebSocket protocol (`--violation-every`).
+    Violation,
+    /// An upgrade answered one byte at a time (`--handshake-drip-sec`).
+    DrippedHandshake,
 }
 
 impl Fault {
     /// How many kinds there are: the size of a counter array.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 16;
 }
 
 /// Injection counters, one per [`Fault`].
@@ -145,18 +218,19 @@ pub(crate) struct Injector {
     counters: FaultCounters,
     upgrade_attempts: AtomicU64,
     snapshot_requests: AtomicU64,
-    /// Junk frames encoded once: garbage, binary, oversized (empty unless enabled).
-    junk: [Vec<u8>; 3],
+    /// Junk frames encoded once: garbage, binary, oversized, violation (empty unless enabled).
+    junk: [Vec<u8>; 4],
 }
 
 impl Injector {
     pub(crate) fn new(faults: Faults) -> Injector {
-        let mut junk = [Vec::new(), Vec::new(), Vec::new()];
+        let mut junk = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
         wire::push_text(&mut junk[0], GARBAGE);
         wire::push_binary(&mut junk[1], BINARY);
         if faults.oversized_every.is_some() {
             wire::push_text(&mut junk[2], &oversized_text(faults.oversized_bytes));
         }
+        wire::push_violation(&mut junk[3], faults.violation);
         Injector {
             faults,
             counters: FaultCounters::default(),
@@ -172,7 +246,12 @@ impl Injector {
 
     /// The wire bytes of the junk frames `extras` asks for.
     pub(crate) fn junk(&self, extras: &Extras) -> impl Iterator<Item = &[u8]> {
-        let wanted = [extras.garbage, extras.binary, extras.oversized];
+        let wanted = [
+            extras.garbage,
+            extras.binary,
+            extras.oversized,
+            extras.violation,
+        ];
         self.junk
             .iter()
             .zip(wanted)
@@ -211,6 +290,38 @@ impl Injector {
             Fault::RejectedSnapshot,
         )
         .then_some(self.faults.snapshot_status)
+    }
+
+    /// The headers of a depth snapshot answer: `Retry-After` on a refused one, the used weight
+    /// on every one. None for other requests.
+    pub(crate) fn snapshot_headers(&self, target: &str, refused: bool) -> Vec<(&'static str, u64)> {
+        if !target.starts_with("/fapi/v1/depth") {
+            return Vec::new();
+        }
+        let retry_after = self.faults.retry_after.filter(|_| refused);
+        [
+            ("Retry-After", retry_after),
+            ("x-mbx-used-weight-1m", self.faults.used_weight),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+        .collect()
+    }
+
+    /// Pads a depth snapshot body with trailing spaces up to `--snapshot-bytes`.
+    pub(crate) fn pad_snapshot(&self, body: &mut Vec<u8>) {
+        if let Some(bytes) = self.faults.snapshot_bytes
+            && self.hit(body.len() < bytes, Fault::PaddedSnapshot)
+        {
+            body.resize(bytes, b' ');
+        }
+    }
+
+    /// How long to wait before each byte of an upgrade response, if it is to be dripped.
+    pub(crate) fn drips_handshake(&self) -> Option<Duration> {
+        self.faults
+            .handshake_drip
+            .filter(|_| self.hit(true, Fault::DrippedHandshake))
     }
 
     /// The per-connection fault state of a connection starting `now`.
@@ -263,6 +374,7 @@ pub(crate) struct Extras {
     pub garbage: bool,
     pub binary: bool,
     pub oversized: bool,
+    pub violation: bool,
 }
 
 /// How a fault ends a connection.
@@ -322,6 +434,7 @@ impl ConnFaults<'_> {
             garbage: inj.hit(every(f.garbage_every, self.sent), Fault::Garbage),
             binary: inj.hit(every(f.binary_every, self.sent), Fault::Binary),
             oversized: inj.hit(every(f.oversized_every, self.sent), Fault::Oversized),
+            violation: inj.hit(every(f.violation_every, self.sent), Fault::Violation),
         })
     }
 
@@ -435,17 +548,17 @@ mod tests {
         let mut conn = inj.for_connection(Instant::now());
         let extras: Vec<_> = (0..6)
             .map(|_| match conn.next_frame(Instant::now()) {
-                FrameFate::Send(e) => (e.garbage, e.binary, e.oversized),
+                FrameFate::Send(e) => (e.garbage, e.binary, e.oversized, e.violation),
                 other => panic!("{other:?}"),
             })
             .collect();
         let want = [
-            (false, false, false),
-            (true, false, false),
-            (false, true, false),
+            (false, false, false, false),
+            (true, false, false, false),
+            (false, true, false, false),
         ];
         assert_eq!(extras[..3], want);
-        assert_eq!(extras[5], (true, true, false));
+        assert_eq!(extras[5], (true, true, false, false));
         assert_eq!(inj.counts()[Fault::Garbage as usize], 3);
         assert_eq!(inj.counts()[Fault::Binary as usize], 2);
     }
@@ -465,6 +578,7 @@ mod tests {
             garbage: true,
             binary: true,
             oversized: true,
+            violation: false,
         };
         let sizes: Vec<usize> = inj.junk(&all).map(<[u8]>::len).collect();
         assert_eq!(sizes, [2 + GARBAGE.len(), 2 + BINARY.len(), 4 + 1_000]);
@@ -500,7 +614,7 @@ mod tests {
 
     #[test]
     fn every_fault_has_a_counter() {
-        assert_eq!(Fault::RejectedSnapshot as usize + 1, Fault::COUNT);
+        assert_eq!(Fault::DrippedHandshake as usize + 1, Fault::COUNT);
     }
 
     #[test]
@@ -517,6 +631,38 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_answers_carry_the_asked_headers_and_size() {
+        let inj = Injector::new(Faults {
+            retry_after: Some(u64::MAX),
+            used_weight: Some(7),
+            snapshot_bytes: Some(100),
+            ..Faults::default()
+        });
+        let depth = "/fapi/v1/depth?symbol=ETHUSDT&limit=1000";
+        assert_eq!(
+            inj.snapshot_headers(depth, true),
+            [("Retry-After", u64::MAX), ("x-mbx-used-weight-1m", 7)]
+        );
+        assert_eq!(
+            inj.snapshot_headers(depth, false),
+            [("x-mbx-used-weight-1m", 7)]
+        );
+        assert!(inj.snapshot_headers("/fapi/v1/time", true).is_empty());
+        let mut body = b"{}".to_vec();
+        inj.pad_snapshot(&mut body);
+        assert_eq!((body.len(), &body[..3]), (100, &b"{} "[..]));
+        assert_eq!(inj.counts()[Fault::PaddedSnapshot as usize], 1);
+    }
+
+    #[test]
+    fn violations_parse_by_name() {
+        for (name, v) in Violation::NAMES {
+            assert_eq!(name.parse(), Ok(v));
+        }
+        assert!("utf-8".parse::<Violation>().is_err());
+    }
+
+    #[test]
     fn no_faults_by_default() {
         let inj = Injector::new(Faults::default());
         let mut conn = inj.for_connection(Instant::now());
@@ -526,6 +672,11 @@ mod tests {
         );
         assert!(conn.answers_ping() && conn.deadline().is_none());
         assert!(!(1..1_000).any(|n| inj.drops_event(n)) && inj.rejects_upgrade().is_none());
+        assert!(inj.drips_handshake().is_none());
+        assert!(
+            inj.snapshot_headers("/fapi/v1/depth?symbol=ETHUSDT", true)
+                .is_empty()
+        );
         assert_eq!(inj.counts(), [0; Fault::COUNT]);
     }
 }

@@ -181,19 +181,25 @@ pub(crate) fn error(status: u16, code: i64, msg: &str) -> Reply {
 }
 
 /// Reads the `head_len` bytes of the request head (so closing does not reset the connection
-/// under the client), then writes the answer and closes the sending side.
+/// under the client), then writes the answer, with `headers` besides the usual ones, and closes
+/// the sending side.
 pub(crate) fn respond(
     mut tcp: &TcpStream,
     head_len: usize,
     (status, body): Reply,
+    headers: &[(&str, u64)],
 ) -> io::Result<()> {
     io::copy(&mut tcp.take(head_len as u64), &mut io::sink())?;
     let reason = StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     tcp.write_all(head.as_bytes())?;

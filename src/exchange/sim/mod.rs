@@ -46,6 +46,7 @@ use std::time::Duration;
 
 pub use faults::{
     DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, DEFAULT_SNAPSHOT_STATUS, Fault, Faults,
+    Violation,
 };
 pub use server::Sim;
 

@@ -301,7 +301,7 @@ fn handle(shared: &Arc<Shared>, tcp: TcpStream) {
     let head = match http::peek_head(&tcp) {
         Ok(Some(head)) => head,
         Ok(None) => {
-            let _ = http::respond(&tcp, 0, http::error(400, -1, "malformed request"));
+            let _ = http::respond(&tcp, 0, http::error(400, -1, "malformed request"), &[]);
             return;
         }
         Err(e) => {
@@ -309,11 +309,22 @@ fn handle(shared: &Arc<Shared>, tcp: TcpStream) {
             return;
         }
     };
+    let mut headers = Vec::new();
     let reply = if !head.upgrade {
         shared.rest_requests.fetch_add(1, Ordering::Relaxed);
-        match shared.injector.rejects_snapshot(&head.target) {
+        let refused = shared.injector.rejects_snapshot(&head.target);
+        headers = shared
+            .injector
+            .snapshot_headers(&head.target, refused.is_some());
+        match refused {
             Some(status) => http::error(status, -1, "snapshot refused (fault injection)"),
-            None => http::rest(&head, &*shared.source),
+            None => {
+                let (status, mut body) = http::rest(&head, &*shared.source);
+                if status == 200 && head.target.starts_with("/fapi/v1/depth") {
+                    shared.injector.pad_snapshot(&mut body);
+                }
+                (status, body)
+            }
         }
     } else {
         match http::ws_route(&head.target) {
@@ -327,7 +338,7 @@ fn handle(shared: &Arc<Shared>, tcp: TcpStream) {
             },
         }
     };
-    if let Err(e) = http::respond(&tcp, head.len, reply) {
+    if let Err(e) = http::respond(&tcp, head.len, reply, &headers) {
         debug!("sim: answering {}: {e}", head.target);
     }
 }

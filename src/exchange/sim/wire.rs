@@ -8,9 +8,10 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use tungstenite::protocol::CloseFrame;
-use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tungstenite::protocol::frame::{Frame, FrameHeader};
 
+use super::faults::Violation;
 use super::generator::Header;
 
 /// A depth event as one stream shows it, encoded once and shared by every subscriber.
@@ -93,6 +94,50 @@ pub(crate) fn push_text(out: &mut Vec<u8>, text: &str) {
 pub(crate) fn push_binary(out: &mut Vec<u8>, bytes: &[u8]) {
     push_header(out, OpCode::Data(Data::Binary), bytes.len());
     out.extend_from_slice(bytes);
+}
+
+/// Appends a frame that breaks `violation`'s rule. Its payload is a harmless `{}` (or the code of
+/// a Close), so the rule broken is the only thing wrong with it.
+pub(crate) fn push_violation(out: &mut Vec<u8>, violation: Violation) {
+    /// Not UTF-8: a lone continuation byte and a byte that never occurs in UTF-8.
+    const NOT_UTF8: &[u8] = &[b'{', 0x80, 0xff, b'}'];
+    /// "No status received": reserved for APIs, never sent in a Close frame (RFC 6455 7.4.1).
+    const NO_STATUS: [u8; 2] = 1005u16.to_be_bytes();
+    let text = FrameHeader {
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    };
+    let (header, payload): (FrameHeader, &[u8]) = match violation {
+        Violation::Utf8 => (text, NOT_UTF8),
+        // Opcode 3 is the first reserved data opcode.
+        Violation::Opcode => (
+            FrameHeader {
+                opcode: OpCode::Data(Data::Reserved(3)),
+                ..text
+            },
+            b"{}",
+        ),
+        // An all-zero key leaves the payload as it is: only the mask bit is wrong.
+        Violation::Masked => (
+            FrameHeader {
+                mask: Some([0; 4]),
+                ..text
+            },
+            b"{}",
+        ),
+        Violation::Rsv => (FrameHeader { rsv1: true, ..text }, b"{}"),
+        Violation::CloseCode => (
+            FrameHeader {
+                opcode: OpCode::Control(Control::Close),
+                ..text
+            },
+            &NO_STATUS,
+        ),
+    };
+    header
+        .format(payload.len() as u64, out)
+        .expect("writing to a Vec cannot fail");
+    out.extend_from_slice(payload);
 }
 
 pub(crate) fn push_ping(out: &mut Vec<u8>, payload: &[u8]) {
