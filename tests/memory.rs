@@ -162,7 +162,7 @@ fn a_huge_line_is_damage_not_memory() {
 }
 
 /// 2,000 snapshots of 100 KB each (200 MB, in a 260 KB file): export merges them with the depth
-/// lines and serve answers them, without holding them all.
+/// lines, replay rebuilds the book from them and serve answers them, without holding them all.
 #[test]
 fn many_large_snapshots_are_streamed() {
     let dir = tempfile::tempdir().unwrap();
@@ -201,6 +201,15 @@ fn many_large_snapshots_are_streamed() {
         out.as_os_str(),
     ]);
     assert!(peak < BOUND_KB, "export: {peak} KB");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+
+    let (status, peak, stderr) = run(&[
+        "replay".as_ref(),
+        "--book".as_ref(),
+        "5".as_ref(),
+        dir.path().as_os_str(),
+    ]);
+    assert!(peak < BOUND_KB, "replay --book: {peak} KB");
     assert_eq!(status.code(), Some(0), "{stderr}");
 
     let (peak, stderr) = serve_peak_kb(dir.path());

@@ -26,7 +26,7 @@ use crate::metrics::{Counters, Metrics, Report, ReportClock, SymbolCounters};
 use crate::offline::console::reader_gone;
 use crate::store::gzip::{CountingReader, MemberDecoder, open_recording};
 use crate::store::line::{DepthLine, SnapshotLine, parse_depth, parse_snapshot};
-use crate::store::lines::{LineError, LineReader, open_lines};
+use crate::store::lines::{LineCursor, LineError, LineReader, open_lines};
 use crate::store::names::{FileKind, is_kind};
 use crate::util::shutdown::Shutdown;
 use crossbeam_channel::{Receiver, Sender};
@@ -204,11 +204,15 @@ pub struct BookOutput<'a> {
     pub writer: &'a mut dyn Write,
 }
 
-/// A recorded REST snapshot.
+/// A recorded REST snapshot, and where its body is: bodies (tens of KB each) are read again
+/// when the book takes them, not held from the start.
 struct RecordedSnapshot {
     recv_ns: u64,
     last_update_id: u64,
-    body: String,
+    /// Its file, in [`Rebuild::snapshot_files`].
+    file: usize,
+    /// Its line in that file.
+    line: u64,
 }
 
 /// Book rebuilding for `--book`.
@@ -216,6 +220,12 @@ struct Rebuild<'a> {
     out: BookOutput<'a>,
     /// Per symbol: snapshots not yet applied, oldest first.
     snapshots: HashMap<String, std::collections::VecDeque<RecordedSnapshot>>,
+    /// The snapshot files, read in order, that [`RecordedSnapshot`]s point into.
+    snapshot_files: Vec<PathBuf>,
+    /// Where snapshot bodies are read from.
+    cursor: LineCursor,
+    /// Scratch for one snapshot line.
+    snapshot_line: Vec<u8>,
     books: HashMap<String, SymbolBook>,
     line: Vec<u8>,
 }
@@ -231,20 +241,35 @@ impl<'a> Rebuild<'a> {
         Rebuild {
             out,
             snapshots: HashMap::new(),
+            snapshot_files: Vec::new(),
+            cursor: LineCursor::new(),
+            snapshot_line: Vec::new(),
             books: HashMap::new(),
             line: Vec::new(),
         }
     }
 
-    /// Queues a snapshot for the event after which it was received.
-    fn snapshot(&mut self, snap: &SnapshotLine<'_>) {
+    /// Starts on the snapshots of a new file.
+    fn snapshot_file(&mut self, path: &Path) {
+        self.snapshot_files.push(path.to_path_buf());
+    }
+
+    /// Queues a snapshot at `line` of the current snapshot file for the event after which it
+    /// was received.
+    fn snapshot(&mut self, snap: &SnapshotLine<'_>, line: u64) {
         let queue = self.snapshots.entry(snap.symbol.to_string()).or_default();
         queue.push_back(RecordedSnapshot {
             recv_ns: snap.recv_ns,
             last_update_id: snap.last_update_id,
-            body: snap.data.to_string(),
+            file: self.snapshot_files.len() - 1,
+            line,
         });
-        queue.make_contiguous().sort_by_key(|s| s.recv_ns);
+        // Files come in time order, so this is the exception; sorting on every push would make
+        // a file of many snapshots quadratic.
+        let len = queue.len();
+        if len > 1 && queue[len - 2].recv_ns > queue[len - 1].recv_ns {
+            queue.make_contiguous().sort_by_key(|s| s.recv_ns);
+        }
     }
 
     /// Applies one recorded event (and any snapshot received before it) and prints the book.
@@ -278,22 +303,30 @@ impl<'a> Rebuild<'a> {
         let mut applied = Vec::new();
         while queue.front().is_some_and(|s| s.recv_ns <= h.recv_ns) {
             let snap = queue.pop_front().expect("front exists");
-            match state.sync.snapshot(snap.last_update_id) {
-                SnapshotStep::Bridged(events) => {
-                    state
-                        .book
-                        .reset_from_snapshot(&snap.body)
-                        .map_err(|e| e.to_string())?;
-                    applied.extend(events);
-                }
-                SnapshotStep::Pending => {
-                    state
-                        .book
-                        .reset_from_snapshot(&snap.body)
-                        .map_err(|e| e.to_string())?;
-                }
-                SnapshotStep::TooOld => {}
-            }
+            let events = match state.sync.snapshot(snap.last_update_id) {
+                SnapshotStep::Bridged(events) => events,
+                SnapshotStep::Pending => Vec::new(),
+                SnapshotStep::TooOld => continue,
+            };
+            let path = &self.snapshot_files[snap.file];
+            let unreadable = |what: String| {
+                Halt::Fail(Error::Invalid(format!(
+                    "{}: line {}: {what} (the file changed during the replay)",
+                    path.display(),
+                    snap.line
+                )))
+            };
+            self.cursor
+                .read(path, snap.line, &mut self.snapshot_line)
+                .map_err(unreadable)?;
+            let body = parse_snapshot(&self.snapshot_line)
+                .map_err(unreadable)?
+                .data;
+            state
+                .book
+                .reset_from_snapshot(body)
+                .map_err(|e| e.to_string())?;
+            applied.extend(events);
         }
         if let Step::Apply(events) = state.sync.event(h.ids, verdict, h.data.to_string()) {
             applied.extend(events);
@@ -488,6 +521,9 @@ impl State<'_> {
         }
         let mut lines = open_lines(path)?;
         let name = path.display().to_string();
+        if let Some(rebuild) = &mut self.rebuild {
+            rebuild.snapshot_file(path);
+        }
         loop {
             if self.must_stop() {
                 return Ok(None);
@@ -510,7 +546,7 @@ impl State<'_> {
                 .entry(snap.symbol.to_ascii_uppercase())
                 .or_default() += 1;
             if let Some(rebuild) = &mut self.rebuild {
-                rebuild.snapshot(&snap);
+                rebuild.snapshot(&snap, count + 1);
             }
         }
         Ok(Some(FileReport {

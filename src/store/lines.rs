@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::store::gzip::{CountingReader, MemberDecoder, describe, open_recording};
@@ -162,6 +162,57 @@ impl<R: BufRead> LineReader<R> {
     }
 }
 
+/// Reads chosen lines of recordings again: what a command indexed in a first pass (a snapshot's
+/// file and line) and needs whole only later. It reads on from the line it read last when the
+/// next is further in the same file, so lines asked for in file order cost one pass.
+#[derive(Default)]
+pub struct LineCursor {
+    open: Option<(PathBuf, FileLines)>,
+}
+
+impl LineCursor {
+    pub fn new() -> LineCursor {
+        LineCursor::default()
+    }
+
+    /// Replaces `out` with line `number` (1 for the first) of `path`, without its newline.
+    ///
+    /// # Errors
+    /// What went wrong, for a message about the line: the file cannot be opened, is damaged
+    /// before the line, or is shorter.
+    pub fn read(
+        &mut self,
+        path: &Path,
+        number: u64,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), String> {
+        let reusable = self
+            .open
+            .as_ref()
+            .is_some_and(|(open, lines)| open == path && lines.line_no() < number);
+        let lines = match &mut self.open {
+            Some((_, lines)) if reusable => lines,
+            open => {
+                let lines = open_lines(path).map_err(|e| e.to_string())?;
+                &mut open.insert((path.to_path_buf(), lines)).1
+            }
+        };
+        loop {
+            let this = lines.line_no() + 1;
+            match lines.next_line() {
+                Ok(Some(line)) if this == number => {
+                    out.clear();
+                    out.extend_from_slice(line.bytes);
+                    return Ok(());
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Err("the file is shorter than it was".into()),
+                Err(e) => return Err(e.describe(None)),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +265,23 @@ mod tests {
         let mut reader = LineReader::new(BufReader::new(&exact[..]));
         let line = reader.next_line().unwrap().unwrap();
         assert_eq!((line.bytes.len(), line.terminated), (MAX_LINE, true));
+    }
+
+    #[test]
+    fn a_cursor_reads_chosen_lines_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = Vec::new();
+        let text: String = (1..=50).map(|i| format!("line {i}\n")).collect();
+        crate::store::gzip::MemberEncoder::new(1).encode(text.as_bytes(), &mut file);
+        let path = dir.path().join("x.ndjson.gz");
+        std::fs::write(&path, file).unwrap();
+        let mut cursor = LineCursor::new();
+        let mut out = Vec::new();
+        for number in [1, 2, 30, 7, 7, 50] {
+            cursor.read(&path, number, &mut out).unwrap();
+            assert_eq!(out, format!("line {number}").as_bytes());
+        }
+        let err = cursor.read(&path, 51, &mut out).unwrap_err();
+        assert_eq!(err, "the file is shorter than it was");
     }
 }

@@ -22,7 +22,7 @@ use crate::exchange::sim::lock;
 use crate::market::frame::offset_in;
 use crate::market::stream::{Depth, parse_depth_stream, recorded_depth};
 use crate::store::line::{parse_depth, parse_snapshot};
-use crate::store::lines::{FileLines, LineError, open_lines};
+use crate::store::lines::{FileLines, LineCursor, LineError, open_lines};
 use crate::store::names::{self, FileKind};
 
 /// Whether a depth stream carries diff or partial depth: what a subscription must match.
@@ -228,15 +228,11 @@ impl Recording {
                 at.line
             )
         };
-        let mut lines = Lines::open(path).map_err(&unreadable)?;
-        while lines.count() + 1 < at.line {
-            lines.next().map_err(&unreadable)?;
-        }
-        let line = lines
-            .next()
-            .map_err(&unreadable)?
-            .ok_or_else(|| unreadable("the file is shorter than it was".into()))?;
-        let snap = parse_snapshot(line.as_bytes()).map_err(unreadable)?;
+        let mut line = Vec::new();
+        LineCursor::new()
+            .read(path, at.line, &mut line)
+            .map_err(unreadable)?;
+        let snap = parse_snapshot(&line).map_err(unreadable)?;
         out.extend_from_slice(snap.data.as_bytes());
         Ok(())
     }

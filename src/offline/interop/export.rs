@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::market::stream::is_partial;
 use crate::offline::inputs::{no_recordings, recordings};
 use crate::store::line::{DepthLine, parse_depth, parse_snapshot};
-use crate::store::lines::{FileLines, open_lines};
+use crate::store::lines::LineCursor;
 use crate::store::names::{FileKind, is_kind};
 use crate::util::clock::civil_from_days;
 use crate::util::shutdown::Shutdown;
@@ -25,12 +25,6 @@ struct PendingSnapshot {
     file: usize,
     /// Its line number in that file.
     line: u64,
-}
-
-/// The snapshot file being read for bodies, and how far.
-struct SnapshotCursor {
-    file: usize,
-    lines: FileLines,
 }
 
 /// A symbol's current output file.
@@ -65,7 +59,8 @@ pub fn export(
         current: HashMap::new(),
         snapshots: HashMap::new(),
         snapshot_files: Vec::new(),
-        cursor: None,
+        cursor: LineCursor::new(),
+        snapshot: Vec::new(),
         outcome: Outcome::default(),
         line: Vec::new(),
         depth_symbols: BTreeMap::new(),
@@ -130,9 +125,11 @@ struct Conversion {
     snapshots: HashMap<String, VecDeque<PendingSnapshot>>,
     /// The snapshot files [`PendingSnapshot`]s point into.
     snapshot_files: Vec<PathBuf>,
-    /// Where snapshot bodies are being read; snapshots are written in file order unless the
-    /// files disagree with their receive times, so this mostly reads each file once.
-    cursor: Option<SnapshotCursor>,
+    /// Where snapshot bodies are read; snapshots are written in file order unless the files
+    /// disagree with their receive times, so this mostly reads each file once.
+    cursor: LineCursor,
+    /// Scratch for one snapshot line.
+    snapshot: Vec<u8>,
     outcome: Outcome,
     /// Scratch for one output line.
     line: Vec<u8>,
@@ -176,44 +173,25 @@ impl Conversion {
         Ok(())
     }
 
-    /// Appends the body of the snapshot at `at` to `self.line`, reading on from where the last
-    /// one was when it is further in the same file.
+    /// Appends the body of the snapshot at `at` to `self.line`, read again from its file.
     ///
     /// # Errors
     /// [`Error::Invalid`] when the file no longer holds the snapshot checked when it was indexed.
     fn push_snapshot_body(&mut self, at: &PendingSnapshot) -> Result<()> {
         let path = &self.snapshot_files[at.file];
-        let changed = |what: &str| {
+        let changed = |what: String| {
             Error::Invalid(format!(
                 "{}: line {}: {what} (the file changed during the export)",
                 path.display(),
                 at.line
             ))
         };
-        let reusable = self
-            .cursor
-            .as_ref()
-            .is_some_and(|c| c.file == at.file && c.lines.line_no() < at.line);
-        let cursor = match &mut self.cursor {
-            Some(cursor) if reusable => cursor,
-            cursor => cursor.insert(SnapshotCursor {
-                file: at.file,
-                lines: open_lines(path)?,
-            }),
-        };
-        loop {
-            let number = cursor.lines.line_no() + 1;
-            let line = match cursor.lines.next_line() {
-                Ok(Some(line)) => line.bytes,
-                Ok(None) => return Err(changed("missing")),
-                Err(e) => return Err(changed(&e.describe(None))),
-            };
-            if number == at.line {
-                let snap = parse_snapshot(line).map_err(|e| changed(&e))?;
-                self.line.extend_from_slice(snap.data.as_bytes());
-                return Ok(());
-            }
-        }
+        self.cursor
+            .read(path, at.line, &mut self.snapshot)
+            .map_err(changed)?;
+        let snap = parse_snapshot(&self.snapshot).map_err(changed)?;
+        self.line.extend_from_slice(snap.data.as_bytes());
+        Ok(())
     }
 
     fn depth_file(&mut self, path: &Path) -> Result<()> {
