@@ -162,7 +162,8 @@ fn a_huge_line_is_damage_not_memory() {
 }
 
 /// 2,000 snapshots of 100 KB each (200 MB, in a 260 KB file): export merges them with the depth
-/// lines, replay rebuilds the book from them and serve answers them, without holding them all.
+/// lines, import reads them back, replay rebuilds the book from them and serve answers them,
+/// without holding them all.
 #[test]
 fn many_large_snapshots_are_streamed() {
     let dir = tempfile::tempdir().unwrap();
@@ -201,6 +202,19 @@ fn many_large_snapshots_are_streamed() {
         out.as_os_str(),
     ]);
     assert!(peak < BOUND_KB, "export: {peak} KB");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+
+    // What export wrote is an hftbacktest file of the 2,000 snapshots and the event.
+    let imported = dir.path().join("imported");
+    let (status, peak, stderr) = run(&[
+        "import".as_ref(),
+        "--format".as_ref(),
+        "hftbacktest".as_ref(),
+        out.join("ethusdt_20251120.gz").as_os_str(),
+        "-o".as_ref(),
+        imported.as_os_str(),
+    ]);
+    assert!(peak < BOUND_KB, "import: {peak} KB");
     assert_eq!(status.code(), Some(0), "{stderr}");
 
     let (status, peak, stderr) = run(&[
