@@ -472,11 +472,7 @@ impl State<'_> {
             return Ok(id);
         }
         if self.symbols.len() == MAX_SYMBOLS {
-            return Err(Halt::Fail(Error::Invalid(format!(
-                "more than {MAX_SYMBOLS} symbols (the next is {name}): replay at most \
-                 {MAX_SYMBOLS} at a time, for instance one pattern per symbol ('{}_*')",
-                name.to_ascii_lowercase()
-            ))));
+            return Err(too_many_symbols(name));
         }
         let id = self.metrics.add_symbol(name.to_string());
         self.symbols.insert(name.to_string(), id);
@@ -541,10 +537,11 @@ impl State<'_> {
                 Ok(snap) => snap,
                 Err(what) => return self.halted(Halt::Damage(what), name, count + 1),
             };
-            *self
-                .snapshots
-                .entry(snap.symbol.to_ascii_uppercase())
-                .or_default() += 1;
+            let symbol = snap.symbol.to_ascii_uppercase();
+            if self.snapshots.len() == MAX_SYMBOLS && !self.snapshots.contains_key(&symbol) {
+                return self.halted(too_many_symbols(&symbol), name, count + 1);
+            }
+            *self.snapshots.entry(symbol).or_default() += 1;
             if let Some(rebuild) = &mut self.rebuild {
                 rebuild.snapshot(&snap, count + 1);
             }
@@ -733,6 +730,15 @@ impl State<'_> {
     }
 }
 
+/// The refusal of a replay past [`MAX_SYMBOLS`] symbols, at `name`.
+fn too_many_symbols(name: &str) -> Halt {
+    Halt::Fail(Error::Invalid(format!(
+        "more than {MAX_SYMBOLS} symbols (the next is {name}): replay at most {MAX_SYMBOLS} at a \
+         time, for instance one pattern per symbol ('{}_*')",
+        name.to_ascii_lowercase()
+    )))
+}
+
 fn damaged(file: String, lines: u64, what: &str) -> FileReport {
     FileReport {
         file,
@@ -912,5 +918,35 @@ mod tests {
             pairs - 1 - MAX_LISTED as u64
         );
         assert_eq!(report.metrics.continuity.reconnects, pairs - 1);
+    }
+
+    /// Snapshot files are held to the same symbol cap as depth files: each symbol seen costs
+    /// its counts, and a book with `--book`.
+    #[test]
+    fn snapshots_of_too_many_symbols_are_refused() {
+        use crate::store::line::{SnapshotLine, encode_snapshot};
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = Vec::new();
+        for i in 0..=MAX_SYMBOLS {
+            let symbol = format!("S{i:05}USDT");
+            let line = SnapshotLine {
+                recv_ns: 1_763_627_881_000_000_000,
+                symbol: &symbol,
+                last_update_id: 7,
+                data: r#"{"lastUpdateId":7,"bids":[],"asks":[]}"#,
+            };
+            encode_snapshot(&mut text, &line);
+        }
+        let mut file = Vec::new();
+        MemberEncoder::new(1).encode(&text, &mut file);
+        let path = dir.path().join("many_snapshot_20251120T000000Z.ndjson.gz");
+        std::fs::write(&path, file).unwrap();
+        let Err(Error::Invalid(what)) = replay(&[path]) else {
+            panic!("not refused");
+        };
+        assert!(
+            what.starts_with("more than 2048 symbols (the next is S02048USDT)"),
+            "{what}"
+        );
     }
 }
