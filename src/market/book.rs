@@ -1239,4 +1239,97 @@ mod tests {
             Ok(340282366920938463463 * 10u128.pow(18))
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        /// One level change: price in cents, and a quantity (zero removes).
+        type Change = (u32, u32);
+
+        /// A price as the exchange spells it: two decimals.
+        fn price(cents: u32) -> String {
+            format!("{}.{:02}", cents / 100, cents % 100)
+        }
+
+        /// A quantity, zero spelled as the exchange does (`0`, `0.000`).
+        fn qty(q: u32) -> String {
+            match q {
+                0 => "0.000".into(),
+                q => format!("{q}"),
+            }
+        }
+
+        fn levels(changes: &[Change]) -> String {
+            let all: Vec<String> = changes
+                .iter()
+                .map(|&(p, q)| format!(r#"["{}","{}"]"#, price(p), qty(q)))
+                .collect();
+            all.join(",")
+        }
+
+        /// The model: price in cents to quantity text; a zero removes.
+        fn apply(model: &mut BTreeMap<u32, String>, changes: &[Change]) {
+            for &(p, q) in changes {
+                if q == 0 {
+                    model.remove(&p);
+                } else {
+                    model.insert(p, qty(q));
+                }
+            }
+        }
+
+        fn expected<'a>(
+            model: impl Iterator<Item = (&'a u32, &'a String)>,
+        ) -> Vec<(String, String)> {
+            model.map(|(p, q)| (price(*p), q.clone())).collect()
+        }
+
+        /// Changes over a narrow band of prices, so that levels are set, replaced and removed
+        /// again and again; a third of them removals.
+        fn changes() -> impl Strategy<Value = Vec<Change>> {
+            proptest::collection::vec((9_900..10_100u32, prop_oneof![Just(0u32), 1..50u32]), 0..20)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// A snapshot, then random diff events, sometimes another snapshot: after each, both
+            /// sides are the model's levels, best first, with the texts last received.
+            #[test]
+            fn random_updates_match_a_btreemap_model(
+                steps in proptest::collection::vec((changes(), changes(), proptest::bool::weighted(0.05)), 1..60),
+            ) {
+                let mut book = Book::new();
+                let (mut bids, mut asks) = (BTreeMap::new(), BTreeMap::new());
+                book.reset_from_snapshot(r#"{"lastUpdateId":1,"bids":[],"asks":[]}"#).unwrap();
+                for (u, (b, a, snapshot)) in (2u64..).zip(&steps) {
+                    if *snapshot {
+                        let nonzero = |c: &Vec<Change>| -> Vec<Change> {
+                            c.iter().copied().filter(|&(_, q)| q > 0).collect()
+                        };
+                        let (b, a) = (nonzero(b), nonzero(a));
+                        let body = format!(
+                            r#"{{"lastUpdateId":{u},"E":1,"T":1,"bids":[{}],"asks":[{}]}}"#,
+                            levels(&b),
+                            levels(&a)
+                        );
+                        prop_assert_eq!(book.reset_from_snapshot(&body), Ok(u));
+                        bids.clear();
+                        asks.clear();
+                        apply(&mut bids, &b);
+                        apply(&mut asks, &a);
+                    } else {
+                        prop_assert_eq!(book.apply_diff(&diff(u, &levels(b), &levels(a))), Ok(u));
+                        apply(&mut bids, b);
+                        apply(&mut asks, a);
+                    }
+                    prop_assert_eq!(side(book.bids()), expected(bids.iter().rev()));
+                    prop_assert_eq!(side(book.asks()), expected(asks.iter()));
+                    prop_assert_eq!(book.update_id(), Some(u));
+                }
+            }
+        }
+    }
 }

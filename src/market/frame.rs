@@ -328,4 +328,118 @@ mod tests {
         assert_eq!((&*h.symbol, &*h.stream), ("BTCUSDT", "btcusdt@depth@0ms"));
         assert_eq!(h.ids.last, 5123107853551);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A depth event's fields as the exchange sends them.
+        #[derive(Debug, Clone)]
+        struct Event {
+            symbol: String,
+            stream: String,
+            event_ms: u64,
+            trade_ms: Option<u64>,
+            first: u64,
+            last: u64,
+            pu: i64,
+        }
+
+        impl Event {
+            fn payload(&self) -> String {
+                let trade = self
+                    .trade_ms
+                    .map(|t| format!(r#""T":{t},"#))
+                    .unwrap_or_default();
+                format!(
+                    r#"{{"e":"depthUpdate","E":{},{trade}"s":"{}","U":{},"u":{},"pu":{},"b":[["1.0","2"]],"a":[]}}"#,
+                    self.event_ms, self.symbol, self.first, self.last, self.pu
+                )
+            }
+        }
+
+        fn event() -> impl Strategy<Value = Event> {
+            (
+                "[A-Z0-9]{2,20}",
+                "(@depth|@depth@100ms|@depth20@500ms)",
+                0..=MAX_EVENT_MS,
+                proptest::option::of(0..=MAX_EVENT_MS),
+                (0..=MAX_UPDATE_ID, 0..=MAX_UPDATE_ID),
+                -1..=i64::MAX,
+            )
+                .prop_map(|(symbol, kind, event_ms, trade_ms, (a, b), pu)| Event {
+                    stream: format!("{}{kind}", symbol.to_ascii_lowercase()),
+                    symbol,
+                    event_ms,
+                    trade_ms,
+                    first: a.min(b),
+                    last: a.max(b),
+                    pu,
+                })
+        }
+
+        /// Checks that `text` parses as `e` with its payload at `payload`.
+        fn assert_parses(text: &str, e: &Event, payload: &str) -> Result<(), TestCaseError> {
+            let Ok(Frame::Depth(h)) = parse_frame(text) else {
+                return Err(TestCaseError::fail(format!("not a depth frame: {text}")));
+            };
+            prop_assert_eq!(&h.stream, &e.stream);
+            prop_assert_eq!(&h.symbol, &e.symbol);
+            prop_assert_eq!(&text[h.data.clone()], payload);
+            prop_assert_eq!((h.event_ms, h.trade_ms), (e.event_ms, e.trade_ms));
+            let prev = if e.pu == -1 { 0 } else { e.pu as u64 };
+            prop_assert_eq!(
+                h.ids,
+                Ids {
+                    first: e.first,
+                    last: e.last,
+                    prev
+                }
+            );
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Valid frames, in Binance's layout (the fast path) and spaced out with their
+            /// members swapped (the general path), give back what was put in them.
+            #[test]
+            fn valid_frames_round_trip(e in event()) {
+                let payload = e.payload();
+                let exact = format!(r#"{{"stream":"{}","data":{payload}}}"#, e.stream);
+                assert_parses(&exact, &e, &payload)?;
+                let other = format!(r#"{{ "data" : {payload} , "stream" : "{}" }}"#, e.stream);
+                assert_parses(&other, &e, &payload)?;
+            }
+
+            /// Any text, and valid frames with one character changed, inserted or removed,
+            /// give a frame or an error, never a panic; a depth frame's payload range is
+            /// always inside the text.
+            #[test]
+            fn parse_frame_never_panics(
+                text in any::<String>(),
+                e in event(),
+                at in any::<usize>(),
+                c in proptest::char::any(),
+                how in 0..3u8,
+            ) {
+                let _ = parse_frame(&text);
+                let mut chars: Vec<char> =
+                    format!(r#"{{"stream":"{}","data":{}}}"#, e.stream, e.payload()).chars().collect();
+                let i = at % chars.len();
+                match how {
+                    0 => chars[i] = c,
+                    1 => chars.insert(i, c),
+                    _ => {
+                        chars.remove(i);
+                    }
+                }
+                let mangled: String = chars.into_iter().collect();
+                if let Ok(Frame::Depth(h)) = parse_frame(&mangled) {
+                    prop_assert!(mangled.get(h.data).is_some());
+                }
+            }
+        }
+    }
 }

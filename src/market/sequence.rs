@@ -523,4 +523,137 @@ mod tests {
         assert_eq!(sync.buffer.len(), MAX_BUFFERED);
         assert_eq!(sync.buffer.front().map(|(_, n)| *n), Some(10));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// What happens next to one symbol's stream.
+        #[derive(Clone, Debug)]
+        enum Op {
+            /// An event of `len` updates; `gap`: its `pu` is not the last `u`; `reconnect`: it
+            /// comes over a new connection.
+            Event {
+                len: u64,
+                gap: bool,
+                reconnect: bool,
+            },
+            /// A REST snapshot whose `lastUpdateId` is `offset` from the last `u` sent.
+            Snapshot { offset: i64 },
+        }
+
+        fn ops() -> impl Strategy<Value = Vec<Op>> {
+            let op = prop_oneof![
+                8 => (1..5u64, proptest::bool::weighted(0.1), proptest::bool::weighted(0.05))
+                    .prop_map(|(len, gap, reconnect)| Op::Event { len, gap, reconnect }),
+                1 => (-12..12i64).prop_map(|offset| Op::Snapshot { offset }),
+            ];
+            proptest::collection::vec(op, 1..200)
+        }
+
+        /// What a book has applied since its last snapshot.
+        struct Applied {
+            /// The snapshot's `lastUpdateId`, until the first event is applied on it.
+            base: Option<u64>,
+            last: Option<u64>,
+        }
+
+        impl Applied {
+            /// Checks that `ids` may follow what was applied: the first event bridges the
+            /// snapshot (`U <= lastUpdateId <= u`), each later one chains (`pu == last u`).
+            fn apply(&mut self, ids: Ids) -> Result<(), TestCaseError> {
+                match (self.last, self.base) {
+                    (Some(last), _) => prop_assert_eq!(ids.prev, last, "out of order: {:?}", ids),
+                    (None, Some(base)) => prop_assert!(
+                        ids.first <= base && base <= ids.last,
+                        "{:?} does not bridge snapshot {}",
+                        ids,
+                        base
+                    ),
+                    (None, None) => {
+                        return Err(TestCaseError::fail("applied before any snapshot"));
+                    }
+                }
+                self.last = Some(ids.last);
+                Ok(())
+            }
+
+            fn reset(&mut self, base: u64) {
+                (self.base, self.last) = (Some(base), None);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Events from three connections, with ids from a narrow range so that they collide
+            /// often: an event is called a duplicate only when another connection delivered an
+            /// event with the same `u` before, which was kept.
+            #[test]
+            fn chain_drops_only_what_another_connection_delivered(
+                events in proptest::collection::vec((0..40u64, 0..40u64, 1..=3u64), 1..300),
+            ) {
+                let mut chain = Chain::new();
+                let mut kept: Vec<(u64, u64)> = Vec::new();
+                for (u, pu, conn) in events {
+                    let verdict = chain.check(Ids { first: u, last: u, prev: pu }, conn);
+                    if verdict == Verdict::Duplicate {
+                        prop_assert!(
+                            kept.iter().any(|&(k, c)| k == u && c != conn),
+                            "u={} from conn {} dropped; kept: {:?}", u, conn, kept
+                        );
+                    } else {
+                        kept.push((u, conn));
+                    }
+                }
+            }
+
+            /// Streams with gaps, reconnects and snapshots of every age, checked by [`Chain`]
+            /// and synced by [`BookSync`]: every event applied bridges its snapshot or chains to
+            /// the one applied before it.
+            #[test]
+            fn book_sync_never_applies_out_of_order(ops in ops()) {
+                let (mut chain, mut sync) = (Chain::new(), BookSync::new());
+                let mut applied = Applied { base: None, last: None };
+                let (mut last_u, mut conn) = (1_000u64, 1u64);
+                for op in ops {
+                    match op {
+                        Op::Event { len, gap, reconnect } => {
+                            conn += u64::from(reconnect);
+                            let prev = if gap { last_u + 3 } else { last_u };
+                            let ids = Ids { first: last_u + 1, last: last_u + len, prev };
+                            last_u += len;
+                            let verdict = chain.check(ids, conn);
+                            if verdict == Verdict::Duplicate {
+                                continue;
+                            }
+                            match sync.event(ids, verdict, ids) {
+                                Step::Apply(events) => {
+                                    for e in events {
+                                        applied.apply(e)?;
+                                    }
+                                }
+                                // Nothing may be applied until the next snapshot.
+                                Step::Lost => (applied.base, applied.last) = (None, None),
+                                Step::Buffered | Step::Covered => {}
+                            }
+                        }
+                        Op::Snapshot { offset } => {
+                            let id = last_u.saturating_add_signed(offset);
+                            match sync.snapshot(id) {
+                                SnapshotStep::Bridged(events) => {
+                                    applied.reset(id);
+                                    for e in events {
+                                        applied.apply(e)?;
+                                    }
+                                }
+                                SnapshotStep::Pending => applied.reset(id),
+                                SnapshotStep::TooOld => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

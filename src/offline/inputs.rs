@@ -1,9 +1,9 @@
 //! Which files a command over recordings reads.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::store::names::{self, FileKind, book_dir, is_kind};
+use crate::store::names::{self, FileKind, is_kind, resolve_book_dir};
 
 /// Expands `paths` as [`names::expand`] does, reading a data directory (`--data-dir`, which holds
 /// `order_book/`) as its `order_book/`.
@@ -13,7 +13,7 @@ use crate::store::names::{self, FileKind, book_dir, is_kind};
 /// without a single depth file (any file named otherwise than a snapshot file is read as one):
 /// `no recordings in PATH`.
 pub fn recordings(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let resolved: Vec<PathBuf> = paths.iter().map(|p| as_book_dir(p)).collect();
+    let resolved: Vec<PathBuf> = paths.iter().map(|p| resolve_book_dir(p)).collect();
     let files = names::expand(&resolved)?;
     if files.iter().all(|f| is_kind(f, FileKind::Snapshot)) {
         return Err(no_recordings(paths));
@@ -25,14 +25,4 @@ pub fn recordings(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 pub fn no_recordings(paths: &[PathBuf]) -> Error {
     let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     Error::Invalid(format!("no recordings in {}", shown.join(" ")))
-}
-
-/// A data directory's `order_book/`, when `path` is one; else `path`.
-fn as_book_dir(path: &Path) -> PathBuf {
-    let book = book_dir(path);
-    if path.is_dir() && book.is_dir() {
-        book
-    } else {
-        path.to_path_buf()
-    }
 }

@@ -24,8 +24,9 @@ use crate::market::stream::is_partial;
 use crate::market::symbol::SymbolId;
 use crate::metrics::{Counters, Metrics, Report, ReportClock, SymbolCounters};
 use crate::offline::console::reader_gone;
-use crate::store::gzip::{CountingReader, MemberDecoder, describe, open_recording};
+use crate::store::gzip::{CountingReader, MemberDecoder, open_recording};
 use crate::store::line::{DepthLine, SnapshotLine, parse_depth, parse_snapshot};
+use crate::store::lines::{LineCursor, LineError, LineReader, open_lines};
 use crate::store::names::{FileKind, is_kind};
 use crate::util::shutdown::Shutdown;
 use crossbeam_channel::{Receiver, Sender};
@@ -68,8 +69,16 @@ pub struct FileReport {
 pub struct ReplayReport {
     #[serde(flatten)]
     pub metrics: Report,
+    /// The first [`MAX_LISTED`] breaks; every break is counted per symbol in `symbols`.
     pub breaks: Vec<BreakAt>,
+    /// Breaks beyond the first [`MAX_LISTED`], counted but not listed.
+    #[serde(default)]
+    pub breaks_unlisted: u64,
+    /// The first [`MAX_LISTED`] connection changes; `continuity.reconnects` counts them all.
     pub connection_changes: Vec<ConnChange>,
+    /// Connection changes beyond the first [`MAX_LISTED`], counted but not listed.
+    #[serde(default)]
+    pub connection_changes_unlisted: u64,
     pub files: Vec<FileReport>,
     /// Per symbol, when its first and last events were received.
     pub receipts: BTreeMap<String, Receipts>,
@@ -150,6 +159,15 @@ pub fn replay_with(
     Ok(state.finish(reports))
 }
 
+/// Breaks and connection changes listed one by one in a report; the rest are counted. Enough to
+/// find what went wrong in any real recording, and a bound on memory for a file of nothing but
+/// breaks (a 10 GB file of one repeated line holds 16 million).
+pub const MAX_LISTED: usize = 1000;
+/// Distinct symbols a replay follows. Each costs its chain, counters and latency histograms, about
+/// 60 KB, so this bounds a replay of any input to about 120 MB; Binance lists a few hundred USD-M
+/// symbols, so a real recording is far below it.
+pub const MAX_SYMBOLS: usize = 2048;
+
 /// Lines between progress bar updates.
 const PROGRESS_EVERY: u64 = 1 << 16;
 /// Decompressed bytes per chunk: many lines each, so the hand-over between threads is rare and a
@@ -186,11 +204,15 @@ pub struct BookOutput<'a> {
     pub writer: &'a mut dyn Write,
 }
 
-/// A recorded REST snapshot.
+/// A recorded REST snapshot, and where its body is: bodies (tens of KB each) are read again
+/// when the book takes them, not held from the start.
 struct RecordedSnapshot {
     recv_ns: u64,
     last_update_id: u64,
-    body: String,
+    /// Its file, in [`Rebuild::snapshot_files`].
+    file: usize,
+    /// Its line in that file.
+    line: u64,
 }
 
 /// Book rebuilding for `--book`.
@@ -198,6 +220,12 @@ struct Rebuild<'a> {
     out: BookOutput<'a>,
     /// Per symbol: snapshots not yet applied, oldest first.
     snapshots: HashMap<String, std::collections::VecDeque<RecordedSnapshot>>,
+    /// The snapshot files, read in order, that [`RecordedSnapshot`]s point into.
+    snapshot_files: Vec<PathBuf>,
+    /// Where snapshot bodies are read from.
+    cursor: LineCursor,
+    /// Scratch for one snapshot line.
+    snapshot_line: Vec<u8>,
     books: HashMap<String, SymbolBook>,
     line: Vec<u8>,
 }
@@ -213,20 +241,35 @@ impl<'a> Rebuild<'a> {
         Rebuild {
             out,
             snapshots: HashMap::new(),
+            snapshot_files: Vec::new(),
+            cursor: LineCursor::new(),
+            snapshot_line: Vec::new(),
             books: HashMap::new(),
             line: Vec::new(),
         }
     }
 
-    /// Queues a snapshot for the event after which it was received.
-    fn snapshot(&mut self, snap: &SnapshotLine<'_>) {
+    /// Starts on the snapshots of a new file.
+    fn snapshot_file(&mut self, path: &Path) {
+        self.snapshot_files.push(path.to_path_buf());
+    }
+
+    /// Queues a snapshot at `line` of the current snapshot file for the event after which it
+    /// was received.
+    fn snapshot(&mut self, snap: &SnapshotLine<'_>, line: u64) {
         let queue = self.snapshots.entry(snap.symbol.to_string()).or_default();
         queue.push_back(RecordedSnapshot {
             recv_ns: snap.recv_ns,
             last_update_id: snap.last_update_id,
-            body: snap.data.to_string(),
+            file: self.snapshot_files.len() - 1,
+            line,
         });
-        queue.make_contiguous().sort_by_key(|s| s.recv_ns);
+        // Files come in time order, so this is the exception; sorting on every push would make
+        // a file of many snapshots quadratic.
+        let len = queue.len();
+        if len > 1 && queue[len - 2].recv_ns > queue[len - 1].recv_ns {
+            queue.make_contiguous().sort_by_key(|s| s.recv_ns);
+        }
     }
 
     /// Applies one recorded event (and any snapshot received before it) and prints the book.
@@ -260,22 +303,30 @@ impl<'a> Rebuild<'a> {
         let mut applied = Vec::new();
         while queue.front().is_some_and(|s| s.recv_ns <= h.recv_ns) {
             let snap = queue.pop_front().expect("front exists");
-            match state.sync.snapshot(snap.last_update_id) {
-                SnapshotStep::Bridged(events) => {
-                    state
-                        .book
-                        .reset_from_snapshot(&snap.body)
-                        .map_err(|e| e.to_string())?;
-                    applied.extend(events);
-                }
-                SnapshotStep::Pending => {
-                    state
-                        .book
-                        .reset_from_snapshot(&snap.body)
-                        .map_err(|e| e.to_string())?;
-                }
-                SnapshotStep::TooOld => {}
-            }
+            let events = match state.sync.snapshot(snap.last_update_id) {
+                SnapshotStep::Bridged(events) => events,
+                SnapshotStep::Pending => Vec::new(),
+                SnapshotStep::TooOld => continue,
+            };
+            let path = &self.snapshot_files[snap.file];
+            let unreadable = |what: String| {
+                Halt::Fail(Error::Invalid(format!(
+                    "{}: line {}: {what} (the file changed during the replay)",
+                    path.display(),
+                    snap.line
+                )))
+            };
+            self.cursor
+                .read(path, snap.line, &mut self.snapshot_line)
+                .map_err(unreadable)?;
+            let body = parse_snapshot(&self.snapshot_line)
+                .map_err(unreadable)?
+                .data;
+            state
+                .book
+                .reset_from_snapshot(body)
+                .map_err(|e| e.to_string())?;
+            applied.extend(events);
         }
         if let Step::Apply(events) = state.sync.event(h.ids, verdict, h.data.to_string()) {
             applied.extend(events);
@@ -373,7 +424,13 @@ struct State<'a> {
     counters: Vec<SymbolCounters>,
     metrics: Metrics,
     breaks: Vec<BreakAt>,
+    breaks_unlisted: u64,
     changes: Vec<ConnChange>,
+    changes_unlisted: u64,
+    /// Connection changes where the new connection's first event chained to the old one's last.
+    rollovers: u64,
+    /// Connection changes with a gap.
+    reconnects: u64,
     first_ns: Option<u64>,
     last_ns: u64,
 }
@@ -394,7 +451,11 @@ impl Default for State<'_> {
             counters: Vec::new(),
             metrics: Metrics::new(Vec::new()),
             breaks: Vec::new(),
+            breaks_unlisted: 0,
             changes: Vec::new(),
+            changes_unlisted: 0,
+            rollovers: 0,
+            reconnects: 0,
             first_ns: None,
             last_ns: 0,
         }
@@ -402,9 +463,16 @@ impl Default for State<'_> {
 }
 
 impl State<'_> {
-    fn symbol(&mut self, name: &str) -> SymbolId {
+    /// The id of a symbol, new or known.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] past [`MAX_SYMBOLS`] symbols.
+    fn symbol(&mut self, name: &str) -> std::result::Result<SymbolId, Halt> {
         if let Some(&id) = self.symbols.get(name) {
-            return id;
+            return Ok(id);
+        }
+        if self.symbols.len() == MAX_SYMBOLS {
+            return Err(too_many_symbols(name));
         }
         let id = self.metrics.add_symbol(name.to_string());
         self.symbols.insert(name.to_string(), id);
@@ -415,7 +483,7 @@ impl State<'_> {
             first_ns: u64::MAX,
             last_ns: 0,
         });
-        id
+        Ok(id)
     }
 
     /// Whether the replay must stop; remembers a signal as the reason.
@@ -447,34 +515,40 @@ impl State<'_> {
         if self.must_stop() {
             return Ok(None);
         }
-        let file = open_recording(path)?;
+        let mut lines = open_lines(path)?;
         let name = path.display().to_string();
-        let reader = BufReader::new(MemberDecoder::new(BufReader::new(file)));
-        let mut count = 0;
-        for line in reader.lines() {
+        if let Some(rebuild) = &mut self.rebuild {
+            rebuild.snapshot_file(path);
+        }
+        loop {
             if self.must_stop() {
                 return Ok(None);
             }
-            let line = match line {
-                Ok(l) => l,
-                Err(e) => return Ok(Some(damaged(name, count, &describe(&e)))),
+            let count = lines.line_no();
+            let line = match lines.next_line() {
+                Ok(Some(line)) => line.bytes,
+                Ok(None) => break,
+                Err(e @ LineError::TooLong) => {
+                    return self.halted(Halt::Damage(e.describe(None)), name, count + 1);
+                }
+                Err(e) => return Ok(Some(damaged(name, count, &e.describe(None)))),
             };
-            let snap = match parse_snapshot(line.as_bytes()) {
+            let snap = match parse_snapshot(line) {
                 Ok(snap) => snap,
                 Err(what) => return self.halted(Halt::Damage(what), name, count + 1),
             };
-            count += 1;
-            *self
-                .snapshots
-                .entry(snap.symbol.to_ascii_uppercase())
-                .or_default() += 1;
+            let symbol = snap.symbol.to_ascii_uppercase();
+            if self.snapshots.len() == MAX_SYMBOLS && !self.snapshots.contains_key(&symbol) {
+                return self.halted(too_many_symbols(&symbol), name, count + 1);
+            }
+            *self.snapshots.entry(symbol).or_default() += 1;
             if let Some(rebuild) = &mut self.rebuild {
-                rebuild.snapshot(&snap);
+                rebuild.snapshot(&snap, count + 1);
             }
         }
         Ok(Some(FileReport {
             file: name,
-            lines: count,
+            lines: lines.line_no(),
             complete: true,
             error: None,
         }))
@@ -515,63 +589,44 @@ impl State<'_> {
         chunks: &Receiver<Chunk>,
         spare: &Sender<Vec<u8>>,
     ) -> Result<Option<FileReport>> {
-        // The start of a line whose end is in the next chunk.
-        let mut carry = Vec::new();
-        let mut line_no = 0u64;
-        for chunk in chunks {
+        let mut lines = LineReader::new(Chunks {
+            chunks,
+            spare,
+            bytes: Vec::new(),
+            at: 0,
+            compressed_at: 0,
+        });
+        loop {
             if self.must_stop() {
                 return Ok(None);
             }
-            let (bytes, compressed_at) = match chunk {
-                Chunk::Data {
-                    bytes,
-                    compressed_at,
-                } => (bytes, compressed_at),
-                Chunk::Failed {
-                    error,
-                    compressed_at,
-                } => {
-                    let what =
-                        format!("{} after compressed byte {compressed_at}", describe(&error));
-                    return Ok(Some(damaged(name, line_no, &what)));
+            let line_no = lines.line_no() + 1;
+            if line_no.is_multiple_of(PROGRESS_EVERY)
+                && let Some(bar) = &self.progress
+            {
+                bar.set_position(self.bytes_before + lines.get_ref().compressed_at);
+            }
+            let line = match lines.next_line() {
+                Ok(Some(line)) if line.terminated => line.bytes,
+                Ok(Some(_)) => {
+                    return Ok(Some(damaged(name, line_no - 1, "last line is cut short")));
+                }
+                Ok(None) => break,
+                Err(e @ LineError::TooLong) => {
+                    return self.halted(Halt::Damage(e.describe(None)), name, line_no);
+                }
+                Err(e) => {
+                    let what = e.describe(Some(lines.get_ref().compressed_at));
+                    return Ok(Some(damaged(name, line_no - 1, &what)));
                 }
             };
-            let mut start = 0;
-            if !carry.is_empty() {
-                let Some(len) = memchr::memchr(b'\n', &bytes) else {
-                    carry.extend_from_slice(&bytes);
-                    continue;
-                };
-                carry.extend_from_slice(&bytes[..=len]);
-                start = len + 1;
-                line_no += 1;
-                if let Err(halt) = self.line(&carry, &name, line_no) {
-                    return self.halted(halt, name, line_no);
-                }
-                carry.clear();
+            if let Err(halt) = self.line(line, &name, line_no) {
+                return self.halted(halt, name, line_no);
             }
-            while let Some(len) = memchr::memchr(b'\n', &bytes[start..]) {
-                let line = &bytes[start..start + len + 1];
-                start += len + 1;
-                line_no += 1;
-                if line_no.is_multiple_of(PROGRESS_EVERY)
-                    && let Some(bar) = &self.progress
-                {
-                    bar.set_position(self.bytes_before + compressed_at);
-                }
-                if let Err(halt) = self.line(line, &name, line_no) {
-                    return self.halted(halt, name, line_no);
-                }
-            }
-            carry.extend_from_slice(&bytes[start..]);
-            let _ = spare.try_send(bytes);
-        }
-        if !carry.is_empty() {
-            return Ok(Some(damaged(name, line_no, "last line is cut short")));
         }
         Ok(Some(FileReport {
             file: name,
-            lines: line_no,
+            lines: lines.line_no(),
             complete: true,
             error: None,
         }))
@@ -579,7 +634,7 @@ impl State<'_> {
 
     fn line(&mut self, bytes: &[u8], file: &str, line_no: u64) -> std::result::Result<(), Halt> {
         let h = parse_depth(bytes)?;
-        let id = self.symbol(h.symbol);
+        let id = self.symbol(h.symbol)?;
         let ids = h.ids;
         let verdict = self.chains[id].check(ids, h.conn);
         match verdict {
@@ -588,13 +643,17 @@ impl State<'_> {
                 got_pu,
             } => {
                 self.counters[id].breaks += 1;
-                self.breaks.push(BreakAt {
-                    file: file.to_string(),
-                    line: line_no,
-                    symbol: h.symbol.to_string(),
-                    expected_pu,
-                    got_pu,
-                });
+                if self.breaks.len() == MAX_LISTED {
+                    self.breaks_unlisted += 1;
+                } else {
+                    self.breaks.push(BreakAt {
+                        file: file.to_string(),
+                        line: line_no,
+                        symbol: h.symbol.to_string(),
+                        expected_pu,
+                        got_pu,
+                    });
+                }
             }
             Verdict::Reconnected { .. } => self.counters[id].reconnect_gaps += 1,
             Verdict::Duplicate => self.counters[id].duplicates += 1,
@@ -602,14 +661,24 @@ impl State<'_> {
         }
         let previous_conn = std::mem::replace(&mut self.last_conn[id], h.conn);
         if previous_conn != 0 && previous_conn != h.conn {
-            self.changes.push(ConnChange {
-                file: file.to_string(),
-                line: line_no,
-                symbol: h.symbol.to_string(),
-                from_conn: previous_conn,
-                to_conn: h.conn,
-                seamless: verdict == Verdict::Continuous,
-            });
+            let seamless = verdict == Verdict::Continuous;
+            if seamless {
+                self.rollovers += 1;
+            } else {
+                self.reconnects += 1;
+            }
+            if self.changes.len() == MAX_LISTED {
+                self.changes_unlisted += 1;
+            } else {
+                self.changes.push(ConnChange {
+                    file: file.to_string(),
+                    line: line_no,
+                    symbol: h.symbol.to_string(),
+                    from_conn: previous_conn,
+                    to_conn: h.conn,
+                    seamless,
+                });
+            }
         }
         if let Some(rebuild) = &mut self.rebuild {
             rebuild.event(&h, verdict)?;
@@ -644,19 +713,30 @@ impl State<'_> {
         };
         let counters = Counters {
             symbols: self.counters,
-            reconnects: self.changes.iter().filter(|c| !c.seamless).count() as u64,
-            rollovers: self.changes.iter().filter(|c| c.seamless).count() as u64,
+            reconnects: self.reconnects,
+            rollovers: self.rollovers,
             ..Counters::default()
         };
         ReplayReport {
             metrics: self.metrics.peek(&clock, &counters),
             breaks: self.breaks,
+            breaks_unlisted: self.breaks_unlisted,
             connection_changes: self.changes,
+            connection_changes_unlisted: self.changes_unlisted,
             files,
             receipts,
             stopped: self.stopped,
         }
     }
+}
+
+/// The refusal of a replay past [`MAX_SYMBOLS`] symbols, at `name`.
+fn too_many_symbols(name: &str) -> Halt {
+    Halt::Fail(Error::Invalid(format!(
+        "more than {MAX_SYMBOLS} symbols (the next is {name}): replay at most {MAX_SYMBOLS} at a \
+         time, for instance one pattern per symbol ('{}_*')",
+        name.to_ascii_lowercase()
+    )))
 }
 
 fn damaged(file: String, lines: u64, what: &str) -> FileReport {
@@ -680,6 +760,62 @@ enum Chunk {
         error: io::Error,
         compressed_at: u64,
     },
+}
+
+/// The decompression thread's chunks read as one stream, for the line reader; a spent chunk's
+/// buffer goes back to that thread for reuse.
+struct Chunks<'a> {
+    chunks: &'a Receiver<Chunk>,
+    spare: &'a Sender<Vec<u8>>,
+    bytes: Vec<u8>,
+    /// Bytes of `bytes` already consumed.
+    at: usize,
+    /// Compressed bytes read when the current chunk was made.
+    compressed_at: u64,
+}
+
+impl Read for Chunks<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Chunks<'_> {
+    /// The rest of the current chunk, or the next one; empty at the end. The damage that ends
+    /// the file comes out once, as an error; the stream ends after it.
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.at == self.bytes.len() {
+            let _ = self.spare.try_send(std::mem::take(&mut self.bytes));
+            self.at = 0;
+            match self.chunks.recv() {
+                Ok(Chunk::Data {
+                    bytes,
+                    compressed_at,
+                }) => {
+                    self.bytes = bytes;
+                    self.compressed_at = compressed_at;
+                }
+                Ok(Chunk::Failed {
+                    error,
+                    compressed_at,
+                }) => {
+                    self.compressed_at = compressed_at;
+                    return Err(error);
+                }
+                // The decompression thread is done: the end of the data.
+                Err(_) => {}
+            }
+        }
+        Ok(&self.bytes[self.at..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.at = (self.at + n).min(self.bytes.len());
+    }
 }
 
 /// Decompresses `file` into chunks until its end, its damage, or the parser hanging up.
@@ -727,5 +863,90 @@ fn inflate(file: File, chunks: &Sender<Chunk>, spare: &Receiver<Vec<u8>>) {
         if ended {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::sequence::Ids;
+    use crate::store::gzip::MemberEncoder;
+    use crate::store::line::encode_depth;
+
+    /// A file of nothing but breaks and connection changes: each is counted, the first
+    /// [`MAX_LISTED`] of each are listed, and the rest only counted.
+    #[test]
+    fn breaks_and_connection_changes_are_counted_and_listed_up_to_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = 3 * MAX_LISTED as u64;
+        let mut text = Vec::new();
+        for i in 0..events {
+            let u = 100 + 10 * i;
+            let data = format!(r#"{{"e":"depthUpdate","s":"ETHUSDT","U":{u},"u":{u},"pu":1}}"#);
+            // Pairs of events on one connection: the second of each pair is a break.
+            let line = DepthLine {
+                symbol: "ETHUSDT",
+                stream: "ethusdt@depth",
+                data: &data,
+                event_ms: 1_763_627_881_000,
+                trade_ms: None,
+                ids: Ids {
+                    first: u,
+                    last: u,
+                    prev: 1,
+                },
+                pipeline_us: None,
+                recv_ns: 1_763_627_881_000_000_000 + i,
+                conn: 1 + i / 2,
+            };
+            encode_depth(&mut text, &line);
+        }
+        let mut file = Vec::new();
+        MemberEncoder::new(1).encode(&text, &mut file);
+        let path = dir.path().join("ethusdt_depth_20251120T000000Z.ndjson.gz");
+        std::fs::write(&path, file).unwrap();
+
+        let report = replay(&[path]).unwrap();
+        let pairs = events / 2;
+        assert_eq!(report.metrics.symbols["ETHUSDT"].breaks, pairs);
+        assert_eq!(report.breaks.len(), MAX_LISTED);
+        assert_eq!(report.breaks_unlisted, pairs - MAX_LISTED as u64);
+        assert_eq!(report.breaks[0].line, 2);
+        assert_eq!(report.connection_changes.len(), MAX_LISTED);
+        assert_eq!(
+            report.connection_changes_unlisted,
+            pairs - 1 - MAX_LISTED as u64
+        );
+        assert_eq!(report.metrics.continuity.reconnects, pairs - 1);
+    }
+
+    /// Snapshot files are held to the same symbol cap as depth files: each symbol seen costs
+    /// its counts, and a book with `--book`.
+    #[test]
+    fn snapshots_of_too_many_symbols_are_refused() {
+        use crate::store::line::{SnapshotLine, encode_snapshot};
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = Vec::new();
+        for i in 0..=MAX_SYMBOLS {
+            let symbol = format!("S{i:05}USDT");
+            let line = SnapshotLine {
+                recv_ns: 1_763_627_881_000_000_000,
+                symbol: &symbol,
+                last_update_id: 7,
+                data: r#"{"lastUpdateId":7,"bids":[],"asks":[]}"#,
+            };
+            encode_snapshot(&mut text, &line);
+        }
+        let mut file = Vec::new();
+        MemberEncoder::new(1).encode(&text, &mut file);
+        let path = dir.path().join("many_snapshot_20251120T000000Z.ndjson.gz");
+        std::fs::write(&path, file).unwrap();
+        let Err(Error::Invalid(what)) = replay(&[path]) else {
+            panic!("not refused");
+        };
+        assert!(
+            what.starts_with("more than 2048 symbols (the next is S02048USDT)"),
+            "{what}"
+        );
     }
 }

@@ -5,6 +5,7 @@
 pub mod conn_numbers;
 pub mod gzip;
 pub mod line;
+pub mod lines;
 pub mod lock;
 pub mod names;
 pub mod salvage;

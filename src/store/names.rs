@@ -45,6 +45,17 @@ pub fn book_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(BOOK_DIR)
 }
 
+/// A data directory's `order_book/`, when `path` is one (`--data-dir` given where recordings
+/// are expected); else `path` itself.
+pub fn resolve_book_dir(path: &Path) -> PathBuf {
+    let book = book_dir(path);
+    if path.is_dir() && book.is_dir() {
+        book
+    } else {
+        path.to_path_buf()
+    }
+}
+
 /// `ethusdt_depth`: what every file of a symbol's series starts with.
 pub fn series(symbol: &Symbol, kind: FileKind) -> String {
     format!("{}{}", symbol.lower(), kind.marker())
@@ -160,6 +171,22 @@ mod tests {
         ] {
             assert_eq!(classify(Path::new(other)), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_data_dir_is_read_as_its_order_book() {
+        let data = tempfile::tempdir().unwrap();
+        let book = book_dir(data.path());
+        assert_eq!(
+            resolve_book_dir(data.path()),
+            data.path(),
+            "no order_book/ yet"
+        );
+        std::fs::create_dir(&book).unwrap();
+        assert_eq!(resolve_book_dir(data.path()), book);
+        assert_eq!(resolve_book_dir(&book), book, "already the book dir");
+        let file = book.join("ethusdt_depth_x.ndjson.gz");
+        assert_eq!(resolve_book_dir(&file), file, "a file is itself");
     }
 
     #[test]

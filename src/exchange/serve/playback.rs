@@ -147,12 +147,7 @@ impl Source for Playback {
 
     /// The recorded snapshot in force at the playback position, byte-exact whatever `limit`.
     fn depth(&self, symbol: &str, _limit: usize, out: &mut Vec<u8>) -> Result<(), String> {
-        let body = self
-            .recording
-            .snapshot_at(symbol, self.position_ns())
-            .ok_or_else(|| format!("Invalid symbol: the recording has no snapshot of {symbol}."))?;
-        out.extend_from_slice(body.as_bytes());
-        Ok(())
+        self.recording.snapshot_at(symbol, self.position_ns(), out)
     }
 
     /// The recorded time at the playback position.

@@ -3,16 +3,15 @@
 //!
 //! Depth files are grouped in lanes, one per symbol (the file name before `_depth`), each read in
 //! name order, which is time order; the lanes are merged by `recv_ns`. A player holds one open
-//! file per lane, so a long recording is streamed, never loaded whole. Snapshot files are small
-//! (one line per REST snapshot) and are loaded once, at start.
+//! file per lane, so a long recording is streamed, never loaded whole. Snapshot files are read
+//! once at start for an index (per snapshot its receive time and line: a few bytes, where the body
+//! is tens of KB), and a REST request reads the one body it answers from its file.
 //!
 //! Files are untrusted. A line that is not a depth line, a line cut short or damaged gzip data
 //! ends that file: everything before it is played, a warning names the file and line (once per
 //! file, however many connections play it), and the lane goes on with its next file.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -22,12 +21,9 @@ use crate::exchange::sim::generator::Header;
 use crate::exchange::sim::lock;
 use crate::market::frame::offset_in;
 use crate::market::stream::{Depth, parse_depth_stream, recorded_depth};
-use crate::store::gzip::{MemberDecoder, describe, open_recording};
 use crate::store::line::{parse_depth, parse_snapshot};
+use crate::store::lines::{FileLines, LineCursor, LineError, open_lines};
 use crate::store::names::{self, FileKind};
-
-/// Read buffer of one open file; a player holds one per lane.
-const READ_BUFFER: usize = 64 << 10;
 
 /// Whether a depth stream carries diff or partial depth: what a subscription must match.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,8 +108,10 @@ impl RecordedEvent {
 pub struct Recording {
     /// Per lane, its files in name order.
     lanes: Vec<Vec<PathBuf>>,
-    /// Per symbol (upper case), its snapshots by receive time.
-    snapshots: HashMap<String, Vec<Snapshot>>,
+    /// Per symbol (upper case), where its snapshots are, by receive time.
+    snapshots: HashMap<String, Vec<SnapshotAt>>,
+    /// The snapshot files the index points into.
+    snapshot_files: Vec<PathBuf>,
     /// The first event's `recv_ns`: time zero of every playback.
     start_ns: u64,
     files: usize,
@@ -121,11 +119,13 @@ pub struct Recording {
     warned: Mutex<HashSet<PathBuf>>,
 }
 
-/// A recorded REST snapshot.
-struct Snapshot {
+/// Where a recorded REST snapshot is.
+struct SnapshotAt {
     recv_ns: u64,
-    /// The REST body, byte-exact.
-    body: String,
+    /// Its file, in [`Recording::snapshot_files`].
+    file: usize,
+    /// Its line number in that file.
+    line: u64,
 }
 
 impl Recording {
@@ -137,11 +137,12 @@ impl Recording {
     /// [`Error::Invalid`] for a path that does not exist, a pattern that matches nothing, or a
     /// recording without a single depth event (`no recordings in PATH`).
     pub fn open(paths: &[PathBuf]) -> Result<Recording> {
-        let resolved: Vec<PathBuf> = paths.iter().map(|p| as_book_dir(p)).collect();
+        let resolved: Vec<PathBuf> = paths.iter().map(|p| names::resolve_book_dir(p)).collect();
         let files = names::expand(&resolved)?;
         let mut recording = Recording {
             lanes: Vec::new(),
             snapshots: HashMap::new(),
+            snapshot_files: Vec::new(),
             start_ns: 0,
             files: files.len(),
             warned: Mutex::default(),
@@ -149,7 +150,7 @@ impl Recording {
         let mut lanes: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
         for path in files {
             if names::is_kind(&path, FileKind::Snapshot) {
-                recording.load_snapshots(&path);
+                recording.index_snapshots(path);
             } else {
                 lanes.entry(lane_key(&path)).or_default().push(path);
             }
@@ -202,42 +203,73 @@ impl Recording {
         }
     }
 
-    /// The REST body of `symbol`'s snapshot in force at `position_ns`: the latest received at
-    /// or before it, else the first one. `None` when the recording has none of `symbol`.
-    pub(crate) fn snapshot_at(&self, symbol: &str, position_ns: u64) -> Option<&str> {
-        let snapshots = self.snapshots.get(symbol)?;
+    /// Appends to `out` the REST body of `symbol`'s snapshot in force at `position_ns`: the
+    /// latest received at or before it, else the first one, read from its file.
+    ///
+    /// # Errors
+    /// The recording has no snapshot of `symbol`, or its file no longer holds it.
+    pub(crate) fn snapshot_at(
+        &self,
+        symbol: &str,
+        position_ns: u64,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), String> {
+        let no_snapshot = || format!("Invalid symbol: the recording has no snapshot of {symbol}.");
+        let snapshots = self.snapshots.get(symbol).ok_or_else(no_snapshot)?;
         let after = snapshots.partition_point(|s| s.recv_ns <= position_ns);
-        snapshots
+        let at = snapshots
             .get(after.saturating_sub(1))
-            .map(|s| s.body.as_str())
+            .ok_or_else(no_snapshot)?;
+        let path = &self.snapshot_files[at.file];
+        let unreadable = |what: String| {
+            format!(
+                "the recorded snapshot of {symbol} cannot be read: {}: line {}: {what}",
+                path.display(),
+                at.line
+            )
+        };
+        let mut line = Vec::new();
+        LineCursor::new()
+            .read(path, at.line, &mut line)
+            .map_err(unreadable)?;
+        let snap = parse_snapshot(&line).map_err(unreadable)?;
+        out.extend_from_slice(snap.data.as_bytes());
+        Ok(())
     }
 
-    fn load_snapshots(&mut self, path: &Path) {
-        let mut lines = match Lines::open(path) {
+    /// Reads a snapshot file for the index: where each snapshot is, not its body.
+    fn index_snapshots(&mut self, path: PathBuf) {
+        let mut lines = match Lines::open(&path) {
             Ok(lines) => lines,
-            Err(what) => return self.warn_once(path, &what),
+            Err(what) => return self.warn_once(&path, &what),
         };
+        let file = self.snapshot_files.len();
         loop {
             let line = match lines.next() {
                 Ok(Some(line)) => line,
-                Ok(None) => return,
-                Err(what) => return self.warn_once(path, &what),
+                Ok(None) => break,
+                Err(what) => {
+                    self.warn_once(&path, &what);
+                    break;
+                }
             };
             let snap = match parse_snapshot(line.as_bytes()) {
                 Ok(snap) => snap,
                 Err(e) => {
-                    let what = format!("line {}: {e}", lines.count);
-                    return self.warn_once(path, &what);
+                    self.warn_once(&path, &format!("line {}: {e}", lines.count()));
+                    break;
                 }
             };
             self.snapshots
                 .entry(snap.symbol.to_ascii_uppercase())
                 .or_default()
-                .push(Snapshot {
+                .push(SnapshotAt {
                     recv_ns: snap.recv_ns,
-                    body: snap.data.to_owned(),
+                    file,
+                    line: lines.count(),
                 });
         }
+        self.snapshot_files.push(path);
     }
 
     /// Logs a warning about a damaged file, the first time only.
@@ -245,17 +277,6 @@ impl Recording {
         if lock(&self.warned).insert(path.to_path_buf()) {
             log::warn!("{}: {what}; what comes before is played", path.display());
         }
-    }
-}
-
-/// A data directory's `order_book/`, when `path` is one; else `path`. (`offline::inputs` does the
-/// same for replay and export; the layers keep the two apart.)
-fn as_book_dir(path: &Path) -> PathBuf {
-    let book = names::book_dir(path);
-    if path.is_dir() && book.is_dir() {
-        book
-    } else {
-        path.to_path_buf()
     }
 }
 
@@ -330,7 +351,7 @@ impl Lane<'_> {
                     }
                     // Another kind of stream: skipped.
                     Ok(None) => continue,
-                    Err(what) => Some(format!("line {}: {what}", lines.count)),
+                    Err(what) => Some(format!("line {}: {what}", lines.count())),
                 },
                 Err(what) => Some(what),
             };
@@ -345,40 +366,36 @@ impl Lane<'_> {
 /// The lines of one gzip NDJSON file, with the damage that ends it described.
 struct Lines {
     path: PathBuf,
-    reader: BufReader<MemberDecoder<BufReader<File>>>,
-    /// Lines read so far.
-    count: u64,
+    reader: FileLines,
 }
 
 impl Lines {
     fn open(path: &Path) -> std::result::Result<Lines, String> {
-        let file = open_recording(path).map_err(|e| e.to_string())?;
+        let reader = open_lines(path).map_err(|e| e.to_string())?;
         Ok(Lines {
             path: path.to_path_buf(),
-            reader: BufReader::with_capacity(
-                READ_BUFFER,
-                MemberDecoder::new(BufReader::with_capacity(READ_BUFFER, file)),
-            ),
-            count: 0,
+            reader,
         })
+    }
+
+    /// Lines read so far.
+    fn count(&self) -> u64 {
+        self.reader.line_no()
     }
 
     /// The next whole line, without its newline; `Ok(None)` at a clean end.
     fn next(&mut self) -> std::result::Result<Option<String>, String> {
-        let mut buf = Vec::with_capacity(2048);
-        match self.reader.read_until(b'\n', &mut buf) {
-            Ok(0) => Ok(None),
-            Ok(_) if buf.last() != Some(&b'\n') => {
-                Err(format!("line {} is cut short", self.count + 1))
+        let before = self.reader.line_no();
+        match self.reader.next_line() {
+            Ok(None) => Ok(None),
+            Ok(Some(line)) if !line.terminated => Err(format!("line {} is cut short", before + 1)),
+            Ok(Some(line)) => String::from_utf8(line.bytes.to_vec())
+                .map(Some)
+                .map_err(|_| format!("line {} is not UTF-8", before + 1)),
+            Err(e @ LineError::TooLong) => {
+                Err(format!("line {}: {}", before + 1, e.describe(None)))
             }
-            Ok(_) => {
-                self.count += 1;
-                buf.pop();
-                String::from_utf8(buf)
-                    .map(Some)
-                    .map_err(|_| format!("line {} is not UTF-8", self.count))
-            }
-            Err(e) => Err(format!("{} after line {}", describe(&e), self.count)),
+            Err(e) => Err(format!("{} after line {before}", e.describe(None))),
         }
     }
 }

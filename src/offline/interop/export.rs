@@ -7,18 +7,24 @@ use std::path::{Path, PathBuf};
 use super::files::{GzLines, Line, OutId, Staged};
 use super::import::split_line;
 use super::{NS_DIGITS, Outcome, check_stream, check_symbol};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::market::stream::is_partial;
 use crate::offline::inputs::{no_recordings, recordings};
 use crate::store::line::{DepthLine, parse_depth, parse_snapshot};
+use crate::store::lines::LineCursor;
 use crate::store::names::{FileKind, is_kind};
 use crate::util::clock::civil_from_days;
 use crate::util::shutdown::Shutdown;
 
-/// A recorded snapshot waiting for its place among the depth lines.
+/// Where a recorded snapshot waiting for its place among the depth lines is. Its body (tens of
+/// KB) is read again from its file when its turn comes, so that a recording with many snapshots
+/// costs a few bytes per snapshot, not all of them at once.
 struct PendingSnapshot {
     recv_ns: u64,
-    body: String,
+    /// Its file, in [`Conversion::snapshot_files`].
+    file: usize,
+    /// Its line number in that file.
+    line: u64,
 }
 
 /// A symbol's current output file.
@@ -52,13 +58,16 @@ pub fn export(
         staged: Staged::new(out_dir, gzip_level),
         current: HashMap::new(),
         snapshots: HashMap::new(),
+        snapshot_files: Vec::new(),
+        cursor: LineCursor::new(),
+        snapshot: Vec::new(),
         outcome: Outcome::default(),
         line: Vec::new(),
         depth_symbols: BTreeMap::new(),
         partial_streams: BTreeMap::new(),
     };
     for path in files.iter().filter(|p| is_kind(p, FileKind::Snapshot)) {
-        ex.load_snapshots(path)?;
+        ex.index_snapshots(path)?;
     }
     for queue in ex.snapshots.values_mut() {
         // Stable: snapshots received at the same instant keep their order in the files.
@@ -114,6 +123,13 @@ struct Conversion {
     current: HashMap<String, DayFile>,
     /// Per symbol, the snapshots not yet written, oldest first.
     snapshots: HashMap<String, VecDeque<PendingSnapshot>>,
+    /// The snapshot files [`PendingSnapshot`]s point into.
+    snapshot_files: Vec<PathBuf>,
+    /// Where snapshot bodies are read; snapshots are written in file order unless the files
+    /// disagree with their receive times, so this mostly reads each file once.
+    cursor: LineCursor,
+    /// Scratch for one snapshot line.
+    snapshot: Vec<u8>,
     outcome: Outcome,
     /// Scratch for one output line.
     line: Vec<u8>,
@@ -124,9 +140,11 @@ struct Conversion {
 }
 
 impl Conversion {
-    fn load_snapshots(&mut self, path: &Path) -> Result<()> {
+    /// Checks a snapshot file and notes where each of its snapshots is.
+    fn index_snapshots(&mut self, path: &Path) -> Result<()> {
         let mut lines = GzLines::open(path, &self.shutdown)?;
-        let mut loaded: Vec<(String, PendingSnapshot)> = Vec::new();
+        let file = self.snapshot_files.len();
+        self.snapshot_files.push(path.to_path_buf());
         let mut bytes = Vec::new();
         while lines.next_line(&mut bytes, &mut self.outcome)? {
             let snap = match parse_snapshot(&bytes) {
@@ -143,17 +161,36 @@ impl Conversion {
                 lines.bad_line(&what, &mut self.outcome)?;
                 break;
             }
-            loaded.push((
-                snap.symbol.to_string(),
-                PendingSnapshot {
+            self.snapshots
+                .entry(snap.symbol.to_string())
+                .or_default()
+                .push_back(PendingSnapshot {
                     recv_ns: snap.recv_ns,
-                    body: snap.data.to_string(),
-                },
-            ));
+                    file,
+                    line: lines.line_no,
+                });
         }
-        for (symbol, snap) in loaded {
-            self.snapshots.entry(symbol).or_default().push_back(snap);
-        }
+        Ok(())
+    }
+
+    /// Appends the body of the snapshot at `at` to `self.line`, read again from its file.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the file no longer holds the snapshot checked when it was indexed.
+    fn push_snapshot_body(&mut self, at: &PendingSnapshot) -> Result<()> {
+        let path = &self.snapshot_files[at.file];
+        let changed = |what: String| {
+            Error::Invalid(format!(
+                "{}: line {}: {what} (the file changed during the export)",
+                path.display(),
+                at.line
+            ))
+        };
+        self.cursor
+            .read(path, at.line, &mut self.snapshot)
+            .map_err(changed)?;
+        let snap = parse_snapshot(&self.snapshot).map_err(changed)?;
+        self.line.extend_from_slice(snap.data.as_bytes());
         Ok(())
     }
 
@@ -237,7 +274,7 @@ impl Conversion {
             self.line.clear();
             push_ns(&mut self.line, snap.recv_ns);
             self.line.push(b' ');
-            self.line.extend_from_slice(snap.body.as_bytes());
+            self.push_snapshot_body(&snap)?;
             self.line.push(b'\n');
             self.staged.push(out, &self.line, Line::Snapshot)?;
         }

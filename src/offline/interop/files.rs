@@ -1,26 +1,21 @@
 //! Reading inputs up to their damage, and writing outputs that appear whole or not at all.
 
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{Outcome, Written};
 use crate::error::{Error, Result};
-use crate::store::gzip::{
-    CountingReader, MEMBER_BYTES, MemberDecoder, MemberEncoder, describe, open_recording,
-};
+use crate::store::gzip::{MEMBER_BYTES, MemberEncoder};
+use crate::store::lines::{FileLines, open_lines};
 use crate::store::names::part_of;
 use crate::store::staged::{create_part, link_no_replace, sync_dir};
 use crate::util::shutdown::Shutdown;
 
-/// Longest line accepted from an input. A 1000-level snapshot is about 40 KB; anything near this
-/// is not a recording, and reading it whole could exhaust memory.
-const MAX_LINE: usize = 16 << 20;
-
 /// The lines of a gzip file (any number of members), up to the first damage.
 pub(super) struct GzLines {
     path: PathBuf,
-    reader: BufReader<MemberDecoder<BufReader<CountingReader<File>>>>,
+    reader: FileLines,
     /// The number of the line last read.
     pub(super) line_no: u64,
     /// Once triggered, the lines end: the conversion is abandoned.
@@ -29,11 +24,9 @@ pub(super) struct GzLines {
 
 impl GzLines {
     pub(super) fn open(path: &Path, shutdown: &Shutdown) -> Result<GzLines> {
-        let file = open_recording(path)?;
-        let counted = BufReader::new(CountingReader::new(file));
         Ok(GzLines {
             path: path.to_path_buf(),
-            reader: BufReader::with_capacity(1 << 18, MemberDecoder::new(counted)),
+            reader: open_lines(path)?,
             line_no: 0,
             shutdown: shutdown.clone(),
         })
@@ -47,25 +40,20 @@ impl GzLines {
         if self.shutdown.is_triggered() {
             return Ok(false);
         }
-        match read_line(&mut self.reader, buf) {
-            Ok(true) => {
-                self.line_no += 1;
-                if buf.last() == Some(&b'\n') {
-                    buf.pop();
-                    if buf.last() == Some(&b'\r') {
-                        buf.pop();
-                    }
-                }
-                Ok(true)
+        let failed = match self.reader.next_line() {
+            Ok(Some(line)) => {
+                let bytes = line.bytes.strip_suffix(b"\r").unwrap_or(line.bytes);
+                buf.extend_from_slice(bytes);
+                None
             }
-            Ok(false) => Ok(false),
-            Err(e) => {
-                self.line_no += 1;
-                let at = self.reader.get_ref().get_ref().get_ref().count();
-                let what = match e {
-                    LineError::TooLong => format!("line longer than {} MiB", MAX_LINE >> 20),
-                    LineError::Io(e) => format!("{} after compressed byte {at}", describe(&e)),
-                };
+            Ok(None) => return Ok(false),
+            Err(e) => Some(e),
+        };
+        self.line_no += 1;
+        match failed {
+            None => Ok(true),
+            Some(e) => {
+                let what = e.describe(Some(self.reader.compressed_at()));
                 self.bad_line(&what, outcome)?;
                 Ok(false)
             }
@@ -85,36 +73,6 @@ impl GzLines {
             line - 1
         ));
         Ok(())
-    }
-}
-
-/// Why a line could not be read.
-enum LineError {
-    Io(io::Error),
-    /// Longer than [`MAX_LINE`].
-    TooLong,
-}
-
-/// Reads up to and including the next newline into `buf`; false at the end of the data. A line
-/// longer than [`MAX_LINE`] is refused, so a hostile input cannot exhaust memory.
-fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::result::Result<bool, LineError> {
-    loop {
-        let available = reader.fill_buf().map_err(LineError::Io)?;
-        if available.is_empty() {
-            return Ok(!buf.is_empty());
-        }
-        let (take, done) = match memchr::memchr(b'\n', available) {
-            Some(i) => (i + 1, true),
-            None => (available.len(), false),
-        };
-        buf.extend_from_slice(&available[..take]);
-        reader.consume(take);
-        if buf.len() > MAX_LINE {
-            return Err(LineError::TooLong);
-        }
-        if done {
-            return Ok(true);
-        }
     }
 }
 
@@ -311,28 +269,4 @@ fn taken(done: &Path) -> Error {
         "{} exists: obrec never overwrites a file (remove it, or choose another -o)",
         done.display()
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_lines_are_refused_not_buffered() {
-        let long = vec![b'x'; MAX_LINE + 2];
-        let mut buf = Vec::new();
-        assert!(matches!(
-            read_line(&mut &long[..], &mut buf),
-            Err(LineError::TooLong)
-        ));
-        let mut buf = Vec::new();
-        let mut two = &b"a\nb"[..];
-        assert!(matches!(read_line(&mut two, &mut buf), Ok(true)));
-        assert_eq!(buf, b"a\n");
-        buf.clear();
-        assert!(matches!(read_line(&mut two, &mut buf), Ok(true)));
-        assert_eq!(buf, b"b");
-        buf.clear();
-        assert!(matches!(read_line(&mut two, &mut buf), Ok(false)));
-    }
 }

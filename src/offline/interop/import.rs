@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::market::frame::{Frame, FrameError, parse_frame};
 use crate::market::symbol::Symbol;
 use crate::store::line::{DepthLine, SnapshotLine, encode_depth, encode_snapshot};
+use crate::store::lines::LineCursor;
 use crate::store::names::{self, FileKind, book_dir, expand};
 use crate::util::shutdown::Shutdown;
 
@@ -84,9 +85,10 @@ struct FileImport {
     depth_out: Option<OutId>,
     /// The connection the latest `_meta` line announced.
     conn: u64,
-    /// Snapshots in file order: receipt ns, `lastUpdateId`, body. Written at the end, when the
-    /// symbol they belong to is known.
-    snapshots: Vec<(u64, u64, String)>,
+    /// Snapshots in file order: receipt ns, `lastUpdateId` and line number. Written at the end,
+    /// when the symbol they belong to is known, with their bodies read again from the file: a
+    /// body is tens of KB, and a file may hold any number.
+    snapshots: Vec<(u64, u64, u64)>,
     /// Scratch for one output line.
     encoded: Vec<u8>,
 }
@@ -126,7 +128,7 @@ fn import_file(
     while lines.next_line(&mut bytes, outcome)? {
         let result = split_line(&bytes)
             .map_err(Stop::Damage)
-            .and_then(|(recv_ns, json)| state.line(recv_ns, json, staged, outcome));
+            .and_then(|(recv_ns, json)| state.line(recv_ns, json, lines.line_no, staged, outcome));
         match result {
             Ok(()) => {}
             Err(Stop::Damage(what)) => {
@@ -155,10 +157,12 @@ fn import_file(
 }
 
 impl FileImport {
+    /// Imports line `line_no`, `<recv_ns> <json>`.
     fn line(
         &mut self,
         recv_ns: u64,
         json: &str,
+        line_no: u64,
         staged: &mut Staged,
         outcome: &mut Outcome,
     ) -> std::result::Result<(), Stop> {
@@ -217,9 +221,7 @@ impl FileImport {
                     bids: Some(_),
                     asks: Some(_),
                     ..
-                }) => self
-                    .snapshots
-                    .push((recv_ns, id, json.trim_end().to_string())),
+                }) => self.snapshots.push((recv_ns, id, line_no)),
                 Ok(Unenveloped { code: Some(_), .. }) => outcome.skip("(error bodies)"),
                 _ => outcome.skip("(unrecognised)"),
             },
@@ -253,12 +255,21 @@ impl FileImport {
             )));
         };
         let out = staged.create(&obrec_name(&symbol, FileKind::Snapshot, first_ns))?;
-        for (recv_ns, id, body) in &self.snapshots {
+        let (mut cursor, mut read) = (LineCursor::new(), Vec::new());
+        for &(recv_ns, id, line_no) in &self.snapshots {
+            let changed = |what: String| {
+                Error::Invalid(format!(
+                    "{}: line {line_no}: {what} (the file changed during the import)",
+                    path.display()
+                ))
+            };
+            cursor.read(path, line_no, &mut read).map_err(changed)?;
+            let (_, json) = split_line(&read).map_err(changed)?;
             let line = SnapshotLine {
-                recv_ns: *recv_ns,
+                recv_ns,
                 symbol: symbol.as_str(),
-                last_update_id: *id,
-                data: body,
+                last_update_id: id,
+                data: json.trim_end(),
             };
             self.encoded.clear();
             encode_snapshot(&mut self.encoded, &line);
