@@ -89,21 +89,6 @@ fn raw_data(line: &str) -> &str {
     &line[start..line.len() - 1]
 }
 
-fn snapshot_files(data: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("order_book"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .contains("_snapshot")
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 // ---- the binaries ------------------------------------------------------------------------------
 
 /// `obrec serve` as a child process, listening.

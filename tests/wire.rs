@@ -300,16 +300,8 @@ fn a_snapshot_body_past_the_limit_is_an_error_not_a_record() {
 
 /// Every line of the snapshot files under `<data>/order_book`.
 fn snapshot_lines(data: &Path) -> Vec<String> {
-    let mut files: Vec<_> = std::fs::read_dir(data.join("order_book"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .contains("_snapshot")
-        })
-        .collect();
-    files.sort();
-    read_lines(&files).into_iter().map(|l| l.text).collect()
+    read_lines(&snapshot_files(data))
+        .into_iter()
+        .map(|l| l.text)
+        .collect()
 }

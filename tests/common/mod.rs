@@ -73,14 +73,23 @@ impl Line {
 
 /// Depth files under `<data>/order_book`, in name order.
 pub fn depth_files(data_dir: &Path) -> Vec<PathBuf> {
+    recordings(data_dir, "_depth")
+}
+
+/// Snapshot files under `<data>/order_book`, in name order.
+pub fn snapshot_files(data_dir: &Path) -> Vec<PathBuf> {
+    recordings(data_dir, "_snapshot")
+}
+
+/// Recordings under `<data>/order_book` whose names carry `marker`, finished or `.part`.
+fn recordings(data_dir: &Path, marker: &str) -> Vec<PathBuf> {
     let dir = data_dir.join("order_book");
     let mut files: Vec<PathBuf> = fs::read_dir(&dir)
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     files.retain(|p| {
         let name = p.file_name().unwrap().to_string_lossy();
-        name.contains("_depth")
-            && (name.ends_with(".ndjson.gz") || name.ends_with(".ndjson.gz.part"))
+        name.contains(marker) && (name.ends_with(".ndjson.gz") || name.ends_with(".ndjson.gz.part"))
     });
     files.sort();
     files
