@@ -16,6 +16,7 @@ use crate::exchange::sim::{
     DEFAULT_LISTEN, DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, DEFAULT_SNAPSHOT_STATUS,
     Faults, Rate, SentFrame, Sim, SimConfig, Violation,
 };
+use crate::store::staged::write_atomic;
 use crate::util::shutdown::Shutdown;
 
 /// How often the command loops look whether they should stop, and append sent frames to
@@ -111,11 +112,7 @@ fn announce(addr: SocketAddr, port_file: Option<&Path>) -> anyhow::Result<()> {
     drop(stdout);
     if let Some(path) = port_file {
         // Written aside and renamed, so that a script polling for the file never reads half.
-        let mut aside = path.as_os_str().to_owned();
-        aside.push(".tmp");
-        std::fs::write(&aside, format!("{}\n", addr.port()))
-            .and_then(|()| std::fs::rename(&aside, path))
-            .with_context(|| format!("{}: cannot write", path.display()))?;
+        write_atomic(path, format!("{}\n", addr.port()).as_bytes())?;
     }
     Ok(())
 }
