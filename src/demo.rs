@@ -77,14 +77,14 @@ pub fn run(length: Duration, dir: Option<PathBuf>, shutdown: &Shutdown) -> Resul
         flush_every: Duration::from_millis(200),
         ..RecordConfig::default()
     };
-    config.preflight()?;
+    let lock = config.preflight()?;
     out.line(format_args!(
         "recording {:.1} s of {} into {}",
         length.as_secs_f64(),
         DEMO_SYMBOLS.join(", "),
         config.book_dir().display()
     ))?;
-    let report = recorder::run(&config, shutdown)?;
+    let report = recorder::run(&config, &lock, shutdown)?;
     let sent = sim.sent();
     sim.shutdown();
     if shutdown.by_signal() {

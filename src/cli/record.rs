@@ -145,9 +145,9 @@ pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
     // other behind.
     usable_dir("log dir", &args.log_dir)?;
     usable_dir("data dir", &config.book_dir())?;
-    config.preflight()?;
+    let lock = config.preflight()?;
     let _log = logging::to_files(&args.log_options())?;
-    recorder::run(&config, shutdown).context("recording failed")?;
+    recorder::run(&config, &lock, shutdown).context("recording failed")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -25,8 +25,9 @@ use crate::market::symbol::Symbol;
 use crate::metrics::exporter::Exporter;
 use crate::metrics::{Report, Stats};
 use crate::store::conn_numbers::ConnNumbers;
+use crate::store::lock::{self, DirLock};
 use crate::store::names::{FileKind, book_dir, series};
-use crate::store::{lock, salvage, staged};
+use crate::store::{salvage, staged};
 use crate::util::shutdown::Shutdown;
 use console::Console;
 use feed::{FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
@@ -104,8 +105,8 @@ impl RecordConfig {
 
     /// Creates the output directory, proves it writable and makes this process its only recorder
     /// ([`lock::hold`]), before anything else is written: a refused second recorder must not
-    /// even start its log files.
-    pub fn preflight(&self) -> Result<()> {
+    /// even start its log files. The lock is what [`run`] records under.
+    pub fn preflight(&self) -> Result<DirLock> {
         let dir = self.book_dir();
         let unusable = |e: std::io::Error| {
             Error::Invalid(format!("data dir {} is not writable: {e}", dir.display()))
@@ -118,11 +119,10 @@ impl RecordConfig {
     }
 }
 
-/// Records until the token triggers or `run_for` passes; returns the final report.
-pub fn run(config: &RecordConfig, shutdown: &Shutdown) -> Result<Report> {
-    let dir = config.book_dir();
-    fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e))?;
-    lock::hold(&dir)?;
+/// Records into the directory `lock` holds (from [`RecordConfig::preflight`]) until the token
+/// triggers or `run_for` passes; returns the final report.
+pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result<Report> {
+    let dir = lock.book_dir().to_path_buf();
     staged::remove_stale_temps(&dir);
     let own: Vec<String> = config
         .symbols
