@@ -495,3 +495,32 @@ fn replay_prints_a_line_per_symbol_and_a_summary() {
     assert_eq!(report["files"].as_array().unwrap().len(), 2);
     assert!(text(&out.stderr).contains("SUMMARY | t="));
 }
+
+/// A recording with more breaks than replay lists: the first ones in detail, the rest counted,
+/// and `--strict` still fails on them.
+#[test]
+fn replay_lists_the_first_breaks_and_counts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("data/order_book");
+    fs::create_dir_all(&book).unwrap();
+    // Every other event of a chain: each line's pu misses the previous line's u.
+    repeated_gz(
+        &book.join("btcusdt_depth_20261130T013630Z.ndjson.gz"),
+        |n| depth_line(2 * n),
+        1,
+    );
+    let out = run_output(obrec().arg("replay").arg(&book));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let listed = stderr.lines().filter(|l| l.starts_with("break: ")).count();
+    let unlisted = MEMBER_LINES - 1 - listed;
+    assert!(listed > 0 && unlisted > 0, "{listed} listed");
+    assert!(
+        stderr.contains(&format!("… and {unlisted} more breaks")),
+        "{}",
+        stderr.lines().last().unwrap_or_default()
+    );
+    assert!(text(&out.stdout).contains(&format!("breaks={}", MEMBER_LINES - 1)));
+    let strict = run_output(obrec().args(["replay", "--strict"]).arg(&book));
+    assert_eq!(strict.status.code(), Some(1));
+}

@@ -89,6 +89,12 @@ pub fn replay(args: &ReplayArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
             b.file, b.line, b.symbol, b.expected_pu, b.got_pu
         ));
     }
+    if report.breaks_unlisted > 0 {
+        warn(format_args!(
+            "… and {} more breaks (the per-symbol counts below include them)",
+            report.breaks_unlisted
+        ));
+    }
     // With --book or --json -, stdout carries those; the summary goes beside the errors.
     let json_to_stdout = args.json.as_deref() == Some(Path::new(STDOUT_NAME));
     let summary = summary_lines(&report);
