@@ -79,7 +79,9 @@ pub struct Chain {
     /// The last [`RECENT`] accepted events: only one of these can be a duplicate. An older or
     /// unknown `u` is never dropped, so a bogus id or an exchange that restarts its ids costs
     /// one discontinuity, not every later event.
-    recent: std::collections::VecDeque<Last>,
+    recent: Vec<Last>,
+    /// Where the next accepted event goes in `recent` once it is full: the oldest.
+    next: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -118,10 +120,13 @@ impl Chain {
         };
         let last = Last { u: ids.last, conn };
         self.last = Some(last);
-        if self.recent.len() == RECENT {
-            self.recent.pop_front();
+        // A ring over a plain vector: one store per event, no shifting.
+        if self.recent.len() < RECENT {
+            self.recent.push(last);
+        } else {
+            self.recent[self.next] = last;
         }
-        self.recent.push_back(last);
+        self.next = (self.next + 1) % RECENT;
         verdict
     }
 
