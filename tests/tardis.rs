@@ -361,3 +361,141 @@ fn pandas_reads_the_incremental_file() {
     let rows: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert_eq!(rows + 1, csv(&out_dir.join(L2)).len());
 }
+
+/// Copies the recording at `data` to `dest`, each depth line rewritten by `edit` (dropped when it
+/// returns false); snapshot files are copied when `snapshots`.
+fn rewrite(
+    data: &Path,
+    dest: &Path,
+    snapshots: bool,
+    mut edit: impl FnMut(usize, &mut serde_json::Value) -> bool,
+) {
+    let dir = dest.join("order_book");
+    fs::create_dir_all(&dir).unwrap();
+    if snapshots {
+        for f in snapshot_files(data) {
+            fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    for f in depth_files(data) {
+        let mut body = String::new();
+        for (i, line) in read_lines(std::slice::from_ref(&f)).into_iter().enumerate() {
+            let mut json = line.json;
+            if edit(i, &mut json) {
+                body.push_str(&json.to_string());
+                body.push('\n');
+            }
+        }
+        let mut gz = flate2::write::GzEncoder::new(
+            File::create(dir.join(f.file_name().unwrap())).unwrap(),
+            Default::default(),
+        );
+        gz.write_all(body.as_bytes()).unwrap();
+        gz.finish().unwrap();
+    }
+}
+
+/// The books `replay --book N` prints, in order.
+fn replayed(data: &Path, depth: usize) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_obrec"))
+        .args(["replay", "--book", &depth.to_string()])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_second_day_starts_with_the_whole_book() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = imported(dir.path());
+    let shifted = dir.path().join("shifted");
+    // The second half of the events arrive a day later.
+    const DAY_NS: u64 = 86_400_000_000_000;
+    rewrite(&data, &shifted, true, |i, json| {
+        if i >= 3000 {
+            json["recv_ns"] = (json["recv_ns"].as_u64().unwrap() + DAY_NS).into();
+        }
+        true
+    });
+    let out_dir = dir.path().join("tardis");
+    let out = export(&[&shifted], &out_dir);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 6);
+    let second = csv(&out_dir.join(L2.replace("2024-08-08", "2024-08-09")));
+    assert_eq!(second[0], L2_HEADER);
+    let rows = l2_rows(&second[1..]);
+    assert!(rows[0].snapshot && rows.iter().any(|r| !r.snapshot));
+    // The day's file alone rebuilds the final book.
+    let mut book = TestBook::default();
+    for r in &rows {
+        book.set(&r.side, &r.price, &r.amount);
+    }
+    let last = replayed(&shifted, DEPTH).pop().unwrap();
+    assert_eq!(book.top(), (last["bids"].clone(), last["asks"].clone()));
+    for name in [TOP25, TOP5] {
+        let top = csv(&out_dir.join(name.replace("2024-08-08", "2024-08-09")));
+        assert!(top.len() > 1, "{name}");
+    }
+}
+
+#[test]
+fn partial_depth_events_become_changes_of_the_top_n() {
+    const N: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let data = imported(dir.path());
+    // A depth-20 recording: each applied event's replayed top 20 as its payload.
+    let books: HashMap<u64, serde_json::Value> = replayed(&data, N)
+        .into_iter()
+        .map(|b| (b["u"].as_u64().unwrap(), b))
+        .collect();
+    let partial = dir.path().join("partial");
+    let mut payloads = Vec::new();
+    rewrite(&data, &partial, false, |_, json| {
+        let Some(book) = books.get(&json["u"].as_u64().unwrap()) else {
+            return false;
+        };
+        json["stream"] = "btcusdt@depth20@100ms".into();
+        let data = &mut json["data"];
+        data["b"] = book["bids"].clone();
+        data["a"] = book["asks"].clone();
+        payloads.push(json.clone());
+        true
+    });
+    let out_dir = dir.path().join("tardis");
+    let out = export(&[&partial], &out_dir);
+    assert!(out.status.success(), "{out:?}");
+    let rows = l2_rows(&csv(&out_dir.join(L2))[1..]);
+    let run = rows.iter().take_while(|r| r.snapshot).count();
+    assert_eq!(run, 2 * N);
+    assert!(rows[run..].iter().all(|r| !r.snapshot));
+    // Applying each event's rows gives that event's top 20.
+    let mut book = TestBook::default();
+    let mut i = 0;
+    for p in &payloads {
+        let at = (
+            p["E"].as_u64().unwrap() * 1000,
+            p["recv_ns"].as_u64().unwrap() / 1000,
+        );
+        while i < rows.len() && (rows[i].timestamp, rows[i].local) == at {
+            book.set(&rows[i].side, &rows[i].price, &rows[i].amount);
+            i += 1;
+        }
+        assert_eq!(
+            book.top(),
+            (p["data"]["b"].clone(), p["data"]["a"].clone()),
+            "{at:?}"
+        );
+    }
+    assert_eq!(i, rows.len());
+    // Twenty levels fill 20 of the 25 book snapshot levels; the rest are empty cells.
+    let last = csv(&out_dir.join(TOP25)).pop().unwrap();
+    let cells: Vec<&str> = last.split(',').collect();
+    assert!(cells[4..4 + 4 * N].iter().all(|c| !c.is_empty()));
+    assert!(cells[4 + 4 * N..].iter().all(|c| c.is_empty()));
+}

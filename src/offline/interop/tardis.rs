@@ -10,8 +10,11 @@
 //! book as a snapshot run, as Tardis' files start at 00:00 UTC, so that every file stands alone.
 //! Both book snapshot datasets are written in the same pass (they cost one book walk per event):
 //! a row each time the top N changes. Partial-depth events (`--depth 5/10/20`) are each a whole
-//! top-N book: a snapshot run in `incremental_book_L2`, and book snapshot rows (a depth-20 stream
-//! fills 20 of the 25 levels; missing levels are empty cells, as in Tardis).
+//! top-N book, which replaces the last: in `incremental_book_L2` the first of a file is a snapshot
+//! run and each later one the levels that changed, levels that left the top N with amount 0 (a
+//! run of snapshot rows per event would not do: Tardis readers discard their book only when a
+//! snapshot row follows a non-snapshot one); in the book snapshots, a depth-20 stream fills 20 of
+//! the 25 levels, the rest being empty cells, as in Tardis.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +39,8 @@ const L2_HEADER: &str = "exchange,symbol,timestamp,local_timestamp,is_snapshot,s
 /// The book snapshot datasets' depths: Tardis publishes these two.
 const TOP_DEPTHS: [usize; 2] = [25, 5];
 const NS_PER_US: u64 = 1_000;
+/// The amount of a level that is gone.
+const REMOVED: &str = "0";
 const US_PER_MS: u64 = 1_000;
 
 /// Why events were left out, as the summary names them.
@@ -230,12 +235,7 @@ impl Tardis {
     fn event(&mut self, h: &DepthLine) -> std::result::Result<(), Halt> {
         let state = self.symbols.entry(h.symbol.to_string()).or_default();
         if is_partial(h.stream) {
-            state.book.replace_partial(h.data).map_err(damage)?;
-            let times = Times {
-                exchange_us: h.event_ms.saturating_mul(US_PER_MS),
-                local_us: h.recv_ns / NS_PER_US,
-            };
-            return Ok(self.whole_book(h.symbol, h.recv_ns, times)?);
+            return self.partial(h);
         }
         let verdict = state.chain.check(h.ids, h.conn);
         if verdict == Verdict::Duplicate {
@@ -261,6 +261,52 @@ impl Tardis {
             self.diff(h.symbol, &event)?;
         }
         Ok(())
+    }
+
+    /// Takes a partial-depth event: the whole top N, so the book is replaced. Its rows are what
+    /// changed from the previous top N (levels that left it as amount 0), so that a reader's
+    /// book is the event's; the first event of a file is a snapshot run.
+    fn partial(&mut self, h: &DepthLine) -> std::result::Result<(), Halt> {
+        let state = self.symbols.get_mut(h.symbol).expect("entered before");
+        let owned = |levels: Levels<'_>| -> Vec<(String, String)> {
+            levels
+                .map(|q| (q.price.to_string(), q.qty.to_string()))
+                .collect()
+        };
+        let before = [owned(state.book.bids()), owned(state.book.asks())];
+        state.book.replace_partial(h.data).map_err(damage)?;
+        let times = Times {
+            exchange_us: h.event_ms.saturating_mul(US_PER_MS),
+            local_us: h.recv_ns / NS_PER_US,
+        };
+        let (day, _) = utc_day(h.recv_ns);
+        if state.day.as_ref().is_none_or(|d| d.day < day) {
+            return Ok(self.whole_book(h.symbol, h.recv_ns, times)?);
+        }
+        let l2 = self.l2_file(h.symbol, h.recv_ns, times, false)?;
+        let book = &self.symbols[h.symbol].book;
+        self.row.clear();
+        let mut rows = 0;
+        for (side, levels, before) in [
+            ("bid", book.bids(), &before[0]),
+            ("ask", book.asks(), &before[1]),
+        ] {
+            let mut now = Vec::with_capacity(levels.len());
+            for q in levels {
+                now.push(q.price);
+                if !before.iter().any(|(p, a)| p == q.price && a == q.qty) {
+                    push_l2_row(&mut self.row, h.symbol, times, false, side, q.price, q.qty);
+                    rows += 1;
+                }
+            }
+            // Every level of the previous top N not in this one left it.
+            for (price, _) in before.iter().filter(|(p, _)| !now.contains(&p.as_str())) {
+                push_l2_row(&mut self.row, h.symbol, times, false, side, price, REMOVED);
+                rows += 1;
+            }
+        }
+        self.staged.push_lines(l2, &self.row, rows, Line::Depth)?;
+        Ok(self.tops(h.symbol, times)?)
     }
 
     /// Offers a recorded snapshot to the symbol's sync and, unless it is too old to be used,
