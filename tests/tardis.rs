@@ -185,7 +185,7 @@ fn the_real_fixture_exports_rows_that_rebuild_the_replayed_book() {
     }
     assert!(skipped > 0);
     assert!(stdout.contains(&format!(
-        "skipped: {skipped} events before their book synced"
+        "skipped: {skipped} events while their book was not synced"
     )));
 
     // The snapshot run comes first, then every synced event's levels.

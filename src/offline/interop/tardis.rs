@@ -44,7 +44,7 @@ const REMOVED: &str = "0";
 const US_PER_MS: u64 = 1_000;
 
 /// Why events were left out, as the summary names them.
-const SKIP_UNSYNCED: &str = "events before their book synced";
+const SKIP_UNSYNCED: &str = "events while their book was not synced";
 const SKIP_COVERED: &str = "events a snapshot covers";
 
 /// Writes recordings (depth and snapshot files; a data directory is read as its `order_book/`)
