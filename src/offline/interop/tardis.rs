@@ -6,7 +6,10 @@
 //! becomes a run of `is_snapshot=true` rows when it bridges the event chain, every event applied
 //! after it one row per level change. Events that reach no synced book (before the first bridge,
 //! after a break until the next, those a snapshot covers) cannot be expressed as changes of a
-//! known book and are counted as skipped. Each day file after the first starts with the whole
+//! known book and are counted as skipped. Rows come in the order the book takes them, so the
+//! events a snapshot bridges that were received before it (a few at each sync) keep their own
+//! receipt time after the snapshot run's later one; Tardis' own files are otherwise ordered by
+//! `local_timestamp`, and so are these. Each day file after the first starts with the whole
 //! book as a snapshot run, as Tardis' files start at 00:00 UTC, so that every file stands alone.
 //! Both book snapshot datasets are written in the same pass (they cost one book walk per event):
 //! a row each time the top N changes. Partial-depth events (`--depth 5/10/20`) are each a whole
