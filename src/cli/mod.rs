@@ -194,7 +194,9 @@ mod tests {
             &["obrec", "export", "data", "-o", "out"][..],
             &["obrec", "export", "--format", "hftbacktest", "data"],
             &["obrec", "export", "--format", "hftbacktest", "-o", "out"],
-            &["obrec", "export", "--format", "tardis", "data", "-o", "out"],
+            &[
+                "obrec", "export", "--format", "parquet", "data", "-o", "out",
+            ],
             &[
                 "obrec",
                 "import",

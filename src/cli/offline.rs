@@ -169,6 +169,9 @@ pub enum Format {
     /// hftbacktest's raw feed files (`<19-digit ns> <json>` per line, gzip, one symbol per
     /// file), read by hftbacktest.data.utils.binancefutures.convert.
     Hftbacktest,
+    /// Tardis' normalized CSV (export only): incremental_book_L2, book_snapshot_25 and
+    /// book_snapshot_5, gzip, one file per dataset, symbol and UTC day.
+    Tardis,
 }
 
 /// `obrec export`.
@@ -185,7 +188,7 @@ pub struct ExportArgs {
     #[arg(long, env = "OBREC_FORMAT", value_enum)]
     pub format: Format,
     /// Recordings: files, directories (their depth and snapshot files) or glob patterns, read in
-    /// name order. Include the snapshot files: hftbacktest's book starts from them.
+    /// name order. Include the snapshot files: hftbacktest's book and Tardis' rows start from them.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Directory for the exported files (created when missing); existing files are never
@@ -225,8 +228,14 @@ pub struct ImportArgs {
 /// `obrec export`: exit 0 when every input was read whole.
 pub fn export(args: &ExportArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let Format::Hftbacktest = args.format;
-    let outcome = interop::export(&args.paths, &args.output, args.gzip_level, shutdown)?;
+    let outcome = match args.format {
+        Format::Hftbacktest => {
+            interop::export(&args.paths, &args.output, args.gzip_level, shutdown)?
+        }
+        Format::Tardis => {
+            interop::export_tardis(&args.paths, &args.output, args.gzip_level, shutdown)?
+        }
+    };
     if outcome.interrupted {
         return Ok(interrupted("export stopped, nothing written"));
     }
@@ -236,7 +245,12 @@ pub fn export(args: &ExportArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
 /// `obrec import`: exit 0 when every input was read whole.
 pub fn import(args: &ImportArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let Format::Hftbacktest = args.format;
+    if args.format != Format::Hftbacktest {
+        return Err(crate::error::Error::Invalid(
+            "import --format tardis: not supported (obrec imports hftbacktest files only)".into(),
+        )
+        .into());
+    }
     let outcome = interop::import(&args.files, &args.output, args.gzip_level, shutdown)?;
     if outcome.interrupted {
         return Ok(interrupted("import stopped, nothing written"));

@@ -10,7 +10,7 @@ use super::{NS_DIGITS, Outcome, check_stream, check_symbol};
 use crate::error::{Error, Result};
 use crate::market::stream::is_partial;
 use crate::offline::inputs::{no_recordings, recordings};
-use crate::store::line::{DepthLine, parse_depth, parse_snapshot};
+use crate::store::line::{DepthLine, SnapshotLine, parse_depth, parse_snapshot};
 use crate::store::lines::LineCursor;
 use crate::store::names::{FileKind, is_kind};
 use crate::util::clock::civil_from_days;
@@ -19,13 +19,165 @@ use crate::util::shutdown::Shutdown;
 /// Where a recorded snapshot waiting for its place among the depth lines is. Its body (tens of
 /// KB) is read again from its file when its turn comes, so that a recording with many snapshots
 /// costs a few bytes per snapshot, not all of them at once.
-struct PendingSnapshot {
-    recv_ns: u64,
-    /// Its file, in [`Conversion::snapshot_files`].
+pub(super) struct PendingSnapshot {
+    pub(super) recv_ns: u64,
+    /// Its file, in [`Snapshots::files`].
     file: usize,
     /// Its line number in that file.
     line: u64,
 }
+
+/// The recorded snapshots of a conversion's inputs, per symbol in receive order.
+pub(super) struct Snapshots {
+    /// Per symbol, the snapshots not yet taken, oldest first.
+    queues: HashMap<String, VecDeque<PendingSnapshot>>,
+    /// The snapshot files [`PendingSnapshot`]s point into.
+    files: Vec<PathBuf>,
+    /// Where snapshot bodies are read; snapshots are taken in file order unless the files
+    /// disagree with their receive times, so this mostly reads each file once.
+    cursor: LineCursor,
+    /// Scratch for one snapshot line.
+    line: Vec<u8>,
+}
+
+impl Snapshots {
+    /// Checks the snapshot files among `files` and notes where each of their snapshots is.
+    pub(super) fn index(
+        files: &[PathBuf],
+        shutdown: &Shutdown,
+        outcome: &mut Outcome,
+    ) -> Result<Snapshots> {
+        let mut snapshots = Snapshots {
+            queues: HashMap::new(),
+            files: Vec::new(),
+            cursor: LineCursor::new(),
+            line: Vec::new(),
+        };
+        for path in files.iter().filter(|p| is_kind(p, FileKind::Snapshot)) {
+            snapshots.index_file(path, shutdown, outcome)?;
+        }
+        for queue in snapshots.queues.values_mut() {
+            // Stable: snapshots received at the same instant keep their order in the files.
+            queue.make_contiguous().sort_by_key(|s| s.recv_ns);
+        }
+        Ok(snapshots)
+    }
+
+    fn index_file(
+        &mut self,
+        path: &Path,
+        shutdown: &Shutdown,
+        outcome: &mut Outcome,
+    ) -> Result<()> {
+        let mut lines = GzLines::open(path, shutdown)?;
+        let file = self.files.len();
+        self.files.push(path.to_path_buf());
+        let mut bytes = Vec::new();
+        while lines.next_line(&mut bytes, outcome)? {
+            let snap = match parse_snapshot(&bytes) {
+                Ok(s) => s,
+                Err(e) => {
+                    lines.bad_line(&not_obrec("snapshot", &bytes, e), outcome)?;
+                    break;
+                }
+            };
+            if let Err(what) = check_symbol(snap.symbol)
+                .and_then(|_symbol| check_object(snap.data))
+                .and_then(|()| check_ns(snap.recv_ns))
+            {
+                lines.bad_line(&what, outcome)?;
+                break;
+            }
+            self.queues
+                .entry(snap.symbol.to_string())
+                .or_default()
+                .push_back(PendingSnapshot {
+                    recv_ns: snap.recv_ns,
+                    file,
+                    line: lines.line_no,
+                });
+        }
+        Ok(())
+    }
+
+    /// The symbols with snapshots not yet taken, in name order.
+    pub(super) fn symbols(&self) -> Vec<String> {
+        let mut symbols: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(s, _)| s.clone())
+            .collect();
+        symbols.sort();
+        symbols
+    }
+
+    /// Takes the symbol's oldest snapshot not yet taken when it was received at or before
+    /// `recv_ns`.
+    pub(super) fn next_until(&mut self, symbol: &str, recv_ns: u64) -> Option<PendingSnapshot> {
+        let queue = self.queues.get_mut(symbol)?;
+        if queue.front().is_none_or(|s| s.recv_ns > recv_ns) {
+            return None;
+        }
+        queue.pop_front()
+    }
+
+    /// The snapshot at `at`, read again from its file.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the file no longer holds the snapshot checked when it was indexed.
+    pub(super) fn read(&mut self, at: &PendingSnapshot) -> Result<SnapshotLine<'_>> {
+        let path = &self.files[at.file];
+        let changed = |what: String| {
+            Error::Invalid(format!(
+                "{}: line {}: {what} (the file changed during the export)",
+                path.display(),
+                at.line
+            ))
+        };
+        self.cursor
+            .read(path, at.line, &mut self.line)
+            .map_err(changed)?;
+        parse_snapshot(&self.line).map_err(changed)
+    }
+}
+
+/// Reads the next depth line of `lines` into `bytes`: `None` at the end of the data, or at damage
+/// (noted in `outcome`), which ends the reading of the file.
+pub(super) fn next_depth<'b>(
+    lines: &mut GzLines,
+    bytes: &'b mut Vec<u8>,
+    outcome: &mut Outcome,
+) -> Result<Option<DepthLine<'b>>> {
+    if !lines.next_line(bytes, outcome)? {
+        return Ok(None);
+    }
+    let line = match parse_depth(bytes) {
+        Ok(l) => l,
+        Err(e) => {
+            lines.bad_line(&not_obrec("depth", bytes, e), outcome)?;
+            return Ok(None);
+        }
+    };
+    if let Err(what) = check_symbol(line.symbol)
+        .and_then(|_symbol| check_object(line.data))
+        .and_then(|()| check_ns(line.recv_ns))
+        .and_then(|()| check_stream(line.stream))
+    {
+        lines.bad_line(&what, outcome)?;
+        return Ok(None);
+    }
+    Ok(Some(line))
+}
+
+/// The UTC day of `recv_ns`, in days since the epoch, and its date.
+pub(super) fn utc_day(recv_ns: u64) -> (u64, (i64, u32, u32)) {
+    let day = recv_ns / NS_PER_DAY;
+    (day, civil_from_days(day as i64))
+}
+
+/// Nanoseconds in a UTC day (no leap seconds in Unix time).
+const NS_PER_DAY: u64 = 86_400_000_000_000;
 
 /// A symbol's current output file.
 struct DayFile {
@@ -53,33 +205,23 @@ pub fn export(
     shutdown: &Shutdown,
 ) -> Result<Outcome> {
     let files = recordings(paths)?;
+    let mut outcome = Outcome::default();
+    let snapshots = Snapshots::index(&files, shutdown, &mut outcome)?;
     let mut ex = Conversion {
         shutdown: shutdown.clone(),
         staged: Staged::new(out_dir, gzip_level),
         current: HashMap::new(),
-        snapshots: HashMap::new(),
-        snapshot_files: Vec::new(),
-        cursor: LineCursor::new(),
-        snapshot: Vec::new(),
-        outcome: Outcome::default(),
+        snapshots,
+        outcome,
         line: Vec::new(),
         depth_symbols: BTreeMap::new(),
         partial_streams: BTreeMap::new(),
     };
-    for path in files.iter().filter(|p| is_kind(p, FileKind::Snapshot)) {
-        ex.index_snapshots(path)?;
-    }
-    for queue in ex.snapshots.values_mut() {
-        // Stable: snapshots received at the same instant keep their order in the files.
-        queue.make_contiguous().sort_by_key(|s| s.recv_ns);
-    }
-    let with_snapshots: HashSet<String> = ex.snapshots.keys().cloned().collect();
+    let with_snapshots: HashSet<String> = ex.snapshots.symbols().into_iter().collect();
     for path in files.iter().filter(|p| !is_kind(p, FileKind::Snapshot)) {
         ex.depth_file(path)?;
     }
-    let mut symbols: Vec<String> = ex.snapshots.keys().cloned().collect();
-    symbols.sort();
-    for symbol in symbols {
+    for symbol in ex.snapshots.symbols() {
         ex.snapshots_until(&symbol, u64::MAX)?;
     }
     let Conversion {
@@ -121,15 +263,7 @@ struct Conversion {
     staged: Staged,
     /// Per symbol, the file being written.
     current: HashMap<String, DayFile>,
-    /// Per symbol, the snapshots not yet written, oldest first.
-    snapshots: HashMap<String, VecDeque<PendingSnapshot>>,
-    /// The snapshot files [`PendingSnapshot`]s point into.
-    snapshot_files: Vec<PathBuf>,
-    /// Where snapshot bodies are read; snapshots are written in file order unless the files
-    /// disagree with their receive times, so this mostly reads each file once.
-    cursor: LineCursor,
-    /// Scratch for one snapshot line.
-    snapshot: Vec<u8>,
+    snapshots: Snapshots,
     outcome: Outcome,
     /// Scratch for one output line.
     line: Vec<u8>,
@@ -140,79 +274,10 @@ struct Conversion {
 }
 
 impl Conversion {
-    /// Checks a snapshot file and notes where each of its snapshots is.
-    fn index_snapshots(&mut self, path: &Path) -> Result<()> {
-        let mut lines = GzLines::open(path, &self.shutdown)?;
-        let file = self.snapshot_files.len();
-        self.snapshot_files.push(path.to_path_buf());
-        let mut bytes = Vec::new();
-        while lines.next_line(&mut bytes, &mut self.outcome)? {
-            let snap = match parse_snapshot(&bytes) {
-                Ok(s) => s,
-                Err(e) => {
-                    lines.bad_line(&not_obrec("snapshot", &bytes, e), &mut self.outcome)?;
-                    break;
-                }
-            };
-            if let Err(what) = check_symbol(snap.symbol)
-                .and_then(|_symbol| check_object(snap.data))
-                .and_then(|()| check_ns(snap.recv_ns))
-            {
-                lines.bad_line(&what, &mut self.outcome)?;
-                break;
-            }
-            self.snapshots
-                .entry(snap.symbol.to_string())
-                .or_default()
-                .push_back(PendingSnapshot {
-                    recv_ns: snap.recv_ns,
-                    file,
-                    line: lines.line_no,
-                });
-        }
-        Ok(())
-    }
-
-    /// Appends the body of the snapshot at `at` to `self.line`, read again from its file.
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] when the file no longer holds the snapshot checked when it was indexed.
-    fn push_snapshot_body(&mut self, at: &PendingSnapshot) -> Result<()> {
-        let path = &self.snapshot_files[at.file];
-        let changed = |what: String| {
-            Error::Invalid(format!(
-                "{}: line {}: {what} (the file changed during the export)",
-                path.display(),
-                at.line
-            ))
-        };
-        self.cursor
-            .read(path, at.line, &mut self.snapshot)
-            .map_err(changed)?;
-        let snap = parse_snapshot(&self.snapshot).map_err(changed)?;
-        self.line.extend_from_slice(snap.data.as_bytes());
-        Ok(())
-    }
-
     fn depth_file(&mut self, path: &Path) -> Result<()> {
         let mut lines = GzLines::open(path, &self.shutdown)?;
         let mut bytes = Vec::new();
-        while lines.next_line(&mut bytes, &mut self.outcome)? {
-            let line = match parse_depth(&bytes) {
-                Ok(l) => l,
-                Err(e) => {
-                    lines.bad_line(&not_obrec("depth", &bytes, e), &mut self.outcome)?;
-                    break;
-                }
-            };
-            if let Err(what) = check_symbol(line.symbol)
-                .and_then(|_symbol| check_object(line.data))
-                .and_then(|()| check_ns(line.recv_ns))
-                .and_then(|()| check_stream(line.stream))
-            {
-                lines.bad_line(&what, &mut self.outcome)?;
-                break;
-            }
+        while let Some(line) = next_depth(&mut lines, &mut bytes, &mut self.outcome)? {
             self.depth_line(&line)?;
         }
         // Nothing of this input stays only in memory while the next one is read.
@@ -262,35 +327,29 @@ impl Conversion {
 
     /// Writes the symbol's snapshots received at or before `recv_ns`.
     fn snapshots_until(&mut self, symbol: &str, recv_ns: u64) -> Result<()> {
-        loop {
-            let Some(queue) = self.snapshots.get_mut(symbol) else {
-                return Ok(());
-            };
-            if queue.front().is_none_or(|s| s.recv_ns > recv_ns) {
-                return Ok(());
-            }
-            let snap = queue.pop_front().expect("front exists");
+        while let Some(snap) = self.snapshots.next_until(symbol, recv_ns) {
             let out = self.target(symbol, snap.recv_ns)?;
             self.line.clear();
             push_ns(&mut self.line, snap.recv_ns);
             self.line.push(b' ');
-            self.push_snapshot_body(&snap)?;
+            let body = self.snapshots.read(&snap)?.data;
+            self.line.extend_from_slice(body.as_bytes());
             self.line.push(b'\n');
             self.staged.push(out, &self.line, Line::Snapshot)?;
         }
+        Ok(())
     }
 
     /// The output for a line of `symbol` received at `recv_ns`: the current file, or a new one
     /// when the UTC day moved on. A line that arrives late across midnight stays in the newer
     /// file, as the hftbacktest collector's would.
     fn target(&mut self, symbol: &str, recv_ns: u64) -> Result<OutId> {
-        let day = recv_ns / 86_400_000_000_000;
+        let (day, (y, m, d)) = utc_day(recv_ns);
         match self.current.get(symbol) {
             Some(current) if current.day >= day => return Ok(current.out),
             Some(current) => self.staged.close(current.out)?,
             None => {}
         }
-        let (y, m, d) = civil_from_days(day as i64);
         let name = format!("{}_{y:04}{m:02}{d:02}.gz", symbol.to_ascii_lowercase());
         let out = self.staged.create(&name)?;
         self.current

@@ -85,6 +85,8 @@ pub(super) enum Line {
     Depth,
     Snapshot,
     Meta,
+    /// A CSV header: not a record, so not counted.
+    Header,
 }
 
 /// Output files of one conversion. Each is written as `<name>.part` (created exclusively and
@@ -175,12 +177,24 @@ impl Staged {
 
     /// Appends one line (with its newline).
     pub(super) fn push(&mut self, id: OutId, line: &[u8], kind: Line) -> Result<()> {
+        self.push_lines(id, line, 1, kind)
+    }
+
+    /// Appends `count` lines (each with its newline) of one kind.
+    pub(super) fn push_lines(
+        &mut self,
+        id: OutId,
+        lines: &[u8],
+        count: u64,
+        kind: Line,
+    ) -> Result<()> {
         let f = &mut self.files[id];
-        f.pending.extend_from_slice(line);
+        f.pending.extend_from_slice(lines);
         match kind {
-            Line::Depth => f.counts.depth += 1,
-            Line::Snapshot => f.counts.snapshots += 1,
-            Line::Meta => f.counts.meta += 1,
+            Line::Depth => f.counts.depth += count,
+            Line::Snapshot => f.counts.snapshots += count,
+            Line::Meta => f.counts.meta += count,
+            Line::Header => {}
         }
         if f.pending.len() >= MEMBER_BYTES {
             self.flush(id)?;

@@ -1,4 +1,5 @@
-//! `obrec export` and `obrec import`: recordings to and from hftbacktest's raw feed files.
+//! `obrec export` and `obrec import`: recordings to and from hftbacktest's raw feed files, and
+//! (export only) to Tardis' normalized CSV datasets (`incremental_book_L2`, `book_snapshot_25`/`_5`).
 //!
 //! # The hftbacktest raw format
 //!
@@ -46,6 +47,7 @@
 mod export;
 mod files;
 mod import;
+mod tardis;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -57,6 +59,7 @@ use crate::offline::console::{Console, warn};
 
 pub use export::export;
 pub use import::import;
+pub use tardis::export_tardis;
 
 /// The hftbacktest timestamp's width: ns since the epoch, zero-padded (dates up to 2286).
 pub(crate) const NS_DIGITS: usize = 19;
