@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use obrec::{Rate, Sim, SimConfig};
 
 /// The `n`th event of a chain, as an obrec depth line (partial depth, so `--book` needs no
 /// snapshot).
@@ -285,57 +284,6 @@ fn a_second_signal_exits_at_once() {
     signal(&child, "-TERM");
     let out = finish_within(child, PROMPT, "a second SIGTERM");
     assert_eq!(out.status.code(), Some(128 + 15), "{}", text(&out.stderr));
-}
-
-#[test]
-fn sighup_stops_a_recording_as_sigterm_does() {
-    let sim = Sim::start(
-        "127.0.0.1:0",
-        SimConfig {
-            symbols: vec!["ETHUSDT".into()],
-            rate: Rate::PerSecond(100.0),
-            ..SimConfig::default()
-        },
-    )
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut child = record_sim(&sim, dir.path())
-        .args([
-            "--symbol",
-            "ETHUSDT",
-            "--print-interval",
-            "0.5",
-            "--flush-ms",
-            "100",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(Duration::from_secs(20), "events in metrics.json", || {
-        fs::read_to_string(data.join("order_book/metrics.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .is_some_and(|m| m["total_messages"].as_u64() > Some(20))
-    });
-    signal(&child, "-HUP");
-    let status = wait_with_timeout(&mut child, PROMPT).expect("exit soon after SIGHUP");
-    sim.shutdown();
-    assert_eq!(status.code(), Some(0), "{status}");
-    let files = depth_files(&data);
-    assert!(!files.is_empty());
-    assert!(
-        files
-            .iter()
-            .all(|f| !f.to_string_lossy().ends_with(".part")),
-        "{files:?}"
-    );
-    // The final metrics count every line the files hold.
-    assert_eq!(
-        metrics(&data)["total_messages"].as_u64().unwrap() as usize,
-        read_lines(&files).len()
-    );
 }
 
 #[test]

@@ -131,6 +131,18 @@ fn every_frame_sent_is_recorded_once_in_order_with_exact_payload() {
 
 #[test]
 fn sigterm_finishes_every_file_and_exits_zero_quickly() {
+    stop_finishes_every_file("-TERM");
+}
+
+/// Closing the terminal stops a recording as cleanly as SIGTERM does.
+#[test]
+fn sighup_stops_a_recording_as_sigterm_does() {
+    stop_finishes_every_file("-HUP");
+}
+
+/// Records, stops the recorder with `signal`, and checks that it exited 0 within 2 s with every
+/// file finished and the final metrics counting every line.
+fn stop_finishes_every_file(signal_name: &str) {
     let sim = sim(&["ETHUSDT"], 100.0);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -158,7 +170,10 @@ fn sigterm_finishes_every_file_and_exits_zero_quickly() {
     assert!(live[0].to_string_lossy().ends_with(".part"));
     assert!(gunzip_lines(&live[0]) > 0);
 
-    terminate(&mut child, Duration::from_secs(2));
+    signal(&child, signal_name);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("no exit within 2 s of {signal_name}"));
+    assert!(status.success(), "exit status {status}");
     sim.shutdown();
     let files = depth_files(&data);
     assert_eq!(files.len(), 1);

@@ -105,6 +105,36 @@ pub struct SymbolStats {
     pub snapshot_errors: AtomicU64,
     /// Whether the symbol's stream delivers, as its reader last judged it.
     pub feed: FeedHealth,
+    /// Diff depth only: whether the reader's book follows the chain, as its sync procedure says.
+    pub book: BookHealth,
+}
+
+/// A diff-depth book's sync state: set by the reader that runs the procedure, read by reports.
+#[derive(Debug, Default)]
+pub struct BookHealth {
+    /// 0 until a reader follows the book (partial depth never does); then 1 + synced.
+    state: AtomicU8,
+    /// Wall clock, ms since the epoch, of the change to `state`.
+    since_ms: AtomicU64,
+}
+
+impl BookHealth {
+    pub fn set(&self, state: BookState) {
+        self.since_ms.store(state.since_ms, Ordering::Relaxed);
+        self.state
+            .store(1 + u8::from(state.synced), Ordering::Relaxed);
+    }
+
+    /// `None` for a book nobody follows.
+    pub fn get(&self) -> Option<BookState> {
+        match self.state.load(Ordering::Relaxed) {
+            0 => None,
+            s => Some(BookState {
+                synced: s == 2,
+                since_ms: self.since_ms.load(Ordering::Relaxed),
+            }),
+        }
+    }
 }
 
 /// Whether a subscribed stream delivers: set by its reader on each change, read by reports.
@@ -122,14 +152,18 @@ impl FeedHealth {
     }
 
     pub fn get(&self) -> FeedStatus {
-        let state = match self.state.load(Ordering::Relaxed) {
+        FeedStatus {
+            state: self.state(),
+            since_ns: self.since_ns.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The state alone: what the reader checks on every event, one load.
+    pub fn state(&self) -> FeedState {
+        match self.state.load(Ordering::Relaxed) {
             s if s == FeedState::Delivering as u8 => FeedState::Delivering,
             s if s == FeedState::Silent as u8 => FeedState::Silent,
             _ => FeedState::Waiting,
-        };
-        FeedStatus {
-            state,
-            since_ns: self.since_ns.load(Ordering::Relaxed),
         }
     }
 }
@@ -203,6 +237,7 @@ impl Stats {
                     drops: get(&s.drops),
                     duplicates: get(&s.duplicates),
                     feed: Some(s.feed.get()),
+                    book: s.book.get(),
                     snapshot_errors: get(&s.snapshot_errors),
                 })
                 .collect(),
@@ -248,6 +283,8 @@ pub struct SymbolCounters {
     pub duplicates: u64,
     /// Live runs only.
     pub feed: Option<FeedStatus>,
+    /// Live diff-depth runs only.
+    pub book: Option<BookState>,
     pub snapshot_errors: u64,
 }
 
@@ -486,7 +523,7 @@ impl Metrics {
                         since: iso_ms(f.since_ns / 1_000_000),
                     }),
                     snapshot_errors: c.snapshot_errors,
-                    book: None,
+                    book: c.book,
                 };
                 (name.clone(), report)
             })
@@ -772,6 +809,20 @@ pub fn iso_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_book_nobody_follows_has_no_state() {
+        let book = BookHealth::default();
+        assert_eq!(book.get(), None);
+        for synced in [false, true, false] {
+            let state = BookState {
+                synced,
+                since_ms: 7,
+            };
+            book.set(state);
+            assert_eq!(book.get(), Some(state));
+        }
+    }
 
     fn clock(runtime: f64) -> ReportClock {
         ReportClock {

@@ -39,7 +39,7 @@ use crate::error::{Error, FeedError, Result};
 use crate::market::frame::{Frame, parse_frame};
 use crate::market::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
 use crate::market::symbol::SymbolId;
-use crate::metrics::{FeedState, Link, Stats};
+use crate::metrics::{BookState, FeedState, Link, Stats};
 use crate::recorder::event::{DepthRecord, Event, SnapshotRecord};
 use crate::recorder::snapshot::SnapshotRequest;
 use crate::store::conn_numbers::ConnNumbers;
@@ -114,8 +114,6 @@ pub struct Group {
     /// Re-subscriptions of streams that delivered nothing: each one doubles the window they get
     /// next, so a merely quiet symbol is not re-subscribed over and over.
     silent_strikes: u32,
-    /// Each stream's delivery as last judged (a copy of what `stats` shows).
-    feeds: Vec<FeedState>,
     /// Each stream's latest event, wall clock ns; 0 before the first.
     last_event_ns: Vec<u64>,
     /// Why the latest connection attempt failed, to say so if none ever succeeds.
@@ -134,6 +132,8 @@ struct BookSyncs {
     requested: Vec<bool>,
     /// Snapshots applied per slot: every one after the first is a resync.
     taken: Vec<u64>,
+    /// Where each symbol's sync state is shown.
+    stats: Arc<Stats>,
     slot_of: HashMap<SymbolId, usize>,
 }
 
@@ -180,7 +180,6 @@ impl Group {
             backoff: Backoff::new(),
             last_bad_frame_log: None,
             silent_strikes: 0,
-            feeds: vec![FeedState::Waiting; streams],
             last_event_ns: vec![0; streams],
             last_failure: None,
             books: None,
@@ -190,6 +189,13 @@ impl Group {
     /// Diff-depth mode: keep each stream's book syncable by asking `requests` for snapshots.
     pub fn with_snapshots(mut self, requests: Sender<SnapshotRequest>) -> Group {
         let (reply_tx, replies) = crossbeam_channel::unbounded();
+        let start = BookState {
+            synced: false,
+            since_ms: wall_ns() / 1_000_000,
+        };
+        for sub in &self.subs {
+            self.stats.symbols[sub.symbol].book.set(start);
+        }
         self.books = Some(BookSyncs {
             requests,
             reply_tx,
@@ -197,6 +203,7 @@ impl Group {
             syncs: self.subs.iter().map(|_| BookSync::new()).collect(),
             requested: vec![false; self.subs.len()],
             taken: vec![0; self.subs.len()],
+            stats: Arc::clone(&self.stats),
             slot_of: self
                 .subs
                 .iter()
@@ -389,12 +396,12 @@ impl Group {
             .filter(|&slot| !conn.streams_seen[slot])
             .collect();
         for &slot in &silent {
-            if self.feeds[slot] != FeedState::Silent {
-                self.feeds[slot] = FeedState::Silent;
-                let feed = &self.stats.symbols[self.subs[slot].symbol].feed;
+            let feed = &self.stats.symbols[self.subs[slot].symbol].feed;
+            let judged = feed.get();
+            if judged.state != FeedState::Silent {
                 // Silent since its last event, or since the run started.
                 let since = match self.last_event_ns[slot] {
-                    0 => feed.get().since_ns,
+                    0 => judged.since_ns,
                     last => last,
                 };
                 feed.set(FeedState::Silent, since);
@@ -409,7 +416,7 @@ impl Group {
         conn.window_start = now;
         conn.first_frame_window = self.first_frame_window();
         let shown = abbreviate(&names, ", ");
-        if !conn.delivered {
+        if !conn.delivered() {
             log::warn!(
                 "conn {}: no stream delivered in {waited:?}: {shown} (wrong route, or unknown \
                  symbols?)",
@@ -448,7 +455,6 @@ impl Group {
         let (ids, event_ms, trade_ms, data) =
             (header.ids, header.event_ms, header.trade_ms, header.data);
         conn.last_data = recv_at;
-        conn.delivered = true;
         self.stats.groups[self.index]
             .last_data_ns
             .store(recv_ns, Ordering::Relaxed);
@@ -458,12 +464,14 @@ impl Group {
         }
         let symbol = self.subs[slot].symbol;
         let counters = &self.stats.symbols[symbol];
-        if self.feeds[slot] != FeedState::Delivering {
-            if self.feeds[slot] == FeedState::Silent {
-                log::warn!("{} delivers again", self.subs[slot].stream);
+        match counters.feed.state() {
+            FeedState::Delivering => {}
+            judged => {
+                if judged == FeedState::Silent {
+                    log::warn!("{} delivers again", self.subs[slot].stream);
+                }
+                counters.feed.set(FeedState::Delivering, recv_ns);
             }
-            self.feeds[slot] = FeedState::Delivering;
-            counters.feed.set(FeedState::Delivering, recv_ns);
         }
         self.last_event_ns[slot] = recv_ns;
         let verdict = self.chains[slot].check(ids, conn.id);
@@ -508,7 +516,7 @@ impl Group {
         }
         log::debug!("{} u={} conn {}", self.subs[slot].stream, ids.last, conn.id);
         if let Some(books) = &mut self.books {
-            books.event(slot, symbol, ids, verdict, &self.subs[slot].stream);
+            books.event(slot, symbol, ids, verdict, &self.subs[slot].stream, recv_ns);
         }
         let record = DepthRecord {
             symbol,
@@ -565,6 +573,7 @@ impl Group {
                     );
                 }
             }
+            books.show(slot, snap.symbol, snap.recv_ns);
             let symbol = snap.symbol;
             match self.tx.try_send(Event::Snapshot(snap)) {
                 Ok(()) => {}
@@ -662,7 +671,7 @@ impl Group {
                     }
                 }
             }
-            2 if conns[1].delivered => {
+            2 if conns[1].delivered() => {
                 let mut old = conns.remove(0);
                 self.retire(&mut old);
                 self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
@@ -676,14 +685,35 @@ impl Group {
 }
 
 impl BookSyncs {
-    fn event(&mut self, slot: usize, symbol: SymbolId, ids: Ids, verdict: Verdict, stream: &str) {
+    fn event(
+        &mut self,
+        slot: usize,
+        symbol: SymbolId,
+        ids: Ids,
+        verdict: Verdict,
+        stream: &str,
+        recv_ns: u64,
+    ) {
         if let Step::Lost = self.syncs[slot].event(ids, verdict, ()) {
             log::warn!(
                 "{stream}: book lost at u={}, resyncing from a new snapshot",
                 ids.last
             );
         }
+        self.show(slot, symbol, recv_ns);
         self.request_if_wanted(slot, symbol);
+    }
+
+    /// Shows a change of `slot`'s sync state in the metrics, dated by the receipt that made it.
+    fn show(&self, slot: usize, symbol: SymbolId, recv_ns: u64) {
+        let synced = self.syncs[slot].is_live();
+        let book = &self.stats.symbols[symbol].book;
+        if book.get().map(|b| b.synced) != Some(synced) {
+            book.set(BookState {
+                synced,
+                since_ms: recv_ns / 1_000_000,
+            });
+        }
     }
 
     fn request_if_wanted(&mut self, slot: usize, symbol: SymbolId) {
@@ -716,8 +746,6 @@ struct Conn {
     /// When the unanswered client ping was sent.
     ping_sent: Option<Instant>,
     ping_payload: u64,
-    /// Whether any subscribed stream delivered an event on this connection.
-    delivered: bool,
     /// Which of the group's streams delivered on this connection, and how many have not yet.
     streams_seen: Vec<bool>,
     streams_missing: usize,
@@ -805,7 +833,6 @@ impl Conn {
             last_ping: now,
             ping_sent: None,
             ping_payload: 0,
-            delivered: false,
             streams_seen: vec![false; streams],
             streams_missing: streams,
             window_start: now,
@@ -828,6 +855,11 @@ impl Conn {
             MaybeTlsStream::Rustls(s) => Some(s.get_ref()),
             _ => None,
         }
+    }
+
+    /// Whether any subscribed stream delivered an event on this connection.
+    fn delivered(&self) -> bool {
+        self.streams_missing < self.streams_seen.len()
     }
 
     fn set_read_timeout(&mut self, timeout: Duration) {

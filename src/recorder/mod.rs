@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-mod book_watch;
 mod compress;
 mod console;
 mod event;
@@ -176,7 +175,6 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
             flush_every: config.flush_every,
             print_every: config.print_every,
             gzip_level: config.gzip_level,
-            book_sync: config.depth == Depth::Diff,
         },
         Arc::clone(&stats),
         console.printer().clone(),

@@ -23,7 +23,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::error::{Error, Result};
 use crate::market::symbol::Symbol;
 use crate::metrics::{Metrics, Report, ReportClock, Stats};
-use crate::recorder::book_watch::BookWatch;
 use crate::recorder::compress::{self, Done, Job};
 use crate::recorder::console::Printer;
 use crate::recorder::event::{DepthRecord, Event, SnapshotRecord};
@@ -31,7 +30,7 @@ use crate::store::gzip::MEMBER_BYTES;
 use crate::store::line::{SnapshotLine, encode_depth, encode_snapshot};
 use crate::store::names::{FileKind, METRICS_FILE, series};
 use crate::store::staged::{DirWatch, OpenFile, create_unique, write_atomic};
-use crate::util::clock::{wall_ms, wall_ns};
+use crate::util::clock::wall_ns;
 
 /// Longest interval between checks of the flush deadlines.
 const MAX_FLUSH_CHECK: Duration = Duration::from_millis(50);
@@ -71,8 +70,6 @@ pub struct WriterConfig {
     /// SUMMARY and `metrics.json` refresh.
     pub print_every: Duration,
     pub gzip_level: u32,
-    /// Diff depth: follow each symbol's book sync from its snapshots, for the report.
-    pub book_sync: bool,
 }
 
 /// One symbol's (or snapshot stream's) current file.
@@ -127,8 +124,6 @@ pub struct Writer {
     stats: Arc<Stats>,
     /// SUMMARY lines go to stdout through it, never blocking the writer.
     printer: Printer,
-    /// Diff depth: one per symbol; empty otherwise.
-    books: Vec<BookWatch>,
     started: Instant,
     last_report: Instant,
 }
@@ -160,15 +155,6 @@ impl Writer {
             .name("compress".into())
             .spawn(move || compress::run(level, &watch, jobs_rx, done_tx))
             .map_err(|e| Error::Spawn("compress", e))?;
-        let books = if config.book_sync {
-            config
-                .symbols
-                .iter()
-                .map(|_| BookWatch::new(wall_ms()))
-                .collect()
-        } else {
-            Vec::new()
-        };
         let now = Instant::now();
         Ok(Writer {
             config,
@@ -185,7 +171,6 @@ impl Writer {
             metrics,
             stats,
             printer,
-            books,
             started: now,
             last_report: now,
         })
@@ -304,9 +289,6 @@ impl Writer {
         self.metrics.observe_pipeline(pipeline_ns);
         self.metrics
             .observe(rec.symbol, rec.recv_ns, rec.event_ms, rec.ids);
-        if let Some(book) = self.books.get_mut(rec.symbol) {
-            book.event(rec.ids, rec.conn, rec.recv_ns);
-        }
         if self.depth[rec.symbol].pending.len() >= MEMBER_BYTES {
             self.emit(FileKind::Depth, rec.symbol)?;
         }
@@ -328,9 +310,6 @@ impl Writer {
             data: &snap.body,
         };
         encode_snapshot(&mut sink.pending, &line);
-        if let Some(book) = self.books.get_mut(snap.symbol) {
-            book.snapshot(snap.last_update_id, snap.recv_ns);
-        }
         // Snapshots are rare and a replay needs them with their events: write at once.
         self.emit(FileKind::Snapshot, snap.symbol)
     }
@@ -515,12 +494,7 @@ impl Writer {
             window_secs: now.duration_since(self.last_report).as_secs_f64(),
         };
         self.last_report = now;
-        let mut report = self.metrics.report(&clock, &self.stats.counters());
-        for (spec, book) in self.config.symbols.iter().zip(&self.books) {
-            if let Some(symbol) = report.symbols.get_mut(spec.symbol.as_str()) {
-                symbol.book = Some(book.state());
-            }
-        }
+        let report = self.metrics.report(&clock, &self.stats.counters());
         let body = serde_json::to_vec_pretty(&report).expect("report serialises");
         *self.stats.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
         (report, body)
