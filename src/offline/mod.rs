@@ -1,8 +1,7 @@
 //! Commands over recordings already on disk: `replay` (verify, summarise, rebuild books) and the
-//! conversions to and from other tools' formats (`export`, `import`), with what they share: where
-//! their inputs are and how they print.
+//! conversions to and from other tools' formats (`export`, `import`), with what they share: how
+//! they print. Which files they read is `store::names::recordings`, shared with `serve`.
 
 pub mod console;
-pub mod inputs;
 pub mod interop;
 pub mod replay;

@@ -47,7 +47,7 @@ pub fn book_dir(data_dir: &Path) -> PathBuf {
 
 /// A data directory's `order_book/`, when `path` is one (`--data-dir` given where recordings
 /// are expected); else `path` itself.
-pub fn resolve_book_dir(path: &Path) -> PathBuf {
+fn resolve_book_dir(path: &Path) -> PathBuf {
     let book = book_dir(path);
     if path.is_dir() && book.is_dir() {
         book
@@ -103,14 +103,15 @@ pub fn is_part_of_series(name: &str, series: &[String]) -> bool {
         })
 }
 
-/// Expands files, directories (their recordings) and glob patterns, in name order (which is time
-/// order within a series).
+/// Expands files, directories (their recordings; a data directory is read as its `order_book/`)
+/// and glob patterns, in name order (which is time order within a series).
 ///
 /// # Errors
 /// [`Error::Invalid`] for a path that does not exist or a pattern that matches nothing.
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
+        let path = &resolve_book_dir(path);
         let text = path.to_string_lossy();
         if path.is_dir() {
             let entries = std::fs::read_dir(path).map_err(|e| Error::file(path, e))?;
@@ -136,6 +137,25 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     files.sort_by(|a, b| a.file_name().cmp(&b.file_name()).then(a.cmp(b)));
     files.dedup();
     Ok(files)
+}
+
+/// The recordings a command over depth events reads: [`expand`], refused when no depth file is
+/// among them (any file named otherwise than a snapshot file is read as one).
+///
+/// # Errors
+/// As [`expand`]; and [`no_recordings`] for inputs without a single depth file.
+pub fn recordings(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let files = expand(paths)?;
+    if files.iter().all(|f| is_kind(f, FileKind::Snapshot)) {
+        return Err(no_recordings(paths));
+    }
+    Ok(files)
+}
+
+/// `no recordings in PATH…`: inputs without a depth event.
+pub fn no_recordings(paths: &[PathBuf]) -> Error {
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    Error::Invalid(format!("no recordings in {}", shown.join(" ")))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::exchange::sim::generator::Header;
 use crate::exchange::sim::lock;
 use crate::market::frame::offset_in;
@@ -137,8 +137,7 @@ impl Recording {
     /// [`Error::Invalid`] for a path that does not exist, a pattern that matches nothing, or a
     /// recording without a single depth event (`no recordings in PATH`).
     pub fn open(paths: &[PathBuf]) -> Result<Recording> {
-        let resolved: Vec<PathBuf> = paths.iter().map(|p| names::resolve_book_dir(p)).collect();
-        let files = names::expand(&resolved)?;
+        let files = names::recordings(paths)?;
         let mut recording = Recording {
             lanes: Vec::new(),
             snapshots: HashMap::new(),
@@ -160,10 +159,7 @@ impl Recording {
         }
         recording.lanes = lanes.into_values().collect();
         let first = recording.timeline().next().map(|e| e.recv_ns);
-        recording.start_ns = first.ok_or_else(|| {
-            let listed: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-            Error::Invalid(format!("no recordings in {}", listed.join(" ")))
-        })?;
+        recording.start_ns = first.ok_or_else(|| names::no_recordings(paths))?;
         Ok(recording)
     }
 

@@ -9,10 +9,10 @@ use super::import::split_line;
 use super::{NS_DIGITS, Outcome, check_stream, check_symbol};
 use crate::error::{Error, Result};
 use crate::market::stream::is_partial;
-use crate::offline::inputs::{no_recordings, recordings};
 use crate::store::line::{DepthLine, SnapshotLine, parse_depth, parse_snapshot};
 use crate::store::lines::LineCursor;
 use crate::store::names::{FileKind, is_kind};
+use crate::store::names::{no_recordings, recordings};
 use crate::util::clock::civil_from_days;
 use crate::util::shutdown::Shutdown;
 

@@ -31,9 +31,9 @@ use crate::error::{Error, Result};
 use crate::market::book::{Book, Levels};
 use crate::market::sequence::{BookSync, Chain, SnapshotStep, Step, Verdict};
 use crate::market::stream::is_partial;
-use crate::offline::inputs::{no_recordings, recordings};
 use crate::store::line::DepthLine;
 use crate::store::names::{FileKind, is_kind};
+use crate::store::names::{no_recordings, recordings};
 use crate::util::shutdown::Shutdown;
 
 /// Tardis' exchange id for Binance USD-M futures.
