@@ -13,13 +13,14 @@
 //! * `util` — the clock, retry backoff, shutdown, logging. Knows nothing of markets or files.
 //! * `market` — Binance's vocabulary, pure: symbols, stream names, frame parsing, the continuity
 //!   state machines, the order book.
-//! * `store` — the on-disk format, in one home: line layouts (encode, scan, parse), file names,
-//!   gzip members, staged `.part` files, crash recovery.
+//! * `store` — the on-disk format, in one home: line layouts (encode, scan, parse), file names and
+//!   which files a command reads, CRC-checked gzip members, the bounded line reader, staged `.part`
+//!   files, the data-dir lock, connection numbers, crash recovery.
 //! * `metrics` — counters and HdrHistogram figures, the report (`metrics.json`, SUMMARY), the
 //!   Prometheus exporter, `obrec health`.
 //! * `recorder` — the live pipeline: connections, REST snapshots, the writer, the compression
-//!   stage.
-//! * `offline` — `replay`, `export`, `import`.
+//!   stage, the console.
+//! * `offline` — `replay`, `export` (hftbacktest, Tardis), `import`.
 //! * `exchange` — the Binance-compatible front, behind it the simulator or a recording.
 //! * `demo` — sim, record and check in one command.
 //! * `cli` — the only module that knows clap: flags into the plain configs above.
