@@ -1,8 +1,8 @@
 //! Frames as the exchange sends them: the header fields a recorder needs, read in one pass.
 //!
 //! A frame is parsed only as far as the recorder needs (stream name, event type, `E`, `T`, `s`,
-//! `U`, `u`, `pu`); the bid and ask arrays are skipped, and the `data` payload is located, not
-//! copied, so that it can travel to the file as the exact bytes received.
+//! the ids of its kind); the bid and ask arrays are skipped, and the `data` payload is located,
+//! not copied, so that it can travel to the file as the exact bytes received.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -11,12 +11,18 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
+use crate::market::kind::{Kind, KindIds};
 use crate::market::sequence::Ids;
 
 /// A text frame, classified.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
     Depth(DepthHeader<'a>),
+    /// An event of a stream recorded beside the book.
+    Kind(KindHeader<'a>),
+    /// `{"e":"serverShutdown",…}`, bare or on a combined stream: the server is about to close
+    /// the connection. The range is the payload, kept as a meta line.
+    ServerShutdown(Range<usize>),
     /// A reply to a control message (`{"result":…,"id":…}` or an error with an id).
     Reply,
     /// Well-formed, but not an event the recorder records (another event type).
@@ -39,6 +45,19 @@ pub struct DepthHeader<'a> {
     pub ids: Ids,
 }
 
+/// The header fields of an event beside the book, borrowed from the frame.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KindHeader<'a> {
+    pub stream: Cow<'a, str>,
+    pub kind: Kind,
+    /// Where the `data` payload lies in the frame.
+    pub data: Range<usize>,
+    /// The stream's symbol, as the payload spells it (`s`, or `o.s` for a liquidation).
+    pub symbol: Cow<'a, str>,
+    pub event_ms: u64,
+    pub ids: KindIds,
+}
+
 /// Why a frame could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
@@ -46,11 +65,11 @@ pub enum FrameError {
     Json(String),
     #[error("frame has neither stream/data nor an id")]
     Shape,
-    #[error("depth event lacks a field: {0}")]
+    #[error("event lacks a field: {0}")]
     Fields(String),
-    #[error("depth event for {symbol} on stream {stream}")]
+    #[error("event for {symbol} on stream {stream}")]
     Symbol { symbol: String, stream: String },
-    #[error("depth event out of range: {0}")]
+    #[error("event out of range: {0}")]
     Range(String),
 }
 
@@ -70,6 +89,9 @@ struct Envelope<'a> {
     data: Option<&'a RawValue>,
     /// Replies to control messages carry the request's id (`result` may be null).
     id: Option<IgnoredAny>,
+    /// A bare event: only `serverShutdown` is expected so.
+    #[serde(borrow)]
+    e: Option<Cow<'a, str>>,
 }
 
 /// The event fields, all optional so one pass both tells the event type and reads the header.
@@ -86,7 +108,28 @@ struct EventFields<'a> {
     u: Option<u64>,
     /// Real frames carry `-1` when there is no previous event.
     pu: Option<i64>,
+    /// Trade id.
+    t: Option<u64>,
+    /// aggTrade id; in a depth event the asks, hence raw.
+    #[serde(borrow)]
+    a: Option<&'a RawValue>,
+    /// aggTrade first and last trade ids.
+    f: Option<u64>,
+    l: Option<u64>,
+    /// A liquidation's order, which holds its symbol.
+    #[serde(borrow)]
+    o: Option<&'a RawValue>,
 }
+
+/// The part of a liquidation's order that names its symbol.
+#[derive(Deserialize)]
+struct Order<'a> {
+    #[serde(borrow)]
+    s: Cow<'a, str>,
+}
+
+/// The server's notice that it will close the connection.
+const SERVER_SHUTDOWN: &str = "serverShutdown";
 
 /// Binance's combined-stream layout: exactly these two members, in this order.
 #[derive(Deserialize)]
@@ -118,13 +161,24 @@ fn fast_path(text: &str) -> Option<Frame<'_>> {
     let env: Combined = serde_json::from_str(text).ok()?;
     let data_end = text.trim_end().len() - 1;
     let raw = text.get(data_start..data_end)?.trim();
-    let f = env.data;
-    if f.e.as_deref() != Some("depthUpdate") {
-        return Some(Frame::Other { stream: env.stream });
+    classify(env.stream, offset_in(text, raw), env.data).ok()
+}
+
+/// The frame an event on `stream` makes, by its event type.
+fn classify<'a>(
+    stream: Cow<'a, str>,
+    data: Range<usize>,
+    f: EventFields<'a>,
+) -> Result<Frame<'a>, FrameError> {
+    match f.e.as_deref() {
+        Some("depthUpdate") => depth_header(stream, data, f).map(Frame::Depth),
+        Some(SERVER_SHUTDOWN) => Ok(Frame::ServerShutdown(data)),
+        Some(e) => match Kind::of_event(e) {
+            Some(kind) => kind_header(stream, kind, data, f).map(Frame::Kind),
+            None => Ok(Frame::Other { stream }),
+        },
+        None => Ok(Frame::Other { stream }),
     }
-    depth_header(env.stream, offset_in(text, raw), f)
-        .ok()
-        .map(Frame::Depth)
 }
 
 /// The header of a depth event, refused when it could not have come from the exchange: a symbol
@@ -140,22 +194,9 @@ fn depth_header<'a>(
     let first = f.U.ok_or_else(|| missing("U"))?;
     let last = f.u.ok_or_else(|| missing("u"))?;
     let pu = f.pu.ok_or_else(|| missing("pu"))?;
-    // Streams are named `<symbol in lower case>@…`.
-    let named = stream.split('@').next().unwrap_or_default();
-    if !named.eq_ignore_ascii_case(&symbol) {
-        return Err(FrameError::Symbol {
-            symbol: symbol.into_owned(),
-            stream: stream.into_owned(),
-        });
-    }
+    check_symbol(&stream, &symbol)?;
+    check_times(event_ms, f.T)?;
     let range = |what: String| Err(FrameError::Range(what));
-    if let Some(ms) = [Some(event_ms), f.T]
-        .into_iter()
-        .flatten()
-        .find(|ms| *ms > MAX_EVENT_MS)
-    {
-        return range(format!("time {ms} is past the year 9999"));
-    }
     if first > last || last > MAX_UPDATE_ID {
         return range(format!("update ids U={first} u={last}"));
     }
@@ -177,21 +218,99 @@ fn depth_header<'a>(
     })
 }
 
+/// The header of an event beside the book, refused on the same grounds as a depth event's.
+fn kind_header<'a>(
+    stream: Cow<'a, str>,
+    kind: Kind,
+    data: Range<usize>,
+    f: EventFields<'a>,
+) -> Result<KindHeader<'a>, FrameError> {
+    let missing = |name: &str| FrameError::Fields(format!("missing {name}"));
+    let symbol = match (kind, f.s, f.o) {
+        (Kind::ForceOrder, _, Some(o)) => {
+            let order: Order =
+                serde_json::from_str(o.get()).map_err(|e| FrameError::Fields(format!("o: {e}")))?;
+            order.s
+        }
+        (_, Some(s), _) => s,
+        _ => return Err(missing("s")),
+    };
+    let event_ms = f.E.ok_or_else(|| missing("E"))?;
+    check_symbol(&stream, &symbol)?;
+    check_times(event_ms, f.T)?;
+    let id = |value: Option<u64>, name: &str| match value {
+        Some(id) if id <= MAX_UPDATE_ID => Ok(id),
+        Some(id) => Err(FrameError::Range(format!("{name}={id}"))),
+        None => Err(missing(name)),
+    };
+    let ids = match kind {
+        Kind::Trade => KindIds::Trade { t: id(f.t, "t")? },
+        Kind::AggTrade => {
+            let a = f.a.and_then(|a| a.get().parse::<u64>().ok());
+            let (f_id, l) = (id(f.f, "f")?, id(f.l, "l")?);
+            if f_id > l {
+                return Err(FrameError::Range(format!("trade ids f={f_id} l={l}")));
+            }
+            KindIds::AggTrade {
+                a: id(a, "a")?,
+                f: f_id,
+                l,
+            }
+        }
+        Kind::BookTicker => KindIds::BookTicker { u: id(f.u, "u")? },
+        Kind::MarkPrice | Kind::ForceOrder => KindIds::None,
+    };
+    Ok(KindHeader {
+        stream,
+        kind,
+        data,
+        symbol,
+        event_ms,
+        ids,
+    })
+}
+
+/// Streams are named `<symbol in lower case>@…`: a payload for another symbol is refused.
+fn check_symbol(stream: &str, symbol: &str) -> Result<(), FrameError> {
+    let named = stream.split('@').next().unwrap_or_default();
+    if named.eq_ignore_ascii_case(symbol) {
+        return Ok(());
+    }
+    Err(FrameError::Symbol {
+        symbol: symbol.to_string(),
+        stream: stream.to_string(),
+    })
+}
+
+/// `E` and `T` must print as dates.
+fn check_times(event_ms: u64, trade_ms: Option<u64>) -> Result<(), FrameError> {
+    match [Some(event_ms), trade_ms]
+        .into_iter()
+        .flatten()
+        .find(|ms| *ms > MAX_EVENT_MS)
+    {
+        Some(ms) => Err(FrameError::Range(format!(
+            "time {ms} is past the year 9999"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Any other layout: the envelope first, then the payload.
 fn general_path(text: &str) -> Result<Frame<'_>, FrameError> {
     let env: Envelope = serde_json::from_str(text).map_err(|e| FrameError::Json(e.to_string()))?;
     let (stream, data) = match (env.stream, env.data) {
         (Some(stream), Some(data)) => (stream, data),
         (None, None) if env.id.is_some() => return Ok(Frame::Reply),
+        (None, None) if env.e.as_deref() == Some(SERVER_SHUTDOWN) => {
+            return Ok(Frame::ServerShutdown(offset_in(text, text.trim())));
+        }
         _ => return Err(FrameError::Shape),
     };
     let raw = data.get();
     let f: EventFields =
         serde_json::from_str(raw).map_err(|e| FrameError::Fields(e.to_string()))?;
-    if f.e.as_deref() != Some("depthUpdate") {
-        return Ok(Frame::Other { stream });
-    }
-    depth_header(stream, offset_in(text, raw), f).map(Frame::Depth)
+    classify(stream, offset_in(text, raw), f)
 }
 
 /// The byte range of `part`, a slice borrowed from `whole`.
@@ -231,9 +350,9 @@ mod tests {
     fn classifies_replies_other_events_and_garbage() {
         assert_eq!(parse_frame(r#"{"result":null,"id":1}"#), Ok(Frame::Reply));
         assert_eq!(
-            parse_frame(r#"{"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":1}}"#),
+            parse_frame(r#"{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1}}"#),
             Ok(Frame::Other {
-                stream: "btcusdt@bookTicker".into()
+                stream: "btcusdt@kline_1m".into()
             })
         );
         for bad in [
@@ -247,6 +366,69 @@ mod tests {
         ] {
             assert!(parse_frame(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    /// Real frames of every kind (the hftbacktest and cryptofeed captures; mark price and
+    /// liquidation as Binance documents them, with the 2026 `ps` and `st`).
+    #[test]
+    fn every_kind_is_read_with_its_ids() {
+        let cases = [
+            (
+                r#"{"stream":"btcusdt@trade","data":{"e":"trade","E":1723161256322,"T":1723161256322,"s":"BTCUSDT","t":5266583935,"p":"61800.30","q":"0.006","X":"MARKET","m":false}}"#,
+                Kind::Trade,
+                KindIds::Trade { t: 5266583935 },
+            ),
+            (
+                r#"{"stream":"ctkusdt@aggTrade","data":{"e":"aggTrade","E":1626992741575,"a":16599292,"s":"CTKUSDT","p":"1.01100","q":"10","f":23961322,"l":23961322,"T":1626992741421,"m":false}}"#,
+                Kind::AggTrade,
+                KindIds::AggTrade {
+                    a: 16599292,
+                    f: 23961322,
+                    l: 23961322,
+                },
+            ),
+            (
+                r#"{"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":5123107839020,"s":"BTCUSDT","b":"61800.20","B":"2.507","a":"61800.30","A":"2.510","T":1723161256313,"E":1723161256313}}"#,
+                Kind::BookTicker,
+                KindIds::BookTicker { u: 5123107839020 },
+            ),
+            (
+                r#"{"stream":"btcusdt@markPrice@1s","data":{"e":"markPriceUpdate","E":1562305380000,"s":"BTCUSDT","ps":"BTCUSDT","p":"11794.15000000","ap":"11794.15000000","i":"11784.62659091","P":"11784.25641265","r":"0.00038167","T":1562306400000,"st":1}}"#,
+                Kind::MarkPrice,
+                KindIds::None,
+            ),
+            (
+                r#"{"stream":"btcusdt@forceOrder","data":{"e":"forceOrder","E":1568014460893,"o":{"s":"BTCUSDT","S":"SELL","o":"LIMIT","f":"IOC","q":"0.014","p":"9910","ap":"9910","X":"FILLED","l":"0.014","z":"0.014","T":1568014460893}}}"#,
+                Kind::ForceOrder,
+                KindIds::None,
+            ),
+        ];
+        for (frame, kind, ids) in cases {
+            let Ok(Frame::Kind(h)) = parse_frame(frame) else {
+                panic!("not read: {frame}")
+            };
+            assert_eq!((h.kind, h.ids), (kind, ids), "{frame}");
+            assert!(frame[h.data.clone()].starts_with(r#"{"e":""#));
+            assert_eq!(general_path(frame), Ok(Frame::Kind(h)));
+        }
+        let wrong = cases[0].0.replace(r#""s":"BTCUSDT""#, r#""s":"ETHUSDT""#);
+        assert!(matches!(
+            parse_frame(&wrong),
+            Err(FrameError::Symbol { .. })
+        ));
+        let no_id = cases[0].0.replace(r#""t":5266583935,"#, "");
+        assert!(matches!(parse_frame(&no_id), Err(FrameError::Fields(_))));
+    }
+
+    #[test]
+    fn server_shutdown_is_recognised_bare_or_enveloped() {
+        let bare = r#"{"e":"serverShutdown","E":1790046434001}"#;
+        assert_eq!(parse_frame(bare), Ok(Frame::ServerShutdown(0..bare.len())));
+        let combined = format!(r#"{{"stream":"!serverShutdown","data":{bare}}}"#);
+        let Ok(Frame::ServerShutdown(range)) = parse_frame(&combined) else {
+            panic!("not recognised")
+        };
+        assert_eq!(&combined[range], bare);
     }
 
     #[test]

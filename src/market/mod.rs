@@ -4,6 +4,7 @@
 
 pub mod book;
 pub mod frame;
+pub mod kind;
 pub mod sequence;
 pub mod stream;
 pub mod symbol;

@@ -4,9 +4,13 @@
 use std::ops::Range;
 use std::time::Instant;
 
+use crate::market::kind::KindIds;
 use crate::market::sequence::Ids;
 use crate::market::symbol::SymbolId;
-use crate::store::line::DepthLine;
+use crate::store::line::{DepthLine, KindLine};
+
+/// A stream beside the book: its index in the run's list of them (`WriterConfig::streams`).
+pub type StreamId = usize;
 
 /// One depth event on its way from a reader to the writer.
 #[derive(Debug)]
@@ -46,6 +50,63 @@ impl DepthRecord {
     }
 }
 
+/// One event of a stream beside the book, on its way to the writer.
+#[derive(Debug)]
+pub struct KindRecord {
+    pub stream: StreamId,
+    /// The connection that delivered it; 0 for a backfilled event.
+    pub conn: u64,
+    /// Wall clock at receipt, ns since the Unix epoch.
+    pub recv_ns: u64,
+    /// The same instant on the monotonic clock, for the pipeline latency.
+    pub recv_at: Instant,
+    /// `E`, event time in ms (a backfilled trade's `T`).
+    pub event_ms: u64,
+    pub ids: KindIds,
+    /// The whole frame (or REST item) as received.
+    pub frame: tungstenite::Utf8Bytes,
+    /// Where the payload lies in `frame`.
+    pub data: Range<usize>,
+    /// Fetched over REST to close a gap.
+    pub backfill: bool,
+}
+
+impl KindRecord {
+    /// The line this record becomes, with the names the run gave its symbol and stream.
+    pub fn line<'a>(&'a self, symbol: &'a str, stream: &'a str, pipeline_us: u64) -> KindLine<'a> {
+        KindLine {
+            symbol,
+            stream,
+            data: &self.frame.as_str()[self.data.clone()],
+            event_ms: self.event_ms,
+            ids: self.ids,
+            pipeline_us: Some(pipeline_us),
+            recv_ns: self.recv_ns,
+            conn: self.conn,
+            backfill: self.backfill,
+        }
+    }
+}
+
+/// A file a meta line goes to: a symbol's depth file, or a stream's beside the book.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Depth(SymbolId),
+    Stream(StreamId),
+}
+
+/// A notice about a connection (`serverShutdown`), kept in the files of every stream it carried.
+#[derive(Debug)]
+pub struct MetaRecord {
+    pub targets: Vec<Target>,
+    /// The payload's event type.
+    pub meta: &'static str,
+    pub conn: u64,
+    pub recv_ns: u64,
+    pub frame: tungstenite::Utf8Bytes,
+    pub data: Range<usize>,
+}
+
 /// A REST depth snapshot (diff-depth mode), recorded byte-exact.
 #[derive(Debug)]
 pub struct SnapshotRecord {
@@ -60,4 +121,6 @@ pub struct SnapshotRecord {
 pub enum Event {
     Depth(DepthRecord),
     Snapshot(SnapshotRecord),
+    Kind(KindRecord),
+    Meta(MetaRecord),
 }

@@ -438,7 +438,7 @@ impl Group {
         let header = match parse_frame(text.as_str()) {
             Ok(Frame::Depth(h)) => h,
             Ok(Frame::Reply) => return Turn::Continue,
-            Ok(Frame::Other { .. }) => {
+            Ok(Frame::Other { .. } | Frame::Kind(_) | Frame::ServerShutdown(_)) => {
                 conn.last_data = recv_at;
                 return Turn::Continue;
             }

@@ -171,6 +171,7 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         WriterConfig {
             dir,
             symbols: files.clone(),
+            streams: Vec::new(),
             file_period: config.file_period,
             flush_every: config.flush_every,
             print_every: config.print_every,

@@ -21,13 +21,16 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::error::{Error, Result};
+use crate::market::kind::Kind;
 use crate::market::symbol::Symbol;
 use crate::metrics::{Metrics, Report, ReportClock, Stats};
 use crate::recorder::compress::{self, Done, Job};
 use crate::recorder::console::Printer;
-use crate::recorder::event::{DepthRecord, Event, SnapshotRecord};
+use crate::recorder::event::{DepthRecord, Event, KindRecord, MetaRecord, SnapshotRecord, Target};
 use crate::store::gzip::MEMBER_BYTES;
-use crate::store::line::{SnapshotLine, encode_depth, encode_snapshot};
+use crate::store::line::{
+    MetaLine, SnapshotLine, encode_depth, encode_kind, encode_meta, encode_snapshot,
+};
 use crate::store::names::{FileKind, METRICS_FILE, series};
 use crate::store::staged::{DirWatch, OpenFile, create_unique, write_atomic};
 use crate::util::clock::wall_ns;
@@ -58,11 +61,22 @@ pub struct SymbolFiles {
     pub stream: String,
 }
 
+/// How a stream beside the book is laid out on disk.
+#[derive(Clone, Debug)]
+pub struct StreamFiles {
+    pub symbol: Symbol,
+    pub kind: Kind,
+    /// The combined-stream name, as written in each line.
+    pub stream: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
     /// `<data-dir>/order_book`.
     pub dir: PathBuf,
     pub symbols: Vec<SymbolFiles>,
+    /// The streams beside the book, indexed by `StreamId`.
+    pub streams: Vec<StreamFiles>,
     /// Length of a data file's period; periods are aligned to UTC midnight.
     pub file_period: Duration,
     /// Most time a received line may sit only in memory.
@@ -72,7 +86,15 @@ pub struct WriterConfig {
     pub gzip_level: u32,
 }
 
-/// One symbol's (or snapshot stream's) current file.
+/// A file series of the run, by the index of its symbol or stream.
+#[derive(Clone, Copy)]
+enum Series {
+    Depth(usize),
+    Snapshot(usize),
+    Stream(usize),
+}
+
+/// One series' current file: a symbol's depth or snapshots, or a stream beside the book.
 struct Sink {
     /// The file series, e.g. `ethusdt_depth`.
     series: String,
@@ -117,8 +139,9 @@ struct Stage {
 /// Files, the compression stage and metrics: everything the writer thread owns.
 pub struct Writer {
     config: WriterConfig,
-    depth: Vec<Sink>,
-    snapshots: Vec<Sink>,
+    /// Every series: the symbols' depth, then their snapshots, then the streams beside the
+    /// book ([`Writer::sink_of`]).
+    sinks: Vec<Sink>,
     stage: Stage,
     metrics: Metrics,
     stats: Arc<Stats>,
@@ -131,14 +154,21 @@ pub struct Writer {
 impl Writer {
     /// Prepares the files' bookkeeping and starts the compression thread.
     pub fn new(config: WriterConfig, stats: Arc<Stats>, printer: Printer) -> Result<Writer> {
-        let sinks = |kind| {
+        let per_symbol = |kind| {
             config
                 .symbols
                 .iter()
-                .map(|s| Sink::new(series(&s.symbol, kind)))
-                .collect()
+                .map(move |s| Sink::new(series(&s.symbol, kind)))
         };
-        let (depth, snapshots) = (sinks(FileKind::Depth), sinks(FileKind::Snapshot));
+        let sinks = per_symbol(FileKind::Depth)
+            .chain(per_symbol(FileKind::Snapshot))
+            .chain(
+                config
+                    .streams
+                    .iter()
+                    .map(|s| Sink::new(series(&s.symbol, FileKind::Stream(s.kind)))),
+            )
+            .collect();
         let metrics = Metrics::new(
             config
                 .symbols
@@ -158,8 +188,7 @@ impl Writer {
         let now = Instant::now();
         Ok(Writer {
             config,
-            depth,
-            snapshots,
+            sinks,
             stage: Stage {
                 jobs: Some(jobs),
                 outbox: Vec::new(),
@@ -271,94 +300,137 @@ impl Writer {
         match event {
             Event::Depth(rec) => self.depth_line(&rec),
             Event::Snapshot(snap) => self.snapshot_line(&snap),
+            Event::Kind(rec) => self.kind_line(&rec),
+            Event::Meta(meta) => self.meta_lines(&meta),
         }
     }
 
-    fn depth_line(&mut self, rec: &DepthRecord) -> Result<()> {
-        if rec.symbol >= self.depth.len() {
-            return Ok(());
+    /// Where a series' sink is in `sinks`; `None` for an index the run does not have.
+    fn sink_of(&self, series: Series) -> Option<usize> {
+        let symbols = self.config.symbols.len();
+        let (base, len, index) = match series {
+            Series::Depth(symbol) => (0, symbols, symbol),
+            Series::Snapshot(symbol) => (symbols, symbols, symbol),
+            Series::Stream(stream) => (2 * symbols, self.config.streams.len(), stream),
+        };
+        (index < len).then_some(base + index)
+    }
+
+    /// Makes ready to take a line for `sink`: the file of the receipt time's period.
+    fn before_line(&mut self, sink: usize, recv_ns: u64) -> Result<()> {
+        let period = self.period_of(recv_ns);
+        self.enter_period(sink, period, recv_ns)
+    }
+
+    /// A line was added to `sink`: starts its flush clock, and hands a member's worth on.
+    fn after_line(&mut self, sink: usize) -> Result<()> {
+        let taken = &mut self.sinks[sink];
+        taken.pending_since.get_or_insert_with(Instant::now);
+        if taken.pending.len() >= MEMBER_BYTES {
+            self.emit(sink)?;
         }
-        let period = self.period_of(rec.recv_ns);
-        self.enter_period(FileKind::Depth, rec.symbol, period, rec.recv_ns)?;
+        Ok(())
+    }
+
+    fn depth_line(&mut self, rec: &DepthRecord) -> Result<()> {
+        let Some(sink) = self.sink_of(Series::Depth(rec.symbol)) else {
+            return Ok(());
+        };
+        self.before_line(sink, rec.recv_ns)?;
         let pipeline_ns = rec.recv_at.elapsed().as_nanos() as u64;
         let spec = &self.config.symbols[rec.symbol];
-        let sink = &mut self.depth[rec.symbol];
         let line = rec.line(spec.symbol.as_str(), &spec.stream, pipeline_ns / 1_000);
-        encode_depth(&mut sink.pending, &line);
-        sink.pending_since.get_or_insert_with(Instant::now);
+        encode_depth(&mut self.sinks[sink].pending, &line);
         self.metrics.observe_pipeline(pipeline_ns);
         self.metrics
             .observe(rec.symbol, rec.recv_ns, rec.event_ms, rec.ids);
-        if self.depth[rec.symbol].pending.len() >= MEMBER_BYTES {
-            self.emit(FileKind::Depth, rec.symbol)?;
+        self.after_line(sink)
+    }
+
+    fn kind_line(&mut self, rec: &KindRecord) -> Result<()> {
+        let Some(sink) = self.sink_of(Series::Stream(rec.stream)) else {
+            return Ok(());
+        };
+        self.before_line(sink, rec.recv_ns)?;
+        let pipeline_ns = rec.recv_at.elapsed().as_nanos() as u64;
+        let spec = &self.config.streams[rec.stream];
+        let line = rec.line(spec.symbol.as_str(), &spec.stream, pipeline_ns / 1_000);
+        encode_kind(&mut self.sinks[sink].pending, &line);
+        self.metrics.observe_pipeline(pipeline_ns);
+        self.after_line(sink)
+    }
+
+    /// A connection notice goes to the file of every stream the connection carried.
+    fn meta_lines(&mut self, meta: &MetaRecord) -> Result<()> {
+        let line = MetaLine {
+            meta: meta.meta,
+            recv_ns: meta.recv_ns,
+            conn: meta.conn,
+            data: &meta.frame.as_str()[meta.data.clone()],
+        };
+        for target in &meta.targets {
+            let series = match *target {
+                Target::Depth(symbol) => Series::Depth(symbol),
+                Target::Stream(stream) => Series::Stream(stream),
+            };
+            if let Some(sink) = self.sink_of(series) {
+                self.before_line(sink, meta.recv_ns)?;
+                encode_meta(&mut self.sinks[sink].pending, &line);
+                self.after_line(sink)?;
+            }
         }
         Ok(())
     }
 
     fn snapshot_line(&mut self, snap: &SnapshotRecord) -> Result<()> {
-        if snap.symbol >= self.snapshots.len() {
+        let Some(sink) = self.sink_of(Series::Snapshot(snap.symbol)) else {
             return Ok(());
-        }
-        let period = self.period_of(snap.recv_ns);
-        self.enter_period(FileKind::Snapshot, snap.symbol, period, snap.recv_ns)?;
+        };
+        self.before_line(sink, snap.recv_ns)?;
         let spec = &self.config.symbols[snap.symbol];
-        let sink = &mut self.snapshots[snap.symbol];
         let line = SnapshotLine {
             recv_ns: snap.recv_ns,
             symbol: spec.symbol.as_str(),
             last_update_id: snap.last_update_id,
             data: &snap.body,
         };
-        encode_snapshot(&mut sink.pending, &line);
+        encode_snapshot(&mut self.sinks[sink].pending, &line);
         // Snapshots are rare and a replay needs them with their events: write at once.
-        self.emit(FileKind::Snapshot, snap.symbol)
+        self.emit(sink)
     }
 
     fn period_of(&self, recv_ns: u64) -> u64 {
         recv_ns / self.config.file_period.as_nanos().max(1) as u64
     }
 
-    fn sink(&mut self, kind: FileKind, symbol: usize) -> &mut Sink {
-        match kind {
-            FileKind::Depth => &mut self.depth[symbol],
-            FileKind::Snapshot => &mut self.snapshots[symbol],
-        }
-    }
-
     /// Makes `period` the sink's current one, finishing the file of an earlier period first.
-    fn enter_period(
-        &mut self,
-        kind: FileKind,
-        symbol: usize,
-        period: u64,
-        recv_ns: u64,
-    ) -> Result<()> {
-        match self.sink(kind, symbol).period {
+    fn enter_period(&mut self, sink: usize, period: u64, recv_ns: u64) -> Result<()> {
+        match self.sinks[sink].period {
             Some(current) if current >= period => return Ok(()),
-            Some(_) => self.finish(kind, symbol)?,
+            Some(_) => self.finish(sink)?,
             None => {}
         }
-        let sink = self.sink(kind, symbol);
-        sink.period = Some(period);
-        sink.first_ns = recv_ns;
+        let entered = &mut self.sinks[sink];
+        entered.period = Some(period);
+        entered.first_ns = recv_ns;
         Ok(())
     }
 
     /// Hands the pending lines to the compression stage as one member of the sink's file, opening
     /// the file on its first member.
-    fn emit(&mut self, kind: FileKind, symbol: usize) -> Result<()> {
-        if self.sink(kind, symbol).pending.is_empty() {
+    fn emit(&mut self, sink: usize) -> Result<()> {
+        if self.sinks[sink].pending.is_empty() {
             return Ok(());
         }
-        let file = match &self.sink(kind, symbol).open {
+        let file = match &self.sinks[sink].open {
             Some(open) => Arc::clone(open),
             None => {
-                let opened = Arc::new(self.open_file(kind, symbol)?);
-                self.sink(kind, symbol).open = Some(Arc::clone(&opened));
+                let opened = Arc::new(self.open_file(sink)?);
+                self.sinks[sink].open = Some(Arc::clone(&opened));
                 opened
             }
         };
-        let sink = self.sink(kind, symbol);
+        let sink = &mut self.sinks[sink];
         // A busy symbol fills the next member to the same size: one allocation per member.
         let next = Vec::with_capacity(sink.pending.len() + sink.pending.len() / 8);
         let lines = std::mem::replace(&mut sink.pending, next);
@@ -425,10 +497,10 @@ impl Writer {
 
     /// Opens the file for the sink's current period, named after the period start or, when the
     /// data starts later (a new run, a quiet symbol), after its first line.
-    fn open_file(&mut self, kind: FileKind, symbol: usize) -> Result<OpenFile> {
+    fn open_file(&mut self, sink: usize) -> Result<OpenFile> {
         let period_secs = self.config.file_period.as_secs().max(1);
         let dir = self.config.dir.clone();
-        let sink = self.sink(kind, symbol);
+        let sink = &self.sinks[sink];
         let period_start = sink.period.unwrap_or_default() * period_secs;
         let first_line = sink.first_ns / 1_000_000_000;
         let open = create_unique(&dir, &sink.series, period_start.max(first_line))?;
@@ -439,12 +511,12 @@ impl Writer {
     /// Writes the sinks whose oldest pending line is about to be `--flush-ms` old.
     fn flush_due(&mut self, now: Instant, check_every: Duration) -> Result<()> {
         let age = self.config.flush_every.saturating_sub(check_every);
-        for symbol in 0..self.depth.len() {
-            let due = self.depth[symbol]
+        for sink in 0..self.sinks.len() {
+            let due = self.sinks[sink]
                 .pending_since
                 .is_some_and(|since| now.saturating_duration_since(since) >= age);
             if due {
-                self.emit(FileKind::Depth, symbol)?;
+                self.emit(sink)?;
             }
         }
         Ok(())
@@ -453,11 +525,9 @@ impl Writer {
     /// Finishes files of periods that are over, so a quiet symbol's file does not stay `.part`.
     fn close_finished_periods(&mut self) -> Result<()> {
         let current = self.period_of(wall_ns());
-        for kind in FileKind::ALL {
-            for symbol in 0..self.depth.len() {
-                if self.sink(kind, symbol).period.is_some_and(|p| p < current) {
-                    self.finish(kind, symbol)?;
-                }
+        for sink in 0..self.sinks.len() {
+            if self.sinks[sink].period.is_some_and(|p| p < current) {
+                self.finish(sink)?;
             }
         }
         Ok(())
@@ -465,11 +535,11 @@ impl Writer {
 
     /// Sends the pending lines, then has the stage fsync the file and rename it to its final
     /// name; the sink has no period until its next line.
-    fn finish(&mut self, kind: FileKind, symbol: usize) -> Result<()> {
-        self.emit(kind, symbol)?;
-        let sink = self.sink(kind, symbol);
-        sink.period = None;
-        match sink.open.take() {
+    fn finish(&mut self, sink: usize) -> Result<()> {
+        self.emit(sink)?;
+        let finished = &mut self.sinks[sink];
+        finished.period = None;
+        match finished.open.take() {
             Some(open) => self.queue(Job::Finish(open)),
             None => Ok(()),
         }
@@ -478,10 +548,8 @@ impl Writer {
     /// Writes out everything pending and finishes every file, carrying on past errors so one bad
     /// file does not cost the others; adds them to `errors`.
     fn close_all(&mut self, errors: &mut Vec<Error>) {
-        for kind in FileKind::ALL {
-            for symbol in 0..self.depth.len() {
-                errors.extend(self.finish(kind, symbol).err());
-            }
+        for sink in 0..self.sinks.len() {
+            errors.extend(self.finish(sink).err());
         }
     }
 

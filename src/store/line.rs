@@ -21,6 +21,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::market::kind::KindIds;
 use crate::market::sequence::Ids;
 use crate::util::clock::{latency_us, push_iso_millis};
 
@@ -60,40 +61,66 @@ impl DepthLine<'_> {
 /// Every value is formatted without floating point so the printed milliseconds are exact.
 pub fn encode_depth(out: &mut Vec<u8>, line: &DepthLine) {
     let mut num = itoa::Buffer::new();
-    out.extend_from_slice(b"{\"timestamp\":\"");
-    push_iso_millis(out, line.event_ms);
-    out.extend_from_slice(b"\",\"symbol\":\"");
-    out.extend_from_slice(line.symbol.as_bytes());
-    out.extend_from_slice(b"\",\"ts_recv\":");
-    push_millis(out, (line.recv_ns / 1_000) as i64);
-    out.extend_from_slice(b",\"E\":");
-    out.extend_from_slice(num.format(line.event_ms).as_bytes());
+    push_head(out, line.symbol, line.recv_ns, line.event_ms);
     out.extend_from_slice(b",\"T\":");
     match line.trade_ms {
         Some(t) => out.extend_from_slice(num.format(t).as_bytes()),
         None => out.extend_from_slice(b"null"),
     }
-    out.extend_from_slice(b",\"U\":");
-    out.extend_from_slice(num.format(line.ids.first).as_bytes());
-    out.extend_from_slice(b",\"u\":");
-    out.extend_from_slice(num.format(line.ids.last).as_bytes());
-    out.extend_from_slice(b",\"pu\":");
-    out.extend_from_slice(num.format(line.ids.prev).as_bytes());
+    push_id(out, "U", line.ids.first);
+    push_id(out, "u", line.ids.last);
+    push_id(out, "pu", line.ids.prev);
+    push_tail(
+        out,
+        line.event_latency_us(),
+        line.pipeline_us,
+        line.recv_ns,
+        line.conn,
+    );
+    push_stream_and_data(out, line.stream, false, line.data);
+}
+
+/// The keys every event line starts with: `timestamp`, `symbol`, `ts_recv`, `E`.
+fn push_head(out: &mut Vec<u8>, symbol: &str, recv_ns: u64, event_ms: u64) {
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    push_iso_millis(out, event_ms);
+    out.extend_from_slice(b"\",\"symbol\":\"");
+    out.extend_from_slice(symbol.as_bytes());
+    out.extend_from_slice(b"\",\"ts_recv\":");
+    push_millis(out, (recv_ns / 1_000) as i64);
+    push_id(out, "E", event_ms);
+}
+
+/// `,"<key>":<id>`.
+fn push_id(out: &mut Vec<u8>, key: &str, id: u64) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+}
+
+/// The keys after an event line's ids: latencies, receipt, connection.
+fn push_tail(out: &mut Vec<u8>, event_us: i64, pipeline_us: Option<u64>, recv_ns: u64, conn: u64) {
     out.extend_from_slice(b",\"latency_event_ms\":");
-    push_millis(out, line.event_latency_us());
+    push_millis(out, event_us);
     out.extend_from_slice(b",\"latency_pipeline_ms\":");
-    match line.pipeline_us {
+    match pipeline_us {
         Some(us) => push_millis(out, i64::try_from(us).unwrap_or(i64::MAX)),
         None => out.extend_from_slice(b"null"),
     }
-    out.extend_from_slice(b",\"recv_ns\":");
-    out.extend_from_slice(num.format(line.recv_ns).as_bytes());
-    out.extend_from_slice(b",\"conn\":");
-    out.extend_from_slice(num.format(line.conn).as_bytes());
+    push_id(out, "recv_ns", recv_ns);
+    push_id(out, "conn", conn);
+}
+
+/// `,"stream":"…"`, the backfill mark, `data` and the line's end.
+fn push_stream_and_data(out: &mut Vec<u8>, stream: &str, backfill: bool, data: &str) {
     out.extend_from_slice(b",\"stream\":\"");
-    out.extend_from_slice(line.stream.as_bytes());
+    out.extend_from_slice(stream.as_bytes());
     out.push(b'"');
-    push_data(out, line.data);
+    if backfill {
+        out.extend_from_slice(b",\"backfill\":true");
+    }
+    push_data(out, data);
     out.extend_from_slice(b"}\n");
 }
 
@@ -156,10 +183,7 @@ pub fn parse_depth(line: &[u8]) -> Result<DepthLine<'_>, String> {
             last: f.u,
             prev: f.pu,
         },
-        pipeline_us: f
-            .latency_pipeline_ms
-            .filter(|ms| *ms >= 0.0)
-            .map(|ms| (ms * 1e3).round() as u64),
+        pipeline_us: pipeline_us(f.latency_pipeline_ms),
         recv_ns: f.recv_ns,
         conn: f.conn,
     })
@@ -291,6 +315,152 @@ fn push_millis(out: &mut Vec<u8>, us: i64) {
         b'0' + (frac / 10 % 10) as u8,
         b'0' + (frac % 10) as u8,
     ]);
+}
+
+/// One event of a stream beside the book as a line holds it, borrowed: what [`encode_kind`]
+/// writes and [`parse_kind`] reads back.
+///
+/// ```text
+/// {"timestamp":"…","symbol":"BTCUSDT","ts_recv":…,"E":…,"t":…,
+///  "latency_event_ms":…,"latency_pipeline_ms":…,"recv_ns":…,"conn":…,"stream":"…","data":{…}}
+/// ```
+///
+/// The ids are the kind's (`t`; `a`, `f`, `l`; `u`; none for mark price and liquidations). A
+/// line fetched over REST to close a gap says `"backfill":true` before `data`, which then holds
+/// the REST item as received, and has `conn` 0.
+#[derive(Debug, PartialEq)]
+pub struct KindLine<'a> {
+    /// Upper case, as payloads spell it.
+    pub symbol: &'a str,
+    /// The combined-stream name it arrived on (or, backfilled, would have).
+    pub stream: &'a str,
+    /// The payload exactly as received.
+    pub data: &'a str,
+    /// `E`, event time in ms (a backfilled trade's `T`).
+    pub event_ms: u64,
+    pub ids: KindIds,
+    /// `latency_pipeline_ms` in µs; `None` where nobody measured it.
+    pub pipeline_us: Option<u64>,
+    /// Wall clock at receipt, ns since the Unix epoch.
+    pub recv_ns: u64,
+    /// The connection that delivered it; 0 for a backfilled line.
+    pub conn: u64,
+    /// Fetched over REST after the stream lost it.
+    pub backfill: bool,
+}
+
+/// Appends one line of a stream beside the book (with its newline) to `out`.
+pub fn encode_kind(out: &mut Vec<u8>, line: &KindLine) {
+    push_head(out, line.symbol, line.recv_ns, line.event_ms);
+    match line.ids {
+        KindIds::Trade { t } => push_id(out, "t", t),
+        KindIds::AggTrade { a, f, l } => {
+            push_id(out, "a", a);
+            push_id(out, "f", f);
+            push_id(out, "l", l);
+        }
+        KindIds::BookTicker { u } => push_id(out, "u", u),
+        KindIds::None => {}
+    }
+    let event_us = latency_us(line.recv_ns, line.event_ms);
+    push_tail(out, event_us, line.pipeline_us, line.recv_ns, line.conn);
+    push_stream_and_data(out, line.stream, line.backfill, line.data);
+}
+
+/// The fields of a line of a stream beside the book.
+#[derive(Deserialize)]
+#[allow(non_snake_case)]
+struct KindFields<'a> {
+    #[serde(borrow)]
+    symbol: &'a str,
+    #[serde(borrow)]
+    stream: &'a str,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    E: u64,
+    t: Option<u64>,
+    a: Option<u64>,
+    f: Option<u64>,
+    l: Option<u64>,
+    u: Option<u64>,
+    latency_pipeline_ms: Option<f64>,
+    recv_ns: u64,
+    conn: u64,
+    #[serde(default)]
+    backfill: bool,
+}
+
+/// Parses a line of a stream beside the book, with or without its newline.
+pub fn parse_kind(line: &[u8]) -> Result<KindLine<'_>, String> {
+    let f: KindFields =
+        serde_json::from_slice(line).map_err(|e| format!("not an event line: {e}"))?;
+    let ids = match (f.t, f.a, f.f, f.l, f.u) {
+        (Some(t), None, None, None, None) => KindIds::Trade { t },
+        (None, Some(a), Some(first), Some(l), None) => KindIds::AggTrade { a, f: first, l },
+        (None, None, None, None, Some(u)) => KindIds::BookTicker { u },
+        (None, None, None, None, None) => KindIds::None,
+        _ => return Err("not an event line: ids of more than one kind".into()),
+    };
+    Ok(KindLine {
+        symbol: f.symbol,
+        stream: f.stream,
+        data: f.data.get(),
+        event_ms: f.E,
+        ids,
+        pipeline_us: pipeline_us(f.latency_pipeline_ms),
+        recv_ns: f.recv_ns,
+        conn: f.conn,
+        backfill: f.backfill,
+    })
+}
+
+/// `latency_pipeline_ms` as parsed, in µs.
+fn pipeline_us(ms: Option<f64>) -> Option<u64> {
+    ms.filter(|ms| *ms >= 0.0)
+        .map(|ms| (ms * 1e3).round() as u64)
+}
+
+/// A line about the recording rather than an event of its stream: the server's notice that it
+/// would close the connection (`serverShutdown`), kept where the stream's lines are so a reader
+/// sees why the connection changed. Readers of events skip it ([`is_meta`]).
+///
+/// ```text
+/// {"meta":"serverShutdown","recv_ns":…,"conn":…,"data":{…frame payload as received…}}
+/// ```
+#[derive(Debug, PartialEq, Deserialize)]
+pub struct MetaLine<'a> {
+    /// What happened: the event type that caused the line.
+    #[serde(borrow)]
+    pub meta: &'a str,
+    pub recv_ns: u64,
+    pub conn: u64,
+    #[serde(borrow, deserialize_with = "raw_str")]
+    pub data: &'a str,
+}
+
+/// What every meta line starts with.
+const META_PREFIX: &[u8] = b"{\"meta\":";
+
+/// Appends one meta line (with its newline) to `out`.
+pub fn encode_meta(out: &mut Vec<u8>, line: &MetaLine) {
+    out.extend_from_slice(META_PREFIX);
+    out.push(b'"');
+    out.extend_from_slice(line.meta.as_bytes());
+    out.push(b'"');
+    push_id(out, "recv_ns", line.recv_ns);
+    push_id(out, "conn", line.conn);
+    push_data(out, line.data);
+    out.extend_from_slice(b"}\n");
+}
+
+/// Whether a line is a [`MetaLine`], which readers of events pass over.
+pub fn is_meta(line: &[u8]) -> bool {
+    line.starts_with(META_PREFIX)
+}
+
+/// Parses a meta line.
+pub fn parse_meta(line: &[u8]) -> Result<MetaLine<'_>, String> {
+    serde_json::from_slice(line).map_err(|e| format!("not a meta line: {e}"))
 }
 
 /// One REST snapshot as a line holds it, borrowed.
@@ -459,6 +629,61 @@ mod tests {
         for bad in [&line[..line.len() - 1], "", "{}", "not json"] {
             assert!(parse_depth(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn kind_lines_round_trip_with_their_ids() {
+        let data = r#"{"e":"aggTrade","E":1626992741575,"a":16599292,"s":"CTKUSDT","p":"1.01100","q":"10","f":23961322,"l":23961322,"T":1626992741421,"m":false}"#;
+        for (ids, keys) in [
+            (KindIds::Trade { t: 7 }, ",\"t\":7,"),
+            (
+                KindIds::AggTrade { a: 1, f: 2, l: 3 },
+                ",\"a\":1,\"f\":2,\"l\":3,",
+            ),
+            (KindIds::BookTicker { u: 9 }, ",\"u\":9,"),
+            (KindIds::None, ",\"E\":1626992741575,\"latency_event_ms\""),
+        ] {
+            for backfill in [false, true] {
+                let line = KindLine {
+                    symbol: "CTKUSDT",
+                    stream: "ctkusdt@aggTrade",
+                    data,
+                    event_ms: 1626992741575,
+                    ids,
+                    pipeline_us: Some(12),
+                    recv_ns: 1_626_992_741_600_000_000,
+                    conn: 3,
+                    backfill,
+                };
+                let mut out = Vec::new();
+                encode_kind(&mut out, &line);
+                let text = std::str::from_utf8(&out).unwrap();
+                assert!(text.contains(keys), "{text}");
+                assert!(text.ends_with(&format!("\"data\":{data}}}\n")), "{text}");
+                assert_eq!(text.contains("\"backfill\":true"), backfill);
+                assert!(!is_meta(&out));
+                assert_eq!(parse_kind(&out), Ok(line));
+            }
+        }
+    }
+
+    #[test]
+    fn meta_lines_are_told_apart_and_round_trip() {
+        let line = MetaLine {
+            meta: "serverShutdown",
+            recv_ns: 5,
+            conn: 2,
+            data: r#"{"e":"serverShutdown","E":1}"#,
+        };
+        let mut out = Vec::new();
+        encode_meta(&mut out, &line);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "{\"meta\":\"serverShutdown\",\"recv_ns\":5,\"conn\":2,\"data\":{\"e\":\"serverShutdown\",\"E\":1}}\n"
+        );
+        assert!(is_meta(&out));
+        assert_eq!(parse_meta(&out), Ok(line));
+        assert!(parse_depth(&out).is_err() && parse_kind(&out).is_err());
     }
 
     #[test]

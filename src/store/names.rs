@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::market::kind::Kind;
 use crate::market::symbol::Symbol;
 use crate::util::clock::compact_utc;
 
@@ -26,16 +27,27 @@ pub enum FileKind {
     Depth,
     /// Snapshot lines: one per REST snapshot.
     Snapshot,
+    /// Lines of a stream beside the book: one per exchange event.
+    Stream(Kind),
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 2] = [FileKind::Depth, FileKind::Snapshot];
+    pub const ALL: [FileKind; 7] = [
+        FileKind::Depth,
+        FileKind::Snapshot,
+        FileKind::Stream(Kind::Trade),
+        FileKind::Stream(Kind::AggTrade),
+        FileKind::Stream(Kind::BookTicker),
+        FileKind::Stream(Kind::MarkPrice),
+        FileKind::Stream(Kind::ForceOrder),
+    ];
 
-    /// What follows the symbol in a name, `_` included.
+    /// What follows the symbol and `_` in a name.
     fn marker(self) -> &'static str {
         match self {
-            FileKind::Depth => "_depth",
-            FileKind::Snapshot => "_snapshot",
+            FileKind::Depth => "depth",
+            FileKind::Snapshot => "snapshot",
+            FileKind::Stream(kind) => kind.name(),
         }
     }
 }
@@ -58,7 +70,7 @@ fn resolve_book_dir(path: &Path) -> PathBuf {
 
 /// `ethusdt_depth`: what every file of a symbol's series starts with.
 pub fn series(symbol: &Symbol, kind: FileKind) -> String {
-    format!("{}{}", symbol.lower(), kind.marker())
+    format!("{}_{}", symbol.lower(), kind.marker())
 }
 
 /// `ethusdt_depth_20261120T080000Z.ndjson.gz`: a series' file whose data starts at `secs`.
@@ -81,9 +93,11 @@ pub fn classify(path: &Path) -> Option<(&str, FileKind)> {
         .strip_suffix(PART_SUFFIX)
         .unwrap_or(name)
         .strip_suffix(EXTENSION)?;
-    FileKind::ALL
-        .into_iter()
-        .find_map(|kind| Some((&stem[..stem.find(kind.marker())?], kind)))
+    // `<symbol>_<kind>_<start>`, read from the right: symbols may hold underscores.
+    let (series, _start) = stem.rsplit_once('_')?;
+    let (symbol, marker) = series.rsplit_once('_')?;
+    let kind = FileKind::ALL.into_iter().find(|k| k.marker() == marker)?;
+    (!symbol.is_empty()).then_some((symbol, kind))
 }
 
 /// Whether `path` is a recording of `kind`.
@@ -183,11 +197,25 @@ mod tests {
             classify(Path::new(&snap)),
             Some(("ethusdt", FileKind::Snapshot))
         );
+        let trades = file_name(
+            &super::series(
+                &Symbol::new("BTCUSD_PERP").unwrap(),
+                FileKind::Stream(Kind::AggTrade),
+            ),
+            0,
+        );
+        assert_eq!(trades, "btcusd_perp_aggTrade_19700101T000000Z.ndjson.gz");
+        assert_eq!(
+            classify(Path::new(&trades)),
+            Some(("btcusd_perp", FileKind::Stream(Kind::AggTrade)))
+        );
         for other in [
             "metrics.json",
             "capture.ndjson.gz",
             "x_depth.txt",
-            "ethusdt_trade_1.ndjson.gz",
+            "ethusdt_kline_1.ndjson.gz",
+            "_depth_1.ndjson.gz",
+            "ethusdt_depthx_1.ndjson.gz",
         ] {
             assert_eq!(classify(Path::new(other)), None, "{other}");
         }

@@ -214,6 +214,8 @@ impl FileImport {
                 }
                 outcome.skip(&stream);
             }
+            Ok(Frame::Kind(h)) => outcome.skip(&h.stream),
+            Ok(Frame::ServerShutdown(_)) => outcome.skip("(serverShutdown)"),
             Ok(Frame::Reply) => outcome.skip("(replies)"),
             Err(FrameError::Shape) => match serde_json::from_str::<Unenveloped>(json) {
                 Ok(Unenveloped {
