@@ -22,7 +22,7 @@ mod common;
 use common::fixture;
 use obrec::Book;
 use obrec::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
-use obrec::{Frame, parse_frame};
+use obrec::{Frame, Kind, parse_frame};
 
 /// The one connection every recording came over.
 const CONN: u64 = 1;
@@ -265,13 +265,13 @@ fn rebuild_hft(skip: Option<usize>) -> (Rebuild<'static>, Vec<Ticker>) {
         }
         match parse_frame(message).unwrap_or_else(|e| panic!("line {line_no}: {e}")) {
             Frame::Depth(h) => rebuild.depth(line_no, h.ids, &message[h.data]),
-            Frame::Other { stream } if stream.ends_with("@bookTicker") => {
+            Frame::Kind(h) if h.kind == Kind::BookTicker => {
                 let (symbol, t) = ticker(line_no, message);
                 assert_eq!(symbol, "BTCUSDT");
                 tickers.push(t);
             }
-            Frame::Other { .. } => {}
-            Frame::Reply => panic!("line {line_no}: unexpected reply"),
+            Frame::Kind(_) | Frame::Other { .. } => {}
+            Frame::Reply | Frame::ServerShutdown(_) => panic!("line {line_no}: unexpected control"),
         }
     }
     (rebuild, tickers)
@@ -526,12 +526,12 @@ fn rebuild_cryptofeed<'a>(
                 let (rebuild, _) = symbols.get_mut(&*h.symbol).expect("known symbol");
                 rebuild.depth(line_no, h.ids, &message[h.data]);
             }
-            Frame::Other { stream } if stream.ends_with("@bookTicker") => {
+            Frame::Kind(h) if h.kind == Kind::BookTicker => {
                 let (symbol, t) = ticker(line_no, message);
                 symbols.get_mut(symbol).expect("known symbol").1.push(t);
             }
-            Frame::Other { .. } => {}
-            Frame::Reply => panic!("line {line_no}: unexpected reply"),
+            Frame::Kind(_) | Frame::Other { .. } => {}
+            Frame::Reply | Frame::ServerShutdown(_) => panic!("line {line_no}: unexpected control"),
         }
     }
     feed_snapshots(&mut symbols, u64::MAX);

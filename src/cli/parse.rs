@@ -27,6 +27,11 @@ pub fn depth(s: &str) -> Result<Depth, String> {
         })
 }
 
+/// `--streams`: depth and the kinds beside it.
+pub fn streams(s: &str) -> Result<crate::market::kind::Selection, String> {
+    s.parse()
+}
+
 fn number(s: &str) -> Result<f64, String> {
     s.trim()
         .parse::<f64>()

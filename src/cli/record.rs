@@ -11,6 +11,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use super::parse;
 use crate::error::Error;
+use crate::market::kind::Selection;
 use crate::market::stream::{Depth, Speed};
 use crate::market::symbol::Symbol;
 use crate::recorder::{self, DEFAULT_ENDPOINT, DEFAULT_REST_ENDPOINT, RecordConfig};
@@ -29,12 +30,23 @@ pub struct RecordArgs {
     #[arg(long, env = "OBREC_SPEED", default_value = "100ms",
           value_parser = PossibleValuesParser::new(["0ms", "100ms", "250ms", "500ms"]).try_map(|s| s.parse::<Speed>()))]
     pub speed: Speed,
+    /// Streams to record, comma-separated: depth (as --depth and --speed say), trade, aggTrade,
+    /// bookTicker, markPrice (the 1 s stream), forceOrder. Each is read from the route Binance
+    /// serves it on.
+    #[arg(long, env = "OBREC_STREAMS", default_value = "depth", value_parser = parse::streams)]
+    pub streams: Selection,
     /// Stop after this many minutes (decimals allowed: 0.1 = 6 s); runs forever when absent.
     #[arg(long, env = "OBREC_RUN_MINUTES", value_parser = parse::minutes_or_zero)]
     pub run_minutes: Option<Duration>,
-    /// WebSocket endpoint; streams are read from <endpoint>/stream?streams=….
+    /// WebSocket endpoint of the public route (depth, bookTicker, trade); streams are read from
+    /// <endpoint>/stream?streams=…. One URL that serves every stream works too.
     #[arg(long, env = "OBREC_ENDPOINT", default_value = DEFAULT_ENDPOINT, value_parser = parse::ws_url)]
     pub endpoint: String,
+    /// WebSocket endpoint of the market route (aggTrade, markPrice, forceOrder); by default
+    /// --endpoint with /public swapped for /market, or with /market added when it has no path,
+    /// else --endpoint itself.
+    #[arg(long, env = "OBREC_MARKET_ENDPOINT", value_parser = parse::ws_url)]
+    pub market_endpoint: Option<String>,
     /// REST endpoint for depth snapshots (--depth 0).
     #[arg(long, env = "OBREC_REST_ENDPOINT", default_value = DEFAULT_REST_ENDPOINT, value_parser = parse::http_url)]
     pub rest_endpoint: String,
@@ -100,7 +112,9 @@ impl RecordArgs {
             symbols,
             depth: self.depth,
             speed: self.speed,
+            streams: self.streams.clone(),
             endpoint: self.endpoint.clone(),
+            market_endpoint: self.market_endpoint.clone(),
             rest_endpoint: self.rest_endpoint.clone(),
             data_dir: self.data_dir.clone(),
             run_for: self.run_minutes,

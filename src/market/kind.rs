@@ -165,6 +165,48 @@ impl FromStr for Kind {
     }
 }
 
+/// What `--streams` asks for: depth or not, and the kinds beside it, each once, in the order
+/// given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection {
+    pub depth: bool,
+    pub kinds: Vec<Kind>,
+}
+
+impl Default for Selection {
+    /// Depth only: what obrec recorded before it knew other kinds.
+    fn default() -> Selection {
+        Selection {
+            depth: true,
+            kinds: Vec::new(),
+        }
+    }
+}
+
+impl FromStr for Selection {
+    type Err = String;
+
+    /// `depth,trade,bookTicker`: comma-separated, `depth` for the book (partial or diff, as the
+    /// run says), kinds by their names.
+    fn from_str(s: &str) -> Result<Selection, String> {
+        let mut selection = Selection {
+            depth: false,
+            kinds: Vec::new(),
+        };
+        for name in s.split(',').map(str::trim) {
+            if name == "depth" {
+                selection.depth = true;
+                continue;
+            }
+            let kind: Kind = name.parse().map_err(|e: String| format!("{e}, or depth"))?;
+            if !selection.kinds.contains(&kind) {
+                selection.kinds.push(kind);
+            }
+        }
+        Ok(selection)
+    }
+}
+
 /// The ids an event carries at top level: what its line repeats before `latency_event_ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KindIds {
@@ -379,6 +421,28 @@ mod tests {
         }
         assert!("depth".parse::<Kind>().is_err());
         assert!("Trade".parse::<Kind>().is_err());
+    }
+
+    #[test]
+    fn selections_name_depth_and_kinds_once() {
+        assert_eq!(
+            "depth, trade,bookTicker,trade".parse::<Selection>(),
+            Ok(Selection {
+                depth: true,
+                kinds: vec![Kind::Trade, Kind::BookTicker]
+            })
+        );
+        assert_eq!(
+            "aggTrade".parse::<Selection>(),
+            Ok(Selection {
+                depth: false,
+                kinds: vec![Kind::AggTrade]
+            })
+        );
+        for bad in ["", "depth,", "trades", "depth5"] {
+            let e = bad.parse::<Selection>().unwrap_err();
+            assert!(e.contains("or depth"), "{bad}: {e}");
+        }
     }
 
     #[test]

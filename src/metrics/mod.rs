@@ -16,15 +16,19 @@ use hdrhistogram::Histogram;
 pub mod exporter;
 pub mod health;
 mod http;
+pub mod streams;
 use serde::{Deserialize, Serialize};
 
 use crate::market::sequence::Ids;
 use crate::market::symbol::SymbolId;
+use streams::{StreamCounters, StreamReport, StreamStats};
 
 /// Counters shared by the reader threads and read by the writer at each refresh.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub symbols: Vec<SymbolStats>,
+    /// The streams beside the book, indexed by the run's stream id.
+    pub streams: Vec<StreamStats>,
     /// Connections lost or replaced unplanned (failures and stalls), over all groups.
     pub reconnects: AtomicU64,
     /// The subset of `reconnects` caused by a connection that stopped delivering data.
@@ -37,6 +41,8 @@ pub struct Stats {
     pub bad_frames: AtomicU64,
     /// Connections currently delivering.
     pub connections_open: AtomicU64,
+    /// `serverShutdown` notices received: each started a replacement.
+    pub server_shutdowns: AtomicU64,
     /// One per reader group, for `/healthz`.
     pub groups: Vec<GroupHealth>,
     /// The writer's latest report, for `/metrics`. Only the writer and the HTTP thread take it.
@@ -88,6 +94,8 @@ pub enum Link {
 pub struct SymbolStats {
     /// The symbol, to name it in a health message.
     pub name: String,
+    /// Its depth stream's name, to name it when silent.
+    pub stream: String,
     /// `pu` mismatches on a live connection: the exchange lost something.
     pub breaks: AtomicU64,
     /// Snapshots taken to resynchronise after a break (diff depth).
@@ -191,15 +199,17 @@ pub struct FeedStatus {
 }
 
 impl Stats {
-    /// Counters for `symbols` read by groups whose first symbols are `groups`.
-    pub fn new(symbols: Vec<String>, groups: Vec<String>) -> Stats {
+    /// Counters for `symbols` (name, depth stream) read by groups whose first symbols are
+    /// `groups`.
+    pub fn new(symbols: Vec<(String, String)>, groups: Vec<String>) -> Stats {
         let started_ns = crate::util::clock::wall_ns();
         Stats {
             symbols: symbols
                 .into_iter()
-                .map(|name| {
+                .map(|(name, stream)| {
                     let stats = SymbolStats {
                         name,
+                        stream,
                         ..SymbolStats::default()
                     };
                     stats.feed.set(FeedState::Waiting, started_ns);
@@ -216,6 +226,19 @@ impl Stats {
                 .collect(),
             ..Stats::default()
         }
+    }
+
+    /// Adds the streams beside the book (`stream name, symbol, kind`), in stream id order.
+    pub fn with_streams(
+        mut self,
+        streams: impl IntoIterator<Item = (String, String, crate::market::kind::Kind)>,
+    ) -> Stats {
+        let started_ns = crate::util::clock::wall_ns();
+        self.streams = streams
+            .into_iter()
+            .map(|(stream, symbol, kind)| StreamStats::new(stream, symbol, kind, started_ns))
+            .collect();
+        self
     }
 
     pub fn bump(counter: &AtomicU64) {
@@ -241,6 +264,19 @@ impl Stats {
                     snapshot_errors: get(&s.snapshot_errors),
                 })
                 .collect(),
+            streams: self.streams.iter().map(StreamStats::counters).collect(),
+            silent_streams: self
+                .symbols
+                .iter()
+                .filter(|s| s.feed.state() == FeedState::Silent)
+                .map(|s| s.stream.clone())
+                .chain(
+                    self.streams
+                        .iter()
+                        .filter(|s| s.feed.state() == FeedState::Silent)
+                        .map(|s| s.stream.clone()),
+                )
+                .collect(),
             connected: Some(Connected {
                 up: self
                     .groups
@@ -255,6 +291,7 @@ impl Stats {
             connect_failures: get(&self.connect_failures),
             bad_frames: get(&self.bad_frames),
             connections_open: get(&self.connections_open),
+            server_shutdowns: get(&self.server_shutdowns),
         }
     }
 }
@@ -263,12 +300,16 @@ impl Stats {
 #[derive(Clone, Debug, Default)]
 pub struct Counters {
     pub symbols: Vec<SymbolCounters>,
+    pub streams: Vec<StreamCounters>,
+    /// Live runs only: subscribed streams judged silent, by name.
+    pub silent_streams: Vec<String>,
     pub reconnects: u64,
     pub stale_reconnects: u64,
     pub rollovers: u64,
     pub connect_failures: u64,
     pub bad_frames: u64,
     pub connections_open: u64,
+    pub server_shutdowns: u64,
     /// Live runs only.
     pub connected: Option<Connected>,
 }
@@ -371,7 +412,7 @@ fn round3(x: f64) -> f64 {
     (x * 1_000.0).round() / 1_000.0
 }
 
-fn rate(count: u64, secs: f64) -> f64 {
+pub(crate) fn rate(count: u64, secs: f64) -> f64 {
     if secs > 0.0 {
         (count as f64 / secs * 100.0).round() / 100.0
     } else {
@@ -471,9 +512,10 @@ impl Metrics {
     fn note_incidents(&mut self, clock: &ReportClock, counters: &Counters) {
         let sum = |f: fn(&SymbolCounters) -> u64| counters.symbols.iter().map(f).sum::<u64>();
         let at_ms = unix_ms(clock.now);
+        let stream_breaks: u64 = counters.streams.iter().map(|s| s.breaks).sum();
         let now = Incidents {
             at_ms,
-            breaks: sum(|c| c.breaks),
+            breaks: sum(|c| c.breaks) + stream_breaks,
             resyncs: sum(|c| c.resyncs),
             reconnects: counters.reconnects,
             drops: sum(|c| c.drops),
@@ -583,6 +625,9 @@ impl Metrics {
             connected: counters.connected,
             snapshot_errors: sum(|c| c.snapshot_errors),
             incidents: self.incidents.iter().copied().collect(),
+            streams: streams::reports(&counters.streams, clock.runtime_secs),
+            silent_streams: counters.silent_streams.clone(),
+            server_shutdowns: counters.server_shutdowns,
         }
     }
 }
@@ -631,6 +676,15 @@ pub struct Report {
     /// Report intervals of the last 24 h with breaks, resyncs, reconnects or drops, oldest first.
     #[serde(default)]
     pub incidents: Vec<Incidents>,
+    /// The streams beside the book, by stream name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub streams: BTreeMap<String, StreamReport>,
+    /// Live runs only: subscribed streams that deliver nothing, depth and beside the book.
+    #[serde(default)]
+    pub silent_streams: Vec<String>,
+    /// `serverShutdown` notices received, each answered by an early replacement.
+    #[serde(default)]
+    pub server_shutdowns: u64,
 }
 
 /// Connection groups with a connection up, of all groups.
@@ -646,6 +700,7 @@ pub struct Incidents {
     /// The report that counted them, ms since the Unix epoch: they happened within one print
     /// interval before.
     pub at_ms: u64,
+    /// Depth breaks and breaks of the streams beside the book.
     pub breaks: u64,
     pub resyncs: u64,
     pub reconnects: u64,
@@ -779,6 +834,7 @@ impl Report {
             self.log_queue.depth_max,
             self.log_queue.drops,
         );
+        streams::summary_fields(&mut line, &self.streams);
         if let Some(c) = self.connected
             && c.up < c.of
         {

@@ -15,10 +15,16 @@
 //! deadline, waited out in short slices that look at the shutdown token, so a server that drips
 //! or withholds its answer costs a connect failure, never a reader that cannot stop.
 //!
-//! A stream that delivers nothing (an unknown or delisted symbol) is the exchange's answer to a
-//! subscription, not a failure of the connection, so it never costs the other streams a
-//! reconnect: it is named, marked silent and subscribed again on the same connection. Only a
-//! connection on which nothing delivers (a wrong route, a dead server) is replaced.
+//! A stream that delivers nothing (an unknown or delisted symbol, a stream asked for on the wrong
+//! route) is the exchange's answer to a subscription, not a failure of the connection, so it
+//! never costs the other streams a reconnect: it is named, marked silent and subscribed again on
+//! the same connection, with a window that doubles each time. Each stream is judged on its own
+//! clock: its kind's patience (a thin symbol's trades may pause a minute, liquidations hours)
+//! and, once it delivers, its own observed pace. Only a connection on which nothing delivers (a
+//! dead server, every stream on the wrong route) is replaced.
+//!
+//! A `serverShutdown` notice starts the make-before-break replacement at once, and is kept as a
+//! meta line in the files of every stream the connection carried.
 
 use std::collections::HashMap;
 use std::io::{self, Write as _};
@@ -36,11 +42,14 @@ use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Connector, HandshakeError, Message, WebSocket};
 
 use crate::error::{Error, FeedError, Result};
-use crate::market::frame::{Frame, parse_frame};
+use crate::market::frame::{DepthHeader, Frame, KindHeader, parse_frame};
+use crate::market::kind::{Check, Kind, Tape};
 use crate::market::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
 use crate::market::symbol::SymbolId;
-use crate::metrics::{BookState, FeedState, Link, Stats};
-use crate::recorder::event::{DepthRecord, Event, SnapshotRecord};
+use crate::metrics::{BookState, FeedHealth, FeedState, Link, Stats};
+use crate::recorder::event::{
+    DepthRecord, Event, KindRecord, MetaRecord, SnapshotRecord, StreamId, Target,
+};
 use crate::recorder::snapshot::SnapshotRequest;
 use crate::store::conn_numbers::ConnNumbers;
 use crate::util::backoff::Backoff;
@@ -75,9 +84,10 @@ const STREAMS_SHOWN: usize = 3;
 /// What a group needs to know about the run.
 #[derive(Clone, Debug)]
 pub struct FeedConfig {
-    /// Base endpoint; the stream URL is `<endpoint>/stream?streams=…`.
+    /// Base endpoint of the group's route; the stream URL is `<endpoint>/stream?streams=…`.
     pub endpoint: String,
-    /// No data for this long replaces the connection.
+    /// No data for this long replaces a connection of depth streams; streams beside the book
+    /// get their kind's patience times this (see [`Kind::patience`]).
     pub stale_after: Duration,
     /// Client ping interval; a pong must come back before the next one is due.
     pub ping_every: Duration,
@@ -90,9 +100,33 @@ pub struct FeedConfig {
 /// One subscribed stream of a group.
 #[derive(Clone, Debug)]
 pub struct Subscription {
-    pub symbol: SymbolId,
+    /// Where its events go: a symbol's depth, or a stream beside the book.
+    pub target: Target,
+    /// `None` for depth.
+    pub kind: Option<Kind>,
     pub stream: String,
 }
+
+impl Subscription {
+    /// How many depth windows the stream gets to show it delivers.
+    fn patience(&self) -> u32 {
+        self.kind.map_or(1, Kind::patience)
+    }
+}
+
+/// The continuity check of one subscribed stream.
+enum Tracker {
+    Depth(Chain),
+    Kind(Tape),
+}
+
+/// A stream silent for this many of its own average gaps between events is judged silent even
+/// when its kind's patience has not run out: a busy stream that stops is news long before a thin
+/// one would be.
+const SILENT_GAPS: u32 = 50;
+/// Weight of the newest gap in a stream's running average (an exponential moving average over
+/// about the last 32 events).
+const GAP_WEIGHT: f64 = 1.0 / 32.0;
 
 /// A reader thread's state: its streams, their chains, its connections.
 pub struct Group {
@@ -102,20 +136,25 @@ pub struct Group {
     url: String,
     /// `url` as logs and errors show it.
     shown_url: String,
-    /// Stream name → index into `subs` and `chains`.
+    /// Stream name → index into `subs` and `trackers`.
     routes: HashMap<String, usize>,
     subs: Vec<Subscription>,
-    chains: Vec<Chain>,
+    trackers: Vec<Tracker>,
+    /// A connection with no data for this long is replaced: `stale_after` times the smallest
+    /// patience among the group's streams.
+    stale_after: Duration,
     tx: Sender<Event>,
     stats: Arc<Stats>,
     shutdown: Shutdown,
     backoff: Backoff,
     last_bad_frame_log: Option<Instant>,
-    /// Re-subscriptions of streams that delivered nothing: each one doubles the window they get
-    /// next, so a merely quiet symbol is not re-subscribed over and over.
-    silent_strikes: u32,
+    /// Per stream, re-subscriptions after it delivered nothing: each one doubles the window it
+    /// gets next, so a merely quiet symbol is not re-subscribed over and over.
+    strikes: Vec<u32>,
     /// Each stream's latest event, wall clock ns; 0 before the first.
     last_event_ns: Vec<u64>,
+    /// Each stream's latest event on the monotonic clock, and its average gap between events.
+    pace: Vec<Pace>,
     /// Why the latest connection attempt failed, to say so if none ever succeeds.
     last_failure: Option<String>,
     /// Diff-depth only: the snapshot procedure of each stream.
@@ -135,6 +174,53 @@ struct BookSyncs {
     /// Where each symbol's sync state is shown.
     stats: Arc<Stats>,
     slot_of: HashMap<SymbolId, usize>,
+}
+
+/// A frame's event, before it is known to be one the group subscribed to.
+enum Parsed<'a> {
+    Depth(DepthHeader<'a>),
+    Kind(KindHeader<'a>),
+}
+
+impl Parsed<'_> {
+    /// `None` for depth, as in [`Subscription::kind`].
+    fn kind(&self) -> Option<Kind> {
+        match self {
+            Parsed::Depth(_) => None,
+            Parsed::Kind(h) => Some(h.kind),
+        }
+    }
+}
+
+/// The meta line's name for a server's shutdown notice.
+const SERVER_SHUTDOWN: &str = "serverShutdown";
+/// How often a connection's streams are judged for silence: often against the shortest window
+/// (a second in tests), rarely against the read loop.
+const JUDGE_EVERY: Duration = Duration::from_millis(100);
+
+/// A stream's recent pace.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pace {
+    /// When its latest event arrived.
+    last: Option<Instant>,
+    /// Its average gap between events.
+    gap: Duration,
+}
+
+impl Pace {
+    fn observe(&mut self, at: Instant) {
+        if let Some(last) = self.last {
+            let gap = at.duration_since(last).as_secs_f64();
+            let average = self.gap.as_secs_f64();
+            let next = if average == 0.0 {
+                gap
+            } else {
+                average + GAP_WEIGHT * (gap - average)
+            };
+            self.gap = Duration::from_secs_f64(next);
+        }
+        self.last = Some(at);
+    }
 }
 
 /// How a connection's turn ended.
@@ -164,23 +250,32 @@ impl Group {
             .enumerate()
             .map(|(i, s)| (s.stream.clone(), i))
             .collect();
-        let chains = subs.iter().map(|_| Chain::new()).collect();
+        let trackers = subs
+            .iter()
+            .map(|s| match s.kind {
+                None => Tracker::Depth(Chain::new()),
+                Some(kind) => Tracker::Kind(Tape::new(kind)),
+            })
+            .collect();
         let streams = subs.len();
+        let patience = subs.iter().map(Subscription::patience).min().unwrap_or(1);
         Group {
             index,
+            stale_after: config.stale_after.saturating_mul(patience),
             config,
             url,
             shown_url,
             routes,
             subs,
-            chains,
+            trackers,
             tx,
             stats,
             shutdown,
             backoff: Backoff::new(),
             last_bad_frame_log: None,
-            silent_strikes: 0,
+            strikes: vec![0; streams],
             last_event_ns: vec![0; streams],
+            pace: vec![Pace::default(); streams],
             last_failure: None,
             books: None,
         }
@@ -194,7 +289,9 @@ impl Group {
             since_ms: wall_ns() / 1_000_000,
         };
         for sub in &self.subs {
-            self.stats.symbols[sub.symbol].book.set(start);
+            if let Target::Depth(symbol) = sub.target {
+                self.stats.symbols[symbol].book.set(start);
+            }
         }
         self.books = Some(BookSyncs {
             requests,
@@ -208,7 +305,10 @@ impl Group {
                 .subs
                 .iter()
                 .enumerate()
-                .map(|(i, s)| (s.symbol, i))
+                .filter_map(|(i, s)| match s.target {
+                    Target::Depth(symbol) => Some((symbol, i)),
+                    Target::Stream(_) => None,
+                })
                 .collect(),
         });
         self
@@ -285,13 +385,15 @@ impl Group {
             &self.url,
             &self.config.numbers,
             self.subs.len(),
-            self.first_frame_window(),
             &self.shutdown,
         )
         .inspect_err(|_| Stats::bump(&self.stats.connect_failures))?;
-        let Some(conn) = opened else {
+        let Some(mut conn) = opened else {
             return Ok(None);
         };
+        conn.judge_at = (0..self.subs.len())
+            .map(|slot| conn.opened + self.window(slot))
+            .collect();
         Stats::bump(&self.stats.connections_open);
         let what = if first { "connected" } else { "reconnected" };
         let n = self.subs.len();
@@ -376,27 +478,40 @@ impl Group {
             Err(e) => return Err(FeedError::Read(e)),
         };
         self.check_streams(conn, now)?;
-        conn.check_timers(&self.config, now)?;
+        conn.check_timers(&self.config, self.stale_after, now)?;
         Ok(turn)
     }
 
-    /// Judges the streams that delivered nothing on `conn` within its window: each is marked
-    /// silent and named in a warning, then subscribed again on the same connection, and the
-    /// window doubles (up to [`MAX_WINDOW`]), so the warning comes once and then rarely. The
-    /// streams that deliver keep their connection and lose nothing. A connection on which nothing
-    /// delivers is left to go stale and be replaced: that is what a wrong route or a dead server
-    /// calls for, and the longer window then keeps the warning from repeating each time.
+    /// Where a stream's delivery is shown.
+    fn feed(&self, slot: usize) -> &FeedHealth {
+        match self.subs[slot].target {
+            Target::Depth(symbol) => &self.stats.symbols[symbol].feed,
+            Target::Stream(stream) => &self.stats.streams[stream].feed,
+        }
+    }
+
+    /// Judges each stream on its own clock. One that delivered nothing on `conn` within its
+    /// window is marked silent, named in a warning and subscribed again on the same connection,
+    /// and its window doubles (up to [`MAX_WINDOW`]), so the warning comes once and then rarely;
+    /// the streams that deliver keep their connection and lose nothing. A connection on which
+    /// nothing delivers is left to go stale and be replaced: that is what a dead server calls for.
+    /// One that delivered and then fell quiet for far longer than its own pace is marked silent
+    /// too: the exchange answers a SUBSCRIBE of a listed stream with nothing new, so only the
+    /// metrics and the log can say it.
     fn check_streams(&mut self, conn: &mut Conn, now: Instant) -> Result<(), FeedError> {
-        if conn.streams_missing == 0
-            || now.duration_since(conn.window_start) < conn.first_frame_window
-        {
+        if now < conn.next_judgement {
             return Ok(());
         }
+        conn.next_judgement = now + JUDGE_EVERY;
         let silent: Vec<usize> = (0..self.subs.len())
-            .filter(|&slot| !conn.streams_seen[slot])
+            .filter(|&slot| !conn.streams_seen[slot] && now >= conn.judge_at[slot])
             .collect();
+        self.check_paces(now);
+        if silent.is_empty() {
+            return Ok(());
+        }
         for &slot in &silent {
-            let feed = &self.stats.symbols[self.subs[slot].symbol].feed;
+            let feed = self.feed(slot);
             let judged = feed.get();
             if judged.state != FeedState::Silent {
                 // Silent since its last event, or since the run started.
@@ -411,11 +526,12 @@ impl Group {
             .iter()
             .map(|&slot| self.subs[slot].stream.as_str())
             .collect();
-        let waited = conn.first_frame_window;
-        self.silent_strikes = self.silent_strikes.saturating_add(1);
-        conn.window_start = now;
-        conn.first_frame_window = self.first_frame_window();
         let shown = abbreviate(&names, ", ");
+        let waited = self.window(silent[0]);
+        for &slot in &silent {
+            self.strikes[slot] = self.strikes[slot].saturating_add(1);
+            conn.judge_at[slot] = now + self.window(slot);
+        }
         if !conn.delivered() {
             log::warn!(
                 "conn {}: no stream delivered in {waited:?}: {shown} (wrong route, or unknown \
@@ -425,20 +541,56 @@ impl Group {
             return Ok(());
         }
         log::warn!(
-            "conn {}: {shown} delivered nothing in {waited:?} (unknown or delisted symbol?); the \
-             other streams go on; subscribing again, next check in {:?}",
+            "conn {}: {shown} delivered nothing in {waited:?} (wrong route, unknown or delisted \
+             symbol?); the other streams go on; subscribing again, next check in {:?}",
             conn.id,
-            conn.first_frame_window
+            self.window(silent[0])
         );
         conn.resubscribe(&names)
     }
 
+    /// Marks silent the streams that delivered and then stopped for far longer than their pace.
+    fn check_paces(&self, now: Instant) {
+        for slot in 0..self.subs.len() {
+            let Some(last) = self.pace[slot].last else {
+                continue;
+            };
+            let limit = self
+                .window(slot)
+                .max(self.pace[slot].gap.saturating_mul(SILENT_GAPS))
+                .min(MAX_WINDOW);
+            let feed = self.feed(slot);
+            if now.duration_since(last) >= limit && feed.state() == FeedState::Delivering {
+                log::warn!(
+                    "{} went silent: nothing for {:?}, {SILENT_GAPS} times its usual gap",
+                    self.subs[slot].stream,
+                    now.duration_since(last)
+                );
+                feed.set(FeedState::Silent, self.last_event_ns[slot]);
+            }
+        }
+    }
+
+    /// The time stream `slot` gets to deliver a first event on a new connection, or after it was
+    /// subscribed again: its kind's patience, doubled for each time it stayed silent.
+    fn window(&self, slot: usize) -> Duration {
+        self.config
+            .stale_after
+            .saturating_mul(self.subs[slot].patience())
+            .saturating_mul(1 << self.strikes[slot].min(12))
+            .min(MAX_WINDOW)
+    }
+
     fn on_text(&mut self, conn: &mut Conn, text: tungstenite::Utf8Bytes, recv_at: Instant) -> Turn {
         let recv_ns = wall_ns();
-        let header = match parse_frame(text.as_str()) {
-            Ok(Frame::Depth(h)) => h,
+        let (stream, event) = match parse_frame(text.as_str()) {
+            Ok(Frame::Depth(h)) => (h.stream.clone(), Parsed::Depth(h)),
+            Ok(Frame::Kind(h)) => (h.stream.clone(), Parsed::Kind(h)),
+            Ok(Frame::ServerShutdown(data)) => {
+                return self.on_server_shutdown(conn, &text, data, recv_ns);
+            }
             Ok(Frame::Reply) => return Turn::Continue,
-            Ok(Frame::Other { .. } | Frame::Kind(_) | Frame::ServerShutdown(_)) => {
+            Ok(Frame::Other { .. }) => {
                 conn.last_data = recv_at;
                 return Turn::Continue;
             }
@@ -447,13 +599,56 @@ impl Group {
                 return Turn::Continue;
             }
         };
-        let Some(&slot) = self.routes.get(&*header.stream) else {
-            let what = format!("unexpected stream {}", header.stream);
-            self.bad_frame(conn.id, &what);
-            return Turn::Continue;
+        let slot = match self.routes.get(&*stream) {
+            Some(&slot) if event.kind() == self.subs[slot].kind => slot,
+            _ => {
+                let what = format!("unexpected stream {stream}");
+                self.bad_frame(conn.id, &what);
+                return Turn::Continue;
+            }
         };
-        let (ids, event_ms, trade_ms, data) =
-            (header.ids, header.event_ms, header.trade_ms, header.data);
+        self.delivered(conn, slot, recv_ns, recv_at);
+        let event = match event {
+            Parsed::Depth(h) => {
+                let (ids, event_ms, trade_ms, data) = (h.ids, h.event_ms, h.trade_ms, h.data);
+                let Some(symbol) = self.depth_event(conn, slot, ids, recv_ns) else {
+                    return Turn::Continue;
+                };
+                Event::Depth(DepthRecord {
+                    symbol,
+                    conn: conn.id,
+                    recv_ns,
+                    recv_at,
+                    event_ms,
+                    trade_ms,
+                    ids,
+                    frame: text,
+                    data,
+                })
+            }
+            Parsed::Kind(h) => {
+                let Some(stream) = self.kind_event(conn, slot, &h) else {
+                    return Turn::Continue;
+                };
+                let (ids, event_ms, data) = (h.ids, h.event_ms, h.data);
+                Event::Kind(KindRecord {
+                    stream,
+                    conn: conn.id,
+                    recv_ns,
+                    recv_at,
+                    event_ms,
+                    ids,
+                    frame: text,
+                    data,
+                    backfill: false,
+                })
+            }
+        };
+        self.send(event, slot)
+    }
+
+    /// Notes that stream `slot` delivered: on the connection, in its feed state and its pace.
+    fn delivered(&mut self, conn: &mut Conn, slot: usize, recv_ns: u64, recv_at: Instant) {
         conn.last_data = recv_at;
         self.stats.groups[self.index]
             .last_data_ns
@@ -462,23 +657,40 @@ impl Group {
             conn.streams_seen[slot] = true;
             conn.streams_missing -= 1;
         }
-        let symbol = self.subs[slot].symbol;
-        let counters = &self.stats.symbols[symbol];
-        match counters.feed.state() {
+        let feed = self.feed(slot);
+        match feed.state() {
             FeedState::Delivering => {}
             judged => {
                 if judged == FeedState::Silent {
                     log::warn!("{} delivers again", self.subs[slot].stream);
                 }
-                counters.feed.set(FeedState::Delivering, recv_ns);
+                feed.set(FeedState::Delivering, recv_ns);
             }
         }
         self.last_event_ns[slot] = recv_ns;
-        let verdict = self.chains[slot].check(ids, conn.id);
+        self.pace[slot].observe(recv_at);
+    }
+
+    /// Checks a depth event's continuity and follows its book; `None` for a duplicate to skip.
+    fn depth_event(
+        &mut self,
+        conn: &Conn,
+        slot: usize,
+        ids: Ids,
+        recv_ns: u64,
+    ) -> Option<SymbolId> {
+        let (Target::Depth(symbol), Tracker::Depth(chain)) =
+            (self.subs[slot].target, &mut self.trackers[slot])
+        else {
+            return None;
+        };
+        let counters = &self.stats.symbols[symbol];
+        let verdict = chain.check(ids, conn.id);
+        let stream = &self.subs[slot].stream;
         match verdict {
             Verdict::Duplicate => {
                 Stats::bump(&counters.duplicates);
-                return Turn::Continue;
+                return None;
             }
             Verdict::Break {
                 expected_pu,
@@ -486,8 +698,7 @@ impl Group {
             } => {
                 Stats::bump(&counters.breaks);
                 log::warn!(
-                    "continuity break on {} conn {}: expected pu={expected_pu}, got pu={got_pu} (u={})",
-                    self.subs[slot].stream,
+                    "continuity break on {stream} conn {}: expected pu={expected_pu}, got pu={got_pu} (u={})",
                     conn.id,
                     ids.last
                 );
@@ -499,53 +710,108 @@ impl Group {
                 Stats::bump(&counters.reconnect_gaps);
                 if verdict.went_back() {
                     log::warn!(
-                        "{} ids went back on conn {}: last u={expected_pu}, new pu={got_pu}; \
+                        "{stream} ids went back on conn {}: last u={expected_pu}, new pu={got_pu}; \
                          the exchange restarted its sequence or sent a bogus id, a new chain starts",
-                        self.subs[slot].stream,
                         conn.id
                     );
                 } else {
                     log::info!(
-                        "{} resumes on conn {} after a gap: last u={expected_pu}, new pu={got_pu}",
-                        self.subs[slot].stream,
+                        "{stream} resumes on conn {} after a gap: last u={expected_pu}, new pu={got_pu}",
                         conn.id
                     );
                 }
             }
             Verdict::Start | Verdict::Continuous => {}
         }
-        log::debug!("{} u={} conn {}", self.subs[slot].stream, ids.last, conn.id);
+        log::debug!("{stream} u={} conn {}", ids.last, conn.id);
         if let Some(books) = &mut self.books {
-            books.event(slot, symbol, ids, verdict, &self.subs[slot].stream, recv_ns);
+            books.event(slot, symbol, ids, verdict, stream, recv_ns);
         }
-        let record = DepthRecord {
-            symbol,
-            conn: conn.id,
-            recv_ns,
-            recv_at,
-            event_ms,
-            trade_ms,
-            ids,
-            frame: text,
-            data,
+        Some(symbol)
+    }
+
+    /// Checks an event beside the book against its tape; `None` for a duplicate to skip.
+    fn kind_event(&mut self, conn: &Conn, slot: usize, h: &KindHeader) -> Option<StreamId> {
+        let (Target::Stream(id), Tracker::Kind(tape)) =
+            (self.subs[slot].target, &mut self.trackers[slot])
+        else {
+            return None;
         };
-        match self.tx.try_send(Event::Depth(record)) {
+        let check = tape.check(h.ids, h.event_ms, conn.id);
+        self.stats.streams[id].count(check);
+        let stream = &self.subs[slot].stream;
+        match check {
+            Check::Duplicate => return None,
+            Check::Gap {
+                from,
+                to,
+                reconnect,
+            } => {
+                let across = if reconnect {
+                    "across a reconnect"
+                } else {
+                    "on a live connection"
+                };
+                let lost = match h.kind {
+                    Kind::MarkPrice => format!("no event between E={from} and E={to}"),
+                    _ => format!("ids {from}..={to} missing"),
+                };
+                log::warn!("{stream} gap {across} (conn {}): {lost}", conn.id);
+            }
+            Check::Back { last, got, .. } => {
+                log::warn!(
+                    "{stream} went back on conn {}: last {last}, now {got}; a new chain starts",
+                    conn.id
+                );
+            }
+            Check::Start | Check::Continuous => {}
+        }
+        Some(id)
+    }
+
+    /// Hands an event to the writer without ever waiting: a full queue drops it, counted.
+    fn send(&mut self, event: Event, slot: usize) -> Turn {
+        match self.tx.try_send(event) {
             Ok(()) => Turn::Continue,
             Err(TrySendError::Full(_)) => {
-                Stats::bump(&counters.drops);
+                match self.subs[slot].target {
+                    Target::Depth(symbol) => Stats::bump(&self.stats.symbols[symbol].drops),
+                    Target::Stream(id) => Stats::bump(&self.stats.streams[id].drops),
+                }
                 Turn::Continue
             }
             Err(TrySendError::Disconnected(_)) => Turn::WriterGone,
         }
     }
 
-    /// The time every stream gets to deliver a first event on a new connection, or after it was
-    /// subscribed again.
-    fn first_frame_window(&self) -> Duration {
-        self.config
-            .stale_after
-            .saturating_mul(1 << self.silent_strikes.min(12))
-            .min(MAX_WINDOW)
+    /// The server will close `conn`: open its replacement now rather than at the age limit, and
+    /// keep the notice in the files of every stream it carried.
+    fn on_server_shutdown(
+        &mut self,
+        conn: &mut Conn,
+        text: &tungstenite::Utf8Bytes,
+        data: std::ops::Range<usize>,
+        recv_ns: u64,
+    ) -> Turn {
+        Stats::bump(&self.stats.server_shutdowns);
+        log::warn!(
+            "conn {}: the server announced its shutdown; opening a replacement now",
+            conn.id
+        );
+        conn.shutdown_announced = true;
+        let meta = MetaRecord {
+            targets: self.subs.iter().map(|s| s.target).collect(),
+            meta: SERVER_SHUTDOWN,
+            conn: conn.id,
+            recv_ns,
+            frame: text.clone(),
+            data,
+        };
+        match self.tx.try_send(Event::Meta(meta)) {
+            Err(TrySendError::Disconnected(_)) => Turn::WriterGone,
+            // A full queue loses the notice, not an event: the count and the log keep it.
+            _ => Turn::Continue,
+        }
     }
 
     /// Records the snapshots that arrived and feeds them to their book sync.
@@ -640,16 +906,19 @@ impl Group {
     /// Make-before-break: past the age limit open a successor; once it delivers, retire the old.
     fn maybe_roll_over(&mut self, conns: &mut Vec<Conn>) {
         match conns.len() {
-            1 if conns[0].opened.elapsed() >= self.config.max_conn_age
+            1 if (conns[0].shutdown_announced
+                || conns[0].opened.elapsed() >= self.config.max_conn_age)
                 && conns[0]
                     .retry_successor_after
                     .is_none_or(|t| Instant::now() >= t) =>
             {
-                log::info!(
-                    "conn {} reached {:?}: opening its replacement",
-                    conns[0].id,
-                    self.config.max_conn_age
-                );
+                if !conns[0].shutdown_announced {
+                    log::info!(
+                        "conn {} reached {:?}: opening its replacement",
+                        conns[0].id,
+                        self.config.max_conn_age
+                    );
+                }
                 match self.open(false) {
                     Ok(None) => {}
                     Ok(Some(next)) => {
@@ -749,10 +1018,13 @@ struct Conn {
     /// Which of the group's streams delivered on this connection, and how many have not yet.
     streams_seen: Vec<bool>,
     streams_missing: usize,
-    /// When the streams not seen yet were (last) subscribed.
-    window_start: Instant,
-    /// How long those streams get to deliver their first event before they are judged silent.
-    first_frame_window: Duration,
+    /// When each stream not seen yet is judged silent: its window after it was (last)
+    /// subscribed.
+    judge_at: Vec<Instant>,
+    /// When the streams are next looked at.
+    next_judgement: Instant,
+    /// The server sent `serverShutdown`: replace the connection now.
+    shutdown_announced: bool,
     /// The id of the next control request (SUBSCRIBE, UNSUBSCRIBE).
     next_request: u64,
     /// The `Sec-WebSocket-Extensions` the server agreed to.
@@ -767,7 +1039,6 @@ impl Conn {
         url: &str,
         numbers: &ConnNumbers,
         streams: usize,
-        first_frame_window: Duration,
         shutdown: &Shutdown,
     ) -> Result<Option<Conn>, FeedError> {
         let deadline = Instant::now() + CONNECT_DEADLINE;
@@ -835,8 +1106,9 @@ impl Conn {
             ping_payload: 0,
             streams_seen: vec![false; streams],
             streams_missing: streams,
-            window_start: now,
-            first_frame_window,
+            judge_at: Vec::new(),
+            next_judgement: now,
+            shutdown_announced: false,
             next_request: 1,
             compression,
             retry_successor_after: None,
@@ -886,10 +1158,15 @@ impl Conn {
         Ok(())
     }
 
-    /// Staleness and the client ping/pong watchdog.
-    fn check_timers(&mut self, config: &FeedConfig, now: Instant) -> Result<(), FeedError> {
-        if now.duration_since(self.last_data) >= config.stale_after {
-            return Err(FeedError::Stale(config.stale_after));
+    /// Staleness (no data for `stale_after`) and the client ping/pong watchdog.
+    fn check_timers(
+        &mut self,
+        config: &FeedConfig,
+        stale_after: Duration,
+        now: Instant,
+    ) -> Result<(), FeedError> {
+        if now.duration_since(self.last_data) >= stale_after {
+            return Err(FeedError::Stale(stale_after));
         }
         if let Some(sent) = self.ping_sent
             && now.duration_since(sent) >= config.ping_every

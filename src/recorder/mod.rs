@@ -19,6 +19,7 @@ mod snapshot;
 mod writer;
 
 use crate::error::{Error, Result};
+use crate::market::kind::{Route, Selection};
 use crate::market::stream::{Depth, Speed, depth_stream};
 use crate::market::symbol::Symbol;
 use crate::metrics::exporter::Exporter;
@@ -29,9 +30,10 @@ use crate::store::names::{FileKind, book_dir, series};
 use crate::store::{salvage, staged};
 use crate::util::shutdown::Shutdown;
 use console::Console;
+use event::Target;
 use feed::{FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
 use snapshot::Fetcher;
-use writer::{SymbolFiles, Writer, WriterConfig};
+use writer::{StreamFiles, SymbolFiles, Writer, WriterConfig};
 
 /// Everything a recording run needs, validated.
 #[derive(Clone, Debug)]
@@ -40,7 +42,13 @@ pub struct RecordConfig {
     pub symbols: Vec<Symbol>,
     pub depth: Depth,
     pub speed: Speed,
+    /// Depth, and the streams beside it.
+    pub streams: Selection,
+    /// The `/public` route (depth, bookTicker, trade), or the one URL that serves everything.
     pub endpoint: String,
+    /// The `/market` route (aggTrade, markPrice, forceOrder); `None` derives it from
+    /// `endpoint` ([`RecordConfig::route_endpoint`]).
+    pub market_endpoint: Option<String>,
     pub rest_endpoint: String,
     pub data_dir: PathBuf,
     /// Stop after this long; `None` runs until a signal.
@@ -72,7 +80,9 @@ impl Default for RecordConfig {
             symbols: vec![Symbol::new("ETHUSDT").expect("a valid symbol")],
             depth: Depth::Partial(5),
             speed: Speed::Ms100,
+            streams: Selection::default(),
             endpoint: DEFAULT_ENDPOINT.into(),
+            market_endpoint: None,
             rest_endpoint: DEFAULT_REST_ENDPOINT.into(),
             data_dir: PathBuf::from("data"),
             run_for: None,
@@ -102,6 +112,77 @@ impl RecordConfig {
         book_dir(&self.data_dir)
     }
 
+    /// Where the streams of `route` are read. `--endpoint` is the public route; the market
+    /// route is `--market-endpoint` when given, else `--endpoint` with its `/public` route
+    /// swapped for `/market` (Binance's own endpoints), else `--endpoint` plus `/market` when it
+    /// names no path at all (`obrec sim`, `obrec serve`, which route as Binance does), else
+    /// `--endpoint` itself: a proxy that serves every stream on one URL.
+    pub fn route_endpoint(&self, route: Route) -> String {
+        let public = self.endpoint.trim_end_matches('/');
+        if route == Route::Public {
+            return public.to_string();
+        }
+        if let Some(market) = &self.market_endpoint {
+            return market.trim_end_matches('/').to_string();
+        }
+        if let Some(root) = public.strip_suffix("/public") {
+            return format!("{root}/market");
+        }
+        let has_path = public
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.contains('/'));
+        if has_path {
+            public.to_string()
+        } else {
+            format!("{public}/market")
+        }
+    }
+
+    /// Every subscription of the run, with its route: per symbol its depth stream (when
+    /// recorded), then its kinds; streams beside the book numbered in that order.
+    fn subscriptions(&self) -> Vec<(Route, Subscription)> {
+        let mut subs = Vec::new();
+        let mut next_stream = 0;
+        for (symbol_id, symbol) in self.symbols.iter().enumerate() {
+            if self.streams.depth {
+                subs.push((
+                    Route::Public,
+                    Subscription {
+                        target: Target::Depth(symbol_id),
+                        kind: None,
+                        stream: depth_stream(symbol, self.depth, self.speed),
+                    },
+                ));
+            }
+            for &kind in &self.streams.kinds {
+                subs.push((
+                    kind.route(),
+                    Subscription {
+                        target: Target::Stream(next_stream),
+                        kind: Some(kind),
+                        stream: kind.stream(symbol),
+                    },
+                ));
+                next_stream += 1;
+            }
+        }
+        subs
+    }
+
+    /// The streams beside the book, in stream id order.
+    fn stream_files(&self) -> Vec<StreamFiles> {
+        self.symbols
+            .iter()
+            .flat_map(|symbol| {
+                self.streams.kinds.iter().map(|&kind| StreamFiles {
+                    symbol: symbol.clone(),
+                    kind,
+                    stream: kind.stream(symbol),
+                })
+            })
+            .collect()
+    }
+
     /// Creates the output directory, proves it writable and makes this process its only recorder
     /// ([`lock::hold`]), before anything else is written: a refused second recorder must not
     /// even start its log files. The lock is what [`run`] records under.
@@ -123,22 +204,60 @@ impl RecordConfig {
 pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result<Report> {
     let dir = lock.book_dir().to_path_buf();
     staged::remove_stale_temps(&dir);
+    let files: Vec<SymbolFiles> = config
+        .symbols
+        .iter()
+        .map(|s| SymbolFiles {
+            symbol: s.clone(),
+            stream: depth_stream(s, config.depth, config.speed),
+        })
+        .collect();
+    let streams = config.stream_files();
     let own: Vec<String> = config
         .symbols
         .iter()
         .flat_map(|s| [series(s, FileKind::Depth), series(s, FileKind::Snapshot)])
+        .chain(
+            streams
+                .iter()
+                .map(|s| series(&s.symbol, FileKind::Stream(s.kind))),
+        )
         .collect();
     // A crash leaves .part files: finish them before new ones are started.
     if let Err(e) = salvage::salvage_dir(&dir, &own) {
         log::error!("crash recovery stopped: {e}");
     }
-    let groups = config
-        .symbols
-        .chunks(MAX_STREAMS_PER_CONNECTION)
-        .map(|chunk| chunk[0].to_string())
+    // One connection group per route and up to MAX_STREAMS_PER_CONNECTION streams.
+    let subs = config.subscriptions();
+    let groups: Vec<(Route, Vec<Subscription>)> = Route::ALL
+        .into_iter()
+        .flat_map(|route| {
+            let of_route: Vec<Subscription> = subs
+                .iter()
+                .filter(|(r, _)| *r == route)
+                .map(|(_, sub)| sub.clone())
+                .collect();
+            of_route
+                .chunks(MAX_STREAMS_PER_CONNECTION)
+                .map(|chunk| (route, chunk.to_vec()))
+                .collect::<Vec<_>>()
+        })
         .collect();
-    let names = config.symbols.iter().map(ToString::to_string).collect();
-    let stats = Arc::new(Stats::new(names, groups));
+    let labels = groups
+        .iter()
+        .map(|(_, subs)| subs[0].stream.clone())
+        .collect();
+    let names = files
+        .iter()
+        .map(|f| (f.symbol.to_string(), f.stream.clone()))
+        .collect();
+    let stats = Arc::new(
+        Stats::new(names, labels).with_streams(
+            streams
+                .iter()
+                .map(|s| (s.stream.clone(), s.symbol.to_string(), s.kind)),
+        ),
+    );
     let console = Console::start()?;
     let exporter = match &config.metrics_addr {
         Some(addr) => {
@@ -159,19 +278,11 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
     };
     let (tx, rx) = crossbeam_channel::bounded(config.queue);
 
-    let files: Vec<SymbolFiles> = config
-        .symbols
-        .iter()
-        .map(|s| SymbolFiles {
-            symbol: s.clone(),
-            stream: depth_stream(s, config.depth, config.speed),
-        })
-        .collect();
     let writer = Writer::new(
         WriterConfig {
             dir,
-            symbols: files.clone(),
-            streams: Vec::new(),
+            symbols: files,
+            streams,
             file_period: config.file_period,
             flush_every: config.flush_every,
             print_every: config.print_every,
@@ -185,23 +296,9 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         .spawn(move || writer.run(rx))
         .map_err(|e| Error::Spawn("writer", e))?;
 
-    let feed = FeedConfig {
-        endpoint: config.endpoint.clone(),
-        stale_after: config.stale_after,
-        ping_every: config.ping_every,
-        max_conn_age: config.max_conn_age,
-        numbers: Arc::new(ConnNumbers::open(&config.book_dir())?),
-    };
-    let subs: Vec<Subscription> = files
-        .into_iter()
-        .enumerate()
-        .map(|(symbol, f)| Subscription {
-            symbol,
-            stream: f.stream,
-        })
-        .collect();
+    let numbers = Arc::new(ConnNumbers::open(&config.book_dir())?);
     // Diff depth needs REST snapshots: one fetcher thread serves every group.
-    let (fetcher, snapshot_requests) = if config.depth == Depth::Diff {
+    let (fetcher, snapshot_requests) = if config.depth == Depth::Diff && config.streams.depth {
         let (req_tx, req_rx) = crossbeam_channel::unbounded();
         let worker = Fetcher::new(
             config.rest_endpoint.clone(),
@@ -218,11 +315,18 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         (None, None)
     };
     let mut readers = Vec::new();
-    for (n, chunk) in subs.chunks(MAX_STREAMS_PER_CONNECTION).enumerate() {
+    for (n, (route, chunk)) in groups.into_iter().enumerate() {
+        let feed = FeedConfig {
+            endpoint: config.route_endpoint(route),
+            stale_after: config.stale_after,
+            ping_every: config.ping_every,
+            max_conn_age: config.max_conn_age,
+            numbers: Arc::clone(&numbers),
+        };
         let mut group = Group::new(
             n,
-            feed.clone(),
-            chunk.to_vec(),
+            feed,
+            chunk,
             tx.clone(),
             Arc::clone(&stats),
             shutdown.clone(),
