@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::metrics::health::{self, HealthCheck};
 use crate::metrics::http::{Listener, Response};
-use crate::metrics::{FeedState, LatencyMs, Link, Report, Stats, SymbolReport, iso_ms};
+use crate::metrics::{FeedState, LatencyMs, Link, Report, Stats, SymbolReport, iso_ms, streams};
 use crate::util::clock::{wall_ms, wall_ns};
 use crate::util::shutdown::Shutdown;
 
@@ -84,7 +84,7 @@ fn answer(path: &str, stats: &Stats, stale_after: Duration, started: Instant) ->
             }
         }
         "/healthz" => match health(stats, stale_after, started.elapsed()) {
-            None => match silent_symbols(stats) {
+            None => match silent_streams(stats) {
                 None => text(200, "ok\n".to_string()),
                 Some(which) => text(200, format!("degraded: {which}\n")),
             },
@@ -126,23 +126,23 @@ pub fn health(stats: &Stats, stale_after: Duration, uptime: Duration) -> Option<
     (!problems.is_empty()).then(|| problems.join("; "))
 }
 
-/// The symbols judged silent while others deliver, e.g. `ETHUSTD silent since 2026-…Z`.
+/// The streams judged silent while others deliver, e.g. `ethustd@depth5@100ms silent since
+/// 2026-…Z`, depth and beside the book.
 ///
 /// Degraded, not unhealthy: the recorder records what exists, and a restart (what a supervisor
-/// does on 503) cannot make an unknown symbol deliver but would cost the others a gap.
-pub fn silent_symbols(stats: &Stats) -> Option<String> {
-    let silent: Vec<String> = stats
-        .symbols
-        .iter()
-        .filter_map(|s| {
-            let feed = s.feed.get();
-            (feed.state == FeedState::Silent).then(|| {
-                format!(
-                    "{} silent since {}",
-                    s.name,
-                    iso_ms(feed.since_ns / 1_000_000)
-                )
-            })
+/// does on 503) cannot make an unknown symbol or a wrong route deliver but would cost the others
+/// a gap.
+pub fn silent_streams(stats: &Stats) -> Option<String> {
+    let depth = stats.symbols.iter().map(|s| (&s.stream, s.feed.get()));
+    let beside = stats.streams.iter().map(|s| (&s.stream, s.feed.get()));
+    let silent: Vec<String> = depth
+        .chain(beside)
+        .filter(|(_, feed)| feed.state == FeedState::Silent)
+        .map(|(stream, feed)| {
+            format!(
+                "{stream} silent since {}",
+                iso_ms(feed.since_ns / 1_000_000)
+            )
         })
         .collect();
     (!silent.is_empty()).then(|| silent.join(", "))
@@ -162,7 +162,7 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
     let Some(r) = report else {
         return out;
     };
-    let counters: [(&str, &str, u64); 9] = [
+    let counters: [(&str, &str, u64); 10] = [
         (
             "obrec_messages_total",
             "Depth events recorded.",
@@ -207,6 +207,11 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
             "obrec_drops_total",
             "Events dropped on a full queue, all symbols.",
             r.log_queue.drops,
+        ),
+        (
+            "obrec_server_shutdowns_total",
+            "serverShutdown notices, each answered by an early replacement.",
+            r.server_shutdowns,
         ),
     ];
     for (name, help, value) in counters {
@@ -315,6 +320,7 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
         }
     }
     book_states(&mut out, r);
+    streams::render(&mut out, &r.streams);
     metric(
         &mut out,
         "obrec_event_latency_milliseconds",

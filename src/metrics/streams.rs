@@ -173,6 +173,75 @@ pub fn summary_fields(line: &mut String, streams: &BTreeMap<String, StreamReport
     }
 }
 
+/// Reads one counter of a stream's report.
+type StreamFigure = fn(&StreamReport) -> u64;
+
+/// The Prometheus series of the streams beside the book, labelled by symbol and kind.
+pub fn render(out: &mut String, streams: &BTreeMap<String, StreamReport>) {
+    if streams.is_empty() {
+        return;
+    }
+    let counters: [(&str, &str, StreamFigure); 7] = [
+        (
+            "obrec_stream_messages_total",
+            "Events recorded per stream beside the book.",
+            |s| s.messages,
+        ),
+        (
+            "obrec_stream_breaks_total",
+            "Gaps and id resets on a live connection: the exchange lost events.",
+            |s| s.breaks,
+        ),
+        (
+            "obrec_stream_reconnect_gaps_total",
+            "Gaps across a change of connection.",
+            |s| s.reconnect_gaps,
+        ),
+        (
+            "obrec_stream_missing_ids_total",
+            "Trade or aggregate ids the gaps lacked.",
+            |s| s.missing_ids,
+        ),
+        (
+            "obrec_stream_duplicates_total",
+            "Events delivered twice and recorded once.",
+            |s| s.duplicates,
+        ),
+        (
+            "obrec_stream_drops_total",
+            "Events dropped on a full queue.",
+            |s| s.drops,
+        ),
+        (
+            "obrec_stream_backfilled_total",
+            "Events fetched over REST to close gaps.",
+            |s| s.backfilled,
+        ),
+    ];
+    for (name, help, get) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for s in streams.values() {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(s), get(s));
+        }
+    }
+    let name = "obrec_stream_delivering";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 while the stream delivers, 0 while waiting for it or silent.\n# TYPE {name} gauge"
+    );
+    for s in streams.values() {
+        let on = s
+            .feed
+            .as_ref()
+            .is_some_and(|f| f.state == FeedState::Delivering);
+        let _ = writeln!(out, "{name}{{{}}} {}", labels(s), u8::from(on));
+    }
+}
+
+fn labels(s: &StreamReport) -> String {
+    format!("symbol=\"{}\",kind=\"{}\"", s.symbol, s.kind)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +286,12 @@ mod tests {
         let mut line = String::from("SUMMARY");
         summary_fields(&mut line, &reports);
         assert_eq!(line, "SUMMARY | trade=4 breaks=1 missing=4");
+        let mut text = String::new();
+        render(&mut text, &reports);
+        assert!(
+            text.contains("obrec_stream_missing_ids_total{symbol=\"BTCUSDT\",kind=\"trade\"} 4"),
+            "{text}"
+        );
+        assert!(text.contains("obrec_stream_delivering{symbol=\"BTCUSDT\",kind=\"trade\"} 0"));
     }
 }
