@@ -3,8 +3,11 @@
 //! order, so their `pu` chain is the unbroken one Binance sent.
 //!
 //! * `frame_parse`: the reader's header parse of each frame; also the real futures partial-depth
-//!   frames (`@depth20`, `@depth5`) of the crypto-crawler-rs samples, a shorter payload.
-//! * `sequence_check`: the continuity check every event goes through, live and in replay.
+//!   frames (`@depth20`, `@depth5`) of the crypto-crawler-rs samples, a shorter payload; and the
+//!   streams beside the book: the recording's `@trade` and `@bookTicker` frames and cryptofeed's
+//!   `@aggTrade` frames (the fixtures hold no real mark price or liquidation frame).
+//! * `sequence_check`: the continuity check every event goes through, live and in replay; and the
+//!   trade tape over the recording's trades.
 //! * `encode_line`: the writer turning a record into its NDJSON line (`encode_depth`).
 //! * `gzip_member`: one member's worth of those lines compressed, at levels 1, 3 (the default)
 //!   and 6.
@@ -28,6 +31,7 @@ use obrec::MEMBER_BYTES;
 use obrec::MemberEncoder;
 use obrec::replay;
 use obrec::{Chain, Ids, Verdict};
+use obrec::{Check, Kind, KindIds, Tape};
 use obrec::{DepthLine, Frame, encode_depth, parse_frame};
 
 /// The real Binance recordings kept beside the repository.
@@ -37,6 +41,9 @@ const RECORDING: &str = "hftbacktest_usdm_btcusdt_20240808.gz";
 
 /// Single real messages, among them the only partial-depth frames of the fixtures.
 const SAMPLES_FILE: &str = "crypto-crawler-rs_binance_msg_samples.ndjson";
+
+/// cryptofeed's capture of several USD-M streams, among them the only real `@aggTrade` frames.
+const CRYPTOFEED_WS: &str = "cryptofeed_binance_futures_ws.ndjson";
 
 /// Samples per benchmark; criterion's default of 100 would spend minutes on whole-file passes.
 const SAMPLES: usize = 20;
@@ -104,6 +111,35 @@ fn load_partials() -> Vec<String> {
         })
         .map(str::to_owned)
         .collect()
+}
+
+/// The frames of `kind` in `messages`, in order.
+fn frames_of<'a>(messages: impl Iterator<Item = &'a str>, kind: Kind) -> Vec<String> {
+    messages
+        .filter(|message| matches!(parse_frame(message), Ok(Frame::Kind(h)) if h.kind == kind))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The frames beside the book, by kind: the recording's trades and book tickers, cryptofeed's
+/// aggregate trades.
+fn load_kinds() -> Vec<(Kind, Vec<String>)> {
+    let recording = read_fixture(RECORDING, true);
+    let messages = || {
+        recording
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(_, m)| m)
+    };
+    let cryptofeed = read_fixture(CRYPTOFEED_WS, false);
+    vec![
+        (Kind::Trade, frames_of(messages(), Kind::Trade)),
+        (Kind::BookTicker, frames_of(messages(), Kind::BookTicker)),
+        (
+            Kind::AggTrade,
+            frames_of(cryptofeed.lines(), Kind::AggTrade),
+        ),
+    ]
 }
 
 /// A depth frame with its header read, as a reader hands it to the writer.
@@ -186,11 +222,22 @@ fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     group
 }
 
-fn frame_parse(c: &mut Criterion, diffs: &[Received], partials: &[String]) {
+fn frame_parse(
+    c: &mut Criterion,
+    diffs: &[Received],
+    partials: &[String],
+    kinds: &[(Kind, Vec<String>)],
+) {
     let diffs: Vec<&str> = diffs.iter().map(|r| r.frame.as_str()).collect();
     let partials: Vec<&str> = partials.iter().map(String::as_str).collect();
     let mut group = group(c, "frame_parse");
-    for (name, frames) in [("depth@0ms", diffs), ("partial", partials)] {
+    let beside = kinds
+        .iter()
+        .map(|(kind, frames)| (kind.name(), frames.iter().map(String::as_str).collect()));
+    for (name, frames) in [("depth@0ms", diffs), ("partial", partials)]
+        .into_iter()
+        .chain(beside)
+    {
         group.throughput(Throughput::ElementsAndBytes {
             elements: frames.len() as u64,
             bytes: frames.iter().map(|f| f.len() as u64).sum(),
@@ -199,7 +246,7 @@ fn frame_parse(c: &mut Criterion, diffs: &[Received], partials: &[String]) {
             b.iter(|| {
                 frames
                     .iter()
-                    .filter(|f| matches!(parse_frame(f), Ok(Frame::Depth(_))))
+                    .filter(|f| matches!(parse_frame(f), Ok(Frame::Depth(_) | Frame::Kind(_))))
                     .count()
             })
         });
@@ -222,6 +269,31 @@ fn sequence_check(c: &mut Criterion, records: &[Record]) {
     let mut group = group(c, "sequence_check");
     group.throughput(Throughput::Elements(ids.len() as u64));
     group.bench_function("chain", |b| b.iter(|| chain_pass(&ids)));
+    group.finish();
+}
+
+/// Counts the trades that follow the previous one on the trade tape.
+fn tape_pass(trades: &[(KindIds, u64)]) -> usize {
+    let mut tape = Tape::new(Kind::Trade);
+    trades
+        .iter()
+        .filter(|&&(ids, ms)| tape.check(ids, ms, CONN) == Check::Continuous)
+        .count()
+}
+
+fn tape_check(c: &mut Criterion, trades: &[String]) {
+    let ids: Vec<(KindIds, u64)> = trades
+        .iter()
+        .filter_map(|f| match parse_frame(f) {
+            Ok(Frame::Kind(h)) => Some((h.ids, h.event_ms)),
+            _ => None,
+        })
+        .collect();
+    // Trade ids are dense in the recording: every trade after the first follows.
+    assert_eq!(tape_pass(&ids), ids.len() - 1, "the recording's trade ids");
+    let mut group = group(c, "sequence_check");
+    group.throughput(Throughput::Elements(ids.len() as u64));
+    group.bench_function("trade_tape", |b| b.iter(|| tape_pass(&ids)));
     group.finish();
 }
 
@@ -311,6 +383,7 @@ fn replay_file(c: &mut Criterion, members: &[Vec<u8>], dir: &Path) {
 fn hot(c: &mut Criterion) {
     let diffs = load_diffs();
     let partials = load_partials();
+    let kinds = load_kinds();
     let records: Vec<Record> = diffs.iter().map(record).collect();
     let (symbol, stream) = names(&records);
     let members = member_inputs(&records, &symbol, &stream);
@@ -323,8 +396,9 @@ fn hot(c: &mut Criterion) {
         members.len()
     );
 
-    frame_parse(c, &diffs, &partials);
+    frame_parse(c, &diffs, &partials, &kinds);
     sequence_check(c, &records);
+    tape_check(c, &kinds[0].1);
     encode(c, &records, &symbol, &stream);
     gzip_member(c, &members[0]);
     replay_file(c, &members, dir.path());

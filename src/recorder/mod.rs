@@ -420,3 +420,90 @@ fn wait(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_route_is_read_where_binance_serves_it() {
+        let with = |endpoint: &str, market: Option<&str>| RecordConfig {
+            endpoint: endpoint.into(),
+            market_endpoint: market.map(String::from),
+            ..RecordConfig::default()
+        };
+        let cases = [
+            // Binance's own endpoints: the routes side by side.
+            (
+                with(DEFAULT_ENDPOINT, None),
+                "wss://fstream.binance.com/public",
+                "wss://fstream.binance.com/market",
+            ),
+            // The sim and serve at their root route as Binance does.
+            (
+                with("ws://127.0.0.1:9000", None),
+                "ws://127.0.0.1:9000",
+                "ws://127.0.0.1:9000/market",
+            ),
+            (
+                with("ws://127.0.0.1:9000/", None),
+                "ws://127.0.0.1:9000",
+                "ws://127.0.0.1:9000/market",
+            ),
+            // A proxy that serves every stream on one URL.
+            (
+                with("ws://proxy:8080/binance", None),
+                "ws://proxy:8080/binance",
+                "ws://proxy:8080/binance",
+            ),
+            (
+                with("ws://a/public", Some("ws://b/market/")),
+                "ws://a/public",
+                "ws://b/market",
+            ),
+        ];
+        for (config, public, market) in cases {
+            assert_eq!(config.route_endpoint(Route::Public), public);
+            assert_eq!(config.route_endpoint(Route::Market), market, "{config:?}");
+        }
+    }
+
+    #[test]
+    fn subscriptions_put_each_kind_on_its_route_and_number_the_streams() {
+        let config = RecordConfig {
+            symbols: vec![
+                Symbol::new("BTCUSDT").unwrap(),
+                Symbol::new("ETHUSDT").unwrap(),
+            ],
+            streams: "depth,aggTrade,trade".parse().unwrap(),
+            ..RecordConfig::default()
+        };
+        let subs: Vec<(Route, String, Target)> = config
+            .subscriptions()
+            .into_iter()
+            .map(|(route, s)| (route, s.stream, s.target))
+            .collect();
+        assert_eq!(
+            subs,
+            [
+                (
+                    Route::Public,
+                    "btcusdt@depth5@100ms".into(),
+                    Target::Depth(0)
+                ),
+                (Route::Market, "btcusdt@aggTrade".into(), Target::Stream(0)),
+                (Route::Public, "btcusdt@trade".into(), Target::Stream(1)),
+                (
+                    Route::Public,
+                    "ethusdt@depth5@100ms".into(),
+                    Target::Depth(1)
+                ),
+                (Route::Market, "ethusdt@aggTrade".into(), Target::Stream(2)),
+                (Route::Public, "ethusdt@trade".into(), Target::Stream(3)),
+            ]
+        );
+        let files = config.stream_files();
+        assert_eq!(files.len(), 4);
+        assert_eq!(files[3].stream, "ethusdt@trade");
+    }
+}
