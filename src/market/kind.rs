@@ -128,12 +128,13 @@ impl Kind {
 
     /// How many times the depth stream's first-frame window this kind gets before a silent
     /// stream is called silent. Depth, bookTicker and mark price push several times a second on
-    /// any listed symbol; a thin symbol can go a minute without a trade; liquidations come hours
-    /// apart, so silence only ever says "none came" and is judged late.
+    /// any listed symbol; a thin symbol can go most of a minute without a trade, and five times
+    /// the default 10 s still names a trade stream on the wrong route within a minute;
+    /// liquidations come hours apart, so silence only ever says "none came" and is judged late.
     pub fn patience(self) -> u32 {
         match self {
             Kind::BookTicker | Kind::MarkPrice => 1,
-            Kind::Trade | Kind::AggTrade => 6,
+            Kind::Trade | Kind::AggTrade => 5,
             Kind::ForceOrder => 360,
         }
     }
