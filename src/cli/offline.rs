@@ -100,7 +100,11 @@ pub fn replay(args: &ReplayArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
         ));
     }
     for g in &report.kind_gaps {
-        let on = if g.reconnect { "reconnect gap" } else { "break" };
+        let on = if g.reconnect {
+            "reconnect gap"
+        } else {
+            "break"
+        };
         let what = if g.kind == Kind::MarkPrice.name() {
             format!("no event between E={} and E={}", g.from, g.to)
         } else {

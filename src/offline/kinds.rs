@@ -97,7 +97,9 @@ impl Filled {
         if before.is_some_and(|(_, end)| end >= id) {
             return Ok(());
         }
-        let after = id.checked_add(1).and_then(|next| self.0.get(&next).copied());
+        let after = id
+            .checked_add(1)
+            .and_then(|next| self.0.get(&next).copied());
         match (before, after) {
             (Some((start, end)), Some(last)) if end + 1 == id => {
                 self.0.remove(&(id + 1));
@@ -401,7 +403,10 @@ mod tests {
         let open = run(&live);
         let s = &open.series[0];
         assert_eq!((s.events, s.breaks, s.gaps, s.missing_ids), (5, 1, 1, 3));
-        assert_eq!((s.gaps_filled, s.missing_after_backfill, s.open_breaks), (0, 3, 1));
+        assert_eq!(
+            (s.gaps_filled, s.missing_after_backfill, s.open_breaks),
+            (0, 3, 1)
+        );
         assert_eq!((open.gaps[0].from, open.gaps[0].to), (4, 6));
         assert!(!open.gaps[0].filled);
 
@@ -412,7 +417,10 @@ mod tests {
         let closed = run(&lines);
         let s = &closed.series[0];
         assert_eq!((s.events, s.backfilled, s.breaks), (5, 4, 1));
-        assert_eq!((s.gaps_filled, s.missing_after_backfill, s.open_breaks), (1, 0, 0));
+        assert_eq!(
+            (s.gaps_filled, s.missing_after_backfill, s.open_breaks),
+            (1, 0, 0)
+        );
         assert!(closed.gaps[0].filled);
 
         // A partial backfill leaves the gap open with what it still lacks.

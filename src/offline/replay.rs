@@ -127,8 +127,7 @@ impl ReplayReport {
 
     /// Whether any event was read, of depth or of a stream beside the book.
     pub fn has_events(&self) -> bool {
-        self.metrics.total_messages > 0
-            || self.kinds.iter().any(|k| k.events + k.backfilled > 0)
+        self.metrics.total_messages > 0 || self.kinds.iter().any(|k| k.events + k.backfilled > 0)
     }
 }
 
@@ -740,14 +739,19 @@ impl State<'_> {
     /// Counts a meta line, which says nothing about the events around it.
     fn meta_line(&mut self, bytes: &[u8]) -> std::result::Result<(), Halt> {
         let meta = parse_meta(bytes)?;
-        let known = self.meta_lines.len() < MAX_META_NAMES
-            || self.meta_lines.contains_key(meta.meta);
+        let known =
+            self.meta_lines.len() < MAX_META_NAMES || self.meta_lines.contains_key(meta.meta);
         let name = if known { meta.meta } else { OTHER_META };
         *self.meta_lines.entry(name.to_string()).or_default() += 1;
         Ok(())
     }
 
-    fn depth_line(&mut self, bytes: &[u8], file: &str, line_no: u64) -> std::result::Result<(), Halt> {
+    fn depth_line(
+        &mut self,
+        bytes: &[u8],
+        file: &str,
+        line_no: u64,
+    ) -> std::result::Result<(), Halt> {
         let h = parse_depth(bytes)?;
         let id = self.symbol(h.symbol)?;
         let ids = h.ids;

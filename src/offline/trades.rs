@@ -148,7 +148,9 @@ impl Cursor {
                 self.open = None;
                 continue;
             };
-            if line.backfill || self.tape.check(line.ids, line.event_ms, line.conn) == Check::Duplicate {
+            if line.backfill
+                || self.tape.check(line.ids, line.event_ms, line.conn) == Check::Duplicate
+            {
                 continue;
             }
             let Some(printed) = print(line.symbol, line.ids, line.data) else {
@@ -205,7 +207,11 @@ mod tests {
         );
         let agg = r#"{"e":"aggTrade","a":7,"p":"1.5","q":"2","f":1,"l":3,"T":9,"m":true}"#;
         let line = print("X", KindIds::AggTrade { a: 7, f: 1, l: 3 }, agg).unwrap();
-        assert!(String::from_utf8(line).unwrap().contains("\"aggTrade\":7,\"T\":9,"));
+        assert!(
+            String::from_utf8(line)
+                .unwrap()
+                .contains("\"aggTrade\":7,\"T\":9,")
+        );
         assert!(print("X", KindIds::Trade { t: 1 }, "{}").is_none());
     }
 }

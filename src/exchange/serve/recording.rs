@@ -89,7 +89,10 @@ impl RecordedEvent {
     /// Parses a line of a depth file (`beside` `None`) or of a stream beside the book;
     /// `Ok(None)` for a line not to play: a meta line, a backfilled one, a depth file's line of
     /// a stream that is not depth.
-    fn parse(line: String, beside: Option<Kind>) -> std::result::Result<Option<RecordedEvent>, String> {
+    fn parse(
+        line: String,
+        beside: Option<Kind>,
+    ) -> std::result::Result<Option<RecordedEvent>, String> {
         if is_meta(line.as_bytes()) {
             return Ok(None);
         }
@@ -127,7 +130,13 @@ impl RecordedEvent {
                     event_ms: k.event_ms,
                     trade_ms: k.event_ms,
                 };
-                (k.symbol, k.data, k.recv_ns, StreamKind::Beside(beside), header)
+                (
+                    k.symbol,
+                    k.data,
+                    k.recv_ns,
+                    StreamKind::Beside(beside),
+                    header,
+                )
             }
         };
         let (symbol, data) = (offset_in(&line, symbol), offset_in(&line, data));
@@ -200,7 +209,11 @@ impl Recording {
                 recording.index_snapshots(path);
             } else {
                 let (key, beside) = lane_of(&path);
-                lanes.entry(key).or_insert((beside, Vec::new())).1.push(path);
+                lanes
+                    .entry(key)
+                    .or_insert((beside, Vec::new()))
+                    .1
+                    .push(path);
             }
         }
         for snapshots in recording.snapshots.values_mut() {
@@ -511,7 +524,9 @@ mod tests {
     #[test]
     fn events_keep_the_payload_byte_for_byte() {
         let line = r#"{"symbol":"BTCUSDT","E":5,"T":4,"U":10,"u":12,"pu":9,"recv_ns":77,"conn":1,"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","u":12,"b":[["1.10","0.000"]]}}"#;
-        let event = RecordedEvent::parse(line.to_owned(), None).unwrap().unwrap();
+        let event = RecordedEvent::parse(line.to_owned(), None)
+            .unwrap()
+            .unwrap();
         assert_eq!(event.symbol(), "BTCUSDT");
         assert_eq!(
             event.payload(),
@@ -549,10 +564,19 @@ mod tests {
         assert_eq!(event.kind, StreamKind::Beside(Kind::Trade));
         assert_eq!(event.header.last, 5266583935);
         let backfill = line.replace(r#","data":"#, r#","backfill":true,"data":"#);
-        assert!(RecordedEvent::parse(backfill, Some(Kind::Trade)).unwrap().is_none());
-        let meta = r#"{"meta":"serverShutdown","recv_ns":1,"conn":1,"data":{"e":"serverShutdown"}}"#;
+        assert!(
+            RecordedEvent::parse(backfill, Some(Kind::Trade))
+                .unwrap()
+                .is_none()
+        );
+        let meta =
+            r#"{"meta":"serverShutdown","recv_ns":1,"conn":1,"data":{"e":"serverShutdown"}}"#;
         for beside in [None, Some(Kind::Trade)] {
-            assert!(RecordedEvent::parse(meta.to_owned(), beside).unwrap().is_none());
+            assert!(
+                RecordedEvent::parse(meta.to_owned(), beside)
+                    .unwrap()
+                    .is_none()
+            );
         }
     }
 }
