@@ -91,11 +91,11 @@ struct Hole {
 struct Filled(BTreeMap<u64, u64>);
 
 impl Filled {
-    /// Adds `id`; false when that needs a new range and `room` is false.
-    fn insert(&mut self, id: u64, room: bool) -> Result<(), ()> {
+    /// Adds `id`; false, leaving it out, when that needs a new range and `room` is false.
+    fn insert(&mut self, id: u64, room: bool) -> bool {
         let before = self.0.range(..=id).next_back().map(|(&s, &e)| (s, e));
         if before.is_some_and(|(_, end)| end >= id) {
-            return Ok(());
+            return true;
         }
         let after = id
             .checked_add(1)
@@ -115,9 +115,9 @@ impl Filled {
             _ if room => {
                 self.0.insert(id, id);
             }
-            _ => return Err(()),
+            _ => return false,
         }
-        Ok(())
+        true
     }
 
     /// How many of the ids `from..=to` are held.
@@ -215,7 +215,7 @@ impl Kinds {
             series.report.backfilled += 1;
             if let Some(held) = backfill_id(line.ids) {
                 let ranges = series.filled.0.len();
-                if series.filled.insert(held, room).is_err() {
+                if !series.filled.insert(held, room) {
                     series.report.untracked += 1;
                 }
                 self.tracked = self.tracked + series.filled.0.len() - ranges;
@@ -435,7 +435,7 @@ mod tests {
     fn filled_ids_merge_into_ranges() {
         let mut filled = Filled::default();
         for id in [5, 7, 6, 1, 2, 10] {
-            filled.insert(id, true).unwrap();
+            assert!(filled.insert(id, true));
         }
         assert_eq!(
             filled.0.iter().map(|(&s, &e)| (s, e)).collect::<Vec<_>>(),
@@ -444,8 +444,8 @@ mod tests {
         assert_eq!(filled.covered(2, 9), 4);
         assert!(filled.closes(5, 7));
         assert!(!filled.closes(4, 7));
-        assert!(filled.insert(20, false).is_err(), "no room for a new range");
-        assert!(filled.insert(11, false).is_ok(), "an existing range grows");
+        assert!(!filled.insert(20, false), "no room for a new range");
+        assert!(filled.insert(11, false), "an existing range grows");
     }
 
     #[test]

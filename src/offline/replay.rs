@@ -158,7 +158,7 @@ pub fn replay(files: &[PathBuf]) -> Result<ReplayReport> {
 
 /// Like [`replay`], stopping early when `shutdown` is triggered; with `books`, also rebuilds each
 /// symbol's book (snapshot files feed the diff streams) and writes one line per event with the top
-/// levels.
+/// levels, and between them the trades of the trade and aggTrade files among `files`.
 ///
 /// # Errors
 /// [`Error::Invalid`] when `books` are asked of diff-depth events without any snapshot of their
