@@ -12,6 +12,7 @@ use clap::{Args, ValueEnum};
 
 use super::{parse, passed};
 use crate::demo::{self, DemoEnd};
+use crate::market::kind::Kind;
 use crate::metrics::health::{self, HealthCheck};
 use crate::offline::console::{Console, warn};
 use crate::offline::interop;
@@ -37,19 +38,22 @@ fn interrupted(what: &str) -> ExitCode {
 
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
-    /// Recordings: files, directories (their depth and snapshot files; a data directory's
-    /// order_book/) or glob patterns; read in name order.
+    /// Recordings: files, directories (their recordings of every kind; a data directory's
+    /// order_book/) or glob patterns; read in name order. Trade, aggTrade, bookTicker, markPrice
+    /// and forceOrder files are checked per symbol and kind.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Also write a report in the metrics.json schema, with every break and connection change
     /// (`-`: on stdout, the summary going to stderr).
     #[arg(long, env = "OBREC_JSON")]
     pub json: Option<PathBuf>,
-    /// Exit 1 when a continuity break was found, not only when a file is damaged.
+    /// Exit 1 when a continuity break was found (beside the book: one no backfill closed), not
+    /// only when a file is damaged.
     #[arg(long, env = "OBREC_STRICT")]
     pub strict: bool,
     /// Rebuild each symbol's book and print one line per event with its top N levels
-    /// (diff streams are synced from the recorded snapshot files).
+    /// (diff streams are synced from the recorded snapshot files); the trades of trade and
+    /// aggTrade files among the inputs are printed between them, in receipt order.
     #[arg(long, env = "OBREC_BOOK", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub book: Option<u16>,
 }
@@ -73,7 +77,7 @@ pub fn replay(args: &ReplayArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     let read_all = report.stopped.is_none();
-    if read_all && report.metrics.total_messages == 0 && report.all_complete() {
+    if read_all && !report.has_events() && report.all_complete() {
         return Err(no_recordings(&args.paths).into());
     }
     for f in report.files.iter().filter(|f| !f.complete) {
@@ -93,6 +97,29 @@ pub fn replay(args: &ReplayArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
         warn(format_args!(
             "… and {} more breaks (the per-symbol counts below include them)",
             report.breaks_unlisted
+        ));
+    }
+    for g in &report.kind_gaps {
+        let on = if g.reconnect {
+            "reconnect gap"
+        } else {
+            "break"
+        };
+        let what = if g.kind == Kind::MarkPrice.name() {
+            format!("no event between E={} and E={}", g.from, g.to)
+        } else {
+            format!("missing ids {}..={}", g.from, g.to)
+        };
+        let closed = if g.filled { ", filled by backfill" } else { "" };
+        warn(format_args!(
+            "{on}: {} line {} {} {}: {what}{closed}",
+            g.file, g.line, g.symbol, g.kind
+        ));
+    }
+    if report.kind_gaps_unlisted > 0 {
+        warn(format_args!(
+            "… and {} more gaps in streams beside the book (the per-kind counts below include them)",
+            report.kind_gaps_unlisted
         ));
     }
     // With --book or --json -, stdout carries those; the summary goes beside the errors.
@@ -122,14 +149,17 @@ pub fn replay(args: &ReplayArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
             write_atomic(path, body.as_bytes())?;
         }
     }
-    let breaks_fail = args.strict && !report.breaks.is_empty();
+    let breaks_fail = args.strict && report.has_open_breaks();
     Ok(passed(report.all_complete() && !breaks_fail))
 }
 
-/// One line per symbol, then the SUMMARY with the number of files:
+/// One line per symbol, then one per series of a stream beside the book (kind by kind), the meta
+/// lines passed over, and the SUMMARY (of depth) with the number of files:
 ///
 /// ```text
 /// ETHUSDT events=1234 first=2026-11-20T08:38:01.509Z last=2026-11-20T09:38:01.412Z breaks=0 resyncs=0 reconnect_gaps=1
+/// trade ETHUSDT events=800 first=… last=… breaks=1 reconnect_gaps=0 duplicates=0 missing_ids=3 backfilled=3 gaps_filled=1 missing_after_backfill=0 open_breaks=0
+/// serverShutdown notices: 2 (lines, one per file of each stream of the connection)
 /// SUMMARY | t=3600s | msgs=1234 | … | files=3
 /// ```
 fn summary_lines(report: &ReplayReport) -> Vec<String> {
@@ -155,6 +185,34 @@ fn summary_lines(report: &ReplayReport) -> Vec<String> {
             ))
         })
         .collect();
+    for k in &report.kinds {
+        let mut line = format!(
+            "{} {} events={} first={} last={} breaks={} reconnect_gaps={} duplicates={} \
+             missing_ids={} backfilled={} gaps_filled={} missing_after_backfill={} open_breaks={}",
+            k.kind,
+            k.symbol,
+            k.events,
+            iso(k.first_ns),
+            iso(k.last_ns),
+            k.breaks,
+            k.reconnect_gaps,
+            k.duplicates,
+            k.missing_ids,
+            k.backfilled,
+            k.gaps_filled,
+            k.missing_after_backfill,
+            k.open_breaks
+        );
+        if k.untracked > 0 {
+            line.push_str(&format!(" untracked={}", k.untracked));
+        }
+        lines.push(line);
+    }
+    for (meta, n) in &report.meta_lines {
+        lines.push(format!(
+            "{meta} notices: {n} (lines, one per file of each stream of the connection)"
+        ));
+    }
     lines.push(format!(
         "{} | files={}",
         report.metrics.summary_line(),

@@ -1,7 +1,10 @@
-//! Commands over recordings already on disk: `replay` (verify, summarise, rebuild books) and the
+//! Commands over recordings already on disk: `replay` (verify, summarise, rebuild books; `kinds`
+//! checks the streams beside the book, `trades` prints them between the books) and the
 //! conversions to and from other tools' formats (`export`, `import`), with what they share: how
 //! they print. Which files they read is `store::names::recordings`, shared with `serve`.
 
 pub mod console;
 pub mod interop;
+pub mod kinds;
 pub mod replay;
+mod trades;

@@ -6,6 +6,13 @@
 //! A damaged file, depth or snapshot, is read up to the damage, which is reported with its
 //! position. Every snapshot of a symbol after its first is counted as a resync, as live.
 //!
+//! Files of the streams beside the book (trade, aggTrade, bookTicker, markPrice, forceOrder) are
+//! read after the depth files, each (symbol, kind) series in name order, through the same
+//! [`Tape`](crate::market::kind::Tape) the recorder runs live; [`kinds`](super::kinds) says
+//! what is counted and how backfilled lines close gaps. Meta lines (a `serverShutdown` notice),
+//! in any file, are passed over and counted. With `--book`, trades are printed between the books
+//! ([`trades`](super::trades)).
+//!
 //! A replay stops early, between two chunks of lines, when the [`Shutdown`] token is triggered,
 //! and with `--book` when the reader of the books goes away; [`ReplayReport::stopped`] says so.
 
@@ -19,15 +26,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::market::book::Book;
+use crate::market::kind::Kind;
 use crate::market::sequence::{BookSync, Chain, SnapshotStep, Step, Verdict};
 use crate::market::stream::is_partial;
 use crate::market::symbol::SymbolId;
 use crate::metrics::{Counters, Metrics, Report, ReportClock, SymbolCounters};
 use crate::offline::console::reader_gone;
+use crate::offline::kinds::{KindGap, KindReport, Kinds, Refused};
+use crate::offline::trades::Trades;
 use crate::store::gzip::{CountingReader, MemberDecoder, open_recording};
-use crate::store::line::{DepthLine, SnapshotLine, parse_depth, parse_snapshot};
+use crate::store::line::{
+    DepthLine, SnapshotLine, is_meta, parse_depth, parse_kind, parse_meta, parse_snapshot,
+};
 use crate::store::lines::{LineCursor, LineError, LineReader, open_lines};
-use crate::store::names::{FileKind, is_kind};
+use crate::store::names::{FileKind, classify};
 use crate::util::shutdown::Shutdown;
 use crossbeam_channel::{Receiver, Sender};
 
@@ -82,6 +94,20 @@ pub struct ReplayReport {
     pub files: Vec<FileReport>,
     /// Per symbol, when its first and last events were received.
     pub receipts: BTreeMap<String, Receipts>,
+    /// Per (symbol, kind) series of the streams beside the book, by kind then symbol; absent
+    /// when none was read, so a depth-only report is what it always was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<KindReport>,
+    /// The first [`MAX_LISTED`] gaps in those series; `kinds` counts them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kind_gaps: Vec<KindGap>,
+    /// Gaps beyond the first [`MAX_LISTED`], counted but not listed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kind_gaps_unlisted: u64,
+    /// Meta lines passed over, by what they say (`serverShutdown`). A notice is written to the
+    /// file of every stream its connection carried, so this counts it once per file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta_lines: BTreeMap<String, u64>,
     /// Why the replay ended before the end of its input; `None` when it read everything. A
     /// stopped replay never writes its `--json` report, so this is not in the schema.
     #[serde(skip)]
@@ -92,6 +118,21 @@ impl ReplayReport {
     pub fn all_complete(&self) -> bool {
         self.files.iter().all(|f| f.complete)
     }
+
+    /// Whether a break was found that no backfill closed: depth breaks (which nothing closes)
+    /// and the open breaks of the streams beside the book. What `--strict` fails on.
+    pub fn has_open_breaks(&self) -> bool {
+        !self.breaks.is_empty() || self.kinds.iter().any(|k| k.open_breaks > 0)
+    }
+
+    /// Whether any event was read, of depth or of a stream beside the book.
+    pub fn has_events(&self) -> bool {
+        self.metrics.total_messages > 0 || self.kinds.iter().any(|k| k.events + k.backfilled > 0)
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The receive times of a symbol's first and last events, ns since the Unix epoch.
@@ -117,7 +158,7 @@ pub fn replay(files: &[PathBuf]) -> Result<ReplayReport> {
 
 /// Like [`replay`], stopping early when `shutdown` is triggered; with `books`, also rebuilds each
 /// symbol's book (snapshot files feed the diff streams) and writes one line per event with the top
-/// levels.
+/// levels, and between them the trades of the trade and aggTrade files among `files`.
 ///
 /// # Errors
 /// [`Error::Invalid`] when `books` are asked of diff-depth events without any snapshot of their
@@ -128,33 +169,48 @@ pub fn replay_with(
     books: Option<BookOutput<'_>>,
     shutdown: &Shutdown,
 ) -> Result<ReplayReport> {
+    // Snapshots first: the books start from them; the streams beside the book last, on their
+    // own (their trades reach `--book` through cursors of their own).
+    let mut snapshots = Vec::new();
+    let mut depth = Vec::new();
+    let mut streams = Vec::new();
+    for path in files {
+        match classify(path) {
+            Some((_, FileKind::Snapshot)) => snapshots.push(path),
+            Some((_, FileKind::Stream(kind))) => streams.push((path, kind)),
+            _ => depth.push(path),
+        }
+    }
+    let stream_files: Vec<&PathBuf> = streams.iter().map(|(path, _)| *path).collect();
     let mut state = State {
         progress: progress_bar(files),
-        rebuild: books.map(Rebuild::new),
+        rebuild: books.map(|out| Rebuild::new(out, Trades::new(&stream_files))),
         shutdown: shutdown.clone(),
         ..State::default()
     };
     let mut reports = Vec::new();
-    // Snapshots first: the books start from them.
-    let (snapshots, depth): (Vec<&PathBuf>, Vec<&PathBuf>) =
-        files.iter().partition(|p| is_kind(p, FileKind::Snapshot));
     for path in snapshots {
         reports.extend(state.snapshot_file(path)?);
     }
     for path in depth {
-        reports.extend(state.read_file(path)?);
-    }
-    if let Some(bar) = &state.progress {
-        bar.finish_and_clear();
+        reports.extend(state.read_file(path, None)?);
     }
     if state.stopped.is_none()
         && let Some(rebuild) = &mut state.rebuild
-        && let Err(e) = rebuild.out.writer.flush()
     {
-        if !reader_gone(&e) {
-            return Err(Error::Stdout(e));
+        let rest = rebuild.trades.write_rest(rebuild.out.writer);
+        if let Err(e) = rest.and_then(|()| rebuild.out.writer.flush()) {
+            if !reader_gone(&e) {
+                return Err(Error::Stdout(e));
+            }
+            state.stopped = Some(Stopped::ReaderGone);
         }
-        state.stopped = Some(Stopped::ReaderGone);
+    }
+    for (path, kind) in streams {
+        reports.extend(state.read_file(path, Some(kind))?);
+    }
+    if let Some(bar) = &state.progress {
+        bar.finish_and_clear();
     }
     Ok(state.finish(reports))
 }
@@ -167,6 +223,13 @@ pub const MAX_LISTED: usize = 1000;
 /// 60 KB, so this bounds a replay of any input to about 120 MB; Binance lists a few hundred USD-M
 /// symbols, so a real recording is far below it.
 pub const MAX_SYMBOLS: usize = 2048;
+/// Series of the streams beside the book a replay follows: every kind of as many symbols. Each
+/// costs its tape and figures, about 1.3 KB, so at most about 14 MB.
+const MAX_SERIES: usize = MAX_SYMBOLS * Kind::ALL.len();
+/// Distinct meta line names counted one by one (`serverShutdown` is the only one written); any
+/// other is counted under [`OTHER_META`], so a file of made-up names costs nothing.
+const MAX_META_NAMES: usize = 16;
+const OTHER_META: &str = "other";
 
 /// Lines between progress bar updates.
 const PROGRESS_EVERY: u64 = 1 << 16;
@@ -228,6 +291,8 @@ struct Rebuild<'a> {
     snapshot_line: Vec<u8>,
     books: HashMap<String, SymbolBook>,
     line: Vec<u8>,
+    /// The trades printed between the books.
+    trades: Trades,
 }
 
 #[derive(Default)]
@@ -237,7 +302,7 @@ struct SymbolBook {
 }
 
 impl<'a> Rebuild<'a> {
-    fn new(out: BookOutput<'a>) -> Rebuild<'a> {
+    fn new(out: BookOutput<'a>, trades: Trades) -> Rebuild<'a> {
         Rebuild {
             out,
             snapshots: HashMap::new(),
@@ -246,6 +311,7 @@ impl<'a> Rebuild<'a> {
             snapshot_line: Vec::new(),
             books: HashMap::new(),
             line: Vec::new(),
+            trades,
         }
     }
 
@@ -272,8 +338,12 @@ impl<'a> Rebuild<'a> {
         }
     }
 
-    /// Applies one recorded event (and any snapshot received before it) and prints the book.
+    /// Prints the symbol's trades received up to the event, applies the event (and any snapshot
+    /// received before it) and prints the book.
     fn event(&mut self, h: &DepthLine, verdict: Verdict) -> std::result::Result<(), Halt> {
+        self.trades
+            .write_until(h.symbol, h.recv_ns, self.out.writer)
+            .map_err(book_write)?;
         if verdict == Verdict::Duplicate {
             return Ok(());
         }
@@ -433,6 +503,9 @@ struct State<'a> {
     reconnects: u64,
     first_ns: Option<u64>,
     last_ns: u64,
+    /// The streams beside the book.
+    kinds: Kinds,
+    meta_lines: BTreeMap<String, u64>,
 }
 
 impl Default for State<'_> {
@@ -458,6 +531,8 @@ impl Default for State<'_> {
             reconnects: 0,
             first_ns: None,
             last_ns: 0,
+            kinds: Kinds::new(MAX_LISTED),
+            meta_lines: BTreeMap::new(),
         }
     }
 }
@@ -554,12 +629,13 @@ impl State<'_> {
         }))
     }
 
-    /// Reads a depth file; `None` when the replay stopped in it.
-    fn read_file(&mut self, path: &Path) -> Result<Option<FileReport>> {
+    /// Reads a depth file (`kind` `None`) or a file of a stream beside the book; `None` when the
+    /// replay stopped in it.
+    fn read_file(&mut self, path: &Path, kind: Option<Kind>) -> Result<Option<FileReport>> {
         if self.must_stop() {
             return Ok(None);
         }
-        let report = self.read_lines(path);
+        let report = self.read_lines(path, kind);
         self.bytes_before += std::fs::metadata(path).map_or(0, |m| m.len());
         if let Some(bar) = &self.progress {
             bar.set_position(self.bytes_before);
@@ -569,14 +645,14 @@ impl State<'_> {
 
     /// Reads a file's lines while another thread decompresses it: inflating is over half the
     /// work, so on two cores the two halves overlap.
-    fn read_lines(&mut self, path: &Path) -> Result<Option<FileReport>> {
+    fn read_lines(&mut self, path: &Path, kind: Option<Kind>) -> Result<Option<FileReport>> {
         let file = open_recording(path)?;
         let name = path.display().to_string();
         let (chunks_tx, chunks) = crossbeam_channel::bounded(CHUNKS_AHEAD);
         let (spare, spare_rx) = crossbeam_channel::bounded(CHUNKS_AHEAD + 2);
         std::thread::scope(|scope| {
             scope.spawn(move || inflate(file, &chunks_tx, &spare_rx));
-            let report = self.parse_chunks(name, &chunks, &spare);
+            let report = self.parse_chunks(name, kind, &chunks, &spare);
             // Stops the decompression thread if the lines ended early.
             drop(chunks);
             report
@@ -586,6 +662,7 @@ impl State<'_> {
     fn parse_chunks(
         &mut self,
         name: String,
+        kind: Option<Kind>,
         chunks: &Receiver<Chunk>,
         spare: &Sender<Vec<u8>>,
     ) -> Result<Option<FileReport>> {
@@ -620,7 +697,7 @@ impl State<'_> {
                     return Ok(Some(damaged(name, line_no - 1, &what)));
                 }
             };
-            if let Err(halt) = self.line(line, &name, line_no) {
+            if let Err(halt) = self.line(line, kind, &name, line_no) {
                 return self.halted(halt, name, line_no);
             }
         }
@@ -632,7 +709,49 @@ impl State<'_> {
         }))
     }
 
-    fn line(&mut self, bytes: &[u8], file: &str, line_no: u64) -> std::result::Result<(), Halt> {
+    /// Takes one line of a depth file (`kind` `None`) or of a stream beside the book.
+    fn line(
+        &mut self,
+        bytes: &[u8],
+        kind: Option<Kind>,
+        file: &str,
+        line_no: u64,
+    ) -> std::result::Result<(), Halt> {
+        if is_meta(bytes) {
+            return self.meta_line(bytes);
+        }
+        let Some(kind) = kind else {
+            return self.depth_line(bytes, file, line_no);
+        };
+        let line = parse_kind(bytes)?;
+        self.kinds
+            .line(kind, &line, file, line_no, MAX_SERIES)
+            .map_err(|refused| match refused {
+                Refused::Damage(what) => Halt::Damage(what),
+                Refused::TooMany => Halt::Fail(Error::Invalid(format!(
+                    "more than {MAX_SERIES} series of streams beside the book (the next is {} \
+                     {kind}): replay fewer symbols at a time",
+                    line.symbol
+                ))),
+            })
+    }
+
+    /// Counts a meta line, which says nothing about the events around it.
+    fn meta_line(&mut self, bytes: &[u8]) -> std::result::Result<(), Halt> {
+        let meta = parse_meta(bytes)?;
+        let known =
+            self.meta_lines.len() < MAX_META_NAMES || self.meta_lines.contains_key(meta.meta);
+        let name = if known { meta.meta } else { OTHER_META };
+        *self.meta_lines.entry(name.to_string()).or_default() += 1;
+        Ok(())
+    }
+
+    fn depth_line(
+        &mut self,
+        bytes: &[u8],
+        file: &str,
+        line_no: u64,
+    ) -> std::result::Result<(), Halt> {
         let h = parse_depth(bytes)?;
         let id = self.symbol(h.symbol)?;
         let ids = h.ids;
@@ -711,6 +830,7 @@ impl State<'_> {
             runtime_secs: span_ns as f64 / 1e9,
             window_secs: span_ns as f64 / 1e9,
         };
+        let kinds = self.kinds.finish();
         let counters = Counters {
             symbols: self.counters,
             reconnects: self.reconnects,
@@ -725,6 +845,10 @@ impl State<'_> {
             connection_changes_unlisted: self.changes_unlisted,
             files,
             receipts,
+            kinds: kinds.series,
+            kind_gaps: kinds.gaps,
+            kind_gaps_unlisted: kinds.gaps_unlisted,
+            meta_lines: self.meta_lines,
             stopped: self.stopped,
         }
     }

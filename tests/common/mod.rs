@@ -210,3 +210,58 @@ pub fn get(url: &str) -> (u16, String) {
     let status = response.status().as_u16();
     (status, response.body_mut().read_to_string().unwrap())
 }
+
+/// The first `n` frames of `stream` (e.g. `btcusdt@trade`) in the real hftbacktest capture
+/// `hftbacktest_usdm_btcusdt_20240808.gz`: each frame's local receipt (ns) and its `data` payload
+/// exactly as captured.
+pub fn capture_frames(stream: &str, n: usize) -> Vec<(u64, String)> {
+    let file = File::open(fixture("hftbacktest_usdm_btcusdt_20240808.gz")).unwrap();
+    let prefix = format!(r#"{{"stream":"{stream}","data":"#);
+    BufReader::new(flate2::read::MultiGzDecoder::new(file))
+        .lines()
+        .map(Result::unwrap)
+        .filter_map(|line| {
+            let (ns, frame) = line.split_once(' ')?;
+            let data = frame.strip_prefix(&prefix)?.strip_suffix('}')?;
+            Some((ns.parse().unwrap(), data.to_owned()))
+        })
+        .take(n)
+        .collect()
+}
+
+/// A line of a stream beside the book in the recorder's layout around `data`, which is kept as
+/// is; the kind's ids (`t`; `a`,`f`,`l`; `u`) are read from it. A backfilled line has `conn` 0.
+pub fn kind_line(stream: &str, recv_ns: u64, conn: u64, backfill: bool, data: &str) -> String {
+    let d: serde_json::Value = serde_json::from_str(data).unwrap();
+    let symbol = d["s"].as_str().unwrap();
+    let e = d["E"].as_u64().unwrap();
+    let ids: String = ["t", "a", "f", "l", "u"]
+        .iter()
+        .filter_map(|key| Some(format!(r#","{key}":{}"#, d.get(*key)?.as_u64()?)))
+        .collect();
+    let ts_recv = recv_ns as f64 / 1e6;
+    let mark = if backfill { r#","backfill":true"# } else { "" };
+    format!(
+        r#"{{"timestamp":"2024-08-09T00:00:00.000Z","symbol":"{symbol}","ts_recv":{ts_recv:.3},"E":{e}{ids},"latency_event_ms":{:.3},"latency_pipeline_ms":0.010,"recv_ns":{recv_ns},"conn":{conn},"stream":"{stream}"{mark},"data":{data}}}"#,
+        ts_recv - e as f64
+    )
+}
+
+/// A `serverShutdown` meta line, as the recorder writes it among a stream's lines.
+pub fn shutdown_line(recv_ns: u64, conn: u64) -> String {
+    format!(
+        r#"{{"meta":"serverShutdown","recv_ns":{recv_ns},"conn":{conn},"data":{{"e":"serverShutdown","E":{}}}}}"#,
+        recv_ns / 1_000_000
+    )
+}
+
+/// Writes `lines` as one gzip member of NDJSON.
+pub fn write_ndjson_gz(path: &Path, lines: &[String]) {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for line in lines {
+        gz.write_all(line.as_bytes()).unwrap();
+        gz.write_all(b"\n").unwrap();
+    }
+    fs::write(path, gz.finish().unwrap()).unwrap();
+}

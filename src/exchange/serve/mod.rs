@@ -4,20 +4,25 @@
 //! serves a playback instead of the simulated market:
 //!
 //! * Every connection plays the recording from the beginning, on its own. Its clock starts at its
-//!   first depth subscription (the URL's streams count), and each event is due
+//!   first subscription of a recorded stream (the URL's streams count), and each event is due
 //!   `(recv_ns − the recording's first recv_ns) / pace` later. With `--pace max` nothing waits:
 //!   the client's reading sets the pace.
 //! * An event goes to each subscription of the same symbol and kind: diff (`@depth`,
 //!   `@depth@100ms`, `@depth@0ms`, …) or partial (`@depth5`, `@depth20@100ms`, …), whatever the
-//!   speed or the levels in either name. The frame carries the name the client subscribed and the
-//!   recorded payload byte for byte.
+//!   speed or the levels in either name. The streams beside the book (`@trade`, `@aggTrade`,
+//!   `@bookTicker`, `@markPrice@1s`, `@forceOrder`) play from their own files, each on its own
+//!   stream name, merged with depth in receipt order. The frame carries the name the client
+//!   subscribed and the recorded payload byte for byte: `{"stream":"<stream>","data":<data>}`.
+//!   Meta lines (`serverShutdown`) and backfilled lines are not played (see `recording`). Which
+//!   route (`/public`, `/market`) delivers a stream is the front's affair.
 //! * After the last event the connection is closed (1000, `end of recording`).
 //! * `/fapi/v1/depth` answers the recorded snapshot in force at the playback position of the
 //!   connection furthest along (the latest received at or before it, else the first), byte-exact
 //!   whatever the `limit`; `/fapi/v1/time` answers that position's time.
 //!
 //! # Layout
-//! - `recording`: reading the files: lanes merged by `recv_ns`, snapshots, damage.
+//! - `recording`: reading the files: lanes (one per symbol and kind) merged by `recv_ns`,
+//!   snapshots, damage.
 //! - `playback`: the front's source: one player thread per connection.
 
 mod playback;

@@ -1,6 +1,6 @@
 //! The playback [`Source`]: one player per connection.
 //!
-//! A connection's first depth subscription starts its player, a thread that reads the recording
+//! A connection's first subscription of a recorded stream starts its player, a thread that reads the recording
 //! from the beginning and waits until each event is due. Under the player's lock an event is
 //! framed for every matching subscription and queued, so a new subscription starts at the next
 //! event and no frame of a stream follows its UNSUBSCRIBE acknowledgement, as on the sim. The
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, select};
 
 use super::Pace;
-use super::recording::{Kind, RecordedEvent, Recording};
+use super::recording::{RecordedEvent, Recording, StreamKind};
 use crate::exchange::sim::conn::{Link, Outbound};
 use crate::exchange::sim::lock;
 use crate::exchange::sim::server::Shared;
@@ -55,7 +55,7 @@ struct Subscription {
     stream: Arc<str>,
     /// Upper case, as recorded lines spell it.
     symbol: String,
-    kind: Kind,
+    kind: StreamKind,
 }
 
 impl Playback {
@@ -89,7 +89,7 @@ impl Source for Playback {
         let subs: Vec<Subscription> = streams
             .iter()
             .filter_map(|stream| {
-                let (symbol, kind) = Kind::of_subscribed(stream)?;
+                let (symbol, kind) = StreamKind::of_subscribed(stream)?;
                 let muted = shared.injector.mutes(&symbol);
                 (!muted).then(|| Subscription {
                     stream: stream.as_str().into(),
