@@ -102,7 +102,7 @@ pub fn health(stats: &Stats, stale_after: Duration, uptime: Duration) -> Option<
     for (i, group) in stats.groups.iter().enumerate() {
         let last = group.last_data_ns.load(Ordering::Relaxed);
         let silent = Duration::from_nanos(now.saturating_sub(last));
-        let name = format!("connection group {} ({}…)", i + 1, group.first_symbol);
+        let name = format!("connection group {} ({}…)", i + 1, group.first_stream);
         let connection = (group.link.get() == Link::Down).then(|| "not connected".into());
         let data = if last == 0 && uptime >= stale_after {
             Some("no data since start".into())

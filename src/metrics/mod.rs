@@ -54,8 +54,8 @@ pub struct Stats {
 pub struct GroupHealth {
     /// Wall clock, ns since the epoch; 0 before the first event.
     pub last_data_ns: AtomicU64,
-    /// The group's first symbol, to name it in a health message.
-    pub first_symbol: String,
+    /// The group's first stream, to name it in a health message.
+    pub first_stream: String,
     /// Whether the group has a connection up.
     pub link: LinkHealth,
 }
@@ -92,8 +92,6 @@ pub enum Link {
 /// Per-symbol counters.
 #[derive(Debug, Default)]
 pub struct SymbolStats {
-    /// The symbol, to name it in a health message.
-    pub name: String,
     /// Its depth stream's name, to name it when silent.
     pub stream: String,
     /// `pu` mismatches on a live connection: the exchange lost something.
@@ -199,16 +197,15 @@ pub struct FeedStatus {
 }
 
 impl Stats {
-    /// Counters for `symbols` (name, depth stream) read by groups whose first symbols are
-    /// `groups`.
-    pub fn new(symbols: Vec<(String, String)>, groups: Vec<String>) -> Stats {
+    /// Counters for the symbols whose depth streams are `symbols`, read by groups whose first
+    /// streams are `groups`.
+    pub fn new(symbols: Vec<String>, groups: Vec<String>) -> Stats {
         let started_ns = crate::util::clock::wall_ns();
         Stats {
             symbols: symbols
                 .into_iter()
-                .map(|(name, stream)| {
+                .map(|stream| {
                     let stats = SymbolStats {
-                        name,
                         stream,
                         ..SymbolStats::default()
                     };
@@ -218,9 +215,9 @@ impl Stats {
                 .collect(),
             groups: groups
                 .into_iter()
-                .map(|first_symbol| GroupHealth {
+                .map(|first_stream| GroupHealth {
                     last_data_ns: AtomicU64::new(0),
-                    first_symbol,
+                    first_stream,
                     link: LinkHealth::default(),
                 })
                 .collect(),

@@ -247,10 +247,7 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         .iter()
         .map(|(_, subs)| subs[0].stream.clone())
         .collect();
-    let names = files
-        .iter()
-        .map(|f| (f.symbol.to_string(), f.stream.clone()))
-        .collect();
+    let names = files.iter().map(|f| f.stream.clone()).collect();
     let stats = Arc::new(
         Stats::new(names, labels).with_streams(
             streams
