@@ -324,7 +324,7 @@ impl Market {
             next_trade,
             next_aggregate,
             trades: 0,
-            next_mark_ms: 0,
+            next_mark_ms: (now_ms / MARK_EVERY_MS + 1) * MARK_EVERY_MS,
             mark_average: 0,
             next_liquidation_ms,
         }
@@ -481,7 +481,8 @@ impl Market {
         (filled, notional, last)
     }
 
-    /// The mark price from the mid, once a second of wall time.
+    /// The mark price from the mid, at the first event of each second of wall time (Binance's
+    /// come on whole seconds).
     fn mark(&mut self, now_ms: u64) {
         if now_ms < self.next_mark_ms {
             return;
@@ -987,7 +988,8 @@ mod tests {
             }
             liquidations.extend(payloads(&market, View::Kind(Kind::ForceOrder)));
         }
-        assert_eq!(marks.len(), 120);
+        assert_eq!(marks.len(), 119);
+        assert_eq!(marks[0], 1_001_000);
         assert!(marks.windows(2).all(|w| w[1] - w[0] == 1_000));
         assert!(
             (2..=12).contains(&liquidations.len()),
