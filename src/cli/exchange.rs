@@ -137,7 +137,8 @@ fn append_sent(log: &mut BufWriter<File>, frames: &[SentFrame], path: &Path) -> 
 #[derive(Args, Clone, Debug, Default)]
 #[command(next_help_heading = "Faults")]
 pub struct FaultArgs {
-    /// Drop every Nth event of each symbol for all connections (a `pu` gap in the shared sequence)
+    /// Drop every Nth event of each symbol from the depth streams of all connections (a `pu` gap in
+    /// the shared sequence)
     #[arg(long, env = "OBREC_GAP_EVERY", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub gap_every: Option<u64>,
     /// Close each connection cleanly (Close frame 1000) after N data frames

@@ -33,8 +33,9 @@ pub const SERVER_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Which faults to inject. `Default` injects none.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Faults {
-    /// Every Nth event of a symbol is generated but sent to nobody, so every client sees a `pu`
-    /// that is not its last `u` (one gap in the shared sequence).
+    /// Every Nth event of a symbol is generated but sent to nobody on its depth streams, so every
+    /// client sees a `pu` that is not its last `u` (one gap in the shared sequence). The trades
+    /// and prices the event brought still flow.
     pub gap_every: Option<u64>,
     /// Send a Close frame instead of a connection's data frame number N+1.
     pub close_after: Option<u64>,

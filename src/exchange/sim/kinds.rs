@@ -97,6 +97,8 @@ pub struct Context<'a> {
 }
 
 impl Beside {
+    /// Empties it for the next step, keeping the vectors' room: at `--rate max` a step then
+    /// allocates nothing.
     pub fn clear(&mut self) {
         self.fills.clear();
         self.aggregates.clear();
