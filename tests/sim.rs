@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use std::process::Stdio;
-
 use obrec::{Fault, Faults, Rate, Sim, SimConfig};
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Bytes, Message, WebSocket};
@@ -221,7 +220,7 @@ fn combined_stream_wraps_every_stream_of_an_event() {
 #[test]
 fn raw_paths_and_route_prefixes() {
     let sim = start(fast(&["ETHUSDT", "BTCUSDT"]));
-    for prefix in ["", "/public", "/market"] {
+    for prefix in ["", "/public"] {
         let mut raw = Client::open(&format!("{}{prefix}/ws/ethusdt@depth10", sim.ws_url()));
         let payload = raw.event();
         assert!(
@@ -1008,26 +1007,10 @@ fn shutdown_closes_connections_and_the_port() {
 #[test]
 fn obrec_sim_serves_until_sigterm_and_logs_what_it_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let (port_file, sent_log) = (dir.path().join("port"), dir.path().join("sent.ndjson"));
-    let mut child = common::obrec()
-        .args(["sim", "--rate=200", "--symbol=ethusdt"])
-        .arg(format!("--port-file={}", port_file.display()))
-        .arg(format!("--sent-log={}", sent_log.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let waited = Instant::now();
-    let port = loop {
-        if let Some(port) = std::fs::read_to_string(&port_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<u16>().ok())
-        {
-            break port;
-        }
-        assert!(waited.elapsed() < WATCHDOG, "no port file");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let sent_log = dir.path().join("sent.ndjson");
+    let sent_arg = format!("--sent-log={}", sent_log.display());
+    let (mut child, port) =
+        common::spawn_sim(dir.path(), &["--rate=200", "--symbol=ethusdt", &sent_arg]);
     let mut c = Client::open(&format!("ws://127.0.0.1:{port}/ws/ethusdt@depth5"));
     let received: Vec<String> = (0..10).map(|_| c.text()).collect();
     common::terminate(&mut child, WATCHDOG);
@@ -1044,6 +1027,274 @@ fn obrec_sim_serves_until_sigterm_and_logs_what_it_sent() {
         );
         assert_eq!(line["data"], serde_json::from_str::<Value>(text).unwrap());
     }
+}
+
+/// A combined frame's stream, its payload as text, and the payload parsed.
+fn split(text: &str) -> (String, String, Value) {
+    let v: Value = serde_json::from_str(text).unwrap();
+    let stream = v["stream"].as_str().unwrap().to_owned();
+    let start = text.find(",\"data\":").unwrap() + ",\"data\":".len();
+    let payload = text[start..text.len() - 1].to_owned();
+    (stream, payload, v["data"].clone())
+}
+
+/// Reads a combined-stream connection until `done` holds for what it got by stream, or `limit`
+/// passes; asserts the 2026 fields on every payload: `ps` right after the symbol, `"st":1` last.
+fn collect(
+    c: &mut Client,
+    limit: Duration,
+    mut done: impl FnMut(&HashMap<String, Vec<Value>>) -> bool,
+) -> HashMap<String, Vec<Value>> {
+    let began = Instant::now();
+    let mut got: HashMap<String, Vec<Value>> = HashMap::new();
+    while !done(&got) && began.elapsed() < limit {
+        let (stream, payload, data) = split(&c.text());
+        let symbol = data["s"].as_str().or(data["o"]["s"].as_str()).unwrap();
+        assert!(
+            payload.contains(&format!(r#""s":"{symbol}","ps":"{symbol}""#))
+                && payload.ends_with(r#","st":1}"#),
+            "2026 fields: {payload}"
+        );
+        got.entry(stream).or_default().push(data);
+    }
+    got
+}
+
+fn ids_of(events: &[Value], key: &str) -> Vec<u64> {
+    events.iter().map(|e| e[key].as_u64().unwrap()).collect()
+}
+
+#[test]
+fn every_kind_arrives_on_its_route_with_rising_ids() {
+    let sim = start(fast(&["BTCUSDT"]));
+    let public = "btcusdt@depth@100ms/btcusdt@trade/btcusdt@bookTicker";
+    let market = "btcusdt@aggTrade/btcusdt@markPrice@1s/btcusdt@forceOrder";
+    let mut p = Client::open(&format!("{}/public/stream?streams={public}", sim.ws_url()));
+    let mut m = Client::open(&format!("{}/market/stream?streams={market}", sim.ws_url()));
+    let got = collect(&mut p, WATCHDOG, |got| {
+        ["btcusdt@trade", "btcusdt@bookTicker"]
+            .iter()
+            .all(|s| got.get(*s).is_some_and(|e| e.len() >= 200))
+    });
+    let trades = &got["btcusdt@trade"];
+    let t = ids_of(trades, "t");
+    assert!(
+        t.windows(2).all(|w| w[1] == w[0] + 1),
+        "trade ids are dense"
+    );
+    assert!(
+        trades
+            .iter()
+            .all(|e| e["e"] == "trade" && e["X"] == "MARKET" && e["m"].is_boolean())
+    );
+    let tickers = &got["btcusdt@bookTicker"];
+    let u = ids_of(tickers, "u");
+    assert!(u.windows(2).all(|w| w[1] > w[0]), "bookTicker u rises");
+    let depth_u: BTreeSet<u64> = ids_of(&got["btcusdt@depth@100ms"], "u")
+        .into_iter()
+        .collect();
+    assert!(
+        u.iter().filter(|u| depth_u.contains(u)).count() >= u.len() - 1,
+        "each bookTicker is a depth event's change"
+    );
+    for e in tickers {
+        let (bid, ask) = (
+            level(&json!([e["b"], e["B"]])).0,
+            level(&json!([e["a"], e["A"]])).0,
+        );
+        assert!(bid < ask, "{e}");
+    }
+
+    let got = collect(&mut m, WATCHDOG, |got| {
+        got.get("btcusdt@markPrice@1s")
+            .is_some_and(|e| e.len() >= 3)
+    });
+    let aggs = &got["btcusdt@aggTrade"];
+    assert!(aggs.len() >= 50, "{} aggTrades", aggs.len());
+    assert!(
+        ids_of(aggs, "a").windows(2).all(|w| w[1] == w[0] + 1),
+        "a is dense"
+    );
+    let (f, l) = (ids_of(aggs, "f"), ids_of(aggs, "l"));
+    assert!(
+        (1..aggs.len()).all(|i| f[i] == l[i - 1] + 1 && f[i] <= l[i]),
+        "aggregates cover consecutive trade ids"
+    );
+    let marks = ids_of(&got["btcusdt@markPrice@1s"], "E");
+    assert!(
+        marks
+            .windows(2)
+            .all(|w| (1_000..1_100).contains(&(w[1] - w[0]))),
+        "a mark price a second: {marks:?}"
+    );
+    for e in got.get("btcusdt@forceOrder").into_iter().flatten() {
+        assert_eq!(
+            (e["e"].as_str(), e["o"]["X"].as_str()),
+            (Some("forceOrder"), Some("FILLED"))
+        );
+    }
+}
+
+#[test]
+fn a_stream_on_the_wrong_route_is_acknowledged_and_silent() {
+    let sim = start(fast(&["BTCUSDT"]));
+    let mut c = Client::open(&format!(
+        "{}/public/stream?streams=btcusdt@aggTrade/btcusdt@trade",
+        sim.ws_url()
+    ));
+    c.send(
+        r#"{"method":"SUBSCRIBE","params":["btcusdt@markPrice@1s","btcusdt@bookTicker"],"id":1}"#,
+    );
+    assert_eq!(c.reply(), json!({"result": null, "id": 1}));
+    c.send(r#"{"method":"LIST_SUBSCRIPTIONS","id":2}"#);
+    let listed = json!({"result": ["btcusdt@aggTrade", "btcusdt@trade",
+        "btcusdt@markPrice@1s", "btcusdt@bookTicker"], "id": 2});
+    assert_eq!(c.reply(), listed);
+    // Over more than a mark price's second: only the /public streams ever arrive.
+    let got = collect(&mut c, Duration::from_millis(1_500), |_| false);
+    let mut streams: Vec<&str> = got.keys().map(String::as_str).collect();
+    streams.sort_unstable();
+    assert_eq!(streams, ["btcusdt@bookTicker", "btcusdt@trade"]);
+    assert!(got["btcusdt@trade"].len() >= 50);
+
+    // A path without a route is /public; /market sends none of the /public kinds.
+    let mut raw = Client::open(&format!(
+        "{}/ws/btcusdt@aggTrade/btcusdt@trade",
+        sim.ws_url()
+    ));
+    assert!(raw.events(100).iter().all(|e| e["e"] == "trade"));
+    let mut market = Client::open(&format!(
+        "{}/market/ws/btcusdt@depth5/btcusdt@trade/btcusdt@aggTrade",
+        sim.ws_url()
+    ));
+    assert!(market.events(50).iter().all(|e| e["e"] == "aggTrade"));
+}
+
+#[test]
+fn a_muted_stream_is_acknowledged_and_silent_while_the_others_flow() {
+    let sim = start(SimConfig {
+        faults: Faults {
+            mute_streams: vec!["btcusdt@trade".into()],
+            ..Faults::default()
+        },
+        ..fast(&["BTCUSDT"])
+    });
+    let mut c = Client::open(&format!("{}/public/stream", sim.ws_url()));
+    c.send(r#"{"method":"SUBSCRIBE","params":["btcusdt@trade","btcusdt@bookTicker"],"id":1}"#);
+    assert_eq!(c.reply(), json!({"result": null, "id": 1}));
+    let got = collect(&mut c, WATCHDOG, |got| {
+        got.get("btcusdt@bookTicker")
+            .is_some_and(|e| e.len() >= 200)
+    });
+    assert_eq!(got.len(), 1, "only bookTicker flows: {:?}", got.keys());
+    assert_eq!(sim.stats().injected(Fault::MutedStream), 1);
+}
+
+#[test]
+fn trade_gaps_skip_ids_on_trade_and_aggtrade_for_every_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port) = common::spawn_sim(
+        dir.path(),
+        &["--rate=200", "--symbol=btcusdt", "--trade-gap-every=4"],
+    );
+    let url = |path: &str| format!("ws://127.0.0.1:{port}{path}");
+    let trades = url("/public/stream?streams=btcusdt@trade");
+    let (mut a, mut b) = (Client::open(&trades), Client::open(&trades));
+    let mut m = Client::open(&url("/market/stream?streams=btcusdt@aggTrade"));
+    let skipped = |c: &mut Client| -> Vec<u64> {
+        let got = collect(c, WATCHDOG, |got| {
+            got.values().next().is_some_and(|e| e.len() >= 200)
+        });
+        let t = ids_of(got.values().next().unwrap(), "t");
+        assert!(
+            t.windows(2).all(|w| w[1] - w[0] <= 2),
+            "one trade in four is missing"
+        );
+        t.windows(2)
+            .filter(|w| w[1] != w[0] + 1)
+            .map(|w| w[0] + 1)
+            .collect()
+    };
+    let (ga, gb) = (skipped(&mut a), skipped(&mut b));
+    // 200 trades received of about 267 made: one gap after every three.
+    assert!(
+        (60..=72).contains(&ga.len()),
+        "{} gaps in 200 trades",
+        ga.len()
+    );
+    assert!(
+        ga.iter().filter(|t| gb.contains(t)).count() >= 20,
+        "the same trades are missing on both connections"
+    );
+    let got = collect(&mut m, WATCHDOG, |got| {
+        got.values().next().is_some_and(|e| e.len() >= 100)
+    });
+    let aggs = got.values().next().unwrap();
+    assert!(ids_of(aggs, "a").windows(2).all(|w| w[1] == w[0] + 1));
+    let (f, l) = (ids_of(aggs, "f"), ids_of(aggs, "l"));
+    let lost: Vec<u64> = (1..aggs.len())
+        .filter(|&i| f[i] != l[i - 1] + 1)
+        .map(|i| l[i - 1] + 1)
+        .collect();
+    assert!(
+        lost.iter().filter(|t| ga.contains(t)).count() >= 10,
+        "aggTrade loses the trades @trade skipped: {lost:?}"
+    );
+    assert!(
+        (1..aggs.len()).all(|i| f[i] <= l[i - 1] + 2),
+        "only the withheld trade is missing between aggregates"
+    );
+    common::terminate(&mut child, WATCHDOG);
+}
+
+#[test]
+fn server_shutdown_is_announced_then_the_connection_closes() {
+    /// The sim's grace between the notice and the close (`--server-shutdown-after`'s help).
+    const GRACE: Duration = Duration::from_secs(2);
+    let sim = start(with_faults(Faults {
+        server_shutdown_after: Some(Duration::from_millis(300)),
+        ..Faults::default()
+    }));
+    let mut combined = Client::open(&format!("{}/stream?streams=ethusdt@depth5", sim.ws_url()));
+    let mut raw = Client::open(&format!("{}/ws/ethusdt@depth5", sim.ws_url()));
+    let notice = loop {
+        let v = combined.event();
+        if v["stream"] == "!serverShutdown" {
+            break v;
+        }
+    };
+    let noticed = Instant::now();
+    assert_eq!(notice["data"]["e"], "serverShutdown");
+    assert!(notice["data"]["E"].as_u64().is_some());
+    let mut frames = 0;
+    let close = loop {
+        match combined.read() {
+            Message::Text(_) => frames += 1,
+            Message::Close(frame) => break frame,
+            _ => {}
+        }
+    };
+    assert!(
+        frames >= 100,
+        "the connection keeps serving for its grace: {frames} frames"
+    );
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Away));
+    assert!(
+        noticed.elapsed() >= GRACE - Duration::from_millis(100) && noticed.elapsed() < GRACE * 2,
+        "{:?}",
+        noticed.elapsed()
+    );
+    let bare = loop {
+        let v = raw.event();
+        if v["e"] == "serverShutdown" {
+            break v;
+        }
+    };
+    assert!(
+        bare.get("stream").is_none() && bare["E"].as_u64().is_some(),
+        "{bare}"
+    );
+    assert_eq!(sim.stats().injected(Fault::ServerShutdown), 2);
 }
 
 /// Max-rate throughput to one connection. Run with

@@ -137,7 +137,8 @@ fn append_sent(log: &mut BufWriter<File>, frames: &[SentFrame], path: &Path) -> 
 #[derive(Args, Clone, Debug, Default)]
 #[command(next_help_heading = "Faults")]
 pub struct FaultArgs {
-    /// Drop every Nth event of each symbol for all connections (a `pu` gap in the shared sequence)
+    /// Drop every Nth event of each symbol from the depth streams of all connections (a `pu` gap in
+    /// the shared sequence)
     #[arg(long, env = "OBREC_GAP_EVERY", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub gap_every: Option<u64>,
     /// Close each connection cleanly (Close frame 1000) after N data frames
@@ -176,6 +177,18 @@ pub struct FaultArgs {
     /// Acknowledge subscriptions to this symbol but never send its data (comma-separated, repeatable)
     #[arg(long, env = "OBREC_MUTE", value_name = "SYM", value_delimiter = ',', value_parser = parse::symbol_text)]
     pub mute: Vec<String>,
+    /// Acknowledge subscriptions to this stream (e.g. ethusdt@trade) but never send it, while the
+    /// connection's other streams flow (comma-separated, repeatable)
+    #[arg(long, env = "OBREC_MUTE_STREAM", value_name = "STREAM", value_delimiter = ',', value_parser = parse::stream_name)]
+    pub mute_stream: Vec<String>,
+    /// Drop every Nth trade of each symbol for all connections, on @trade and @aggTrade alike
+    /// (trade ids skip)
+    #[arg(long, env = "OBREC_TRADE_GAP_EVERY", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub trade_gap_every: Option<u64>,
+    /// Send each connection a serverShutdown event at this age in seconds, then close it (Close
+    /// frame 1001) 2 s later
+    #[arg(long, env = "OBREC_SERVER_SHUTDOWN_AFTER", value_name = "SEC", value_parser = parse::seconds)]
+    pub server_shutdown_after: Option<Duration>,
     /// Refuse the first N WebSocket upgrade attempts with --reject-status
     #[arg(
         long,
@@ -242,6 +255,9 @@ impl From<&FaultArgs> for Faults {
             ignore_pings: a.ignore_pings,
             conn_lifetime: a.conn_lifetime,
             mute: a.mute.clone(),
+            mute_streams: a.mute_stream.clone(),
+            trade_gap_every: a.trade_gap_every,
+            server_shutdown_after: a.server_shutdown_after,
             reject_upgrades: a.reject_upgrades,
             reject_status: a.reject_status,
             reject_snapshots: a.reject_snapshots,
@@ -400,6 +416,12 @@ mod tests {
             "3000",
             "--snapshot-bytes",
             "100",
+            "--mute-stream",
+            "ethusdt@trade,btcusdt@aggTrade",
+            "--trade-gap-every",
+            "7",
+            "--server-shutdown-after",
+            "1.5",
         ])
         .unwrap();
         assert_eq!(args.symbol, ["ETHUSDT", "BTCUSDT", "SOLUSDT"]);
@@ -429,6 +451,11 @@ mod tests {
             (f.retry_after, f.used_weight, f.snapshot_bytes),
             (Some(u64::MAX), Some(3000), Some(100))
         );
+        assert_eq!(f.mute_streams, ["ethusdt@trade", "btcusdt@aggTrade"]);
+        assert_eq!(
+            (f.trade_gap_every, f.server_shutdown_after),
+            (Some(7), Some(Duration::from_millis(1500)))
+        );
     }
 
     #[test]
@@ -443,6 +470,9 @@ mod tests {
             &["--reject-status", "101"],
             &["--violation", "utf-8"],
             &["--violation-every", "0"],
+            &["--trade-gap-every", "0"],
+            &["--mute-stream", "eth usdt@trade"],
+            &["--server-shutdown-after", "-1"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::market::stream::Depth;
+use crate::market::stream::{Depth, is_well_formed};
 use crate::market::symbol::Symbol;
 
 /// Upper-cases and checks a symbol.
@@ -14,6 +14,15 @@ pub fn symbol(s: &str) -> Result<Symbol, String> {
 /// A symbol as the simulator's configuration spells it.
 pub fn symbol_text(s: &str) -> Result<String, String> {
     symbol(s).map(|s| s.to_string())
+}
+
+/// A stream name as Binance spells it (`ethusdt@trade`), checked for its characters only.
+pub fn stream_name(s: &str) -> Result<String, String> {
+    if is_well_formed(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("invalid stream name {s:?}"))
+    }
 }
 
 /// 5, 10 or 20 levels of the partial stream, or 0 for the diff stream.

@@ -265,3 +265,25 @@ pub fn write_ndjson_gz(path: &Path, lines: &[String]) {
     }
     fs::write(path, gz.finish().unwrap()).unwrap();
 }
+
+/// Starts the real `obrec sim` on `127.0.0.1:0` with `args`, writing its port file in `dir`;
+/// returns the process and its port once it listens.
+pub fn spawn_sim(dir: &Path, args: &[&str]) -> (Child, u16) {
+    let port_file = dir.join("port");
+    let child = obrec()
+        .arg("sim")
+        .args(args)
+        .arg(format!("--port-file={}", port_file.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut port = None;
+    wait_for(Duration::from_secs(5), "the sim's port file", || {
+        port = fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u16>().ok());
+        port.is_some()
+    });
+    (child, port.unwrap())
+}

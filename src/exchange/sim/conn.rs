@@ -21,8 +21,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Bytes, Message, WebSocket};
 
 use super::control::{self, Request};
-use super::faults::{ConnFaults, Ending, FrameFate};
-use super::http::Route;
+use super::faults::{ConnFaults, Ending, Expiry, FrameFate, shutdown_notice};
+use super::http::{self, Route};
 use super::server::Shared;
 use super::wire::{self, DataFrame};
 use super::{SentFrame, lock};
@@ -160,6 +160,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, tcp: Arc<TcpStream>, route: Route) {
     let mut session = Session {
         shared,
         link: &link,
+        endpoint: route.endpoint,
         streams: Vec::new(),
     };
     session.subscribe(route.streams);
@@ -172,6 +173,8 @@ pub(crate) fn serve(shared: &Arc<Shared>, tcp: Arc<TcpStream>, route: Route) {
 struct Session<'a> {
     shared: &'a Arc<Shared>,
     link: &'a Arc<Link>,
+    /// The routed endpoint of the connection's path: which streams it is sent.
+    endpoint: crate::market::kind::Route,
     /// Every stream subscribed, known or not, in subscription order (for LIST_SUBSCRIPTIONS).
     streams: Vec<String>,
 }
@@ -231,10 +234,17 @@ impl Session<'_> {
                 new.push(stream);
             }
         }
-        if !new.is_empty() {
-            self.shared.source.subscribe(self.shared, self.link, &new);
-            self.streams.extend(new);
+        // Streams of another route and muted ones stay subscribed and listed, and are never
+        // fed: the source does not see them.
+        let fed: Vec<String> = new
+            .iter()
+            .filter(|s| http::delivers(self.endpoint, s) && !self.shared.injector.mutes_stream(s))
+            .cloned()
+            .collect();
+        if !fed.is_empty() {
+            self.shared.source.subscribe(self.shared, self.link, &fed);
         }
+        self.streams.extend(new);
     }
 
     fn send(&self, out: Outbound) -> bool {
@@ -305,7 +315,13 @@ impl<'a> FrameWriter<'a> {
             }
             let now = Instant::now();
             if self.faults.deadline().is_some_and(|d| now >= d) {
-                return End::Fault(self.faults.expire());
+                match self.faults.expire(now) {
+                    Expiry::Notice => {
+                        let notice = shutdown_notice(self.link.combined, wall_ms());
+                        wire::push_text(&mut self.buf, &notice);
+                    }
+                    Expiry::End(ending) => return End::Fault(ending),
+                }
             }
             if now >= self.next_ping {
                 wire::push_ping(&mut self.buf, wall_ms().to_string().as_bytes());
@@ -373,6 +389,9 @@ impl<'a> FrameWriter<'a> {
             End::Fault(Ending::Close) => self.close(CloseCode::Normal, "close-after", Some(rx)),
             End::Fault(Ending::Lifetime) => {
                 self.close(CloseCode::Away, "connection lifetime reached", Some(rx))
+            }
+            End::Fault(Ending::ServerShutdown) => {
+                self.close(CloseCode::Away, "server shutdown", Some(rx))
             }
             End::Fault(Ending::Reset) => return self.reset(),
             End::Fault(Ending::Eof) => self.flush(),

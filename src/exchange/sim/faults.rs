@@ -1,10 +1,10 @@
 //! Fault injection: every decision to break the protocol on purpose is made and counted here.
 //!
 //! The rest of the sim is a faithful exchange that asks this module at four points: when an event
-//! is published (gaps), when a stream is subscribed (mutes), when an upgrade arrives (rejections,
-//! a dripped handshake), when a REST request is answered (refusals, headers, padding) and, per
-//! connection, for each data frame, client ping and timer (closes, resets, EOFs, stalls, junk
-//! frames, protocol violations, ignored pings, lifetime). Keeping the decisions together keeps each fault's
+//! is published (depth and trade gaps), when a stream is subscribed (mutes), when an upgrade
+//! arrives (rejections, a dripped handshake), when a REST request is answered (refusals, headers,
+//! padding) and, per connection, for each data frame, client ping and timer (closes, resets, EOFs,
+//! stalls, junk frames, protocol violations, ignored pings, lifetime, serverShutdown notices). Keeping the decisions together keeps each fault's
 //! definition, its CLI flag and its counter in one place.
 
 use std::str::FromStr;
@@ -25,12 +25,17 @@ pub const DEFAULT_SNAPSHOT_STATUS: u16 = 400;
 const GARBAGE: &str = "}{ not json";
 /// The `--binary-every` frame: Binance market streams only ever send text.
 const BINARY: &[u8] = &[0x00, 0xde, 0xad, 0xbe, 0xef, 0xff];
+/// How long a connection keeps serving after its serverShutdown notice before it closes: enough
+/// for a recorder to open its replacement and overlap, short enough that a test waits little.
+/// (Binance announced "10 minutes" for spot once, then dropped the figure.)
+pub const SERVER_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Which faults to inject. `Default` injects none.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Faults {
-    /// Every Nth event of a symbol is generated but sent to nobody, so every client sees a `pu`
-    /// that is not its last `u` (one gap in the shared sequence).
+    /// Every Nth event of a symbol is generated but sent to nobody on its depth streams, so every
+    /// client sees a `pu` that is not its last `u` (one gap in the shared sequence). The trades
+    /// and prices the event brought still flow.
     pub gap_every: Option<u64>,
     /// Send a Close frame instead of a connection's data frame number N+1.
     pub close_after: Option<u64>,
@@ -56,6 +61,14 @@ pub struct Faults {
     pub conn_lifetime: Option<Duration>,
     /// Symbols (upper case) whose subscriptions are acknowledged but never get data.
     pub mute: Vec<String>,
+    /// Streams whose subscriptions are acknowledged but never get data; the others flow.
+    pub mute_streams: Vec<String>,
+    /// Every Nth trade of a symbol is made but sent to nobody, on `@trade` and `@aggTrade`
+    /// alike: trade ids skip for every client.
+    pub trade_gap_every: Option<u64>,
+    /// At this age each connection gets a `serverShutdown` event, keeps serving for
+    /// [`SERVER_SHUTDOWN_GRACE`], then closes (Close frame 1001).
+    pub server_shutdown_after: Option<Duration>,
     /// The first N WebSocket upgrade attempts get `reject_status` instead of a handshake.
     pub reject_upgrades: u64,
     /// The HTTP status of rejected upgrades.
@@ -141,6 +154,9 @@ impl Default for Faults {
             ignore_pings: false,
             conn_lifetime: None,
             mute: Vec::new(),
+            mute_streams: Vec::new(),
+            trade_gap_every: None,
+            server_shutdown_after: None,
             reject_upgrades: 0,
             reject_status: DEFAULT_REJECT_STATUS,
             reject_snapshots: 0,
@@ -190,11 +206,17 @@ pub enum Fault {
     Violation,
     /// An upgrade answered one byte at a time (`--handshake-drip-sec`).
     DrippedHandshake,
+    /// A stream subscription acknowledged but never fed (`--mute-stream`).
+    MutedStream,
+    /// A trade sent to nobody (`--trade-gap-every`).
+    TradeGap,
+    /// A `serverShutdown` notice sent (`--server-shutdown-after`).
+    ServerShutdown,
 }
 
 impl Fault {
     /// How many kinds there are: the size of a counter array.
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 19;
 }
 
 /// Injection counters, one per [`Fault`].
@@ -264,6 +286,17 @@ impl Injector {
         self.hit(every(self.faults.gap_every, n), Fault::Gap)
     }
 
+    /// Whether the symbol's trade number `n` (1-based) is withheld from everyone.
+    pub(crate) fn drops_trade(&self, n: u64) -> bool {
+        self.hit(every(self.faults.trade_gap_every, n), Fault::TradeGap)
+    }
+
+    /// Whether a subscription to `stream` is to be acknowledged and left silent.
+    pub(crate) fn mutes_stream(&self, stream: &str) -> bool {
+        let muted = self.faults.mute_streams.iter().any(|m| m == stream);
+        self.hit(muted, Fault::MutedStream)
+    }
+
     /// Whether a subscription to `symbol` (upper case) is to be acknowledged and left silent.
     pub(crate) fn mutes(&self, symbol: &str) -> bool {
         self.hit(self.faults.mute.iter().any(|m| m == symbol), Fault::Muted)
@@ -331,6 +364,7 @@ impl Injector {
             sent: 0,
             stall: Stall::NotYet,
             born: now,
+            noticed: false,
         }
     }
 
@@ -349,6 +383,17 @@ fn oversized_text(bytes: usize) -> String {
     match bytes.checked_sub(HEAD.len() + TAIL.len()) {
         Some(pad) => format!("{HEAD}{}{TAIL}", "x".repeat(pad)),
         None => "x".repeat(bytes),
+    }
+}
+
+/// The `serverShutdown` event, in the combined-stream envelope (stream `!serverShutdown`) when
+/// `combined`, bare otherwise.
+pub(crate) fn shutdown_notice(combined: bool, event_ms: u64) -> String {
+    let event = format!(r#"{{"e":"serverShutdown","E":{event_ms}}}"#);
+    if combined {
+        format!(r#"{{"stream":"!serverShutdown","data":{event}}}"#)
+    } else {
+        event
     }
 }
 
@@ -388,6 +433,16 @@ pub(crate) enum Ending {
     Reset,
     /// TCP close without a Close frame.
     Eof,
+    /// Close frame 1001 once the grace after a serverShutdown notice is over.
+    ServerShutdown,
+}
+
+/// What a connection's age calls for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// Send the serverShutdown notice and keep serving.
+    Notice,
+    End(Ending),
 }
 
 #[derive(Debug)]
@@ -404,6 +459,8 @@ pub(crate) struct ConnFaults<'a> {
     sent: u64,
     stall: Stall,
     born: Instant,
+    /// Whether the serverShutdown notice was sent.
+    noticed: bool,
 }
 
 impl ConnFaults<'_> {
@@ -445,15 +502,36 @@ impl ConnFaults<'_> {
             .hit(self.injector.faults.ignore_pings, Fault::IgnoredPing)
     }
 
-    /// When the connection must end for its age, if it has a lifetime.
+    /// When the connection's age next calls for something: its lifetime, its serverShutdown
+    /// notice, or its close after the notice.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.injector.faults.conn_lifetime.map(|d| self.born + d)
+        let f = &self.injector.faults;
+        let grace = if self.noticed {
+            SERVER_SHUTDOWN_GRACE
+        } else {
+            Duration::ZERO
+        };
+        let lifetime = f.conn_lifetime.map(|d| self.born + d);
+        let shutdown = f.server_shutdown_after.map(|d| self.born + d + grace);
+        match (lifetime, shutdown) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Counts and returns the end of a connection that reached its lifetime.
-    pub(crate) fn expire(&self) -> Ending {
-        self.injector.hit(true, Fault::Lifetime);
-        Ending::Lifetime
+    /// Counts and returns what the deadline reached at `now` asks for.
+    pub(crate) fn expire(&mut self, now: Instant) -> Expiry {
+        let f = &self.injector.faults;
+        if f.conn_lifetime.is_some_and(|d| now >= self.born + d) {
+            self.injector.hit(true, Fault::Lifetime);
+            return Expiry::End(Ending::Lifetime);
+        }
+        if self.noticed {
+            return Expiry::End(Ending::ServerShutdown);
+        }
+        self.noticed = true;
+        self.injector.hit(true, Fault::ServerShutdown);
+        Expiry::Notice
     }
 }
 
@@ -613,8 +691,64 @@ mod tests {
     }
 
     #[test]
+    fn trade_gaps_and_muted_streams() {
+        let inj = Injector::new(Faults {
+            trade_gap_every: Some(3),
+            mute_streams: vec!["ethusdt@trade".into()],
+            ..Faults::default()
+        });
+        let gaps: Vec<u64> = (1..=7).filter(|&n| inj.drops_trade(n)).collect();
+        assert_eq!(gaps, [3, 6]);
+        assert!(inj.mutes_stream("ethusdt@trade") && !inj.mutes_stream("ethusdt@aggTrade"));
+        let counts = inj.counts();
+        assert_eq!(
+            (
+                counts[Fault::TradeGap as usize],
+                counts[Fault::MutedStream as usize]
+            ),
+            (2, 1)
+        );
+    }
+
+    #[test]
+    fn a_shutdown_notice_comes_before_the_close_and_the_lifetime_wins() {
+        let after = Duration::from_secs(5);
+        let inj = Injector::new(Faults {
+            server_shutdown_after: Some(after),
+            ..Faults::default()
+        });
+        let t0 = Instant::now();
+        let mut conn = inj.for_connection(t0);
+        assert_eq!(conn.deadline(), Some(t0 + after));
+        assert_eq!(conn.expire(t0 + after), Expiry::Notice);
+        assert_eq!(conn.deadline(), Some(t0 + after + SERVER_SHUTDOWN_GRACE));
+        assert_eq!(
+            conn.expire(t0 + after + SERVER_SHUTDOWN_GRACE),
+            Expiry::End(Ending::ServerShutdown)
+        );
+        assert_eq!(inj.counts()[Fault::ServerShutdown as usize], 1);
+
+        let inj = Injector::new(Faults {
+            server_shutdown_after: Some(after),
+            conn_lifetime: Some(Duration::from_secs(1)),
+            ..Faults::default()
+        });
+        let mut conn = inj.for_connection(t0);
+        assert_eq!(conn.deadline(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(
+            conn.expire(t0 + Duration::from_secs(1)),
+            Expiry::End(Ending::Lifetime)
+        );
+        assert_eq!(
+            shutdown_notice(true, 7),
+            r#"{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":7}}"#
+        );
+        assert_eq!(shutdown_notice(false, 7), r#"{"e":"serverShutdown","E":7}"#);
+    }
+
+    #[test]
     fn every_fault_has_a_counter() {
-        assert_eq!(Fault::DrippedHandshake as usize + 1, Fault::COUNT);
+        assert_eq!(Fault::ServerShutdown as usize + 1, Fault::COUNT);
     }
 
     #[test]
@@ -671,7 +805,8 @@ mod tests {
                 .all(|_| conn.next_frame(Instant::now()) == FrameFate::Send(Extras::default()))
         );
         assert!(conn.answers_ping() && conn.deadline().is_none());
-        assert!(!(1..1_000).any(|n| inj.drops_event(n)) && inj.rejects_upgrade().is_none());
+        assert!(!(1..1_000).any(|n| inj.drops_event(n) || inj.drops_trade(n)));
+        assert!(inj.rejects_upgrade().is_none() && !inj.mutes_stream("ethusdt@trade"));
         assert!(inj.drips_handshake().is_none());
         assert!(
             inj.snapshot_headers("/fapi/v1/depth?symbol=ETHUSDT", true)

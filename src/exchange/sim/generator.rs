@@ -1,11 +1,34 @@
 //! One symbol's simulated events.
 //!
-//! The sim's hub only needs, per symbol: the next event's ids, that event's payload as each depth
-//! stream shows it, and a REST snapshot consistent with the latest event. The random-walk market
-//! provides that. (A recording's playback is not a `Feed`: each of its connections plays from
+//! The sim's hub only needs, per symbol: the next event's ids, that event's payloads as each
+//! stream shows it (one depth event; none, one or several of each kind beside the book), and a
+//! REST snapshot consistent with the latest event. The random-walk market provides that. (A recording's playback is not a `Feed`: each of its connections plays from
 //! the beginning at its own pace, so it is a `Source` of its own.)
 
-use crate::market::stream::Depth;
+use std::ops::Range;
+
+use crate::market::kind::Kind;
+use crate::market::stream::{Depth, parse_depth_stream};
+
+/// What a subscribed stream shows of a symbol's events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    Depth(Depth),
+    Kind(Kind),
+}
+
+impl View {
+    /// Splits a stream name into its lowercase symbol and view; `None` for a stream the sim does
+    /// not publish, such as the 3 s `@markPrice` (only `@markPrice@1s` is simulated).
+    pub fn parse(stream: &str) -> Option<(&str, View)> {
+        if let Some((symbol, depth)) = parse_depth_stream(stream) {
+            return Some((symbol, View::Depth(depth)));
+        }
+        let (symbol, kind) = Kind::parse_stream(stream)?;
+        let published = kind != Kind::MarkPrice || stream.ends_with("@1s");
+        published.then_some((symbol, View::Kind(kind)))
+    }
+}
 
 /// The ids and times of one event, shared by every stream of its symbol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,18 +45,44 @@ pub struct Header {
     pub trade_ms: u64,
 }
 
-/// One symbol's source of depth events.
+/// One symbol's source of events.
 pub trait Feed: Send {
     /// The symbol in upper case, as payloads spell it.
     fn symbol(&self) -> &str;
 
-    /// Moves to the next event and returns its header; `now_ms` is the wall clock.
-    fn advance(&mut self, now_ms: u64) -> Header;
+    /// Moves to the next event and returns its header; `now_ms` is the wall clock. Trades for
+    /// which `withhold(n)` holds (the symbol's nth trade, 1-based) are made but never shown, by
+    /// trade and aggregate streams alike.
+    fn advance(&mut self, now_ms: u64, withhold: &dyn Fn(u64) -> bool) -> Header;
 
-    /// Appends the latest event's payload as the `depth` stream shows it (the exchange's `data` JSON).
-    fn render(&self, depth: Depth, out: &mut Vec<u8>);
+    /// Appends the latest event's payloads as `view` shows them (the exchange's `data` JSON), and
+    /// the range of each in `out`.
+    fn render(&self, view: View, out: &mut Vec<u8>, events: &mut Vec<Range<usize>>);
 
     /// Appends a REST depth snapshot body of at most `limit` levels a side: the exact state
     /// after the latest event, with that event's `u` as `lastUpdateId`.
     fn snapshot(&self, limit: usize, now_ms: u64, out: &mut Vec<u8>);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_parse_into_views() {
+        for (stream, view) in [
+            ("ethusdt@depth@100ms", Some(View::Depth(Depth::Diff))),
+            ("ethusdt@depth5", Some(View::Depth(Depth::Partial(5)))),
+            ("ethusdt@trade", Some(View::Kind(Kind::Trade))),
+            ("ethusdt@aggTrade", Some(View::Kind(Kind::AggTrade))),
+            ("ethusdt@bookTicker", Some(View::Kind(Kind::BookTicker))),
+            ("ethusdt@markPrice@1s", Some(View::Kind(Kind::MarkPrice))),
+            ("ethusdt@forceOrder", Some(View::Kind(Kind::ForceOrder))),
+            ("ethusdt@markPrice", None),
+            ("ethusdt@kline_1m", None),
+            ("ETHUSDT@trade", None),
+        ] {
+            assert_eq!(View::parse(stream).map(|(_, v)| v), view, "{stream}");
+        }
+    }
 }

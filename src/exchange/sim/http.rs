@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use tungstenite::http::StatusCode;
 
 use super::source::Source;
-use crate::market::stream::is_well_formed;
+use crate::market::kind::{self, Kind};
+use crate::market::stream::{is_well_formed, parse_depth_stream};
 
 /// A request head must arrive within this time, else the connection is dropped.
 pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,6 +41,8 @@ pub(crate) struct Head {
 /// Where a WebSocket upgrade leads.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Route {
+    /// The routed endpoint the path names: which streams the connection is sent.
+    pub endpoint: kind::Route,
     /// `/stream` paths wrap each payload as `{"stream":…,"data":…}`; `/ws` paths send it bare.
     pub combined: bool,
     /// Streams named in the URL, subscribed from the start.
@@ -102,10 +105,12 @@ fn parse_head(bytes: &[u8]) -> Option<Head> {
 /// `/public` and `/market`.
 pub(crate) fn ws_route(target: &str) -> Result<Route, Reply> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let path = ["/public", "/market"]
+    let endpoint = kind::Route::of_path(path);
+    let path = kind::Route::ALL
         .iter()
-        .find_map(|prefix| {
-            path.strip_prefix(prefix)
+        .find_map(|route| {
+            path.strip_prefix('/')
+                .and_then(|p| p.strip_prefix(route.path()))
                 .filter(|rest| rest.starts_with('/'))
         })
         .unwrap_or(path);
@@ -126,7 +131,23 @@ pub(crate) fn ws_route(target: &str) -> Result<Route, Reply> {
     if let Some(bad) = streams.iter().find(|s| !is_well_formed(s)) {
         return Err(error(400, -1, &format!("invalid stream name `{bad}`")));
     }
-    Ok(Route { combined, streams })
+    Ok(Route {
+        endpoint,
+        combined,
+        streams,
+    })
+}
+
+/// Whether a connection on `endpoint` is sent `stream`'s frames: Binance serves depth,
+/// bookTicker and trade on `/public` only, aggTrade, mark price and liquidations on `/market`
+/// only. A stream refused here is acknowledged and listed like any other, then never sent: the
+/// silence a client on the wrong route meets.
+pub(crate) fn delivers(endpoint: kind::Route, stream: &str) -> bool {
+    let route = match parse_depth_stream(stream) {
+        Some(_) => Some(kind::Route::Public),
+        None => Kind::parse_stream(stream).map(|(_, kind)| kind.route()),
+    };
+    route == Some(endpoint)
 }
 
 /// Answers a REST request.
@@ -244,15 +265,45 @@ mod tests {
     }
 
     #[test]
+    fn each_endpoint_delivers_its_kinds_only() {
+        use kind::Route::{Market, Public};
+        for (stream, route) in [
+            ("ethusdt@depth", Some(Public)),
+            ("ethusdt@depth5@100ms", Some(Public)),
+            ("ethusdt@bookTicker", Some(Public)),
+            ("ethusdt@trade", Some(Public)),
+            ("ethusdt@aggTrade", Some(Market)),
+            ("ethusdt@markPrice@1s", Some(Market)),
+            ("ethusdt@markPrice", Some(Market)),
+            ("ethusdt@forceOrder", Some(Market)),
+            ("ethusdt@kline_1m", None),
+            ("!serverShutdown", None),
+        ] {
+            for endpoint in kind::Route::ALL {
+                assert_eq!(
+                    delivers(endpoint, stream),
+                    route == Some(endpoint),
+                    "{stream} on {endpoint:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn websocket_paths_route_as_on_binance() {
         let both = streams(&["ethusdt@depth", "btcusdt@depth5@100ms"]);
-        for prefix in ["", "/public", "/market"] {
+        for (prefix, endpoint) in [
+            ("", kind::Route::Public),
+            ("/public", kind::Route::Public),
+            ("/market", kind::Route::Market),
+        ] {
             let combined = route(&format!(
                 "{prefix}/stream?streams=ethusdt@depth/btcusdt@depth5@100ms"
             ));
             assert_eq!(
                 combined,
                 Ok(Route {
+                    endpoint,
                     combined: true,
                     streams: both.clone()
                 }),
@@ -262,6 +313,7 @@ mod tests {
             assert_eq!(
                 raw,
                 Ok(Route {
+                    endpoint,
                     combined: false,
                     streams: both.clone()
                 }),
@@ -270,6 +322,7 @@ mod tests {
             assert_eq!(
                 route(&format!("{prefix}/ws")),
                 Ok(Route {
+                    endpoint,
                     combined: false,
                     streams: vec![]
                 })
@@ -277,6 +330,7 @@ mod tests {
             assert_eq!(
                 route(&format!("{prefix}/stream")),
                 Ok(Route {
+                    endpoint,
                     combined: true,
                     streams: vec![]
                 })
@@ -287,6 +341,7 @@ mod tests {
         assert_eq!(
             encoded,
             Ok(Route {
+                endpoint: kind::Route::Public,
                 combined: true,
                 streams: both
             })

@@ -1,8 +1,9 @@
 //! Symbols, subscriptions and the event pump.
 //!
 //! Each symbol's feed advances on its own thread at the configured rate. Under the symbol's lock
-//! an event is generated, encoded once per (stream, envelope) and queued to every subscriber in
-//! the same order. Doing all of that under one lock is what gives the guarantees clients rely on:
+//! an event is generated, its payloads (a depth event, and the trades, best prices, mark price
+//! and liquidation it brought) encoded once per (stream, envelope) and queued to every
+//! subscriber in the same order. Doing all of that under one lock is what gives the guarantees clients rely on:
 //! overlapping connections see identical ids, a new subscriber starts at the next event, no frame
 //! follows an UNSUBSCRIBE acknowledgement, and a REST snapshot is exactly the state after the
 //! latest event.
@@ -17,12 +18,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError, TrySendError, 
 
 use super::conn::{Link, Outbound};
 use super::faults::Injector;
-use super::generator::Feed;
+use super::generator::{Feed, View};
 use super::server::Shared;
 use super::source::Source;
 use super::wire::DataFrame;
 use super::{Rate, lock};
-use crate::market::stream::{Depth, parse_depth_stream};
 use crate::util::clock::wall_ms;
 
 /// How often a `--rate max` pump with no subscriber looks again: it generates nothing meanwhile,
@@ -36,12 +36,12 @@ const MAX_LAG: Duration = Duration::from_secs(1);
 struct Subscriber {
     link: Arc<Link>,
     stream: Arc<str>,
-    view: Depth,
+    view: View,
 }
 
 struct SymbolState {
     feed: Box<dyn Feed>,
-    /// Events generated so far, dropped ones included (the gap fault counts them).
+    /// Events generated so far, dropped ones included (the depth gap fault counts them).
     events: u64,
     subscribers: Vec<Subscriber>,
     /// Reused buffer for the rendered payloads of one event.
@@ -139,7 +139,7 @@ impl Source for Hub {
     /// what Binance does with a well-formed name it has no data for.
     fn subscribe(&self, shared: &Arc<Shared>, link: &Arc<Link>, streams: &[String]) {
         for stream in streams {
-            let Some((symbol, view)) = parse_depth_stream(stream) else {
+            let Some((symbol, view)) = View::parse(stream) else {
                 continue;
             };
             let Some(symbol) = self.symbols.iter().find(|s| s.lower == symbol) else {
@@ -225,57 +225,70 @@ impl Pump<'_> {
         }
     }
 
-    /// Generates the symbol's next event and queues it to every subscriber. False when stopping.
+    /// Generates the symbol's next event and queues its frames to every subscriber. False when
+    /// stopping.
     fn publish(&self) -> bool {
         let mut guard = lock(&self.symbol.state);
         let state = &mut *guard;
-        let header = state.feed.advance(wall_ms());
+        let header = state
+            .feed
+            .advance(wall_ms(), &|n| self.injector.drops_trade(n));
         state.events += 1;
-        if self.injector.drops_event(state.events) || state.subscribers.is_empty() {
+        let depth_dropped = self.injector.drops_event(state.events);
+        if state.subscribers.is_empty() {
             return true;
         }
         // Each view is rendered once and each (stream, envelope) framed once, whatever the
         // number of subscribers.
         state.scratch.clear();
-        let mut payloads: Vec<(Depth, Range<usize>)> = Vec::new();
-        let mut frames: Vec<(bool, Arc<DataFrame>)> = Vec::new();
+        let mut payloads: Vec<(View, Vec<Range<usize>>)> = Vec::new();
+        let mut framed: Vec<(bool, Arc<str>, Vec<Arc<DataFrame>>)> = Vec::new();
         let mut stopping = false;
         state.subscribers.retain(|sub| {
-            if stopping {
+            if stopping || (depth_dropped && matches!(sub.view, View::Depth(_))) {
                 return true;
             }
             let combined = sub.link.combined;
-            let frame = match frames
+            let at = framed
                 .iter()
-                .find(|(c, f)| *c == combined && f.stream == sub.stream)
-            {
-                Some((_, frame)) => Arc::clone(frame),
-                None => {
-                    let range = match payloads.iter().find(|(v, _)| *v == sub.view) {
-                        Some((_, range)) => range.clone(),
-                        None => {
-                            let start = state.scratch.len();
-                            state.feed.render(sub.view, &mut state.scratch);
-                            payloads.push((sub.view, start..state.scratch.len()));
-                            start..state.scratch.len()
-                        }
-                    };
-                    let payload = &state.scratch[range];
-                    let frame =
-                        DataFrame::new(&sub.stream, combined, &self.symbol.name, header, payload);
-                    let frame = Arc::new(frame);
-                    frames.push((combined, Arc::clone(&frame)));
-                    frame
-                }
-            };
-            match self.deliver(&sub.link, frame) {
-                Delivery::Queued => true,
-                Delivery::Gone => false,
-                Delivery::Stopping => {
-                    stopping = true;
-                    true
+                .position(|(c, stream, _)| *c == combined && *stream == sub.stream);
+            let at = at.unwrap_or_else(|| {
+                let rendered = payloads.iter().position(|(v, _)| *v == sub.view);
+                let rendered = rendered.unwrap_or_else(|| {
+                    let mut events = Vec::new();
+                    state.feed.render(sub.view, &mut state.scratch, &mut events);
+                    payloads.push((sub.view, events));
+                    payloads.len() - 1
+                });
+                let frames = payloads[rendered]
+                    .1
+                    .iter()
+                    .map(|range| {
+                        let payload = &state.scratch[range.clone()];
+                        let frame = DataFrame::new(
+                            &sub.stream,
+                            combined,
+                            &self.symbol.name,
+                            header,
+                            payload,
+                        );
+                        Arc::new(frame)
+                    })
+                    .collect();
+                framed.push((combined, Arc::clone(&sub.stream), frames));
+                framed.len() - 1
+            });
+            for frame in &framed[at].2 {
+                match self.deliver(&sub.link, Arc::clone(frame)) {
+                    Delivery::Queued => {}
+                    Delivery::Gone => return false,
+                    Delivery::Stopping => {
+                        stopping = true;
+                        return true;
+                    }
                 }
             }
+            true
         });
         !stopping
     }

@@ -1,28 +1,43 @@
 //! `obrec sim`: a local Binance USD-M look-alike exchange on one port, with fault injection.
 //!
-//! It serves what a depth recorder uses: partial (`<sym>@depth<N>[@speed]`) and diff
-//! (`<sym>@depth[@speed]`) streams on `/stream?streams=…` and `/ws/…` (also under `/public` and
-//! `/market`), live SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS, server pings, and REST
-//! `/fapi/v1/depth` and `/fapi/v1/time`. Each symbol has one update-id sequence shared by every
-//! connection and stream, with ids that skip like the real ones, and the REST snapshot is exactly
-//! the book after the latest event, so Binance's local-book procedure works against it. Users test
-//! pipelines offline with it; every recorder test runs against it.
+//! It serves what a recorder uses: partial (`<sym>@depth<N>[@speed]`) and diff
+//! (`<sym>@depth[@speed]`) depth streams and, beside them, `<sym>@trade`, `<sym>@aggTrade`,
+//! `<sym>@bookTicker`, `<sym>@markPrice@1s` and `<sym>@forceOrder`, on `/stream?streams=…` and
+//! `/ws/…` under `/public` and `/market`; live SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS, server
+//! pings, and REST `/fapi/v1/depth` and `/fapi/v1/time`. Each symbol has one update-id sequence
+//! shared by every connection and stream, with ids that skip like the real ones, and the REST
+//! snapshot is exactly the book after the latest event, so Binance's local-book procedure works
+//! against it. Trades are taken from that book at the touch, so trades, aggregate trades and
+//! best prices agree with the depth streams. Users test pipelines offline with it; every recorder
+//! test runs against it.
 //!
-//! Pacing is the sim's own: each symbol produces `--rate` events per second and every stream of
-//! the symbol shows every event, whatever its speed suffix (`@100ms`, `@500ms`, `@0ms`).
+//! Streams are routed as on Binance since 2026: `/public` (and a path without a route) sends
+//! depth, bookTicker and trade; `/market` sends aggTrade, mark price and liquidations. A stream
+//! subscribed on the other route, or one the sim does not publish, is acknowledged, listed, and
+//! never sent. Payloads carry the 2026 fields: `ps` after the symbol, `"st":1` last.
 //!
-//! The front (everything but `walk` and `hub`) also serves recordings: `obrec serve` puts a
-//! playback behind it through the `Source` trait (see [`crate::exchange::serve`]).
+//! Pacing is the sim's own: each symbol produces `--rate` events per second and every depth stream
+//! of the symbol shows every event, whatever its speed suffix (`@100ms`, `@500ms`, `@0ms`). An
+//! event brings no trade, or a burst of them; a bookTicker when it moved the best bid or ask; a
+//! mark price at the first event of each second; a liquidation a few times a minute at most.
+//!
+//! The front (everything but `walk`, `kinds` and `hub`) also serves recordings: `obrec serve`
+//! puts a playback behind it through the `Source` trait (see [`crate::exchange::serve`]). Routes
+//! and per-stream mutes are decided in the front, so a playback is routed the same way.
 //!
 //! # Layout
 //! - `source`: the seam between the front and what it serves (the `Source` trait).
 //! - `generator`: one symbol's simulated events (the `Feed` trait).
-//! - `walk`: the random-walk book and id sequence, the sim's feed.
+//! - `walk`: the random-walk book and id sequence, the trades taken from it, mark prices and
+//!   liquidations: the sim's feed.
+//! - `kinds`: what an event adds beside the book (trades, their aggregates, best prices, mark
+//!   price, liquidation) and every payload's text.
 //! - `hub`: the sim's source: symbols, subscriptions, pacing; encodes each event once and
 //!   queues it.
 //! - `conn`: one WebSocket connection: handshake, control messages, the writer.
 //! - `control`: control message parsing and replies.
-//! - `http`: request heads, WebSocket routing, REST endpoints.
+//! - `http`: request heads, WebSocket paths and which route delivers which stream, REST
+//!   endpoints.
 //! - `wire`: WebSocket frames as wire bytes.
 //! - `faults`: every injected fault, decided and counted in one place.
 //! - `server`: [`Sim`]: listener, threads, shutdown.
@@ -34,6 +49,7 @@ mod faults;
 pub(crate) mod generator;
 mod http;
 mod hub;
+mod kinds;
 pub(crate) mod server;
 pub(crate) mod source;
 mod walk;
@@ -50,6 +66,7 @@ pub use faults::{
 };
 pub use server::Sim;
 
+use crate::market::stream::is_well_formed;
 use crate::market::symbol::Symbol;
 
 /// Default `--listen`: loopback, any free port.
@@ -112,6 +129,9 @@ impl SimConfig {
             return Err(invalid(format!(
                 "invalid rate {r}: events per second must be positive"
             )));
+        }
+        if let Some(bad) = self.faults.mute_streams.iter().find(|s| !is_well_formed(s)) {
+            return Err(invalid(format!("invalid stream name `{bad}`")));
         }
         if self.ping_interval.is_zero() {
             return Err(invalid("ping interval must be positive".into()));
@@ -202,6 +222,7 @@ pub struct SentFrame {
     pub stream: String,
     /// Upper case, e.g. `ETHUSDT`.
     pub symbol: String,
+    /// `u` and `pu` of the depth event the frame belongs to, whatever its stream's kind.
     pub u: u64,
     pub pu: u64,
     /// The exchange payload exactly as sent (the `data` of a combined frame).
@@ -244,6 +265,13 @@ mod tests {
         }));
         assert!(invalid(SimConfig {
             rate: Rate::PerSecond(0.0),
+            ..SimConfig::default()
+        }));
+        assert!(invalid(SimConfig {
+            faults: Faults {
+                mute_streams: vec!["eth usdt@trade".into()],
+                ..Faults::default()
+            },
             ..SimConfig::default()
         }));
         assert!(invalid(SimConfig {

@@ -26,7 +26,8 @@ pub(crate) trait Source: Send + Sync {
     fn work(&self, _index: usize, _shared: &Shared) {}
 
     /// Feeds `streams` (well-formed names, not necessarily ones the source produces, none
-    /// already subscribed) to the connection from now on, all from the same event. Called after
+    /// already subscribed, each one the connection's route delivers and no fault mutes) to the
+    /// connection from now on, all from the same event. Called after
     /// the SUBSCRIBE is acknowledged, and with the streams of the URL when a connection opens.
     fn subscribe(&self, shared: &Arc<Shared>, link: &Arc<Link>, streams: &[String]);
 

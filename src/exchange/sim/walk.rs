@@ -7,15 +7,17 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::generator::{Feed, Header};
+use super::generator::{Feed, Header, View};
+use super::kinds::{
+    Beside, Context, Decimal, Fill, Liquidation, MARK_DECIMALS, Mark, Payload, QTY_DECIMALS, Top,
+    push_int,
+};
 use crate::market::stream::Depth;
-
-/// Decimals shown in quantities ("12.345"); quantities are integer lots of 0.001.
-const QTY_DECIMALS: u32 = 3;
 /// Largest quantity of one level in lots (25.000): a plausible top-of-book size.
 const MAX_LOTS: u64 = 25_000;
 /// Price steps a side in the starting book: a bit over the 1000 levels a REST snapshot can
@@ -35,6 +37,10 @@ const NEAR_LEVELS: usize = 30;
 const INSERT_SPAN: i64 = 40;
 /// ...or up to this many ticks inside the spread (clamped so the book never crosses).
 const IMPROVE_SPAN: i64 = 2;
+/// Chance that a reshape inserts rather than removes, below and above the target level count.
+/// Below it inserts win clearly: trades take levels away at the touch too.
+const INSERT_BELOW_TARGET: f64 = 0.7;
+const INSERT_ABOVE_TARGET: f64 = 0.4;
 /// When that step is taken, an insert tries this many random steps deeper for a free one.
 const INSERT_TRIES: usize = 4;
 /// Chance that a change touches the near top by rewriting a quantity.
@@ -53,6 +59,33 @@ const MAX_ID_SPAN: u64 = 2_000;
 const MAX_TRADE_LAG_MS: u64 = 2;
 /// Ids start in 10^12..2·10^12: 13 digits, like real 2024 USD-M ids.
 const FIRST_ID: u64 = 1_000_000_000_000;
+/// Trade and aggregate ids start in 10^9..2·10^9: 10 digits, like real 2024 BTCUSDT ones.
+const FIRST_TRADE_ID: u64 = 1_000_000_000;
+/// Chance that a step has taker orders: trades come in bursts, and many steps have none.
+const ORDER_CHANCE: f64 = 0.45;
+/// Most taker orders in one step.
+const MAX_ORDERS: usize = 3;
+/// Largest taker order in lots (8.000): mostly less than the best level holds (up to 25.000),
+/// sometimes more, so an order sweeps into the next level now and then while the inserts of the
+/// walk keep up with the levels trades remove.
+const MAX_TAKER_LOTS: u64 = 8_000;
+/// Most levels one taker order sweeps.
+const MAX_SWEEP: usize = 3;
+/// Most maker orders one level fills a taker order against: one trade each.
+const MAX_MAKERS: u64 = 4;
+/// Mark price updates are due at this interval of wall time.
+const MARK_EVERY_MS: u64 = crate::market::kind::MARK_PRICE_EVERY_MS;
+/// Index price drifts from the mark by up to this many parts in 10^5 (Binance: a few basis
+/// points on liquid symbols).
+const MAX_PREMIUM: i64 = 5;
+/// Funding rate in 10^-8: Binance's default 0.01 % per 8 h, give or take half.
+const FUNDING_RATES: std::ops::RangeInclusive<u64> = 5_000..=15_000;
+/// Time between liquidations: "a few per minute at most", and a first one soon after start.
+const LIQUIDATION_GAP_MS: std::ops::Range<u64> = 10_000..40_000;
+/// A liquidation's limit lies this many ticks beyond its last fill (its bankruptcy price).
+const LIQUIDATION_SLIP_TICKS: i64 = 20;
+/// `ap` averages about this many of the latest marks.
+const MARK_AVERAGE_OVER: u64 = 10;
 
 /// A symbol's price grid.
 #[derive(Clone, Copy, Debug)]
@@ -110,6 +143,8 @@ const LEVEL_TEXT: usize = 49;
 struct LevelText {
     bytes: [u8; LEVEL_TEXT],
     len: usize,
+    /// The quantity, for trades taken from the level.
+    lots: u64,
 }
 
 impl LevelText {
@@ -117,6 +152,7 @@ impl LevelText {
         let mut text = LevelText {
             bytes: [0; LEVEL_TEXT],
             len: 0,
+            lots,
         };
         for part in [
             &b"[\""[..],
@@ -191,6 +227,16 @@ impl SimBook {
         }
     }
 
+    /// The best bid and ask with their quantities.
+    fn top(&self) -> Option<Top> {
+        let (&bid, b) = self.bids.iter().next_back()?;
+        let (&ask, a) = self.asks.iter().next()?;
+        Some(Top {
+            bid: (bid, b.lots),
+            ask: (ask, a.lots),
+        })
+    }
+
     /// Moves `price` back behind the other side's best so the book cannot cross.
     fn uncrossed(&self, side: Side, price: i64, tick: i64) -> i64 {
         match side {
@@ -218,6 +264,18 @@ pub struct Market {
     header: Header,
     /// Prices the latest event changed, a side each, ascending and without repeats.
     changed: [Vec<i64>; 2],
+    /// What the latest event added beside the book.
+    beside: Beside,
+    /// The next trade's `t` and the next aggregate's `a`.
+    next_trade: u64,
+    next_aggregate: u64,
+    /// Trades made so far, withheld ones included: what the trade gap fault counts.
+    trades: u64,
+    /// When the next mark price is due (wall ms), and the marks' moving average (`ap`).
+    next_mark_ms: u64,
+    mark_average: u64,
+    /// The earliest time of the next liquidation.
+    next_liquidation_ms: u64,
 }
 
 impl Market {
@@ -252,6 +310,9 @@ impl Market {
             event_ms: now_ms,
             trade_ms: now_ms,
         };
+        let next_trade = FIRST_TRADE_ID + rng.random_range(0..FIRST_TRADE_ID);
+        let next_aggregate = FIRST_TRADE_ID + rng.random_range(0..FIRST_TRADE_ID);
+        let next_liquidation_ms = now_ms + rng.random_range(LIQUIDATION_GAP_MS);
         Market {
             symbol: symbol.to_owned(),
             grid,
@@ -259,6 +320,13 @@ impl Market {
             rng,
             header,
             changed: [Vec::new(), Vec::new()],
+            beside: Beside::default(),
+            next_trade,
+            next_aggregate,
+            trades: 0,
+            next_mark_ms: (now_ms / MARK_EVERY_MS + 1) * MARK_EVERY_MS,
+            mark_average: 0,
+            next_liquidation_ms,
         }
     }
 
@@ -277,7 +345,11 @@ impl Market {
             return;
         }
         let (price, lots) = if roll < RESHAPE_CHANCE {
-            let insert_chance = if len < TARGET_LEVELS { 0.6 } else { 0.4 };
+            let insert_chance = if len < TARGET_LEVELS {
+                INSERT_BELOW_TARGET
+            } else {
+                INSERT_ABOVE_TARGET
+            };
             if len <= MIN_LEVELS || self.rng.random_bool(insert_chance) {
                 let Some(best) = self.book.nth_from_best(side, 0) else {
                     return;
@@ -337,32 +409,143 @@ impl Market {
             .min(self.rng.random_range(0..span))
     }
 
-    /// Appends the shared head of a depth payload: everything before `"b":`.
-    fn push_event_head(&self, out: &mut Vec<u8>) {
-        let h = &self.header;
-        out.extend_from_slice(b"{\"e\":\"depthUpdate\",\"E\":");
-        push_int(out, h.event_ms);
-        out.extend_from_slice(b",\"T\":");
-        push_int(out, h.trade_ms);
-        out.extend_from_slice(b",\"s\":\"");
-        out.extend_from_slice(self.symbol.as_bytes());
-        out.extend_from_slice(b"\",\"U\":");
-        push_int(out, h.first);
-        out.extend_from_slice(b",\"u\":");
-        push_int(out, h.last);
-        out.extend_from_slice(b",\"pu\":");
-        push_int(out, h.prev);
+    /// This step's taker orders, if it has any. The first order made once a liquidation is due
+    /// is that liquidation.
+    fn trade(&mut self, now_ms: u64, withhold: &dyn Fn(u64) -> bool) {
+        if !self.rng.random_bool(ORDER_CHANCE) {
+            return;
+        }
+        for order in 0..self.rng.random_range(1..=MAX_ORDERS) as u32 {
+            let side = self.random_side();
+            let (lots, notional, last) = self.take(side, order, withhold);
+            if lots > 0 && now_ms >= self.next_liquidation_ms && self.beside.liquidation.is_none() {
+                self.next_liquidation_ms = now_ms + self.rng.random_range(LIQUIDATION_GAP_MS);
+                let slip = LIQUIDATION_SLIP_TICKS * self.grid.tick;
+                self.beside.liquidation = Some(Liquidation {
+                    sell: side == Side::Bid,
+                    limit: behind(side, last, slip).max(self.grid.tick),
+                    average: (notional + lots as i64 / 2) / lots as i64,
+                    lots,
+                });
+            }
+        }
+        self.beside.aggregate(&mut self.next_aggregate);
     }
 
-    /// Appends the top `n` levels a side, best first, under the given keys (`,"b":…,"a":…`).
-    fn push_top(&self, out: &mut Vec<u8>, n: usize, keys: [&[u8]; 2]) {
-        out.extend_from_slice(keys[0]);
-        push_list(
-            out,
-            self.book.bids.values().rev().take(n).map(Cow::Borrowed),
-        );
-        out.extend_from_slice(keys[1]);
-        push_list(out, self.book.asks.values().take(n).map(Cow::Borrowed));
+    /// One taker order against `side` at the touch: each level it reaches fills it against one
+    /// to a few maker orders, a trade each, and loses what it filled. Trades for which
+    /// `withhold(n)` holds (n counts the symbol's trades) are made but not kept for sending.
+    /// Returns the lots filled, lots × price summed, and the last price filled at.
+    fn take(&mut self, side: Side, order: u32, withhold: &dyn Fn(u64) -> bool) -> (u64, i64, i64) {
+        let mut left = self.rng.random_range(1..=MAX_TAKER_LOTS);
+        let (mut filled, mut notional, mut last) = (0, 0, 0);
+        for _ in 0..MAX_SWEEP {
+            // Stop where a removal could thin the side below its floor.
+            if left == 0 || self.book.side(side).len() <= MIN_LEVELS {
+                break;
+            }
+            let Some(price) = self.book.nth_from_best(side, 0) else {
+                break;
+            };
+            let lots = self.book.side(side)[&price].lots;
+            let take = left.min(lots);
+            let makers = self.rng.random_range(1..=MAX_MAKERS.min(take));
+            let mut rest = take;
+            for maker in 1..=makers {
+                let q = if maker == makers {
+                    rest
+                } else {
+                    self.rng.random_range(1..=rest - (makers - maker))
+                };
+                rest -= q;
+                self.trades += 1;
+                let fill = Fill {
+                    id: self.next_trade,
+                    price,
+                    lots: q,
+                    buyer_maker: side == Side::Bid,
+                    order,
+                };
+                self.next_trade += 1;
+                if !withhold(self.trades) {
+                    self.beside.fills.push(fill);
+                }
+            }
+            self.book.set(side, price, lots - take);
+            self.changed[side as usize].push(price);
+            left -= take;
+            filled += take;
+            notional += price * take as i64;
+            last = price;
+        }
+        (filled, notional, last)
+    }
+
+    /// The mark price from the mid, at the first event of each second of wall time (Binance's
+    /// come on whole seconds).
+    fn mark(&mut self, now_ms: u64) {
+        if now_ms < self.next_mark_ms {
+            return;
+        }
+        self.next_mark_ms = (now_ms / MARK_EVERY_MS + 1) * MARK_EVERY_MS;
+        let Some(top) = self.book.top() else {
+            return;
+        };
+        let scale = 10u64.pow(MARK_DECIMALS - self.grid.decimals);
+        let mark = (top.bid.0 + top.ask.0).unsigned_abs() * scale / 2;
+        let premium = (mark / 100_000) as i64 * self.rng.random_range(-MAX_PREMIUM..=MAX_PREMIUM);
+        let index = mark.saturating_add_signed(-premium);
+        self.mark_average = match self.mark_average {
+            0 => mark,
+            average => (average * (MARK_AVERAGE_OVER - 1) + mark) / MARK_AVERAGE_OVER,
+        };
+        self.beside.mark = Some(Mark {
+            mark,
+            average: self.mark_average,
+            index,
+            settle: index,
+            funding_rate: self.rng.random_range(FUNDING_RATES),
+        });
+    }
+
+    fn random_side(&mut self) -> Side {
+        if self.rng.random_bool(0.5) {
+            Side::Bid
+        } else {
+            Side::Ask
+        }
+    }
+
+    /// Appends the latest event as the depth stream `view` shows it.
+    fn render_depth(&self, view: Depth, out: &mut Vec<u8>) {
+        let h = &self.header;
+        let head = Payload::open(out, "depthUpdate")
+            .int("E", h.event_ms)
+            .int("T", h.trade_ms)
+            .symbol(&self.symbol)
+            .int("U", h.first)
+            .int("u", h.last)
+            .int("pu", h.prev);
+        match view {
+            Depth::Diff => head
+                .raw("b", |out| self.push_changes(out, Side::Bid))
+                .raw("a", |out| self.push_changes(out, Side::Ask)),
+            Depth::Partial(n) => head
+                .raw("b", |out| self.push_top(out, Side::Bid, n))
+                .raw("a", |out| self.push_top(out, Side::Ask, n)),
+        }
+        .end();
+    }
+
+    /// Appends the top `n` levels of `side`, best first.
+    fn push_top(&self, out: &mut Vec<u8>, side: Side, n: usize) {
+        match side {
+            Side::Bid => push_list(
+                out,
+                self.book.bids.values().rev().take(n).map(Cow::Borrowed),
+            ),
+            Side::Ask => push_list(out, self.book.asks.values().take(n).map(Cow::Borrowed)),
+        }
     }
 
     /// Appends the latest event's changes on `side` with their quantities now (0 = removed).
@@ -383,18 +566,17 @@ impl Feed for Market {
         &self.symbol
     }
 
-    fn advance(&mut self, now_ms: u64) -> Header {
+    fn advance(&mut self, now_ms: u64, withhold: &dyn Fn(u64) -> bool) -> Header {
+        let top = self.book.top();
         for prices in &mut self.changed {
             prices.clear();
         }
+        self.beside.clear();
         for _ in 0..self.rng.random_range(1..=MAX_CHANGES) {
-            let side = if self.rng.random_bool(0.5) {
-                Side::Bid
-            } else {
-                Side::Ask
-            };
+            let side = self.random_side();
             self.change(side);
         }
+        self.trade(now_ms, withhold);
         for prices in &mut self.changed {
             prices.sort_unstable();
             prices.dedup();
@@ -415,21 +597,29 @@ impl Feed for Market {
             event_ms: now_ms,
             trade_ms,
         };
+        if self.book.top() != top {
+            self.beside.top = self.book.top();
+        }
+        self.mark(now_ms);
         self.header
     }
 
-    fn render(&self, view: Depth, out: &mut Vec<u8>) {
-        self.push_event_head(out);
+    fn render(&self, view: View, out: &mut Vec<u8>, events: &mut Vec<Range<usize>>) {
         match view {
-            Depth::Diff => {
-                out.extend_from_slice(b",\"b\":");
-                self.push_changes(out, Side::Bid);
-                out.extend_from_slice(b",\"a\":");
-                self.push_changes(out, Side::Ask);
+            View::Depth(depth) => {
+                let start = out.len();
+                self.render_depth(depth, out);
+                events.push(start..out.len());
             }
-            Depth::Partial(n) => self.push_top(out, n, [b",\"b\":", b",\"a\":"]),
+            View::Kind(kind) => {
+                let cx = Context {
+                    symbol: &self.symbol,
+                    decimals: self.grid.decimals,
+                    header: &self.header,
+                };
+                self.beside.render(kind, &cx, out, events);
+            }
         }
-        out.push(b'}');
     }
 
     fn snapshot(&self, limit: usize, now_ms: u64, out: &mut Vec<u8>) {
@@ -439,7 +629,10 @@ impl Feed for Market {
         push_int(out, now_ms);
         out.extend_from_slice(b",\"T\":");
         push_int(out, self.header.trade_ms);
-        self.push_top(out, limit, [b",\"bids\":", b",\"asks\":"]);
+        out.extend_from_slice(b",\"bids\":");
+        self.push_top(out, Side::Bid, limit);
+        out.extend_from_slice(b",\"asks\":");
+        self.push_top(out, Side::Ask, limit);
         out.push(b'}');
     }
 }
@@ -456,10 +649,6 @@ fn random_lots(rng: &mut SmallRng) -> u64 {
     rng.random_range(1..=MAX_LOTS)
 }
 
-fn push_int(out: &mut Vec<u8>, value: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-}
-
 /// Appends `[level,level,…]`.
 fn push_list<'a>(out: &mut Vec<u8>, texts: impl Iterator<Item = Cow<'a, LevelText>>) {
     out.push(b'[');
@@ -472,41 +661,10 @@ fn push_list<'a>(out: &mut Vec<u8>, texts: impl Iterator<Item = Cow<'a, LevelTex
     out.push(b']');
 }
 
-/// `value / 10^decimals` in text with exactly `decimals` digits after the point, as Binance
-/// prints prices and quantities ("3051.27", "0.000"). Written right to left into a buffer that
-/// holds any u64 with up to 19 decimals.
-struct Decimal {
-    buf: [u8; 21],
-    start: usize,
-}
-
-impl Decimal {
-    fn new(mut value: u64, decimals: u32) -> Decimal {
-        let mut buf = [0; 21];
-        let (mut start, mut digits) = (buf.len(), 0);
-        loop {
-            if digits == decimals && digits > 0 {
-                start -= 1;
-                buf[start] = b'.';
-            }
-            start -= 1;
-            buf[start] = b'0' + (value % 10) as u8;
-            value /= 10;
-            digits += 1;
-            if value == 0 && digits > decimals {
-                return Decimal { buf, start };
-            }
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::market::kind::Kind;
     use serde_json::Value;
 
     fn decimal(value: u64, decimals: u32) -> String {
@@ -529,10 +687,24 @@ mod tests {
         );
     }
 
+    fn step(market: &mut Market, now_ms: u64) -> Header {
+        market.advance(now_ms, &|_| false)
+    }
+
+    /// The latest event's payloads as `view` shows them.
+    fn payloads(market: &Market, view: View) -> Vec<Value> {
+        let (mut out, mut events) = (Vec::new(), Vec::new());
+        market.render(view, &mut out, &mut events);
+        events
+            .into_iter()
+            .map(|range| serde_json::from_slice(&out[range]).unwrap())
+            .collect()
+    }
+
     fn rendered(market: &Market, view: Depth) -> Value {
-        let mut out = Vec::new();
-        market.render(view, &mut out);
-        serde_json::from_slice(&out).unwrap()
+        let mut events = payloads(market, View::Depth(view));
+        assert_eq!(events.len(), 1, "one depth event a step");
+        events.remove(0)
     }
 
     /// Parses `[["p","q"],…]` into (price units, lots) with the market's grid.
@@ -561,7 +733,7 @@ mod tests {
         let mut last = market.header.last;
         let (mut dense, mut skipped) = (0, 0);
         for now in 0..2_000 {
-            let h = market.advance(now);
+            let h = step(&mut market, now);
             assert_eq!(h.prev, last);
             assert!(h.first > h.prev && h.last >= h.first);
             if h.first == h.prev + 1 {
@@ -582,7 +754,7 @@ mod tests {
         for symbol in ["BTCUSDT", "ETHUSDT", "DOGEUSDT"] {
             let mut market = Market::new(symbol, 3, 0);
             for now in 0..10_000 {
-                market.advance(now);
+                step(&mut market, now);
                 let bid = *market.book.bids.keys().next_back().unwrap();
                 let ask = *market.book.asks.keys().next().unwrap();
                 assert!(bid < ask, "{symbol} crossed at event {now}: {bid} >= {ask}");
@@ -610,7 +782,7 @@ mod tests {
         let mut market = Market::new("BTCUSDT", 11, 0);
         let mut book = market.book.clone();
         for now in 0..3_000 {
-            market.advance(now);
+            step(&mut market, now);
             let diff = rendered(&market, Depth::Diff);
             let changes = [(Side::Bid, &diff["b"]), (Side::Ask, &diff["a"])];
             assert!(
@@ -635,7 +807,7 @@ mod tests {
     #[test]
     fn partial_and_snapshot_show_the_top_in_order() {
         let mut market = Market::new("ETHUSDT", 5, 0);
-        market.advance(1_000);
+        step(&mut market, 1_000);
         for n in [5, 10, 20] {
             let p = rendered(&market, Depth::Partial(n));
             let (bids, asks) = (levels(&p["b"], 2), levels(&p["a"], 2));
@@ -663,12 +835,178 @@ mod tests {
             let mut market = Market::new("BTCUSDT", seed, 0);
             let mut out = Vec::new();
             for now in 0..200 {
-                market.advance(now);
-                market.render(Depth::Diff, &mut out);
+                step(&mut market, now);
+                for view in [View::Depth(Depth::Diff), View::Kind(Kind::AggTrade)] {
+                    market.render(view, &mut out, &mut Vec::new());
+                }
             }
             out
         };
         assert_eq!(run(1), run(1));
         assert_ne!(run(1), run(2));
+    }
+
+    /// A price or quantity string in units of its decimals.
+    fn units(value: &Value) -> i64 {
+        value.as_str().unwrap().replace('.', "").parse().unwrap()
+    }
+
+    #[test]
+    fn trades_are_taken_at_the_touch_and_shown_by_depth() {
+        let mut market = Market::new("BTCUSDT", 13, 0);
+        let (mut last_t, mut steps_with_trades, mut bursts) = (None, 0, 0);
+        for now in 0..3_000 {
+            step(&mut market, now);
+            let trades = payloads(&market, View::Kind(Kind::Trade));
+            let diff = rendered(&market, Depth::Diff);
+            let (bid, ask) = (
+                *market.book.bids.keys().next_back().unwrap(),
+                *market.book.asks.keys().next().unwrap(),
+            );
+            for trade in &trades {
+                let t = trade["t"].as_u64().unwrap();
+                assert_eq!(last_t.map_or(t, |l: u64| l + 1), t, "trade ids are dense");
+                last_t = Some(t);
+                let (price, buyer_maker) = (units(&trade["p"]), trade["m"].as_bool().unwrap());
+                assert!(units(&trade["q"]) > 0);
+                // A taker sell fills bids from the best down: what is left bids no more.
+                let (side, touch_held) = if buyer_maker {
+                    (&diff["b"], price >= bid && price < ask)
+                } else {
+                    (&diff["a"], price <= ask && price > bid)
+                };
+                assert!(touch_held, "{trade} against {bid}/{ask}");
+                assert!(
+                    levels(side, 2).iter().any(|(p, _)| *p == price),
+                    "the depth diff shows the level the trade took from: {trade}"
+                );
+                assert_eq!(
+                    (trade["E"].as_u64(), trade["s"].as_str()),
+                    (Some(now), Some("BTCUSDT"))
+                );
+            }
+            steps_with_trades += usize::from(!trades.is_empty());
+            bursts += usize::from(trades.len() > 2);
+        }
+        assert!(
+            (900..2_100).contains(&steps_with_trades) && bursts > 300,
+            "trades in {steps_with_trades} steps, bursts in {bursts}"
+        );
+    }
+
+    #[test]
+    fn aggregates_cover_consecutive_trades_and_lose_withheld_ones() {
+        for gap_every in [None, Some(5)] {
+            let mut market = Market::new("ETHUSDT", 17, 0);
+            let withhold = |n: u64| gap_every.is_some_and(|every| n.is_multiple_of(every));
+            let (mut last_a, mut last_l, mut last_t) = (None::<u64>, None::<u64>, None::<u64>);
+            let (mut trade_skips, mut agg_skips) = (0, 0);
+            for now in 0..2_000 {
+                market.advance(now, &withhold);
+                let trades = payloads(&market, View::Kind(Kind::Trade));
+                let by_id: BTreeMap<u64, &Value> = trades
+                    .iter()
+                    .map(|t| (t["t"].as_u64().unwrap(), t))
+                    .collect();
+                for t in by_id.keys() {
+                    if last_t.is_some_and(|l| *t != l + 1) {
+                        trade_skips += 1;
+                    }
+                    last_t = Some(*t);
+                }
+                for agg in payloads(&market, View::Kind(Kind::AggTrade)) {
+                    let (a, f, l) = (
+                        agg["a"].as_u64().unwrap(),
+                        agg["f"].as_u64().unwrap(),
+                        agg["l"].as_u64().unwrap(),
+                    );
+                    assert_eq!(last_a.map_or(a, |p| p + 1), a, "aggregate ids are dense");
+                    if last_l.is_some_and(|p| f != p + 1) {
+                        agg_skips += 1;
+                    }
+                    let covered: Vec<&Value> = (f..=l).map(|t| by_id[&t]).collect();
+                    let lots: i64 = covered.iter().map(|t| units(&t["q"])).sum();
+                    assert_eq!(units(&agg["q"]), lots, "{agg}");
+                    assert!(
+                        covered
+                            .iter()
+                            .all(|t| t["p"] == agg["p"] && t["m"] == agg["m"])
+                    );
+                    (last_a, last_l) = (Some(a), Some(l));
+                }
+            }
+            match gap_every {
+                None => assert_eq!((trade_skips, agg_skips), (0, 0)),
+                Some(_) => assert!(
+                    trade_skips > 100 && agg_skips == trade_skips,
+                    "trade skips {trade_skips}, aggregate skips {agg_skips}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn book_tickers_show_each_change_of_the_top() {
+        let mut market = Market::new("ETHUSDT", 19, 0);
+        let mut tickers = 0;
+        for now in 0..2_000 {
+            let before = market.book.top();
+            let h = step(&mut market, now);
+            let ticker = payloads(&market, View::Kind(Kind::BookTicker));
+            assert_eq!(ticker.len(), usize::from(market.book.top() != before));
+            if let Some(t) = ticker.first() {
+                let top = rendered(&market, Depth::Partial(5));
+                let (bid, ask) = (levels(&top["b"], 2)[0], levels(&top["a"], 2)[0]);
+                assert_eq!(
+                    (
+                        units(&t["b"]),
+                        units(&t["B"]) as u64,
+                        units(&t["a"]),
+                        units(&t["A"]) as u64
+                    ),
+                    (bid.0, bid.1, ask.0, ask.1)
+                );
+                assert_eq!(t["u"], h.last);
+                tickers += 1;
+            }
+        }
+        assert!(tickers > 1_000, "{tickers} tickers in 2000 events");
+    }
+
+    #[test]
+    fn marks_come_once_a_second_and_liquidations_rarely() {
+        let mut market = Market::new("BTCUSDT", 23, 1_000_000);
+        let (mut marks, mut liquidations) = (Vec::new(), Vec::new());
+        for now in (1_000_000..1_120_000).step_by(10) {
+            step(&mut market, now);
+            for mark in payloads(&market, View::Kind(Kind::MarkPrice)) {
+                let p = units(&mark["p"]) / 1_000_000;
+                let top = market.book.top().unwrap();
+                assert!(top.bid.0 <= p && p <= top.ask.0, "{mark}");
+                assert_eq!(mark["T"], 28_800_000);
+                marks.push(mark["E"].as_u64().unwrap());
+            }
+            liquidations.extend(payloads(&market, View::Kind(Kind::ForceOrder)));
+        }
+        assert_eq!(marks.len(), 119);
+        assert_eq!(marks[0], 1_001_000);
+        assert!(marks.windows(2).all(|w| w[1] - w[0] == 1_000));
+        assert!(
+            (2..=12).contains(&liquidations.len()),
+            "{}",
+            liquidations.len()
+        );
+        for l in &liquidations {
+            let o = &l["o"];
+            assert_eq!(
+                (o["s"].as_str(), o["X"].as_str()),
+                (Some("BTCUSDT"), Some("FILLED"))
+            );
+            let (limit, average) = (units(&o["p"]), units(&o["ap"]));
+            match o["S"].as_str() {
+                Some("SELL") => assert!(limit < average, "{l}"),
+                _ => assert!(limit > average, "{l}"),
+            }
+        }
     }
 }
