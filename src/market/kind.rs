@@ -235,6 +235,9 @@ pub enum Check {
     /// twice the cadence apart. `reconnect`: the two events came on different connections, so
     /// the gap is part of a reconnect, not a break.
     Gap { from: u64, to: u64, reconnect: bool },
+    /// aggTrade only: the aggregate ids follow, but the trade ids they cover skip `from..=to`:
+    /// trades the exchange lost before aggregating, which no REST call returns.
+    Skipped { from: u64, to: u64, reconnect: bool },
     /// The id or time went back (or, for bookTicker, did not rise): the exchange reset it or sent
     /// a bogus one. A new chain starts.
     Back {
@@ -252,6 +255,9 @@ impl Check {
             Check::Gap {
                 reconnect: false,
                 ..
+            } | Check::Skipped {
+                reconnect: false,
+                ..
             } | Check::Back {
                 reconnect: false,
                 ..
@@ -266,6 +272,9 @@ impl Check {
             Check::Gap {
                 reconnect: true,
                 ..
+            } | Check::Skipped {
+                reconnect: true,
+                ..
             } | Check::Back {
                 reconnect: true,
                 ..
@@ -273,10 +282,11 @@ impl Check {
         )
     }
 
-    /// How many ids a gap lacks (0 for time gaps, which have no count).
+    /// How many ids a gap lacks: trade or aggregate ids (0 for time gaps, which have no count).
     pub fn missing_ids(self, kind: Kind) -> u64 {
         match self {
             Check::Gap { from, to, .. } if kind != Kind::MarkPrice => to - from + 1,
+            Check::Skipped { from, to, .. } => to - from + 1,
             _ => 0,
         }
     }
@@ -312,10 +322,7 @@ impl Tape {
         // The position on the chain, and what "the previous one" must be for it to follow.
         let (pos, follows) = match (self.kind, ids) {
             (Kind::Trade, KindIds::Trade { t }) => (t, t.checked_sub(1)),
-            (Kind::AggTrade, KindIds::AggTrade { a, f, .. }) => {
-                let trades_follow = self.last_l.is_none_or(|l| f == l.wrapping_add(1));
-                (a, a.checked_sub(1).filter(|_| trades_follow))
-            }
+            (Kind::AggTrade, KindIds::AggTrade { a, .. }) => (a, a.checked_sub(1)),
             (Kind::BookTicker, KindIds::BookTicker { u }) => (u, last.filter(|&l| u > l)),
             (Kind::MarkPrice, _) => (
                 event_ms,
@@ -336,7 +343,7 @@ impl Tape {
         let reconnect = matches!(verdict, Verdict::Reconnected { .. });
         let check = match (verdict, last) {
             (Verdict::Start, _) => Check::Start,
-            (Verdict::Continuous, _) => Check::Continuous,
+            (Verdict::Continuous, _) => self.trades_follow(ids),
             (Verdict::Duplicate, _) => return Check::Duplicate,
             (_, Some(last)) if pos <= last => Check::Back {
                 last,
@@ -348,22 +355,31 @@ impl Tape {
                 to: pos,
                 reconnect,
             },
-            (_, Some(last)) => {
-                // aggTrade ids may follow while its trade ids do not: the gap is still in `a`
-                // terms (what a backfill asks for), at least one aggregate wide.
-                let from = last + 1;
-                Check::Gap {
-                    from,
-                    to: pos.saturating_sub(1).max(from),
-                    reconnect,
-                }
-            }
+            (_, Some(last)) => Check::Gap {
+                from: last + 1,
+                to: pos - 1,
+                reconnect,
+            },
             (_, None) => Check::Start,
         };
         if let KindIds::AggTrade { l, .. } = ids {
             self.last_l = Some(l);
         }
         check
+    }
+
+    /// An aggTrade whose aggregate id follows: `Skipped` when the trade ids it covers do not
+    /// follow the previous one's, else continuous. Never a reconnect gap: the aggregates
+    /// themselves follow, whichever connection brought them.
+    fn trades_follow(&self, ids: KindIds) -> Check {
+        match (ids, self.last_l) {
+            (KindIds::AggTrade { f, .. }, Some(l)) if f > l + 1 => Check::Skipped {
+                from: l + 1,
+                to: f - 1,
+                reconnect: false,
+            },
+            _ => Check::Continuous,
+        }
     }
 }
 
@@ -542,12 +558,13 @@ mod tests {
         assert_eq!(checks[1], Check::Continuous);
         assert_eq!(
             checks[2],
-            Check::Gap {
-                from: 102,
-                to: 102,
+            Check::Skipped {
+                from: 1004,
+                to: 1005,
                 reconnect: false
             }
         );
+        assert_eq!(checks[2].missing_ids(Kind::AggTrade), 2);
         assert_eq!(
             checks[3],
             Check::Gap {

@@ -236,18 +236,25 @@ impl Kinds {
             _ if check.is_reconnect_gap() => report.reconnect_gaps += 1,
             _ => {}
         }
-        let Check::Gap {
-            from,
-            to,
-            reconnect,
-        } = check
-        else {
-            return Ok(());
+        // A skip of trade ids inside aggregates that follow is listed, but no backfill of
+        // aggregate ids can close it.
+        let (from, to, reconnect, fillable) = match check {
+            Check::Gap {
+                from,
+                to,
+                reconnect,
+            } => (from, to, reconnect, true),
+            Check::Skipped {
+                from,
+                to,
+                reconnect,
+            } => (from, to, reconnect, false),
+            _ => return Ok(()),
         };
         report.gaps += 1;
         let missing = check.missing_ids(kind);
         report.missing_ids += missing;
-        if missing > 0 {
+        if missing > 0 && fillable {
             if room {
                 series.holes.push(Hole {
                     from,

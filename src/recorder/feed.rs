@@ -758,6 +758,13 @@ impl Group {
                 };
                 log::warn!("{stream} gap {across} (conn {}): {lost}", conn.id);
             }
+            Check::Skipped { from, to, .. } => {
+                log::warn!(
+                    "{stream} on conn {}: aggregates follow but trade ids {from}..={to} are \
+                     missing: trades the exchange lost",
+                    conn.id
+                );
+            }
             Check::Back { last, got, .. } => {
                 log::warn!(
                     "{stream} went back on conn {}: last {last}, now {got}; a new chain starts",
