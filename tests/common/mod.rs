@@ -210,3 +210,8 @@ pub fn get(url: &str) -> (u16, String) {
     let status = response.status().as_u16();
     (status, response.body_mut().read_to_string().unwrap())
 }
+
+/// Files of the series `kind` (`trade`, `bookTicker`, …) under `<data>/order_book`, in name order.
+pub fn kind_files(data_dir: &Path, kind: &str) -> Vec<PathBuf> {
+    recordings(data_dir, &format!("_{kind}_"))
+}
