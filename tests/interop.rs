@@ -274,6 +274,38 @@ fn the_real_hftbacktest_recording_survives_import_and_export_byte_for_byte() {
         ],
         &["235415", "235415", "235415", "235415"],
     );
+
+    // A recording of trades alone exports: the collector's trade lines, nothing else.
+    let data = dir.path().join("data");
+    let trades_only = dir.path().join("trades");
+    let out = export(&[&kind_files(&data, "trade")[0]], &trades_only);
+    assert_ok(&out);
+    let original = gunzip(&fixture());
+    let want: Vec<&String> = lines_of(&original, "btcusdt@trade");
+    assert_eq!(
+        gunzip(&trades_only.join("btcusdt_20240808.gz")),
+        want.into_iter().cloned().collect::<Vec<_>>()
+    );
+    assert!(
+        !text(&out.stderr).contains("snapshot"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The Tardis export of the whole directory leaves the stream files out, and says so.
+    let out = run_output(
+        obrec()
+            .args(["export", "--format", "tardis"])
+            .arg(data.join("order_book"))
+            .arg("-o")
+            .arg(dir.path().join("tardis")),
+    );
+    assert_ok(&out);
+    assert!(
+        text(&out.stderr).contains("2 trade, bookTicker, … files left out"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// COIN-M's symbols carry an underscore (`ETHUSD_PERP`): its real capture imports, replays as one
