@@ -24,7 +24,9 @@
 //! the payload byte-exact, each snapshot line `<recv_ns> <REST body>`. Per symbol, every series is
 //! merged in receive order as the collector writes one file: a series' lines keep their file
 //! order; at the same nanosecond a snapshot comes first, then depth, then the kinds in the order
-//! trade, aggTrade, bookTicker, markPrice, forceOrder. The merge holds one line per series, so its
+//! trade, aggTrade, bookTicker, markPrice, forceOrder (obrec's series do not keep the collector's
+//! order of two streams' lines received at the same nanosecond; its real files have no such
+//! tie). The merge holds one line per series, so its
 //! memory does not grow with the recording. When a connection changes, and at the start of a file
 //! whose first line did not come over connection 1, a
 //! `{"stream":"_meta","data":{"e":"connection","conn":N}}` line marks it (the converter ignores
@@ -83,7 +85,8 @@ const MAX_SKIP_KINDS: usize = 32;
 pub struct Outcome {
     /// Every file written, in name order.
     pub written: Vec<Written>,
-    /// Lines left out on purpose, by stream name (`btcusdt@trade`, …) or kind of line.
+    /// Lines left out on purpose, by stream name (`btcusdt@kline_1m`, …) or kind of line
+    /// (`(meta lines)`, …).
     pub skipped: BTreeMap<String, u64>,
     /// Inputs read only up to damage: `<file>: line N: <what> (read up to line N-1)`.
     pub damaged: Vec<String>,
