@@ -26,14 +26,13 @@
 //! order; at the same nanosecond a snapshot comes first, then depth, then the kinds in the order
 //! trade, aggTrade, bookTicker, markPrice, forceOrder (obrec's series do not keep the collector's
 //! order of two streams' lines received at the same nanosecond; its real files have no such
-//! tie). The merge holds one line per series, so its
-//! memory does not grow with the recording. When a connection changes, and at the start of a file
-//! whose first line did not come over connection 1, a
-//! `{"stream":"_meta","data":{"e":"connection","conn":N}}` line marks it (the converter ignores
-//! it; `import` reads it back). Since 2026 Binance serves aggTrade, markPrice and forceOrder on
-//! another connection than depth (the `/market` route), whose changes are marked apart with
-//! `"route":"market"` in the `_meta` data, so two live connections do not mark each other's every
-//! line. Left out, with a count: meta lines (a `serverShutdown` notice: not an event, and a
+//! tie). The merge holds one line per series, so its memory does not grow with the recording.
+//! When a connection changes, and at the start of a file whose first line did not come over
+//! connection 1, a `{"stream":"_meta","data":{"e":"connection","conn":N}}` line marks it (the
+//! converter ignores it; `import` reads it back). Since 2026 Binance serves aggTrade, markPrice
+//! and forceOrder on another connection than depth (the `/market` route), whose changes are
+//! marked apart with `"route":"market"` in the `_meta` data, so two live connections do not mark
+//! each other's every line. Left out, with a count: meta lines (a `serverShutdown` notice: not an event, and a
 //! collector has no such line), and backfilled lines (`"backfill":true`: fetched over REST after
 //! the stream lost them, so no collector ever received them as frames; a warning says so).
 //!
