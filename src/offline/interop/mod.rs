@@ -32,9 +32,10 @@
 //! converter ignores it; `import` reads it back). Since 2026 Binance serves aggTrade, markPrice
 //! and forceOrder on another connection than depth (the `/market` route), whose changes are
 //! marked apart with `"route":"market"` in the `_meta` data, so two live connections do not mark
-//! each other's every line. Left out, with a count: meta lines (a `serverShutdown` notice: not an event, and a
-//! collector has no such line), and backfilled lines (`"backfill":true`: fetched over REST after
-//! the stream lost them, so no collector ever received them as frames; a warning says so).
+//! each other's every line. Left out, with a count: meta lines (a `serverShutdown` notice: not an
+//! event, and a collector has no such line), and backfilled lines (`"backfill":true`: fetched
+//! over REST after the stream lost them, so no collector ever received them as frames; a warning
+//! says so).
 //!
 //! # Import
 //!
