@@ -1,8 +1,8 @@
 //! `obrec export` / `obrec import` with the real binary: the real hftbacktest recordings (USD-M and
-//! COIN-M) survive import and export whole, every stream, byte for byte, a fresh recording from the simulator exports one valid
-//! hftbacktest file per symbol and imports back, damaged inputs are read up to the damage, bad
-//! usage writes nothing, and (ignored unless asked for: they need the Python package)
-//! hftbacktest's own converter reads what obrec exports.
+//! COIN-M) survive import and export whole, every stream, byte for byte, a fresh recording from
+//! the simulator exports one valid hftbacktest file per symbol and imports back, damaged inputs
+//! are read up to the damage, bad usage writes nothing, and (ignored unless asked for: they need
+//! the Python package) hftbacktest's own converter reads what obrec exports.
 
 mod common;
 
@@ -723,7 +723,8 @@ out = {
 if len(sys.argv) > 2:
     # Bytes, not ==: a NaN in a row would make equal arrays differ.
     orig = convert(sys.argv[2])
-    out["same_rows_as_original"] = bool(data.dtype == orig.dtype and data.tobytes() == orig.tobytes())
+    same = data.dtype == orig.dtype and data.tobytes() == orig.tobytes()
+    out["same_rows_as_original"] = bool(same)
 print("RESULT " + json.dumps(out))
 "#;
 

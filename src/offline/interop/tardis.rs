@@ -51,7 +51,8 @@ const SKIP_UNSYNCED: &str = "events while their book was not synced";
 const SKIP_COVERED: &str = "events a snapshot covers";
 
 /// Writes recordings (depth and snapshot files; a data directory is read as its `order_book/`,
-/// whose files of the streams beside the book are left out with a warning) as Tardis CSV files in `out_dir`. When `shutdown` is triggered, stops and writes nothing
+/// whose files of the streams beside the book are left out with a warning) as Tardis CSV files
+/// in `out_dir`. When `shutdown` is triggered, stops and writes nothing
 /// ([`Outcome::interrupted`]).
 ///
 /// # Errors
