@@ -443,6 +443,7 @@ impl Series {
                     )),
                     None => None,
                 },
+                // Snapshot files are merged apart ([`Snapshots`]), never as a series.
                 FileKind::Depth | FileKind::Snapshot => {
                     next_depth(lines, &mut self.bytes, outcome)?.map(|l| {
                         tally.count(&l);
