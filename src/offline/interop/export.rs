@@ -20,9 +20,9 @@ use crate::store::names::{no_recordings, recordings};
 use crate::util::clock::civil_from_days;
 use crate::util::shutdown::Shutdown;
 
-/// Where a recorded snapshot waiting for its place among the depth lines is. Its body (tens of
-/// KB) is read again from its file when its turn comes, so that a recording with many snapshots
-/// costs a few bytes per snapshot, not all of them at once.
+/// Where a recorded snapshot waiting for its place among its symbol's event lines is. Its body
+/// (tens of KB) is read again from its file when its turn comes, so that a recording with many
+/// snapshots costs a few bytes per snapshot, not all of them at once.
 pub(super) struct PendingSnapshot {
     pub(super) recv_ns: u64,
     /// Its file, in [`Snapshots::files`].
