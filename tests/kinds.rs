@@ -66,9 +66,16 @@ fn recorded_by_stream(data: &Path, kind: &str) -> BTreeMap<String, Vec<Line>> {
 /// Every recorded line of `stream` is the frame sent at its place, byte for byte, and only the
 /// frames in flight at the stop are missing.
 fn assert_recorded_as_sent(stream: &str, lines: &[Line], sent: &[SentFrame]) {
-    assert!(lines.len() <= sent.len(), "{stream}: more recorded than sent");
+    assert!(
+        lines.len() <= sent.len(),
+        "{stream}: more recorded than sent"
+    );
     for (line, frame) in lines.iter().zip(sent) {
-        assert_eq!(line.raw_data(), frame.payload, "{stream}: order, loss or bytes");
+        assert_eq!(
+            line.raw_data(),
+            frame.payload,
+            "{stream}: order, loss or bytes"
+        );
     }
     assert!(
         sent.len() - lines.len() <= 10,
@@ -103,8 +110,18 @@ fn every_kind_is_recorded_once_byte_exact_from_its_route() {
                 assert!(lines.len() >= 3, "{name}: only {} lines", lines.len());
             }
             let report = &m["streams"][&name];
-            assert_eq!(report["messages"].as_u64(), Some(lines.len() as u64), "{name}");
-            for counter in ["breaks", "reconnect_gaps", "missing_ids", "drops", "duplicates"] {
+            assert_eq!(
+                report["messages"].as_u64(),
+                Some(lines.len() as u64),
+                "{name}"
+            );
+            for counter in [
+                "breaks",
+                "reconnect_gaps",
+                "missing_ids",
+                "drops",
+                "duplicates",
+            ] {
                 assert_eq!(report[counter], 0, "{name}: {counter}");
             }
             assert_eq!(report["feed"]["state"], "delivering", "{name}");
@@ -169,10 +186,14 @@ fn a_stream_on_the_wrong_route_is_named_while_the_others_lose_nothing() {
         .unwrap();
     let (url, _stdout) = metrics_url(&mut child);
     let healthz = url.replace("/metrics", "/healthz");
-    wait_for(Duration::from_secs(15), "/healthz naming the silent stream", || {
-        let (status, body) = get(&healthz);
-        status == 200 && body.starts_with("degraded: btcusdt@aggTrade silent since")
-    });
+    wait_for(
+        Duration::from_secs(15),
+        "/healthz naming the silent stream",
+        || {
+            let (status, body) = get(&healthz);
+            status == 200 && body.starts_with("degraded: btcusdt@aggTrade silent since")
+        },
+    );
     let (_, prometheus) = get(&url);
     assert!(
         prometheus.contains("obrec_stream_delivering{symbol=\"BTCUSDT\",kind=\"aggTrade\"} 0"),
@@ -199,8 +220,15 @@ fn a_stream_on_the_wrong_route_is_named_while_the_others_lose_nothing() {
     assert_eq!(m["streams"]["btcusdt@trade"]["breaks"], 0);
     assert_eq!(m["streams"]["btcusdt@trade"]["reconnect_gaps"], 0);
     let trades = recorded_by_stream(&data, "trade");
-    assert_recorded_as_sent("btcusdt@trade", &trades["btcusdt@trade"], &sent["btcusdt@trade"]);
-    assert!(!sent.contains_key("btcusdt@aggTrade"), "the sim sent aggTrade on /public");
+    assert_recorded_as_sent(
+        "btcusdt@trade",
+        &trades["btcusdt@trade"],
+        &sent["btcusdt@trade"],
+    );
+    assert!(
+        !sent.contains_key("btcusdt@aggTrade"),
+        "the sim sent aggTrade on /public"
+    );
 }
 
 /// Trades the exchange lost are counted with their ids, as breaks of the trade stream; the
@@ -213,18 +241,15 @@ fn trades_the_exchange_lost_are_breaks_with_their_ids() {
     });
     let dir = tempfile::tempdir().unwrap();
     let (data, logs) = (dir.path().join("data"), dir.path().join("logs"));
-    let stdout = record(
-        &sim,
-        &data,
-        &logs,
-        "0.05",
-        &["--streams", "trade,aggTrade"],
-    );
+    let stdout = record(&sim, &data, &logs, "0.05", &["--streams", "trade,aggTrade"]);
     sim.shutdown();
     let m = metrics(&data);
     for symbol in ["btcusdt", "ethusdt"] {
         let lines = &recorded_by_stream(&data, "trade")[&format!("{symbol}@trade")];
-        let ids: Vec<u64> = lines.iter().map(|l| l.json["t"].as_u64().unwrap()).collect();
+        let ids: Vec<u64> = lines
+            .iter()
+            .map(|l| l.json["t"].as_u64().unwrap())
+            .collect();
         let skipped: u64 = ids.windows(2).map(|w| w[1] - w[0] - 1).sum();
         let gaps = ids.windows(2).filter(|w| w[1] != w[0] + 1).count() as u64;
         assert!(gaps > 0, "{symbol}: no gap in {} trades", ids.len());
@@ -260,7 +285,10 @@ fn a_server_shutdown_notice_starts_the_replacement_and_loses_nothing() {
     let m = metrics(&data);
     assert!(m["server_shutdowns"].as_u64().unwrap() >= 1, "{m}");
     assert_eq!(m["continuity"]["breaks"], 0);
-    assert_eq!(m["continuity"]["reconnects"], 0, "a planned switch, not a loss");
+    assert_eq!(
+        m["continuity"]["reconnects"], 0,
+        "a planned switch, not a loss"
+    );
     assert!(m["rollovers"].as_u64().unwrap() >= 1);
     for (kind, id) in [("trade", "t"), ("bookTicker", "u")] {
         let texts: Vec<String> = kind_files(&data, kind)
@@ -289,9 +317,15 @@ fn a_server_shutdown_notice_starts_the_replacement_and_loses_nothing() {
                 .filter(|v| v["symbol"] == symbol)
                 .map(|v| v[id].as_u64().unwrap())
                 .collect();
-            assert!(ids.windows(2).all(|w| w[0] < w[1]), "{kind} {symbol}: order");
+            assert!(
+                ids.windows(2).all(|w| w[0] < w[1]),
+                "{kind} {symbol}: order"
+            );
             if kind == "trade" {
-                assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{symbol}: trade lost");
+                assert!(
+                    ids.windows(2).all(|w| w[1] == w[0] + 1),
+                    "{symbol}: trade lost"
+                );
             }
             let name = format!("{}@{kind}", symbol.to_lowercase());
             assert_eq!(m["streams"][&name]["breaks"], 0, "{name}");

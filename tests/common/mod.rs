@@ -288,8 +288,7 @@ pub fn spawn_sim(dir: &Path, args: &[&str]) -> (Child, u16) {
     (child, port.unwrap())
 }
 
-/// The files of one kind beside the book (`trade`, `aggTrade`, …) under `<data>/order_book`, in
-/// name order.
+/// Files of the series `kind` (`trade`, `bookTicker`, …) under `<data>/order_book`, in name order.
 pub fn kind_files(data_dir: &Path, kind: &str) -> Vec<PathBuf> {
     recordings(data_dir, &format!("_{kind}_"))
 }

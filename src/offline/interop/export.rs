@@ -1,24 +1,28 @@
-//! hftbacktest raw files from recordings: depth lines in their envelope, snapshots as their body,
-//! merged per symbol in receive order, one file per symbol and UTC day.
+//! hftbacktest raw files from recordings: depth lines and the lines of the streams beside the
+//! book in their envelope, snapshots as their body, every series of a symbol merged in receive
+//! order, one file per symbol and UTC day.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 use super::files::{GzLines, Line, OutId, Staged};
 use super::import::split_line;
-use super::{NS_DIGITS, Outcome, check_stream, check_symbol};
+use super::{Conns, NS_DIGITS, Outcome, check_stream, check_symbol};
 use crate::error::{Error, Result};
+use crate::market::kind::Route;
 use crate::market::stream::is_partial;
-use crate::store::line::{DepthLine, SnapshotLine, parse_depth, parse_snapshot};
+use crate::store::line::{
+    DepthLine, KindLine, SnapshotLine, is_meta, parse_depth, parse_kind, parse_snapshot,
+};
 use crate::store::lines::LineCursor;
-use crate::store::names::{FileKind, is_kind};
+use crate::store::names::{FileKind, classify, is_kind};
 use crate::store::names::{no_recordings, recordings};
 use crate::util::clock::civil_from_days;
 use crate::util::shutdown::Shutdown;
 
-/// Where a recorded snapshot waiting for its place among the depth lines is. Its body (tens of
-/// KB) is read again from its file when its turn comes, so that a recording with many snapshots
-/// costs a few bytes per snapshot, not all of them at once.
+/// Where a recorded snapshot waiting for its place among its symbol's event lines is. Its body
+/// (tens of KB) is read again from its file when its turn comes, so that a recording with many
+/// snapshots costs a few bytes per snapshot, not all of them at once.
 pub(super) struct PendingSnapshot {
     pub(super) recv_ns: u64,
     /// Its file, in [`Snapshots::files`].
@@ -142,32 +146,75 @@ impl Snapshots {
     }
 }
 
-/// Reads the next depth line of `lines` into `bytes`: `None` at the end of the data, or at damage
-/// (noted in `outcome`), which ends the reading of the file.
+/// Reads the next line of `lines` into `bytes` and parses it as a `what` line with `parse`,
+/// passing over meta lines (counted: not events, and a collector has no such line). `None` at the
+/// end of the data, or at damage (noted in `outcome`), which ends the reading of the file.
+fn next_event<'b, T>(
+    lines: &mut GzLines,
+    bytes: &'b mut Vec<u8>,
+    outcome: &mut Outcome,
+    what: &str,
+    parse: fn(&'b [u8]) -> std::result::Result<T, String>,
+    check: fn(&T) -> std::result::Result<(), String>,
+) -> Result<Option<T>> {
+    loop {
+        if !lines.next_line(bytes, outcome)? {
+            return Ok(None);
+        }
+        if !is_meta(bytes) {
+            break;
+        }
+        outcome.skip(SKIP_META);
+    }
+    let bytes: &'b Vec<u8> = bytes;
+    let line = match parse(bytes) {
+        Ok(l) => l,
+        Err(e) => {
+            lines.bad_line(&not_obrec(what, bytes, e), outcome)?;
+            return Ok(None);
+        }
+    };
+    if let Err(what) = check(&line) {
+        lines.bad_line(&what, outcome)?;
+        return Ok(None);
+    }
+    Ok(Some(line))
+}
+
+/// Reads the next depth line of `lines` into `bytes`, as [`next_event`].
 pub(super) fn next_depth<'b>(
     lines: &mut GzLines,
     bytes: &'b mut Vec<u8>,
     outcome: &mut Outcome,
 ) -> Result<Option<DepthLine<'b>>> {
-    if !lines.next_line(bytes, outcome)? {
-        return Ok(None);
-    }
-    let line = match parse_depth(bytes) {
-        Ok(l) => l,
-        Err(e) => {
-            lines.bad_line(&not_obrec("depth", bytes, e), outcome)?;
-            return Ok(None);
-        }
-    };
-    if let Err(what) = check_symbol(line.symbol)
-        .and_then(|_symbol| check_object(line.data))
-        .and_then(|()| check_ns(line.recv_ns))
-        .and_then(|()| check_stream(line.stream))
-    {
-        lines.bad_line(&what, outcome)?;
-        return Ok(None);
-    }
-    Ok(Some(line))
+    next_event(lines, bytes, outcome, "depth", parse_depth, |l| {
+        check_event(l.symbol, l.stream, l.data, l.recv_ns)
+    })
+}
+
+/// Reads the next line of a stream beside the book, as [`next_event`].
+fn next_kind<'b>(
+    lines: &mut GzLines,
+    bytes: &'b mut Vec<u8>,
+    outcome: &mut Outcome,
+) -> Result<Option<KindLine<'b>>> {
+    next_event(lines, bytes, outcome, "event", parse_kind, |l| {
+        check_event(l.symbol, l.stream, l.data, l.recv_ns)
+    })
+}
+
+/// What an event line must be for its hftbacktest line to be one: names that stay inside their
+/// quotes, a payload that is one JSON object, a receipt time that fits the timestamp.
+fn check_event(
+    symbol: &str,
+    stream: &str,
+    data: &str,
+    recv_ns: u64,
+) -> std::result::Result<(), String> {
+    check_symbol(symbol)
+        .and_then(|_symbol| check_object(data))
+        .and_then(|()| check_ns(recv_ns))
+        .and_then(|()| check_stream(stream))
 }
 
 /// The UTC day of `recv_ns`, in days since the epoch, and its date.
@@ -179,25 +226,30 @@ pub(super) fn utc_day(recv_ns: u64) -> (u64, (i64, u32, u32)) {
 /// Nanoseconds in a UTC day (no leap seconds in Unix time).
 const NS_PER_DAY: u64 = 86_400_000_000_000;
 
+/// Meta lines left out: not exchange frames (see the module docs).
+const SKIP_META: &str = "(meta lines)";
+/// Backfilled lines left out: fetched over REST, never received as frames.
+const SKIP_BACKFILL: &str = "(backfilled lines)";
+
 /// A symbol's current output file.
 struct DayFile {
     /// Days since the epoch (UTC) of the file's name.
     day: u64,
     out: OutId,
-    /// The connection of the last depth line written to it (1 when none was).
-    conn: u64,
+    /// The connections of the last lines written to it, per route.
+    conns: Conns,
 }
 
-/// Writes recordings (depth files and snapshot files; a data directory is read as its
+/// Writes recordings (depth, snapshot and stream files; a data directory is read as its
 /// `order_book/`) as hftbacktest raw files in `out_dir`, one per symbol and UTC day of receipt:
 /// `<symbol>_<YYYYMMDD>.gz`. When `shutdown` is triggered, stops and writes nothing
 /// ([`Outcome::interrupted`]).
 ///
 /// # Errors
 ///
-/// [`Error::Invalid`](crate::Error::Invalid) for a path that does not exist or holds no depth event, an input not one line
-/// of which is an obrec line, or an output file that exists (nothing is written then);
-/// [`Error::File`](crate::Error::File) when an output cannot be written.
+/// [`Error::Invalid`](crate::Error::Invalid) for a path that does not exist or holds no event, an
+/// input not one line of which is an obrec line, or an output file that exists (nothing is
+/// written then); [`Error::File`](crate::Error::File) when an output cannot be written.
 pub fn export(
     paths: &[PathBuf],
     out_dir: &Path,
@@ -214,12 +266,11 @@ pub fn export(
         snapshots,
         outcome,
         line: Vec::new(),
-        depth_symbols: BTreeMap::new(),
-        partial_streams: BTreeMap::new(),
+        tally: DepthTally::default(),
     };
     let with_snapshots: HashSet<String> = ex.snapshots.symbols().into_iter().collect();
-    for path in files.iter().filter(|p| !is_kind(p, FileKind::Snapshot)) {
-        ex.depth_file(path)?;
+    for merge in merges(&files) {
+        ex.merge(merge)?;
     }
     for symbol in ex.snapshots.symbols() {
         ex.snapshots_until(&symbol, u64::MAX)?;
@@ -227,11 +278,10 @@ pub fn export(
     let Conversion {
         staged,
         mut outcome,
-        depth_symbols,
-        partial_streams,
+        tally,
         ..
     } = ex;
-    for (symbol, diff_lines) in &depth_symbols {
+    for (symbol, diff_lines) in &tally.depth_symbols {
         if *diff_lines > 0 && !with_snapshots.contains(symbol) {
             outcome.warnings.push(format!(
                 "{symbol}: no snapshot among the inputs, so hftbacktest starts from an empty book \
@@ -240,10 +290,16 @@ pub fn export(
             ));
         }
     }
-    for (stream, n) in &partial_streams {
+    for (stream, n) in &tally.partial_streams {
         outcome.warnings.push(format!(
             "{stream}: {n} partial-depth events; hftbacktest applies every depthUpdate as a diff, \
              so levels that left the top N stay in its book (record with --depth 0 for backtests)"
+        ));
+    }
+    if let Some(n) = outcome.skipped.get(SKIP_BACKFILL) {
+        outcome.warnings.push(format!(
+            "{n} backfilled lines left out: obrec fetched them over REST after their stream lost \
+             them, so the collector's files never hold them"
         ));
     }
     if shutdown.is_triggered() {
@@ -258,36 +314,167 @@ pub fn export(
     Ok(outcome)
 }
 
-struct Conversion {
-    shutdown: Shutdown,
-    staged: Staged,
-    /// Per symbol, the file being written.
-    current: HashMap<String, DayFile>,
-    snapshots: Snapshots,
-    outcome: Outcome,
-    /// Scratch for one output line.
-    line: Vec<u8>,
+/// The series of one merge, in the order they go at equal receive times.
+type Merge = Vec<(FileKind, Vec<PathBuf>)>;
+
+/// Groups the event inputs (all but snapshot files) into merges: per symbol its series, each with
+/// its files in name order (time order within a series), ranked as [`FileKind::ALL`] (depth
+/// first); a file whose name is not obrec's is a depth series of its own, as [`recordings`] reads
+/// it.
+fn merges(files: &[PathBuf]) -> Vec<Merge> {
+    #[derive(PartialEq, Eq, PartialOrd, Ord)]
+    enum Key<'a> {
+        Symbol(&'a str),
+        Alone(&'a Path),
+    }
+    let mut groups: BTreeMap<Key, BTreeMap<usize, (FileKind, Vec<PathBuf>)>> = BTreeMap::new();
+    for path in files {
+        let (key, kind) = match classify(path) {
+            Some((_, FileKind::Snapshot)) => continue,
+            Some((symbol, kind)) => (Key::Symbol(symbol), kind),
+            None => (Key::Alone(path), FileKind::Depth),
+        };
+        let rank = FileKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        groups
+            .entry(key)
+            .or_default()
+            .entry(rank)
+            .or_insert_with(|| (kind, Vec::new()))
+            .1
+            .push(path.clone());
+    }
+    groups
+        .into_values()
+        .map(|series| series.into_values().collect())
+        .collect()
+}
+
+/// The series whose line goes next, given each series' next receive time: the earliest, the
+/// first series at a tie (so a series' own lines, and the ranks of [`merges`], keep their order).
+fn earliest(heads: impl Iterator<Item = Option<u64>>) -> Option<usize> {
+    heads
+        .enumerate()
+        .filter_map(|(i, ns)| Some((ns?, i)))
+        .min()
+        .map(|(_, i)| i)
+}
+
+/// One series of a merge: its files read in turn, one line ahead.
+struct Series {
+    kind: FileKind,
+    files: std::vec::IntoIter<PathBuf>,
+    lines: Option<GzLines>,
+    /// Scratch for the line read.
+    bytes: Vec<u8>,
+    /// The next line to write; `None` once the series is read.
+    head: Option<Head>,
+}
+
+/// A line of a series, as it goes to the hftbacktest file.
+struct Head {
+    recv_ns: u64,
+    /// Upper case, as lines spell it: which output it goes to.
+    symbol: String,
+    route: Route,
+    conn: u64,
+    line: Line,
+    /// `<recv_ns> {"stream":…,"data":…}\n`.
+    text: Vec<u8>,
+}
+
+impl Head {
+    fn new(
+        symbol: &str,
+        stream: &str,
+        data: &str,
+        recv_ns: u64,
+        (route, conn): (Route, u64),
+        line: Line,
+    ) -> Head {
+        let mut text = Vec::with_capacity(NS_DIGITS + stream.len() + data.len() + 24);
+        push_ns(&mut text, recv_ns);
+        text.extend_from_slice(b" {\"stream\":\"");
+        text.extend_from_slice(stream.as_bytes());
+        text.extend_from_slice(b"\",\"data\":");
+        text.extend_from_slice(data.as_bytes());
+        text.extend_from_slice(b"}\n");
+        Head {
+            recv_ns,
+            symbol: symbol.to_string(),
+            route,
+            conn,
+            line,
+            text,
+        }
+    }
+}
+
+impl Series {
+    /// Reads the next line to write into [`Series::head`]: from the current file, else from the
+    /// next one (a damaged file is read up to its damage, as [`GzLines`] reads it).
+    fn advance(
+        &mut self,
+        shutdown: &Shutdown,
+        outcome: &mut Outcome,
+        tally: &mut DepthTally,
+    ) -> Result<()> {
+        self.head = None;
+        loop {
+            let lines = match &mut self.lines {
+                Some(lines) => lines,
+                None => match self.files.next() {
+                    Some(path) => self.lines.insert(GzLines::open(&path, shutdown)?),
+                    None => return Ok(()),
+                },
+            };
+            let head = match self.kind {
+                FileKind::Stream(kind) => match next_kind(lines, &mut self.bytes, outcome)? {
+                    Some(l) if l.backfill => {
+                        outcome.skip(SKIP_BACKFILL);
+                        continue;
+                    }
+                    Some(l) => Some(Head::new(
+                        l.symbol,
+                        l.stream,
+                        l.data,
+                        l.recv_ns,
+                        (kind.route(), l.conn),
+                        Line::Kind(kind),
+                    )),
+                    None => None,
+                },
+                // Snapshot files are merged apart ([`Snapshots`]), never as a series.
+                FileKind::Depth | FileKind::Snapshot => {
+                    next_depth(lines, &mut self.bytes, outcome)?.map(|l| {
+                        tally.count(&l);
+                        // Depth comes over `/public` (see `market::kind::Route`).
+                        let conn = (Route::Public, l.conn);
+                        Head::new(l.symbol, l.stream, l.data, l.recv_ns, conn, Line::Depth)
+                    })
+                }
+            };
+            match head {
+                Some(head) => {
+                    self.head = Some(head);
+                    return Ok(());
+                }
+                None => self.lines = None,
+            }
+        }
+    }
+}
+
+/// What the depth lines exported were, for the warnings.
+#[derive(Default)]
+struct DepthTally {
     /// Symbols with depth lines, and how many of those came from diff streams.
     depth_symbols: BTreeMap<String, u64>,
     /// Partial-depth streams seen, with their event counts.
     partial_streams: BTreeMap<String, u64>,
 }
 
-impl Conversion {
-    fn depth_file(&mut self, path: &Path) -> Result<()> {
-        let mut lines = GzLines::open(path, &self.shutdown)?;
-        let mut bytes = Vec::new();
-        while let Some(line) = next_depth(&mut lines, &mut bytes, &mut self.outcome)? {
-            self.depth_line(&line)?;
-        }
-        // Nothing of this input stays only in memory while the next one is read.
-        for day in self.current.values() {
-            self.staged.flush(day.out)?;
-        }
-        Ok(())
-    }
-
-    fn depth_line(&mut self, line: &DepthLine) -> Result<()> {
+impl DepthTally {
+    fn count(&mut self, line: &DepthLine) {
         let diff = u64::from(!is_partial(line.stream));
         *self
             .depth_symbols
@@ -299,30 +486,75 @@ impl Conversion {
                 .entry(line.stream.to_string())
                 .or_default() += 1;
         }
-        self.snapshots_until(line.symbol, line.recv_ns)?;
-        let conn = line.conn;
-        let out = self.target(line.symbol, line.recv_ns)?;
-        let day = self.current.get_mut(line.symbol).expect("target opened it");
-        if day.conn != conn {
-            day.conn = conn;
+    }
+}
+
+struct Conversion {
+    shutdown: Shutdown,
+    staged: Staged,
+    /// Per symbol, the file being written.
+    current: HashMap<String, DayFile>,
+    snapshots: Snapshots,
+    outcome: Outcome,
+    /// Scratch for one output line.
+    line: Vec<u8>,
+    tally: DepthTally,
+}
+
+impl Conversion {
+    /// Writes the lines of `merge`'s series in receive order, the symbol's snapshots among them.
+    fn merge(&mut self, merge: Merge) -> Result<()> {
+        let mut series: Vec<Series> = merge
+            .into_iter()
+            .map(|(kind, files)| Series {
+                kind,
+                files: files.into_iter(),
+                lines: None,
+                bytes: Vec::new(),
+                head: None,
+            })
+            .collect();
+        for s in &mut series {
+            s.advance(&self.shutdown, &mut self.outcome, &mut self.tally)?;
+        }
+        while let Some(i) = earliest(series.iter().map(|s| s.head.as_ref().map(|h| h.recv_ns))) {
+            let head = series[i].head.take().expect("earliest has a head");
+            self.event(&head)?;
+            series[i].advance(&self.shutdown, &mut self.outcome, &mut self.tally)?;
+        }
+        // Nothing of these inputs stays only in memory while the next ones are read.
+        for day in self.current.values() {
+            self.staged.flush(day.out)?;
+        }
+        Ok(())
+    }
+
+    /// Writes one event line, after the snapshots received before it and, when its route's
+    /// connection changed, a `_meta` line.
+    fn event(&mut self, head: &Head) -> Result<()> {
+        self.snapshots_until(&head.symbol, head.recv_ns)?;
+        let out = self.target(&head.symbol, head.recv_ns)?;
+        let day = self
+            .current
+            .get_mut(&head.symbol)
+            .expect("target opened it");
+        if day.conns.set(head.route, head.conn) {
             self.line.clear();
-            push_ns(&mut self.line, line.recv_ns);
+            push_ns(&mut self.line, head.recv_ns);
             self.line.extend_from_slice(
                 b" {\"stream\":\"_meta\",\"data\":{\"e\":\"connection\",\"conn\":",
             );
             self.line
-                .extend_from_slice(itoa::Buffer::new().format(conn).as_bytes());
+                .extend_from_slice(itoa::Buffer::new().format(head.conn).as_bytes());
+            if head.route != Route::Public {
+                self.line.extend_from_slice(b",\"route\":\"");
+                self.line.extend_from_slice(head.route.path().as_bytes());
+                self.line.push(b'"');
+            }
             self.line.extend_from_slice(b"}}\n");
             self.staged.push(out, &self.line, Line::Meta)?;
         }
-        self.line.clear();
-        push_ns(&mut self.line, line.recv_ns);
-        self.line.extend_from_slice(b" {\"stream\":\"");
-        self.line.extend_from_slice(line.stream.as_bytes());
-        self.line.extend_from_slice(b"\",\"data\":");
-        self.line.extend_from_slice(line.data.as_bytes());
-        self.line.extend_from_slice(b"}\n");
-        self.staged.push(out, &self.line, Line::Depth)
+        self.staged.push(out, &head.text, head.line)
     }
 
     /// Writes the symbol's snapshots received at or before `recv_ns`.
@@ -352,8 +584,14 @@ impl Conversion {
         }
         let name = format!("{}_{y:04}{m:02}{d:02}.gz", symbol.to_ascii_lowercase());
         let out = self.staged.create(&name)?;
-        self.current
-            .insert(symbol.to_string(), DayFile { day, out, conn: 1 });
+        self.current.insert(
+            symbol.to_string(),
+            DayFile {
+                day,
+                out,
+                conns: Conns::new(),
+            },
+        );
         Ok(out)
     }
 }
@@ -401,6 +639,48 @@ fn check_object(data: &str) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::market::kind::Kind;
+
+    #[test]
+    fn each_symbol_is_one_merge_of_its_series_depth_first() {
+        let files: Vec<PathBuf> = [
+            "d/btcusdt_bookTicker_20240808T000000Z.ndjson.gz",
+            "d/btcusdt_depth_20240808T000000Z.ndjson.gz",
+            "d/btcusdt_depth_20240808T010000Z.ndjson.gz.part",
+            "d/btcusdt_snapshot_20240808T000000Z.ndjson.gz",
+            "d/btcusdt_trade_20240808T000000Z.ndjson.gz",
+            "d/capture.gz",
+            "d/ethusdt_aggTrade_20240808T000000Z.ndjson.gz",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+        let shown: Vec<Vec<(FileKind, usize)>> = merges(&files)
+            .into_iter()
+            .map(|m| m.into_iter().map(|(k, f)| (k, f.len())).collect())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                vec![
+                    (FileKind::Depth, 2),
+                    (FileKind::Stream(Kind::Trade), 1),
+                    (FileKind::Stream(Kind::BookTicker), 1)
+                ],
+                vec![(FileKind::Stream(Kind::AggTrade), 1)],
+                // Not an obrec name: read as depth, alone.
+                vec![(FileKind::Depth, 1)],
+            ]
+        );
+    }
+
+    #[test]
+    fn the_earliest_line_goes_first_and_the_first_series_at_a_tie() {
+        assert_eq!(earliest([Some(5), Some(3), Some(4)].into_iter()), Some(1));
+        assert_eq!(earliest([Some(5), None, Some(5)].into_iter()), Some(0));
+        assert_eq!(earliest([None, Some(7), Some(7)].into_iter()), Some(1));
+        assert_eq!(earliest([None, None].into_iter()), None);
+    }
 
     #[test]
     fn timestamps_are_nineteen_digits() {

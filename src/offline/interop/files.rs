@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Outcome, Written};
 use crate::error::{Error, Result};
+use crate::market::kind::Kind;
 use crate::store::gzip::{MEMBER_BYTES, MemberEncoder};
 use crate::store::lines::{FileLines, open_lines};
 use crate::store::names::part_of;
@@ -84,6 +85,8 @@ pub(super) type OutId = usize;
 pub(super) enum Line {
     Depth,
     Snapshot,
+    /// A line of a stream beside the book.
+    Kind(Kind),
     Meta,
     /// A CSV header: not a record, so not counted.
     Header,
@@ -193,6 +196,7 @@ impl Staged {
         match kind {
             Line::Depth => f.counts.depth += count,
             Line::Snapshot => f.counts.snapshots += count,
+            Line::Kind(kind) => *f.counts.kinds.entry(kind).or_default() += count,
             Line::Meta => f.counts.meta += count,
             Line::Header => {}
         }

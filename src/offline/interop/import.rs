@@ -1,5 +1,6 @@
-//! obrec recordings from hftbacktest raw files: depth events become depth lines, REST snapshots
-//! snapshot lines; every other stream is counted and left out.
+//! obrec recordings from hftbacktest raw files: depth events become depth lines, events of the
+//! streams beside the book lines of their kind's series, REST snapshots snapshot lines; every
+//! other stream is counted and left out.
 
 use std::path::{Path, PathBuf};
 
@@ -7,11 +8,14 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::files::{GzLines, Line, OutId, Staged};
-use super::{META_STREAM, NS_DIGITS, Outcome, check_stream, check_symbol};
+use super::{Conns, META_STREAM, NS_DIGITS, Outcome, check_stream, check_symbol};
 use crate::error::{Error, Result};
 use crate::market::frame::{Frame, FrameError, parse_frame};
+use crate::market::kind::Route;
 use crate::market::symbol::Symbol;
-use crate::store::line::{DepthLine, SnapshotLine, encode_depth, encode_snapshot};
+use crate::store::line::{
+    DepthLine, KindLine, SnapshotLine, encode_depth, encode_kind, encode_snapshot,
+};
 use crate::store::lines::LineCursor;
 use crate::store::names::{self, FileKind, book_dir, expand};
 use crate::util::shutdown::Shutdown;
@@ -31,6 +35,9 @@ struct Unenveloped {
 struct Meta<'a> {
     e: Option<&'a str>,
     conn: Option<u64>,
+    /// Absent for `/public`, the route of depth, so files exported before streams beside the book
+    /// read as they did.
+    route: Option<&'a str>,
 }
 
 /// The event type of a payload that did not parse as a depth event.
@@ -39,8 +46,9 @@ struct EventType<'a> {
     e: Option<&'a str>,
 }
 
-/// Converts hftbacktest raw files into obrec depth and snapshot files under
-/// `<data_dir>/order_book/`, named like the recorder's after the first line's receipt second.
+/// Converts hftbacktest raw files into obrec recordings under `<data_dir>/order_book/` (depth,
+/// snapshot and one series per stream kind beside the book), named like the recorder's after the
+/// first line's receipt second.
 /// When `shutdown` is triggered, stops and writes nothing ([`Outcome::interrupted`]).
 ///
 /// # Errors
@@ -78,13 +86,15 @@ pub fn import(
 
 /// What one input file has shown so far.
 struct FileImport {
-    /// The symbol of its depth events.
+    /// The symbol of its events.
     symbol: Option<Symbol>,
-    /// A symbol named by a stream (`btcusdt@trade`), for a file without depth events.
+    /// A symbol named by a stream obrec does not record (`btcusdt@kline_1m`), for a file with
+    /// snapshots but no events.
     stream_symbol: Option<Symbol>,
-    depth_out: Option<OutId>,
-    /// The connection the latest `_meta` line announced.
-    conn: u64,
+    /// The series written so far, with their outputs.
+    outs: Vec<(FileKind, OutId)>,
+    /// The connections the latest `_meta` lines announced.
+    conns: Conns,
     /// Snapshots in file order: receipt ns, `lastUpdateId` and line number. Written at the end,
     /// when the symbol they belong to is known, with their bodies read again from the file: a
     /// body is tens of KB, and a file may hold any number.
@@ -119,8 +129,8 @@ fn import_file(
     let mut state = FileImport {
         symbol: None,
         stream_symbol: None,
-        depth_out: None,
-        conn: 1,
+        outs: Vec::new(),
+        conns: Conns::new(),
         snapshots: Vec::new(),
         encoded: Vec::new(),
     };
@@ -145,11 +155,11 @@ fn import_file(
             Err(Stop::Fail(e)) => return Err(e),
         }
     }
-    if state.depth_out.is_none() {
+    if state.outs.is_empty() {
         let what = if lines.line_no == 0 {
             "empty"
         } else {
-            "no depth events"
+            "no events obrec records"
         };
         outcome.warnings.push(format!("{}: {what}", path.display()));
     }
@@ -168,26 +178,7 @@ impl FileImport {
     ) -> std::result::Result<(), Stop> {
         match parse_frame(json) {
             Ok(Frame::Depth(h)) => {
-                let symbol = check_symbol(&h.symbol)
-                    .and_then(|symbol| check_stream(&h.stream).map(|()| symbol))
-                    .map_err(Stop::Refuse)?;
-                match &self.symbol {
-                    Some(s) if *s != symbol => {
-                        return Err(Stop::Refuse(format!(
-                            "a {} event in a {s} file: an hftbacktest file holds one symbol",
-                            h.symbol
-                        )));
-                    }
-                    Some(_) => {}
-                    None => self.symbol = Some(symbol.clone()),
-                }
-                let out = match self.depth_out {
-                    Some(out) => out,
-                    None => {
-                        let name = obrec_name(&symbol, FileKind::Depth, recv_ns);
-                        *self.depth_out.insert(staged.create(&name)?)
-                    }
-                };
+                let out = self.out(&h.symbol, &h.stream, FileKind::Depth, recv_ns, staged)?;
                 let line = DepthLine {
                     symbol: &h.symbol,
                     stream: &h.stream,
@@ -198,14 +189,35 @@ impl FileImport {
                     // The pipeline latency is not in the file: 0.
                     pipeline_us: Some(0),
                     recv_ns,
-                    conn: self.conn,
+                    conn: self.conns.get(Route::Public),
                 };
                 self.encoded.clear();
                 encode_depth(&mut self.encoded, &line);
                 staged.push(out, &self.encoded, Line::Depth)?;
             }
+            Ok(Frame::Kind(h)) => {
+                let file_kind = FileKind::Stream(h.kind);
+                let out = self.out(&h.symbol, &h.stream, file_kind, recv_ns, staged)?;
+                let line = KindLine {
+                    symbol: &h.symbol,
+                    stream: &h.stream,
+                    data: &json[h.data.clone()],
+                    event_ms: h.event_ms,
+                    ids: h.ids,
+                    // As for depth: not in the file.
+                    pipeline_us: Some(0),
+                    recv_ns,
+                    conn: self.conns.get(h.kind.route()),
+                    backfill: false,
+                };
+                self.encoded.clear();
+                encode_kind(&mut self.encoded, &line);
+                staged.push(out, &self.encoded, Line::Kind(h.kind))?;
+            }
             Ok(Frame::Other { stream }) if stream == META_STREAM => match parse_meta(json) {
-                Some(conn) => self.conn = conn,
+                Some((route, conn)) => {
+                    self.conns.set(route, conn);
+                }
                 None => outcome.skip(META_STREAM),
             },
             Ok(Frame::Other { stream }) => {
@@ -214,7 +226,6 @@ impl FileImport {
                 }
                 outcome.skip(&stream);
             }
-            Ok(Frame::Kind(h)) => outcome.skip(&h.stream),
             Ok(Frame::ServerShutdown(_)) => outcome.skip("(serverShutdown)"),
             Ok(Frame::Reply) => outcome.skip("(replies)"),
             Err(FrameError::Shape) => match serde_json::from_str::<Unenveloped>(json) {
@@ -243,6 +254,37 @@ impl FileImport {
             }
         }
         Ok(())
+    }
+
+    /// The output of an event of `symbol` on `stream` for the series `kind`, created at its first
+    /// line. Refused when the names would escape their quotes or the file, or when the file
+    /// changes symbol: obrec's series, like the collector's files, hold one symbol.
+    fn out(
+        &mut self,
+        symbol: &str,
+        stream: &str,
+        kind: FileKind,
+        recv_ns: u64,
+        staged: &mut Staged,
+    ) -> std::result::Result<OutId, Stop> {
+        let checked = check_symbol(symbol)
+            .and_then(|checked| check_stream(stream).map(|()| checked))
+            .map_err(Stop::Refuse)?;
+        match &self.symbol {
+            Some(s) if *s != checked => {
+                return Err(Stop::Refuse(format!(
+                    "a {symbol} event in a {s} file: an hftbacktest file holds one symbol"
+                )));
+            }
+            Some(_) => {}
+            None => self.symbol = Some(checked.clone()),
+        }
+        if let Some(&(_, out)) = self.outs.iter().find(|(k, _)| *k == kind) {
+            return Ok(out);
+        }
+        let out = staged.create(&obrec_name(&checked, kind, recv_ns))?;
+        self.outs.push((kind, out));
+        Ok(out)
     }
 
     /// Writes the file's snapshots, for the symbol its lines named.
@@ -306,21 +348,28 @@ pub(super) fn split_line(bytes: &[u8]) -> std::result::Result<(u64, &str), Strin
     Ok((ns, json))
 }
 
-/// The connection a `{"stream":"_meta","data":{"e":"connection","conn":N}}` line announces.
-fn parse_meta(json: &str) -> Option<u64> {
+/// The route and connection a `{"stream":"_meta","data":{"e":"connection","conn":N}}` line
+/// announces (`"route":"market"` in `data` for the `/market` connection).
+fn parse_meta(json: &str) -> Option<(Route, u64)> {
     #[derive(Deserialize)]
     struct Envelope<'a> {
         #[serde(borrow)]
         data: Meta<'a>,
     }
     let env: Envelope = serde_json::from_str(json).ok()?;
-    match env.data {
-        Meta {
-            e: Some("connection"),
-            conn: Some(conn),
-        } if conn >= 1 => Some(conn),
-        _ => None,
-    }
+    let Meta {
+        e: Some("connection"),
+        conn: Some(conn @ 1..),
+        route,
+    } = env.data
+    else {
+        return None;
+    };
+    let route = match route {
+        None => Route::Public,
+        Some(path) => Route::ALL.into_iter().find(|r| r.path() == path)?,
+    };
+    Some((route, conn))
 }
 
 fn is_depth_update(json: &str) -> bool {
@@ -386,9 +435,18 @@ mod tests {
     fn meta_lines_announce_connections_and_nothing_else() {
         assert_eq!(
             parse_meta(r#"{"stream":"_meta","data":{"e":"connection","conn":3}}"#),
-            Some(3)
+            Some((Route::Public, 3))
+        );
+        assert_eq!(
+            parse_meta(r#"{"stream":"_meta","data":{"e":"connection","conn":4,"route":"market"}}"#),
+            Some((Route::Market, 4))
+        );
+        assert_eq!(
+            parse_meta(r#"{"stream":"_meta","data":{"e":"connection","conn":5,"route":"public"}}"#),
+            Some((Route::Public, 5))
         );
         for other in [
+            r#"{"stream":"_meta","data":{"e":"connection","conn":2,"route":"spot"}}"#,
             r#"{"stream":"_meta","data":{"e":"connection","conn":0}}"#,
             r#"{"stream":"_meta","data":{"e":"gap","conn":2}}"#,
             r#"{"stream":"_meta","data":{"e":"connection","conn":-1}}"#,

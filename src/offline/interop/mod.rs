@@ -19,21 +19,32 @@
 //!
 //! # Export
 //!
-//! Each depth line becomes `<recv_ns> {"stream":<recorded stream>,"data":<payload>}` with the
-//! payload byte-exact, each snapshot line `<recv_ns> <REST body>`; per symbol they are merged in
-//! receive order (depth lines keep their file order; a snapshot goes before the first depth line
-//! received after it, or at the same nanosecond). When a symbol's `conn` changes, and at the start
-//! of a file whose first line did not come over connection 1, a
-//! `{"stream":"_meta","data":{"e":"connection","conn":N}}` line marks it (the converter ignores
-//! it; `import` reads it back).
+//! Each depth line and each line of a stream beside the book (trade, aggTrade, bookTicker,
+//! markPrice, forceOrder) becomes `<recv_ns> {"stream":<recorded stream>,"data":<payload>}` with
+//! the payload byte-exact, each snapshot line `<recv_ns> <REST body>`. Per symbol, every series is
+//! merged in receive order as the collector writes one file: a series' lines keep their file
+//! order; at the same nanosecond a snapshot comes first, then depth, then the kinds in the order
+//! trade, aggTrade, bookTicker, markPrice, forceOrder (obrec's series do not keep the collector's
+//! order of two streams' lines received at the same nanosecond; its real files have no such
+//! tie). The merge holds one line per series, so its memory does not grow with the recording.
+//! When a connection changes, and at the start of a file whose first line did not come over
+//! connection 1, a `{"stream":"_meta","data":{"e":"connection","conn":N}}` line marks it (the
+//! converter ignores it; `import` reads it back). Since 2026 Binance serves aggTrade, markPrice
+//! and forceOrder on another connection than depth (the `/market` route), whose changes are
+//! marked apart with `"route":"market"` in the `_meta` data, so two live connections do not mark
+//! each other's every line. Left out, with a count: meta lines (a `serverShutdown` notice: not an
+//! event, and a collector has no such line), and backfilled lines (`"backfill":true`: fetched
+//! over REST after the stream lost them, so no collector ever received them as frames; a warning
+//! says so).
 //!
 //! # Import
 //!
-//! Depth events become obrec depth lines (`conn` from the `_meta` lines, else 1;
-//! `latency_pipeline_ms` 0.000, since the file does not say), snapshots become snapshot lines;
-//! bookTicker, trade and every other stream are counted and left out: an obrec recording holds
-//! depth and snapshots only. Importing and exporting again gives back the depth and snapshot lines
-//! byte for byte.
+//! Depth events become obrec depth lines, events of the streams beside the book lines of their
+//! kind's series (`<symbol>_<kind>_<UTC>.ndjson.gz`), each with `conn` from the `_meta` lines of
+//! its route, else 1, and `latency_pipeline_ms` 0.000, since the file does not say; snapshots
+//! become snapshot lines. Other streams (klines, spot's bookTicker without an event type, …),
+//! `serverShutdown` notices and exchange error bodies are counted and left out. Importing and
+//! exporting again gives back every line of a collector file byte for byte.
 //!
 //! # Damage and refusal
 //!
@@ -53,6 +64,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::market::kind::{Kind, Route};
 use crate::market::stream::is_well_formed;
 use crate::market::symbol::Symbol;
 use crate::offline::console::{Console, warn};
@@ -73,7 +85,8 @@ const MAX_SKIP_KINDS: usize = 32;
 pub struct Outcome {
     /// Every file written, in name order.
     pub written: Vec<Written>,
-    /// Lines left out on purpose, by stream name (`btcusdt@trade`, …) or kind of line.
+    /// Lines left out on purpose, by stream name (`btcusdt@kline_1m`, …) or kind of line
+    /// (`(meta lines)`, …).
     pub skipped: BTreeMap<String, u64>,
     /// Inputs read only up to damage: `<file>: line N: <what> (read up to line N-1)`.
     pub damaged: Vec<String>,
@@ -89,13 +102,15 @@ pub struct Written {
     pub path: PathBuf,
     pub depth: u64,
     pub snapshots: u64,
+    /// Lines of the streams beside the book, per kind.
+    pub kinds: BTreeMap<Kind, u64>,
     /// `_meta` lines (export only).
     pub meta: u64,
 }
 
 impl Written {
     pub fn lines(&self) -> u64 {
-        self.depth + self.snapshots + self.meta
+        self.depth + self.snapshots + self.kinds.values().sum::<u64>() + self.meta
     }
 }
 
@@ -107,15 +122,14 @@ impl std::fmt::Display for Written {
             self.path.display(),
             count(self.lines(), "line")
         )?;
-        let parts: Vec<String> = [
-            (self.depth, "depth"),
-            (self.snapshots, "snapshot"),
-            (self.meta, "meta"),
-        ]
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, what)| format!("{n} {what}"))
-        .collect();
+        let kinds = self.kinds.iter().map(|(kind, n)| (*n, kind.name()));
+        let parts: Vec<String> = [(self.depth, "depth"), (self.snapshots, "snapshot")]
+            .into_iter()
+            .chain(kinds)
+            .chain([(self.meta, "meta")])
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
         if parts.len() > 1 {
             write!(f, " ({})", parts.join(", "))?;
         }
@@ -185,6 +199,34 @@ fn check_stream(stream: &str) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!("{stream:?} is not a stream name"))
+    }
+}
+
+/// The connection of each route as `_meta` lines mark it: 1 until a line says otherwise, as the
+/// collector's files, which have no such lines, are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Conns([u64; 2]);
+
+impl Conns {
+    fn new() -> Conns {
+        Conns([1; 2])
+    }
+
+    fn slot(route: Route) -> usize {
+        match route {
+            Route::Public => 0,
+            Route::Market => 1,
+        }
+    }
+
+    fn get(self, route: Route) -> u64 {
+        self.0[Conns::slot(route)]
+    }
+
+    /// Sets the route's connection; true when it changed.
+    fn set(&mut self, route: Route, conn: u64) -> bool {
+        let slot = &mut self.0[Conns::slot(route)];
+        std::mem::replace(slot, conn) != conn
     }
 }
 
@@ -268,6 +310,214 @@ mod tests {
         m
     }
 
+    /// Every line of the gzip files `paths`.
+    fn gunzip(paths: impl IntoIterator<Item = PathBuf>) -> Vec<String> {
+        let mut text = String::new();
+        for path in paths {
+            flate2::read::MultiGzDecoder::new(File::open(path).unwrap())
+                .read_to_string(&mut text)
+                .unwrap();
+        }
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn series_merge_in_receipt_order_with_connections_per_route_and_no_meta_or_backfill() {
+        use crate::market::kind::KindIds;
+        use crate::market::sequence::Ids;
+        use crate::store::line::{
+            DepthLine, KindLine, MetaLine, SnapshotLine, encode_depth, encode_kind, encode_meta,
+            encode_snapshot, parse_kind,
+        };
+        const B: u64 = 1_723_161_255_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let book = dir.path().join("order_book");
+        fs::create_dir(&book).unwrap();
+        let depth_data = |u: u64| {
+            format!(
+                r#"{{"e":"depthUpdate","E":1723161256299,"T":1723161256298,"s":"BTCUSDT","U":{u},"u":{u},"pu":{},"b":[],"a":[]}}"#,
+                u - 1
+            )
+        };
+        let mut depth = Vec::new();
+        for (u, ns, conn) in [(10, B + 1, 1), (11, B + 4, 1), (12, B + 6, 3)] {
+            if u == 12 {
+                // The notice that ended connection 1: left out of the export.
+                let data = r#"{"e":"serverShutdown","E":1723161256300}"#;
+                let line = MetaLine {
+                    meta: "serverShutdown",
+                    recv_ns: B + 5,
+                    conn: 1,
+                    data,
+                };
+                encode_meta(&mut depth, &line);
+            }
+            let data = depth_data(u);
+            let line = DepthLine {
+                symbol: "BTCUSDT",
+                stream: "btcusdt@depth@0ms",
+                data: &data,
+                event_ms: 1723161256299,
+                trade_ms: Some(1723161256298),
+                ids: Ids {
+                    first: u,
+                    last: u,
+                    prev: u - 1,
+                },
+                pipeline_us: Some(7),
+                recv_ns: ns,
+                conn,
+            };
+            encode_depth(&mut depth, &line);
+        }
+        let kind_lines = |kind: Kind, events: &[(u64, u64, u64, bool)]| {
+            let mut out = Vec::new();
+            for &(id, ns, conn, backfill) in events {
+                let (data, ids) = match kind {
+                    Kind::Trade => (
+                        format!(
+                            r#"{{"e":"trade","E":1723161256299,"T":1723161256298,"s":"BTCUSDT","t":{id},"p":"1.0","q":"2","X":"MARKET","m":true}}"#
+                        ),
+                        KindIds::Trade { t: id },
+                    ),
+                    _ => (
+                        format!(
+                            r#"{{"e":"aggTrade","E":1723161256299,"a":{id},"s":"BTCUSDT","p":"1.0","q":"2","f":{id},"l":{id},"T":1723161256298,"m":true}}"#
+                        ),
+                        KindIds::AggTrade {
+                            a: id,
+                            f: id,
+                            l: id,
+                        },
+                    ),
+                };
+                let stream = format!("btcusdt@{}", kind.name());
+                let line = KindLine {
+                    symbol: "BTCUSDT",
+                    stream: &stream,
+                    data: &data,
+                    event_ms: 1723161256299,
+                    ids,
+                    pipeline_us: Some(7),
+                    recv_ns: ns,
+                    conn,
+                    backfill,
+                };
+                encode_kind(&mut out, &line);
+            }
+            out
+        };
+        // Trade 2 was backfilled; aggTrade comes over `/market`, connection 2.
+        let trades = kind_lines(
+            Kind::Trade,
+            &[
+                (1, B + 1, 1, false),
+                (2, B + 2, 0, true),
+                (3, B + 4, 1, false),
+                (4, B + 6, 3, false),
+            ],
+        );
+        let aggs = kind_lines(
+            Kind::AggTrade,
+            &[(7, B + 3, 2, false), (8, B + 7, 2, false)],
+        );
+        let body = r#"{"lastUpdateId":10,"E":1723161256299,"T":1723161256298,"bids":[],"asks":[]}"#;
+        let mut snapshot = Vec::new();
+        let line = SnapshotLine {
+            recv_ns: B + 4,
+            symbol: "BTCUSDT",
+            last_update_id: 10,
+            data: body,
+        };
+        encode_snapshot(&mut snapshot, &line);
+        for (name, bytes) in [
+            ("btcusdt_depth_20240808T235415Z.ndjson.gz", &depth),
+            ("btcusdt_trade_20240808T235415Z.ndjson.gz", &trades),
+            ("btcusdt_aggTrade_20240808T235415Z.ndjson.gz", &aggs),
+            ("btcusdt_snapshot_20240808T235415Z.ndjson.gz", &snapshot),
+        ] {
+            let lines: Vec<Vec<u8>> = bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
+            gz(&book.join(name), &lines);
+        }
+
+        let out = dir.path().join("out");
+        let outcome = export(std::slice::from_ref(&book), &out, 1, &Shutdown::new()).unwrap();
+        let ns = |n: u64| format!("{:019}", B + n);
+        let ev = |n: u64, stream: &str, data: &str| {
+            format!("{} {{\"stream\":\"{stream}\",\"data\":{data}}}", ns(n))
+        };
+        let trade =
+            |id: u64| String::from_utf8(kind_lines(Kind::Trade, &[(id, 0, 1, false)])).unwrap();
+        let agg =
+            |id: u64| String::from_utf8(kind_lines(Kind::AggTrade, &[(id, 0, 1, false)])).unwrap();
+        let data_of =
+            |line: String| line[line.find(",\"data\":").unwrap() + 8..line.len() - 2].to_string();
+        let meta = |n: u64, tail: &str| ev(n, "_meta", &format!(r#"{{"e":"connection",{tail}}}"#));
+        let want = [
+            ev(1, "btcusdt@depth@0ms", &depth_data(10)),
+            ev(1, "btcusdt@trade", &data_of(trade(1))),
+            meta(3, r#""conn":2,"route":"market""#),
+            ev(3, "btcusdt@aggTrade", &data_of(agg(7))),
+            format!("{} {body}", ns(4)),
+            ev(4, "btcusdt@depth@0ms", &depth_data(11)),
+            ev(4, "btcusdt@trade", &data_of(trade(3))),
+            meta(6, r#""conn":3"#),
+            ev(6, "btcusdt@depth@0ms", &depth_data(12)),
+            ev(6, "btcusdt@trade", &data_of(trade(4))),
+            ev(7, "btcusdt@aggTrade", &data_of(agg(8))),
+        ];
+        let got = gunzip([out.join("btcusdt_20240808.gz")]);
+        assert_eq!(got, want);
+        assert_eq!(outcome.skipped.get("(meta lines)"), Some(&1));
+        assert_eq!(outcome.skipped.get("(backfilled lines)"), Some(&1));
+        assert!(
+            outcome.warnings.iter().any(|w| w.contains("backfilled")),
+            "{:?}",
+            outcome.warnings
+        );
+        let w = &outcome.written[0];
+        assert_eq!((w.depth, w.snapshots, w.meta), (3, 1, 2));
+        assert_eq!(
+            w.kinds,
+            BTreeMap::from([(Kind::Trade, 3), (Kind::AggTrade, 2)])
+        );
+
+        // Imported back, each line has its connection again, whatever its route.
+        let data = dir.path().join("data");
+        import(
+            &[out.join("btcusdt_20240808.gz")],
+            &data,
+            1,
+            &Shutdown::new(),
+        )
+        .unwrap();
+        let conns = |kind: &str| -> Vec<u64> {
+            let path = data.join(format!(
+                "order_book/btcusdt_{kind}_20240808T235415Z.ndjson.gz"
+            ));
+            gunzip([path])
+                .iter()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v["conn"].as_u64().unwrap()
+                })
+                .collect()
+        };
+        assert_eq!(conns("depth"), [1, 1, 3]);
+        assert_eq!(conns("trade"), [1, 1, 3]);
+        assert_eq!(conns("aggTrade"), [2, 2]);
+        let agg_line =
+            &gunzip([data.join("order_book/btcusdt_aggTrade_20240808T235415Z.ndjson.gz")])[0];
+        assert_eq!(
+            parse_kind(agg_line.as_bytes()).unwrap().ids,
+            KindIds::AggTrade { a: 7, f: 7, l: 7 }
+        );
+    }
+
     #[test]
     fn hostile_inputs_are_refused_or_read_to_the_damage_never_a_panic() {
         use rand::{Rng, SeedableRng};
@@ -277,6 +527,7 @@ mod tests {
             r#"{"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","E":1723161256299,"T":1723161256298,"s":"BTCUSDT","U":5,"u":7,"pu":4,"b":[["1.0","2"]],"a":[]}}"#,
             r#"{"lastUpdateId":6,"E":1723161256299,"T":1723161256298,"bids":[["1.0","2"]],"asks":[["1.1","3"]]}"#,
             r#"{"stream":"_meta","data":{"e":"connection","conn":2}}"#,
+            r#"{"stream":"btcusdt@trade","data":{"e":"trade","E":1723161256300,"T":1723161256299,"s":"BTCUSDT","t":9,"p":"1.0","q":"2","X":"MARKET","m":true}}"#,
             r#"{"stream":"btcusdt@trade","data":{"e":"trade","T":1,"p":"1.0","q":"2","X":"MARKET","m":true}}"#,
             r#"{"code":-1003,"msg":"Too many requests; banned"}"#,
         ]
@@ -288,16 +539,16 @@ mod tests {
         gz(&good, &hft);
         let data = dir.path().join("good_data");
         let outcome = import(std::slice::from_ref(&good), &data, 1, &Shutdown::new()).unwrap();
-        assert_eq!(outcome.lines(), 2);
+        assert_eq!(outcome.lines(), 3);
+        // Each obrec line with the name of its file: depth, snapshot, trade.
         let mut obrec_lines = Vec::new();
+        let mut names = Vec::new();
         for w in &outcome.written {
-            let mut text = String::new();
-            flate2::read::MultiGzDecoder::new(File::open(&w.path).unwrap())
-                .read_to_string(&mut text)
-                .unwrap();
-            obrec_lines.extend(text.lines().map(|l| l.as_bytes().to_vec()));
+            for line in gunzip([w.path.clone()]) {
+                obrec_lines.push(line.into_bytes());
+                names.push(w.path.file_name().unwrap().to_owned());
+            }
         }
-        let names = ["btcusdt_depth_x.ndjson.gz", "btcusdt_snapshot_x.ndjson.gz"];
 
         let mut rng = rand::rngs::SmallRng::seed_from_u64(20240808);
         let (mut refused, mut damaged, mut fine) = (0, 0, 0);
@@ -313,7 +564,7 @@ mod tests {
                 if lead {
                     lines.insert(0, obrec_lines[which].clone());
                 }
-                let input = case.join(names[which]);
+                let input = case.join(&names[which]);
                 gz(&input, &lines);
                 let r = export(&[input], &out, 1, &Shutdown::new());
                 assert_outputs_parse(&out, NS_DIGITS + 1);

@@ -32,7 +32,7 @@ use crate::market::book::{Book, Levels};
 use crate::market::sequence::{BookSync, Chain, SnapshotStep, Step, Verdict};
 use crate::market::stream::is_partial;
 use crate::store::line::DepthLine;
-use crate::store::names::{FileKind, is_kind};
+use crate::store::names::{FileKind, classify, is_kind};
 use crate::store::names::{no_recordings, recordings};
 use crate::util::shutdown::Shutdown;
 
@@ -50,8 +50,9 @@ const US_PER_MS: u64 = 1_000;
 const SKIP_UNSYNCED: &str = "events while their book was not synced";
 const SKIP_COVERED: &str = "events a snapshot covers";
 
-/// Writes recordings (depth and snapshot files; a data directory is read as its `order_book/`)
-/// as Tardis CSV files in `out_dir`. When `shutdown` is triggered, stops and writes nothing
+/// Writes recordings (depth and snapshot files; a data directory is read as its `order_book/`,
+/// whose files of the streams beside the book are left out with a warning) as Tardis CSV files
+/// in `out_dir`. When `shutdown` is triggered, stops and writes nothing
 /// ([`Outcome::interrupted`]).
 ///
 /// # Errors
@@ -75,7 +76,18 @@ pub fn export_tardis(
         symbols: HashMap::new(),
         row: Vec::new(),
     };
-    for path in files.iter().filter(|p| !is_kind(p, FileKind::Snapshot)) {
+    // The book datasets are made of depth alone: the streams beside the book are left out.
+    let (streams, depth): (Vec<&PathBuf>, Vec<&PathBuf>) = files
+        .iter()
+        .filter(|p| !is_kind(p, FileKind::Snapshot))
+        .partition(|p| matches!(classify(p), Some((_, FileKind::Stream(_)))));
+    if !streams.is_empty() {
+        ex.outcome.warnings.push(format!(
+            "{} trade, bookTicker, … files left out: the Tardis book datasets hold depth only",
+            streams.len()
+        ));
+    }
+    for path in depth {
         let mut lines = GzLines::open(path, shutdown)?;
         let mut bytes = Vec::new();
         while let Some(line) = next_depth(&mut lines, &mut bytes, &mut ex.outcome)? {
