@@ -99,12 +99,27 @@ fn answer(path: &str, stats: &Stats, stale_after: Duration, started: Instant) ->
 pub fn health(stats: &Stats, stale_after: Duration, uptime: Duration) -> Option<String> {
     let now = wall_ns();
     let mut problems = Vec::new();
+    let others_deliver = stats
+        .groups
+        .iter()
+        .any(|g| g.last_data_ns.load(Ordering::Relaxed) != 0);
     for (i, group) in stats.groups.iter().enumerate() {
         let last = group.last_data_ns.load(Ordering::Relaxed);
         let silent = Duration::from_nanos(now.saturating_sub(last));
         let name = format!("connection group {} ({}…)", i + 1, group.first_stream);
         let connection = (group.link.get() == Link::Down).then(|| "not connected".into());
-        let data = if last == 0 && uptime >= stale_after {
+        let stale_after = match group.quiet_limit_ms.load(Ordering::Relaxed) {
+            0 => stale_after,
+            ms => Duration::from_millis(ms),
+        };
+        // A group whose streams the exchange acknowledged and never sends (a wrong route) is
+        // named stream by stream in the degraded answer, as long as something else records;
+        // a recorder that records nothing at all is unhealthy whatever the reason.
+        let named_elsewhere = group.all_silent.load(Ordering::Relaxed) && others_deliver;
+        let data = if named_elsewhere {
+            None
+        } else if last == 0 && uptime >= stale_after.saturating_mul(2) {
+            // Twice over: the group's reader judges its streams one limit after its connect.
             Some("no data since start".into())
         } else if last != 0 && silent >= stale_after {
             Some(format!("no data for {:.1} s", silent.as_secs_f64()))

@@ -58,6 +58,13 @@ pub struct GroupHealth {
     pub first_stream: String,
     /// Whether the group has a connection up.
     pub link: LinkHealth,
+    /// How long the group may go without data before it is unhealthy, ms: set by the group from
+    /// its streams' kinds (liquidations alone may be silent for an hour); 0 until it starts.
+    pub quiet_limit_ms: AtomicU64,
+    /// Every stream of the group is judged silent and none ever delivered on its connection:
+    /// the exchange acknowledged streams it does not send (a wrong route, unknown symbols).
+    /// The streams say so by name; the group is not also called dead.
+    pub all_silent: std::sync::atomic::AtomicBool,
 }
 
 /// A reader group's connection state: set by the group on each change, read by reports.
@@ -216,9 +223,8 @@ impl Stats {
             groups: groups
                 .into_iter()
                 .map(|first_stream| GroupHealth {
-                    last_data_ns: AtomicU64::new(0),
                     first_stream,
-                    link: LinkHealth::default(),
+                    ..GroupHealth::default()
                 })
                 .collect(),
             ..Stats::default()

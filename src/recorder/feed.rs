@@ -259,9 +259,13 @@ impl Group {
             .collect();
         let streams = subs.len();
         let patience = subs.iter().map(Subscription::patience).min().unwrap_or(1);
+        let stale_after = config.stale_after.saturating_mul(patience);
+        stats.groups[index]
+            .quiet_limit_ms
+            .store(stale_after.as_millis() as u64, Ordering::Relaxed);
         Group {
             index,
-            stale_after: config.stale_after.saturating_mul(patience),
+            stale_after,
             config,
             url,
             shown_url,
@@ -478,8 +482,21 @@ impl Group {
             Err(e) => return Err(FeedError::Read(e)),
         };
         self.check_streams(conn, now)?;
-        conn.check_timers(&self.config, self.stale_after, now)?;
+        let stale_after = self.stale_after_for(conn);
+        conn.check_timers(&self.config, stale_after, now)?;
         Ok(turn)
+    }
+
+    /// How long `conn` may go without data. Once it delivered, the group's own limit. While
+    /// nothing ever delivered on it, the server answers pings but sends none of the streams (a
+    /// wrong route, unknown symbols): the limit grows with the streams' doubling windows, so
+    /// such a connection is retried ever more rarely rather than every few seconds.
+    fn stale_after_for(&self, conn: &Conn) -> Duration {
+        if conn.delivered() {
+            return self.stale_after;
+        }
+        let shortest = (0..self.subs.len()).map(|slot| self.window(slot)).min();
+        shortest.map_or(self.stale_after, |w| w.max(self.stale_after))
     }
 
     /// Where a stream's delivery is shown.
@@ -533,6 +550,10 @@ impl Group {
             conn.judge_at[slot] = now + self.window(slot);
         }
         if !conn.delivered() {
+            let group = &self.stats.groups[self.index];
+            group
+                .all_silent
+                .store(silent.len() == self.subs.len(), Ordering::Relaxed);
             log::warn!(
                 "conn {}: no stream delivered in {waited:?}: {shown} (wrong route, or unknown \
                  symbols?)",
@@ -656,6 +677,9 @@ impl Group {
         if !conn.streams_seen[slot] {
             conn.streams_seen[slot] = true;
             conn.streams_missing -= 1;
+            self.stats.groups[self.index]
+                .all_silent
+                .store(false, Ordering::Relaxed);
         }
         let feed = self.feed(slot);
         match feed.state() {
