@@ -80,7 +80,7 @@ fn a_symbol_that_never_delivers_is_named_and_costs_the_others_no_gap() {
     let (status, body) = get(&format!("{url}/healthz"));
     assert_eq!(status, 200);
     assert!(
-        body.starts_with("degraded: ETHUSTD silent since 20"),
+        body.starts_with("degraded: ethustd@depth5@100ms silent since 20"),
         "{body}"
     );
     let (_, text) = get(&format!("{url}/metrics"));
