@@ -246,12 +246,9 @@ fn replay_book_prints_the_trades_between_the_books() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let book = data.join("order_book");
-    // Written beside whatever import wrote: a name of its own in the trade series.
-    let (frames, lines) = trade_lines();
-    write_ndjson_gz(
-        &book.join("btcusdt_trade_20240808T000000Z.ndjson.gz"),
-        &lines,
-    );
+    // Import keeps the capture's every trade in the trade series, beside depth and snapshots.
+    let frames = capture_frames("btcusdt@trade", usize::MAX);
+    assert_eq!(frames.len(), 21_313);
 
     let out = run_output(obrec().args(["replay", "--book", "1"]).arg(&book));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
