@@ -422,7 +422,8 @@ fn replay_prints_a_line_per_symbol_and_a_summary() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "{stdout}");
+    // The depth symbol, then each stream beside the book, then the summary.
+    assert_eq!(lines.len(), 4, "{stdout}");
     let symbol = lines[0];
     assert!(
         symbol.starts_with("BTCUSDT events=6551 first=2024-08-0"),
@@ -431,16 +432,28 @@ fn replay_prints_a_line_per_symbol_and_a_summary() {
     for field in ["last=2024-08-0", "Z breaks=0 resyncs=", " reconnect_gaps=0"] {
         assert!(symbol.contains(field), "{field}: {symbol}");
     }
-    assert!(lines[1].starts_with("SUMMARY | t="), "{}", lines[1]);
-    assert!(lines[1].contains("| msgs=6551 |"), "{}", lines[1]);
-    assert!(lines[1].ends_with("| files=2"), "{}", lines[1]);
+    assert!(
+        lines[1].starts_with("trade BTCUSDT events=21313 ") && lines[1].contains(" breaks=0 "),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("bookTicker BTCUSDT events=66089 ") && lines[2].contains(" breaks=0 "),
+        "{}",
+        lines[2]
+    );
+    assert!(lines[3].starts_with("SUMMARY | t="), "{}", lines[3]);
+    assert!(lines[3].contains("| msgs=6551 |"), "{}", lines[3]);
+    assert!(lines[3].ends_with("| files=4"), "{}", lines[3]);
 
     // --json - : the report on stdout, the summary beside the errors.
     let out = run_output(obrec().args(["replay", "--json", "-"]).arg(&data));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["total_messages"], 6551);
-    assert_eq!(report["files"].as_array().unwrap().len(), 2);
+    assert_eq!(report["files"].as_array().unwrap().len(), 4);
+    assert_eq!(report["kinds"][0]["events"], 21313);
+    assert_eq!(report["kinds"][1]["events"], 66089);
     assert!(text(&out.stderr).contains("SUMMARY | t="));
 }
 
