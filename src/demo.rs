@@ -1,6 +1,7 @@
 //! `obrec demo`: the whole product in a few seconds with no network. An embedded simulator
-//! serves two symbols on loopback, the real recorder records them, and the files are read back
-//! and checked against what the simulator sent.
+//! serves two symbols on loopback, the real recorder records their depth, trades, aggregate
+//! trades and best bid/ask, each from its route, and the files are read back and checked against
+//! what the simulator sent.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +20,8 @@ use crate::util::shutdown::Shutdown;
 const DEMO_SYMBOLS: [&str; 2] = ["ETHUSDT", "BTCUSDT"];
 /// Events per second per symbol: Binance's 100 ms partial depth.
 const DEMO_RATE: f64 = 10.0;
+/// What the demo records: depth and the busiest streams beside it, on both routes.
+const DEMO_STREAMS: &str = "depth,trade,aggTrade,bookTicker";
 /// Where the embedded simulator listens: loopback, any free port.
 const DEMO_LISTEN: &str = "127.0.0.1:0";
 
@@ -69,6 +72,7 @@ pub fn run(length: Duration, dir: Option<PathBuf>, shutdown: &Shutdown) -> Resul
     out.line(format_args!("simulator listening on {}", sim.local_addr()))?;
     let config = RecordConfig {
         symbols,
+        streams: DEMO_STREAMS.parse().map_err(Error::Invalid)?,
         endpoint: sim.ws_url(),
         rest_endpoint: sim.rest_url(),
         data_dir: dir.join("data"),
@@ -79,7 +83,7 @@ pub fn run(length: Duration, dir: Option<PathBuf>, shutdown: &Shutdown) -> Resul
     };
     let lock = config.preflight()?;
     out.line(format_args!(
-        "recording {:.1} s of {} into {}",
+        "recording {:.1} s of {} ({DEMO_STREAMS}) into {}",
         length.as_secs_f64(),
         DEMO_SYMBOLS.join(", "),
         config.book_dir().display()
@@ -103,17 +107,21 @@ pub fn run(length: Duration, dir: Option<PathBuf>, shutdown: &Shutdown) -> Resul
         ))?;
     }
     out.line(format_args!("replay: {}", replayed.metrics.summary_line()))?;
-    let recorded = replayed.metrics.total_messages;
+    let depth = replayed.metrics.total_messages;
+    let beside: u64 = replayed.kinds.iter().map(|k| k.events).sum();
+    let counted = report.total_messages + report.streams.values().map(|s| s.messages).sum::<u64>();
+    let gaps: u64 = replayed.kinds.iter().map(|k| k.breaks).sum();
     out.line(format_args!(
-        "recorded {recorded} events; the simulator sent {}; metrics.json counted {}; {} continuity breaks",
+        "recorded {} events ({depth} depth, {beside} beside the book); the simulator sent {}; \
+         metrics.json counted {counted}; {} continuity breaks, {gaps} gaps beside the book",
+        depth + beside,
         sent.len(),
-        report.total_messages,
         replayed.breaks.len()
     ))?;
-    if recorded != report.total_messages || !replayed.all_complete() {
+    if depth + beside != counted || !replayed.all_complete() {
         return Err(Error::Check(format!(
-            "the files do not match the metrics: {recorded} lines, {} counted",
-            report.total_messages
+            "the files do not match the metrics: {} lines, {counted} counted",
+            depth + beside
         )));
     }
     out.line(format_args!(
