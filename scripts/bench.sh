@@ -14,6 +14,9 @@
 #   10k     pipeline latency at 10,000 events/s
 #   3k      CPU at 3,000 events/s (a whole market's worth)
 #   rss     peak memory at 20,000 events/s over BENCH_RSS_SECONDS (60)
+#   kinds   as max, with trade, aggTrade and bookTicker recorded beside the depth (two routes)
+#   mixed   a fixed 50,000 depth events/s with those streams beside it, BENCH_SECONDS
+# Events counted are depth events plus every event beside the book.
 # The simulator runs on the same 2 cores, so every figure includes its competition.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +29,10 @@ BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/obrec
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-# run NAME RATE LEVEL SECONDS: records; leaves metrics in $WORK/NAME and prints a summary line.
+# run NAME RATE LEVEL SECONDS [STREAMS]: records; leaves metrics in $WORK/NAME and prints a
+# summary line.
 run() {
-  local name=$1 rate=$2 level=$3 secs=$4 dir=$WORK/$1
+  local name=$1 rate=$2 level=$3 secs=$4 streams=${5:-depth} dir=$WORK/$1
   mkdir -p "$dir"
   "${SIM_CPU[@]}" "$BIN" sim --symbol BTCUSDT --rate "$rate" --port-file "$dir/port" >"$dir/sim.log" 2>&1 &
   local sim=$!
@@ -43,7 +47,7 @@ run() {
   done
   local minutes
   minutes=$(python3 -c "print($secs / 60)")
-  "${REC_CPU[@]}" "$BIN" record --symbol BTCUSDT --depth 10 --gzip-level "$level" \
+  "${REC_CPU[@]}" "$BIN" record --symbol BTCUSDT --depth 10 --gzip-level "$level" --streams "$streams" \
     --endpoint "ws://127.0.0.1:$(cat "$dir/port")" --data-dir "$dir/data" --log-dir "$dir/logs" \
     --run-minutes "$minutes" --print-interval 5 >"$dir/record.log" 2>&1 &
   local rec=$! cpu=0 rss=0 sample
@@ -68,11 +72,15 @@ d, hz, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 m = json.load(open(f"{d}/data/order_book/metrics.json"))
 cpu_ticks, rss_kb = map(int, open(f"{d}/proc").read().split())
 raw = sum(len(l) for f in glob.glob(f"{d}/data/order_book/*.ndjson.gz") for l in gzip.open(f, "rb"))
-n, t = m["total_messages"], m["runtime_seconds"]
+beside = sum(s["messages"] for s in m.get("streams", {}).values())
+gaps = sum(s["breaks"] for s in m.get("streams", {}).values())
+n, t = m["total_messages"] + beside, m["runtime_seconds"]
 cpu = cpu_ticks / hz
-print(f"{name:>5}: {n / t:>9,.0f} events/s recorded  drops={m['log_queue']['drops']:<8} "
+drops = m["log_queue"]["drops"] + sum(s["drops"] for s in m.get("streams", {}).values())
+print(f"{name:>5}: {n / t:>9,.0f} events/s recorded  drops={drops:<8} "
       f"reconnects={m['continuity']['reconnects']}  "
-      f"{raw / t / 1e6:6.1f} MB/s of lines  ratio {raw / max(m['bytes_written'], 1):.2f}  "
+      + (f"({beside / t:,.0f}/s beside the book, gaps={gaps})  " if beside else "")
+      + f"{raw / t / 1e6:6.1f} MB/s of lines  ratio {raw / max(m['bytes_written'], 1):.2f}  "
       f"pipeline p50={m['pipeline_us']['p50']:.0f}us p99={m['pipeline_us']['p99']:.0f}us  "
       f"cpu {cpu / t * 100:5.1f}% of a core = {cpu / max(n, 1) * 1e6:.2f} s per M events  "
       f"peak RSS {rss_kb / 1024:.1f} MB")
@@ -92,7 +100,8 @@ print("        threads: " + ", ".join(
 EOF
 }
 
-CASES=${*:-250k max gzip replay 10k 3k rss}
+CASES=${*:-250k max gzip replay 10k 3k rss kinds mixed}
+KINDS=depth,trade,aggTrade,bookTicker
 wanted() { [[ " $CASES " == *" $1 "* ]]; }
 
 # Sustained first, before the max case fills the page cache with gigabytes of lines.
@@ -133,3 +142,5 @@ fi
 if wanted 10k; then run 10k 10000 3 10; fi
 if wanted 3k; then run 3k 3000 3 20; fi
 if wanted rss; then run rss 20000 3 "$RSS_SECONDS"; fi
+if wanted kinds; then run kinds max 1 "$SECONDS_RUN" "$KINDS"; fi
+if wanted mixed; then run mixed 50000 1 "$SECONDS_RUN" "$KINDS"; fi
