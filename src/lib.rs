@@ -1,5 +1,6 @@
-//! obrec records Binance order-book streams to gzip NDJSON, proves their continuity, reports live
-//! health metrics, and replays recordings offline.
+//! obrec records Binance order-book streams, and the trades, best bid/ask, mark prices and
+//! liquidations beside them, to gzip NDJSON, proves their continuity, reports live health
+//! metrics, and replays recordings offline.
 //!
 //! # Layers
 //!
@@ -11,8 +12,8 @@
 //! ```
 //!
 //! * `util` — the clock, retry backoff, shutdown, logging. Knows nothing of markets or files.
-//! * `market` — Binance's vocabulary, pure: symbols, stream names, frame parsing, the continuity
-//!   state machines, the order book.
+//! * `market` — Binance's vocabulary, pure: symbols, stream names, the stream kinds beside the book
+//!   and their routes, frame parsing, the continuity state machines, the order book.
 //! * `store` — the on-disk format, in one home: line layouts (encode, scan, parse), file names and
 //!   which files a command reads, CRC-checked gzip members, the bounded line reader, staged `.part`
 //!   files, the data-dir lock, connection numbers, crash recovery.
@@ -28,16 +29,17 @@
 //! # Threads and channels of a recording
 //!
 //! ```text
-//!  exchange ──ws──▶ recorder::feed::Group (one thread per ≤200 streams)
+//!  exchange ──ws──▶ recorder::feed::Group (one thread per route and ≤200 streams)
 //!                     │  market::frame::parse_frame: header only, payload kept byte-exact
-//!                     │  market::sequence::Chain: pu == last u, per symbol
+//!                     │  market::sequence::Chain: pu == last u, per symbol (depth)
+//!                     │  market::kind::Tape: dense ids, rising ids, cadence (beside the book)
 //!                     ▼
 //!            bounded crossbeam channel of recorder::event::Event (full → counted drop)
 //!                     ▼
 //!                  recorder::writer::Writer (one thread): store::line encodes, member
 //!                     │  boundaries, file periods
 //!                     ├─▶ recorder::compress (one thread): deflate, write, fsync + rename
-//!                     │     └─▶ <symbol>_depth_<UTC>.ndjson.gz(.part)   complete gzip members
+//!                     │     └─▶ <symbol>_<kind>_<UTC>.ndjson.gz(.part)  complete gzip members
 //!                     └─▶ metrics.json + SUMMARY line               metrics::Metrics + Stats
 //!                              │ bounded channel of lines (full → dropped, the log keeps them)
 //!                              ▼
@@ -53,9 +55,10 @@
 //!
 //! # Where to add things
 //!
-//! * A stream kind: its stream name in `market/stream.rs`, its frame fields in `market/frame.rs`,
-//!   its id rule beside `market/sequence.rs`, its line layout in `store/line.rs` and its file kind
-//!   in `store/names.rs`; the recorder and the offline commands take it from there.
+//! * A stream kind beside the book: a row of the table in `market/kind.rs` (name, route, event
+//!   type, ids, completeness rule), its ids in `market/frame.rs` and `store/line.rs`, its payload
+//!   in the simulator's `exchange/sim/kinds.rs`; file names, connection groups, metrics, replay,
+//!   serve and export take it from there.
 //! * A market: its symbol rule in `market/symbol.rs`, its routes in `market/stream.rs`.
 //! * A command: its flags in `cli/`, its work in the layer it belongs to.
 //!
