@@ -208,6 +208,14 @@ struct Pace {
 }
 
 impl Pace {
+    /// How long the stream may be silent once it delivered: its window, or [`SILENT_GAPS`] of
+    /// its own average gaps when that is longer, never past [`MAX_WINDOW`].
+    fn silence_limit(&self, window: Duration) -> Duration {
+        window
+            .max(self.gap.saturating_mul(SILENT_GAPS))
+            .min(MAX_WINDOW)
+    }
+
     fn observe(&mut self, at: Instant) {
         if let Some(last) = self.last {
             let gap = at.duration_since(last).as_secs_f64();
@@ -576,10 +584,7 @@ impl Group {
             let Some(last) = self.pace[slot].last else {
                 continue;
             };
-            let limit = self
-                .window(slot)
-                .max(self.pace[slot].gap.saturating_mul(SILENT_GAPS))
-                .min(MAX_WINDOW);
+            let limit = self.pace[slot].silence_limit(self.window(slot));
             let feed = self.feed(slot);
             if now.duration_since(last) >= limit && feed.state() == FeedState::Delivering {
                 log::warn!(
@@ -1348,6 +1353,34 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_is_silent_after_its_window_or_fifty_of_its_own_gaps() {
+        let start = Instant::now();
+        let mut pace = Pace::default();
+        let window = Duration::from_secs(10);
+        assert_eq!(pace.silence_limit(window), window, "no event yet");
+        // A busy stream: every 100 ms; its own pace is shorter than the window.
+        for i in 0..100 {
+            pace.observe(start + Duration::from_millis(100 * i));
+        }
+        assert_eq!(pace.gap, Duration::from_millis(100));
+        assert_eq!(pace.silence_limit(window), window);
+        // A thin one: a trade a minute is silent after 50 minutes, not 10 s.
+        let mut thin = Pace::default();
+        for i in 0..5 {
+            thin.observe(start + Duration::from_secs(60 * i));
+        }
+        assert_eq!(thin.silence_limit(window), Duration::from_secs(50 * 60));
+        // The average follows the pace slowly: one long pause does not double it.
+        thin.observe(start + Duration::from_secs(4 * 60 + 600));
+        assert!(thin.gap < Duration::from_secs(80), "{:?}", thin.gap);
+        let rare = Pace {
+            gap: Duration::from_secs(3 * 3600),
+            ..Pace::default()
+        };
+        assert_eq!(rare.silence_limit(window), MAX_WINDOW);
+    }
 
     #[test]
     fn long_stream_lists_are_cut_with_a_count() {
