@@ -4,4 +4,5 @@
 
 pub mod console;
 pub mod interop;
+pub mod progress;
 pub mod replay;
