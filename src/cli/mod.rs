@@ -34,6 +34,13 @@ enum Command {
     Record(Box<RecordArgs>),
     /// Verify and summarise recordings: continuity, latency, damaged files.
     Replay(offline::ReplayArgs),
+    /// Draw recordings as one HTML page: rates, latency, mid price, faults, hourly coverage.
+    ///
+    /// Per symbol and stream: events per second and latency p50/p99 per minute, the mid price,
+    /// a timeline and list of gaps, reconnects, resyncs, silences, server notices and damage, and
+    /// each hour as complete, gap or missing. The page is self-contained (inline SVG and CSS, no
+    /// script, nothing fetched).
+    Report(offline::ReportArgs),
     /// Run a local Binance USD-M look-alike exchange, with fault injection.
     Sim(Box<exchange::SimArgs>),
     /// Play recordings back as a live Binance-compatible stream, paced as recorded.
@@ -82,6 +89,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             offline::replay(&args, &shutdown)
         }
         Some(Command::Export(args)) => offline::export(&args, &shutdown),
+        Some(Command::Report(args)) => offline::report(&args, &shutdown),
         Some(Command::Import(args)) => offline::import(&args, &shutdown),
         Some(Command::Sim(args)) => {
             let _log = logging::to_stderr("info")?;

@@ -1,8 +1,10 @@
-//! Commands over recordings already on disk: `replay` (verify, summarise, rebuild books) and the
-//! conversions to and from other tools' formats (`export`, `import`), with what they share: how
-//! they print. Which files they read is `store::names::recordings`, shared with `serve`.
+//! Commands over recordings already on disk: `replay` (verify, summarise, rebuild books),
+//! `report` (the same recordings drawn as one HTML page) and the conversions to and from other
+//! tools' formats (`export`, `import`), with what they share: how they print, and their progress
+//! bar. Which files they read is `store::names::recordings`, shared with `serve`.
 
 pub mod console;
 pub mod interop;
 pub mod progress;
 pub mod replay;
+pub mod report;
