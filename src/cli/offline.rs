@@ -189,8 +189,8 @@ pub struct ExportArgs {
     /// Format to write.
     #[arg(long, env = "OBREC_FORMAT", value_enum)]
     pub format: Format,
-    /// Recordings: files, directories (their depth and snapshot files) or glob patterns, read in
-    /// name order. Include the snapshot files: hftbacktest's book and Tardis' rows start from them.
+    /// Recordings: files, directories (their recordings) or glob patterns, read in name order.
+    /// Include the snapshot files: hftbacktest's book and Tardis' book rows start from them.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Directory for the exported files (created when missing); existing files are never

@@ -57,7 +57,8 @@ const SKIP_UNSYNCED: &str = "events while their book was not synced";
 const SKIP_COVERED: &str = "events a snapshot covers";
 
 /// Writes recordings (depth, snapshot, trade, aggTrade and bookTicker files; a data directory is
-/// read as its `order_book/`) as Tardis CSV files in `out_dir`, with a progress bar on a terminal. When `shutdown` is triggered, stops and writes nothing
+/// read as its `order_book/`) as Tardis CSV files in `out_dir`, with a progress bar on a
+/// terminal (advanced a file at a time). When `shutdown` is triggered, stops and writes nothing
 /// ([`Outcome::interrupted`]).
 ///
 /// # Errors
@@ -74,18 +75,22 @@ pub fn export_tardis(
     let files = recordings(paths)?;
     let mut outcome = Outcome::default();
     let snapshots = Snapshots::index(&files, shutdown, &mut outcome)?;
+    let progress = progress_bar(&files);
+    let advance = |path: &PathBuf| {
+        if let Some(bar) = &progress {
+            bar.inc(std::fs::metadata(path).map_or(0, |m| m.len()));
+        }
+    };
+    files
+        .iter()
+        .filter(|p| classify(p).is_some_and(|(_, kind)| kind == FileKind::Snapshot))
+        .for_each(advance);
     let mut ex = Tardis {
         staged: Staged::new(out_dir, gzip_level),
         snapshots,
         outcome,
         symbols: HashMap::new(),
         row: Vec::new(),
-    };
-    let progress = progress_bar(&files);
-    let advance = |path: &PathBuf| {
-        if let Some(bar) = &progress {
-            bar.inc(std::fs::metadata(path).map_or(0, |m| m.len()));
-        }
     };
     // Snapshots were read by the index; files named as no recording are read as depth.
     let is_depth = |p: &&PathBuf| classify(p).is_none_or(|(_, kind)| kind == FileKind::Depth);

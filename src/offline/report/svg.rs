@@ -46,7 +46,9 @@ pub struct Line<'a> {
     pub join_ns: u64,
 }
 
-/// A line chart with its title, legend, value range and time labels.
+/// A line chart with its title, legend, value range and time labels; with `from_zero` the range
+/// takes in zero, so that a level reads as a size (rates) and a sign shows (a latency below zero
+/// says the local clock runs behind the exchange's).
 pub fn chart(title: &str, unit: &str, axis: &Axis, lines: &[Line], from_zero: bool) -> String {
     let values = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
     let (mut lo, mut hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
@@ -56,7 +58,7 @@ pub fn chart(title: &str, unit: &str, axis: &Axis, lines: &[Line], from_zero: bo
         (lo, hi) = (0.0, 1.0);
     }
     if from_zero {
-        lo = lo.min(0.0);
+        (lo, hi) = (lo.min(0.0), hi.max(0.0));
     }
     if hi - lo < f64::EPSILON * hi.abs().max(1.0) {
         // A flat line sits in the middle of a range around it.
