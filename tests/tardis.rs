@@ -506,12 +506,15 @@ const TRADES_HEADER: &str = "exchange,symbol,timestamp,local_timestamp,id,side,p
 const QUOTES_HEADER: &str =
     "exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount";
 
+/// Frames as received: (recv_ns, payload).
+type Frames = Vec<(u64, String)>;
+
 /// The fixture's real trade and bookTicker frames as an obrec recording, with what a live one
 /// holds beside them: a replacement connection that delivers its predecessor's last trades again,
 /// a trade the stream lost that came back over REST (a backfilled line, later), and a
 /// `serverShutdown` meta line. Returns the trade frames as each should be written, in receipt
-/// order: (recv_ns, payload).
-fn stream_recording(dir: &Path) -> (Vec<(u64, String)>, Vec<(u64, String)>) {
+/// order, and the bookTicker frames.
+fn stream_recording(dir: &Path) -> (Frames, Frames) {
     use common::{KindEvent, fixture_frames, write_kind_file};
     fs::create_dir_all(dir).unwrap();
     let trades = fixture_frames("trade");
@@ -561,7 +564,7 @@ fn stream_recording(dir: &Path) -> (Vec<(u64, String)>, Vec<(u64, String)>) {
             backfill: true,
         },
     );
-    // One trade before it is missing from `expected`, one more from `events`: the same place.
+    // Both lists lack the lost trade before it: the backfill goes at the same index in each.
     expected.insert(backfill_at, (backfill_ns, rest_item.clone()));
     let shutdown_meta = r#"{"meta":"serverShutdown","recv_ns":1723161256000000000,"conn":1,"data":{"e":"serverShutdown","E":1723161256000}}"#;
     write_kind_file(
