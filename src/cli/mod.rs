@@ -55,11 +55,15 @@ enum Command {
     Demo(offline::DemoArgs),
     /// Exit 0 when a recorder's metrics.json is fresh and inside the alert thresholds, else 1.
     Health(offline::HealthArgs),
-    /// Convert recordings to hftbacktest's raw feed files (for its binancefutures.convert).
+    /// Convert recordings to hftbacktest's raw feed files, or to Tardis' normalized CSV datasets.
     ///
-    /// Writes one gzip file per symbol and UTC day of receipt, `<symbol>_<YYYYMMDD>.gz`, each line
-    /// `<19-digit receive ns> <message>`: depth events in their combined-stream envelope (payload
-    /// byte-exact), REST snapshots as their raw body, merged in receive order; a connection change is
+    /// With --format tardis: incremental_book_L2, book_snapshot_25 and book_snapshot_5 from depth
+    /// and snapshots, trades from trade files (aggTrade files for a symbol without), quotes from
+    /// bookTicker; one gzip CSV per dataset, symbol and UTC day, named as Tardis' downloads.
+    ///
+    /// With --format hftbacktest (for its binancefutures.convert): one gzip file per symbol and UTC
+    /// day of receipt, `<symbol>_<YYYYMMDD>.gz`, each line `<19-digit receive ns> <message>`: depth
+    /// events in their combined-stream envelope (payload byte-exact), REST snapshots as their raw body, merged in receive order; a connection change is
     /// a `{"stream":"_meta","data":{"e":"connection","conn":N}}` line, which the converter ignores.
     Export(offline::ExportArgs),
     /// Convert hftbacktest's raw feed files into obrec recordings (depth and snapshots).

@@ -25,7 +25,7 @@ const MAX_HOURS: u64 = 24 * 92;
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:1000px;color:#222}\
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}h3{font-size:1em}\
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:2px 6px;text-align:left}\
-td.n{text-align:right}svg{width:100%;height:auto;display:block}\
+td.n{text-align:right}svg{width:100%;height:auto;display:block;margin-bottom:.5em}\
 svg text{font:11px system-ui,sans-serif}svg .title{font-weight:bold}svg .value{text-anchor:end}\
 svg .grid{stroke:#ddd}svg .time{fill:#555}.key span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}\
 .damaged{color:#b00}";
