@@ -190,6 +190,17 @@ struct Rows<'s> {
 impl Rows<'_> {
     /// Writes the row of one event; false for an event already written (a duplicate).
     fn event(&mut self, kind: Kind, line: &KindLine) -> std::result::Result<bool, Halt> {
+        let fits = matches!(
+            (kind, line.ids),
+            (Kind::Trade, KindIds::Trade { .. })
+                | (Kind::AggTrade, KindIds::AggTrade { .. })
+                | (Kind::BookTicker, KindIds::BookTicker { .. })
+        );
+        if !fits {
+            return Err(damage(format!(
+                "not a {kind} line (a {kind} file holds only those)"
+            )));
+        }
         // A backfilled trade fills a gap the tape already passed: it is never a duplicate.
         if !line.backfill {
             let tape = self
@@ -231,7 +242,7 @@ impl Rows<'_> {
                 }
                 Dataset::Quotes
             }
-            KindIds::None => return Err(damage(format!("a {kind} line without its ids"))),
+            KindIds::None => unreachable!("checked to fit a kind with ids"),
         };
         self.row.push(b'\n');
         let out = self.file(line.symbol, dataset, line.recv_ns)?;
