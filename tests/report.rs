@@ -37,12 +37,14 @@ struct Faults {
     depth_break: (u64, u64, u64),
     /// Receipt of the second snapshot.
     resync_ns: u64,
+    /// Receipt of the `serverShutdown` notice in the depth file.
+    notice_ns: u64,
 }
 
 /// A recording of the fixture's real frames in `dir`: depth with one event left out (a `pu`
-/// break on one connection), its REST snapshot and the same body again later (a resync), trades
-/// with one left out (an id gap) and a move to connection 2 two thirds in (a reconnect that
-/// lost nothing), and bookTicker as received.
+/// break on one connection) and a `serverShutdown` notice after them, its REST snapshot and the
+/// same body again later (a resync), trades with one left out (an id gap) and a move to
+/// connection 2 two thirds in (a reconnect that lost nothing), and bookTicker as received.
 fn faulty_recording(dir: &Path) -> Faults {
     fs::create_dir_all(dir).unwrap();
     let depth = fixture_frames("depth@0ms");
@@ -53,10 +55,19 @@ fn faulty_recording(dir: &Path) -> Faults {
         .filter(|(i, _)| *i != cut)
         .map(|(_, (ns, data))| (*ns, data.as_str(), 1))
         .collect();
-    write_depth_file(
-        &dir.join("btcusdt_depth_20240808T235415Z.ndjson.gz"),
-        &events,
+    let depth_file = dir.join("btcusdt_depth_20240808T235415Z.ndjson.gz");
+    write_depth_file(&depth_file, &events);
+    // The server's notice that it will close the connection, kept at the end of the file, as
+    // the recorder keeps it in the file of every stream the connection carried.
+    let notice_ns = depth[depth.len() - 1].0 + 1;
+    let notice = format!(
+        "{{\"meta\":\"serverShutdown\",\"recv_ns\":{notice_ns},\"conn\":1,\"data\":{{\"e\":\"serverShutdown\",\"E\":1723161600000}}}}\n"
     );
+    let mut bytes = fs::read(&depth_file).unwrap();
+    let mut member = Vec::new();
+    obrec::MemberEncoder::new(1).encode(notice.as_bytes(), &mut member);
+    bytes.extend_from_slice(&member);
+    fs::write(&depth_file, bytes).unwrap();
     let payload = |data: &str| serde_json::from_str::<serde_json::Value>(data).unwrap();
     let depth_break = (
         depth[cut + 1].0,
@@ -121,6 +132,7 @@ fn faulty_recording(dir: &Path) -> Faults {
         reconnect_ns: trades[switch].0,
         depth_break,
         resync_ns,
+        notice_ns,
     }
 }
 
@@ -237,15 +249,21 @@ fn each_fault_put_in_is_listed_at_its_time() {
             &format!("pu break: expected pu={expected}, got pu={got} (u="),
         ),
         row("resync", faults.resync_ns, "snapshot lastUpdateId="),
+        row(
+            "notice",
+            faults.notice_ns,
+            "serverShutdown on conn 1</td></tr>",
+        ),
     ];
     for want in &wanted {
         assert!(html.contains(want.as_str()), "missing: {want}");
     }
-    // Nothing else went wrong: one gap in each of depth and trades, one reconnect, one resync;
-    // the rest of the page is the charts.
+    // Nothing else went wrong: one gap in each of depth and trades, one reconnect, one resync,
+    // one notice; the rest of the page is the charts.
     assert_eq!(html.matches("<tr class=\"gap\">").count(), 2);
     assert_eq!(html.matches("<tr class=\"reconnect\">").count(), 1);
     assert_eq!(html.matches("<tr class=\"resync\">").count(), 1);
+    assert_eq!(html.matches("<tr class=\"notice\">").count(), 1);
     for section in ["BTCUSDT depth", "BTCUSDT trade", "BTCUSDT bookTicker"] {
         assert!(html.contains(&format!("\">{section}</h2>")), "{section}");
     }

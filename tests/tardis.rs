@@ -750,3 +750,26 @@ fn aggregate_trades_stand_in_only_for_a_symbol_without_trade_files() {
         assert_eq!(c[6], v["p"].as_str().unwrap());
     }
 }
+
+/// The recorder keeps a `serverShutdown` notice in the depth file of the connection it came on;
+/// the book datasets pass over it as every reader of events does.
+#[test]
+fn a_notice_among_depth_lines_is_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = imported(dir.path());
+    let plain = dir.path().join("plain");
+    assert!(export(&[&data], &plain).status.success());
+    let depth = &depth_files(&data)[0];
+    let mut bytes = fs::read(depth).unwrap();
+    let notice = b"{\"meta\":\"serverShutdown\",\"recv_ns\":1723161599900000000,\"conn\":1,\"data\":{\"e\":\"serverShutdown\",\"E\":1723161600000}}\n";
+    let mut member = Vec::new();
+    obrec::MemberEncoder::new(1).encode(notice, &mut member);
+    bytes.extend_from_slice(&member);
+    fs::write(depth, bytes).unwrap();
+    let noticed = dir.path().join("noticed");
+    let out = export(&[&data], &noticed);
+    assert!(out.status.success(), "{out:?}");
+    for name in [L2, TOP25, TOP5] {
+        assert_eq!(csv(&noticed.join(name)), csv(&plain.join(name)), "{name}");
+    }
+}

@@ -9,7 +9,7 @@ use super::import::split_line;
 use super::{NS_DIGITS, Outcome, check_stream, check_symbol};
 use crate::error::{Error, Result};
 use crate::market::stream::is_partial;
-use crate::store::line::{DepthLine, SnapshotLine, parse_depth, parse_snapshot};
+use crate::store::line::{DepthLine, SnapshotLine, is_meta, parse_depth, parse_snapshot};
 use crate::store::lines::LineCursor;
 use crate::store::names::{FileKind, is_kind};
 use crate::store::names::{no_recordings, recordings};
@@ -142,15 +142,20 @@ impl Snapshots {
     }
 }
 
-/// Reads the next depth line of `lines` into `bytes`: `None` at the end of the data, or at damage
-/// (noted in `outcome`), which ends the reading of the file.
+/// Reads the next depth line of `lines` into `bytes`, passing over meta lines: `None` at the end
+/// of the data, or at damage (noted in `outcome`), which ends the reading of the file.
 pub(super) fn next_depth<'b>(
     lines: &mut GzLines,
     bytes: &'b mut Vec<u8>,
     outcome: &mut Outcome,
 ) -> Result<Option<DepthLine<'b>>> {
-    if !lines.next_line(bytes, outcome)? {
-        return Ok(None);
+    loop {
+        if !lines.next_line(bytes, outcome)? {
+            return Ok(None);
+        }
+        if !is_meta(bytes) {
+            break;
+        }
     }
     let line = match parse_depth(bytes) {
         Ok(l) => l,

@@ -85,6 +85,14 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// The series a file's lines belong to (a snapshot file's to its symbol's depth).
+    fn of(kind: FileKind) -> Stream {
+        match kind {
+            FileKind::Stream(kind) => Stream::Kind(kind),
+            FileKind::Depth | FileKind::Snapshot => Stream::Depth,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Stream::Depth => "depth",
@@ -577,10 +585,12 @@ impl Gather {
             };
             let taken = match kind {
                 FileKind::Snapshot => self.snapshot(bytes, line_no),
+                // A notice goes to the file of every stream its connection carried.
+                _ if is_meta(bytes) => self.meta(bytes, kind, named),
                 FileKind::Depth => parse_depth(bytes)
                     .map_err(Halt::Damage)
                     .and_then(|line| self.depth(&line)),
-                FileKind::Stream(kind) => self.kind_line(bytes, kind, named),
+                FileKind::Stream(kind) => self.kind_line(bytes, kind),
             };
             match taken {
                 Ok(()) => {}
@@ -601,11 +611,7 @@ impl Gather {
         ));
         // The damage shows on the timeline of the file's series, after its last event.
         if let Some((symbol, kind)) = named {
-            let stream = match kind {
-                FileKind::Stream(kind) => Stream::Kind(kind),
-                FileKind::Depth | FileKind::Snapshot => Stream::Depth,
-            };
-            if let Ok(series) = self.series(&symbol.to_ascii_uppercase(), stream) {
+            if let Ok(series) = self.series(&symbol.to_ascii_uppercase(), Stream::of(kind)) {
                 let at_ns = series.last_ns.unwrap_or(0);
                 series.fault(Fault {
                     kind: FaultKind::Damage,
@@ -744,24 +750,30 @@ impl Gather {
         })
     }
 
-    fn kind_line(
+    /// A meta line: a notice on the timeline of the file's series (named by the file, since the
+    /// line names no symbol; a file named otherwise has no series to show it on).
+    fn meta(
         &mut self,
         bytes: &[u8],
-        kind: Kind,
+        kind: FileKind,
         named: Option<(&str, FileKind)>,
     ) -> std::result::Result<(), Halt> {
-        if is_meta(bytes) {
-            let meta = parse_meta(bytes)?;
-            let symbol = named.map_or(String::new(), |(s, _)| s.to_ascii_uppercase());
-            let detail = format!("{} on conn {}", meta.meta, meta.conn);
-            self.series(&symbol, Stream::Kind(kind))?.fault(Fault {
+        let meta = parse_meta(bytes)?;
+        let Some((symbol, _)) = named else {
+            return Ok(());
+        };
+        let detail = format!("{} on conn {}", meta.meta, meta.conn);
+        self.series(&symbol.to_ascii_uppercase(), Stream::of(kind))?
+            .fault(Fault {
                 kind: FaultKind::Notice,
                 at_ns: meta.recv_ns,
                 until_ns: None,
                 detail,
             });
-            return Ok(());
-        }
+        Ok(())
+    }
+
+    fn kind_line(&mut self, bytes: &[u8], kind: Kind) -> std::result::Result<(), Halt> {
         let line = parse_kind(bytes)?;
         // A backfilled line fills a gap the tape already passed; it has no stream latency.
         let (seen, latency) = if line.backfill {
