@@ -610,16 +610,16 @@ impl Gather {
             line_no - 1
         ));
         // The damage shows on the timeline of the file's series, after its last event.
-        if let Some((symbol, kind)) = named {
-            if let Ok(series) = self.series(&symbol.to_ascii_uppercase(), Stream::of(kind)) {
-                let at_ns = series.last_ns.unwrap_or(0);
-                series.fault(Fault {
-                    kind: FaultKind::Damage,
-                    at_ns,
-                    until_ns: None,
-                    detail: format!("{file}: line {line_no}: {what}"),
-                });
-            }
+        if let Some((symbol, kind)) = named
+            && let Ok(series) = self.series(&symbol.to_ascii_uppercase(), Stream::of(kind))
+        {
+            let at_ns = series.last_ns.unwrap_or(0);
+            series.fault(Fault {
+                kind: FaultKind::Damage,
+                at_ns,
+                until_ns: None,
+                detail: format!("{file}: line {line_no}: {what}"),
+            });
         }
         Ok(())
     }
