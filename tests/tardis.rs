@@ -502,3 +502,277 @@ fn partial_depth_events_become_changes_of_the_top_n() {
     assert!(cells[4..4 + 4 * N].iter().all(|c| !c.is_empty()));
     assert!(cells[4 + 4 * N..].iter().all(|c| c.is_empty()));
 }
+
+const TRADES: &str = "binance-futures_trades_2024-08-08_BTCUSDT.csv.gz";
+const QUOTES: &str = "binance-futures_quotes_2024-08-08_BTCUSDT.csv.gz";
+const TRADES_HEADER: &str = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount";
+const QUOTES_HEADER: &str =
+    "exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount";
+
+/// Frames as received: (recv_ns, payload).
+type Frames = Vec<(u64, String)>;
+
+/// The fixture's real trade and bookTicker frames as an obrec recording, with what a live one
+/// holds beside them: a replacement connection that delivers its predecessor's last trades again,
+/// a trade the stream lost that came back over REST (a backfilled line, later), and a
+/// `serverShutdown` meta line. Returns the trade frames as each should be written, in receipt
+/// order, and the bookTicker frames.
+fn stream_recording(dir: &Path) -> (Frames, Frames) {
+    use common::{KindEvent, capture_frames, write_kind_file};
+    fs::create_dir_all(dir).unwrap();
+    let trades = capture_frames("btcusdt@trade", usize::MAX);
+    let quotes = capture_frames("btcusdt@bookTicker", usize::MAX);
+    let (switch, overlap, lost) = (trades.len() / 2, 3, 100);
+    let mut events = Vec::new();
+    let mut expected = Vec::new();
+    for (i, (ns, data)) in trades.iter().enumerate() {
+        if i == lost {
+            continue;
+        }
+        let conn = if i < switch { 1 } else { 2 };
+        if i == switch {
+            // The replacement's first frames are the last ones of the old connection.
+            for (ns0, data0) in &trades[switch - overlap..switch] {
+                events.push(KindEvent {
+                    recv_ns: *ns0 + 1,
+                    data: data0,
+                    conn: 2,
+                    backfill: false,
+                });
+            }
+        }
+        events.push(KindEvent {
+            recv_ns: *ns,
+            data,
+            conn,
+            backfill: false,
+        });
+        expected.push((*ns, data.clone()));
+    }
+    // The backfill comes a little after the gap was seen.
+    let lost_data = &trades[lost].1;
+    let backfill_at = lost + 5;
+    let backfill_ns = trades[backfill_at].0 + 1;
+    let rest_item = {
+        let v: serde_json::Value = serde_json::from_str(lost_data).unwrap();
+        serde_json::json!({"e":"trade","E":v["T"],"T":v["T"],"s":v["s"],"t":v["t"],"p":v["p"],"q":v["q"],"m":v["m"]})
+            .to_string()
+    };
+    events.insert(
+        backfill_at,
+        KindEvent {
+            recv_ns: backfill_ns,
+            data: &rest_item,
+            conn: 0,
+            backfill: true,
+        },
+    );
+    // Both lists lack the lost trade before it: the backfill goes at the same index in each.
+    expected.insert(backfill_at, (backfill_ns, rest_item.clone()));
+    let shutdown_meta = r#"{"meta":"serverShutdown","recv_ns":1723161256000000000,"conn":1,"data":{"e":"serverShutdown","E":1723161256000}}"#;
+    write_kind_file(
+        &dir.join("btcusdt_trade_20240808T235415Z.ndjson.gz"),
+        obrec::Kind::Trade,
+        &events,
+        &[(10, shutdown_meta)],
+    );
+    let quote_events: Vec<KindEvent> = quotes
+        .iter()
+        .map(|(ns, data)| KindEvent {
+            recv_ns: *ns,
+            data,
+            conn: 1,
+            backfill: false,
+        })
+        .collect();
+    write_kind_file(
+        &dir.join("btcusdt_bookTicker_20240808T235415Z.ndjson.gz"),
+        obrec::Kind::BookTicker,
+        &quote_events,
+        &[],
+    );
+    (expected, quotes)
+}
+
+/// A row's cells, checked for the exchange and symbol.
+fn cells(line: &str, n: usize) -> Vec<String> {
+    let c: Vec<String> = line.split(',').map(str::to_string).collect();
+    assert_eq!(c.len(), n, "{line}");
+    assert_eq!(&c[..2], ["binance-futures", "BTCUSDT"], "{line}");
+    c
+}
+
+#[test]
+fn trades_and_quotes_are_the_recorded_frames_row_for_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let (trades, quotes) = stream_recording(&rec);
+    let out_dir = dir.path().join("tardis");
+    let out = export(&[&rec], &out_dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("skipped: 3 events a replacement connection delivered again"),
+        "{stdout}"
+    );
+    let mut names: Vec<String> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [QUOTES, TRADES]);
+
+    let rows = csv(&out_dir.join(TRADES));
+    assert_eq!(rows[0], TRADES_HEADER);
+    assert_eq!(
+        rows.len() - 1,
+        trades.len(),
+        "one row per trade, the backfilled one too"
+    );
+    for (row, (ns, data)) in rows[1..].iter().zip(&trades) {
+        let c = cells(row, 8);
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        let side = if v["m"].as_bool().unwrap() {
+            "sell"
+        } else {
+            "buy"
+        };
+        let want = [
+            (v["E"].as_u64().unwrap() * 1000).to_string(),
+            (ns / 1000).to_string(),
+            v["t"].to_string(),
+            side.to_string(),
+            v["p"].as_str().unwrap().to_string(),
+            v["q"].as_str().unwrap().to_string(),
+        ];
+        assert_eq!(&c[2..], want, "{row}");
+    }
+    // Both sides are there: a taker buys and sells on any real day.
+    assert!(rows.iter().any(|r| r.contains(",buy,")) && rows.iter().any(|r| r.contains(",sell,")));
+
+    let rows = csv(&out_dir.join(QUOTES));
+    assert_eq!(rows[0], QUOTES_HEADER);
+    assert_eq!(rows.len() - 1, quotes.len());
+    for (row, (ns, data)) in rows[1..].iter().zip(&quotes) {
+        let c = cells(row, 8);
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        let s = |k: &str| v[k].as_str().unwrap().to_string();
+        let want = [
+            (v["E"].as_u64().unwrap() * 1000).to_string(),
+            (ns / 1000).to_string(),
+            s("A"),
+            s("a"),
+            s("b"),
+            s("B"),
+        ];
+        assert_eq!(&c[2..], want, "{row}");
+    }
+
+    // Python's own csv and gzip read the same rows and the same price texts.
+    let script = "import csv, gzip, sys\n\
+        for path in sys.argv[1:]:\n\
+        \x20   with gzip.open(path, 'rt', newline='') as f:\n\
+        \x20       rows = list(csv.DictReader(f))\n\
+        \x20   key = 'price' if 'price' in rows[0] else 'ask_price'\n\
+        \x20   print(len(rows), rows[0][key], rows[-1][key], ','.join(rows[0].keys()))\n";
+    let Ok(py) = Command::new("python3")
+        .args(["-c", script])
+        .arg(out_dir.join(TRADES))
+        .arg(out_dir.join(QUOTES))
+        .output()
+    else {
+        eprintln!("python3 is not installed: the Python check is skipped");
+        return;
+    };
+    assert!(py.status.success(), "{py:?}");
+    let price = |data: &str, key: &str| {
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        v[key].as_str().unwrap().to_string()
+    };
+    let want = format!(
+        "{} {} {} {TRADES_HEADER}\n{} {} {} {QUOTES_HEADER}\n",
+        trades.len(),
+        price(&trades[0].1, "p"),
+        price(&trades[trades.len() - 1].1, "p"),
+        quotes.len(),
+        price(&quotes[0].1, "a"),
+        price(&quotes[quotes.len() - 1].1, "a"),
+    );
+    assert_eq!(String::from_utf8_lossy(&py.stdout), want);
+}
+
+#[test]
+fn aggregate_trades_stand_in_only_for_a_symbol_without_trade_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    stream_recording(&rec);
+    // Aggregates of the real trades: one per trade, `a` and `f..=l` from `t`.
+    let aggs: Vec<(u64, String)> = common::capture_frames("btcusdt@trade", usize::MAX)
+        .into_iter()
+        .take(50)
+        .map(|(ns, data)| {
+            let v: serde_json::Value = serde_json::from_str(&data).unwrap();
+            let t = v["t"].as_u64().unwrap();
+            let agg = serde_json::json!({"e":"aggTrade","E":v["E"],"a":t - 5_000_000_000,"s":"BTCUSDT","p":v["p"],"q":v["q"],"f":t,"l":t,"T":v["T"],"m":v["m"]});
+            (ns, agg.to_string())
+        })
+        .collect();
+    let events: Vec<common::KindEvent> = aggs
+        .iter()
+        .map(|(ns, data)| common::KindEvent {
+            recv_ns: *ns,
+            data,
+            conn: 1,
+            backfill: false,
+        })
+        .collect();
+    let agg_file = rec.join("btcusdt_aggTrade_20240808T235415Z.ndjson.gz");
+    common::write_kind_file(&agg_file, obrec::Kind::AggTrade, &events, &[]);
+
+    // With the trade file given, the aggregates are left out, and said to be.
+    let out_dir = dir.path().join("both");
+    let out = export(&[&rec], &out_dir);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("1 aggTrade files (their symbol's trade files give its trades)"),
+        "{stdout}"
+    );
+    assert!(csv(&out_dir.join(TRADES)).len() > aggs.len() + 1);
+
+    // Alone, they are the trades, `id` their `a`.
+    let out_dir = dir.path().join("agg");
+    let out = export(&[&agg_file], &out_dir);
+    assert!(out.status.success(), "{out:?}");
+    let rows = csv(&out_dir.join(TRADES));
+    assert_eq!(rows.len() - 1, aggs.len());
+    for (row, (_, data)) in rows[1..].iter().zip(&aggs) {
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        let c = cells(row, 8);
+        assert_eq!(c[4], v["a"].to_string());
+        assert_eq!(c[6], v["p"].as_str().unwrap());
+    }
+}
+
+/// The recorder keeps a `serverShutdown` notice in the depth file of the connection it came on;
+/// the book datasets pass over it as every reader of events does.
+#[test]
+fn a_notice_among_depth_lines_is_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = imported(dir.path());
+    let plain = dir.path().join("plain");
+    assert!(export(&[&data], &plain).status.success());
+    let depth = &depth_files(&data)[0];
+    let mut bytes = fs::read(depth).unwrap();
+    let notice = b"{\"meta\":\"serverShutdown\",\"recv_ns\":1723161599900000000,\"conn\":1,\"data\":{\"e\":\"serverShutdown\",\"E\":1723161600000}}\n";
+    let mut member = Vec::new();
+    obrec::MemberEncoder::new(1).encode(notice, &mut member);
+    bytes.extend_from_slice(&member);
+    fs::write(depth, bytes).unwrap();
+    let noticed = dir.path().join("noticed");
+    let out = export(&[&data], &noticed);
+    assert!(out.status.success(), "{out:?}");
+    for name in [L2, TOP25, TOP5] {
+        assert_eq!(csv(&noticed.join(name)), csv(&plain.join(name)), "{name}");
+    }
+}

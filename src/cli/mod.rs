@@ -34,6 +34,13 @@ enum Command {
     Record(Box<RecordArgs>),
     /// Verify and summarise recordings: continuity, latency, damaged files.
     Replay(offline::ReplayArgs),
+    /// Draw recordings as one HTML page: rates, latency, mid price, faults, hourly coverage.
+    ///
+    /// Per symbol and stream: events per second and latency p50/p99 per minute, the mid price,
+    /// a timeline and list of gaps, reconnects, resyncs, silences, server notices and damage, and
+    /// each hour as complete, gap or missing. The page is self-contained (inline SVG and CSS, no
+    /// script, nothing fetched).
+    Report(offline::ReportArgs),
     /// Run a local Binance USD-M look-alike exchange, with fault injection.
     Sim(Box<exchange::SimArgs>),
     /// Play recordings back as a live Binance-compatible stream, paced as recorded.
@@ -48,11 +55,15 @@ enum Command {
     Demo(offline::DemoArgs),
     /// Exit 0 when a recorder's metrics.json is fresh and inside the alert thresholds, else 1.
     Health(offline::HealthArgs),
-    /// Convert recordings to hftbacktest's raw feed files (for its binancefutures.convert).
+    /// Convert recordings to hftbacktest's raw feed files, or to Tardis' normalized CSV datasets.
     ///
-    /// Writes one gzip file per symbol and UTC day of receipt, `<symbol>_<YYYYMMDD>.gz`, each line
-    /// `<19-digit receive ns> <message>`: depth events in their combined-stream envelope (payload
-    /// byte-exact), REST snapshots as their raw body, merged in receive order; a connection change is
+    /// With --format tardis: incremental_book_L2, book_snapshot_25 and book_snapshot_5 from depth
+    /// and snapshots, trades from trade files (aggTrade files for a symbol without), quotes from
+    /// bookTicker; one gzip CSV per dataset, symbol and UTC day, named as Tardis' downloads.
+    ///
+    /// With --format hftbacktest (for its binancefutures.convert): one gzip file per symbol and UTC
+    /// day of receipt, `<symbol>_<YYYYMMDD>.gz`, each line `<19-digit receive ns> <message>`: depth
+    /// events in their combined-stream envelope (payload byte-exact), REST snapshots as their raw body, merged in receive order; a connection change is
     /// a `{"stream":"_meta","data":{"e":"connection","conn":N}}` line, which the converter ignores.
     Export(offline::ExportArgs),
     /// Convert hftbacktest's raw feed files into obrec recordings (depth and snapshots).
@@ -82,6 +93,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             offline::replay(&args, &shutdown)
         }
         Some(Command::Export(args)) => offline::export(&args, &shutdown),
+        Some(Command::Report(args)) => offline::report(&args, &shutdown),
         Some(Command::Import(args)) => offline::import(&args, &shutdown),
         Some(Command::Sim(args)) => {
             let _log = logging::to_stderr("info")?;

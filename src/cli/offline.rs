@@ -1,4 +1,4 @@
-//! The offline commands' flags: `replay`, `export`, `import`, `health` and `demo`.
+//! The offline commands' flags: `replay`, `report`, `export`, `import`, `health` and `demo`.
 //!
 //! Each stops between lines on SIGINT, SIGTERM or SIGHUP, writes nothing under a final name, and
 //! exits [`INTERRUPTED`]: a cut-short run is never mistaken for a finished one.
@@ -17,6 +17,7 @@ use crate::metrics::health::{self, HealthCheck};
 use crate::offline::console::{Console, warn};
 use crate::offline::interop;
 use crate::offline::replay::{self, BookOutput, ReplayReport, Stopped};
+use crate::offline::report;
 use crate::store::names::{no_recordings, recordings};
 use crate::store::staged::write_atomic;
 use crate::util::clock::push_iso_millis;
@@ -228,7 +229,8 @@ pub enum Format {
     /// file), read by hftbacktest.data.utils.binancefutures.convert.
     Hftbacktest,
     /// Tardis' normalized CSV (export only): incremental_book_L2, book_snapshot_25 and
-    /// book_snapshot_5, gzip, one file per dataset, symbol and UTC day.
+    /// book_snapshot_5 from depth, trades from trade files (aggTrade files when a symbol has
+    /// none), quotes from bookTicker; gzip, one file per dataset, symbol and UTC day.
     Tardis,
 }
 
@@ -315,6 +317,44 @@ pub fn import(args: &ImportArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
         return Ok(interrupted("import stopped, nothing written"));
     }
     Ok(passed(outcome.print("imported", started)?))
+}
+
+/// `obrec report`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Exit status: 0 when every input was read whole; 1 when one was damaged (the \
+page shows what came before the damage) or the page cannot be written; 2 for bad usage, inputs \
+without a recording, or an output that exists (nothing is written)."
+)]
+pub struct ReportArgs {
+    /// Recordings: files, directories (every recording in them; a data directory's order_book/)
+    /// or glob patterns; read in name order.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// The HTML file to write; an existing file is never overwritten.
+    #[arg(short, long, env = "OBREC_OUTPUT", value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+/// `obrec report`: exit 0 when every input was read whole.
+pub fn report(args: &ReportArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let outcome = report::report(&args.paths, &args.output, shutdown)?;
+    if outcome.interrupted {
+        return Ok(interrupted("report stopped, nothing written"));
+    }
+    Console::new().line(format_args!(
+        "{}: {} series, {} events, {} faults in {:.2} s",
+        args.output.display(),
+        outcome.series,
+        outcome.events,
+        outcome.faults,
+        started.elapsed().as_secs_f64()
+    ))?;
+    for d in &outcome.damaged {
+        warn(format_args!("{d}"));
+    }
+    Ok(passed(outcome.damaged.is_empty()))
 }
 
 /// `obrec health`. Every threshold defaults to [`HealthCheck::default`].

@@ -33,6 +33,7 @@ use crate::market::symbol::SymbolId;
 use crate::metrics::{Counters, Metrics, Report, ReportClock, SymbolCounters};
 use crate::offline::console::reader_gone;
 use crate::offline::kinds::{KindGap, KindReport, Kinds, Refused};
+use crate::offline::progress::progress_bar;
 use crate::offline::trades::Trades;
 use crate::store::gzip::{CountingReader, MemberDecoder, open_recording};
 use crate::store::line::{
@@ -238,29 +239,6 @@ const PROGRESS_EVERY: u64 = 1 << 16;
 const READ_BLOCK: usize = 1 << 18;
 /// Chunks decompressed ahead of the parser: enough to ride out an uneven pace, a few MB at most.
 const CHUNKS_AHEAD: usize = 8;
-/// Below this much compressed data a replay is over before a bar would help.
-const PROGRESS_MIN_BYTES: u64 = 32 << 20;
-
-/// A bar over the files' compressed bytes, only when stderr is a terminal and the job is long.
-fn progress_bar(files: &[PathBuf]) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    let total: u64 = files
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
-    if !io::stderr().is_terminal() || total < PROGRESS_MIN_BYTES {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    let style = indicatif::ProgressStyle::with_template(
-        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    )
-    .expect("valid template");
-    bar.set_style(style);
-    Some(bar)
-}
-
 /// Where `--book` lines go and how deep.
 pub struct BookOutput<'a> {
     pub levels: usize,

@@ -292,3 +292,89 @@ pub fn spawn_sim(dir: &Path, args: &[&str]) -> (Child, u16) {
 pub fn kind_files(data_dir: &Path, kind: &str) -> Vec<PathBuf> {
     recordings(data_dir, &format!("_{kind}_"))
 }
+
+/// One event of a kind recording to write: receipt ns, payload, connection.
+pub struct KindEvent<'a> {
+    pub recv_ns: u64,
+    pub data: &'a str,
+    pub conn: u64,
+    pub backfill: bool,
+}
+
+/// Writes `events` of `kind` as an obrec recording at `path` (gzip, one member), each line as
+/// the recorder writes it; `meta` lines go in after the event of the given index.
+pub fn write_kind_file(
+    path: &Path,
+    kind: obrec::Kind,
+    events: &[KindEvent],
+    meta: &[(usize, &str)],
+) {
+    let mut text = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(e.data).unwrap();
+        let id = |k: &str| v[k].as_u64().unwrap();
+        let ids = match kind {
+            obrec::Kind::Trade => obrec::KindIds::Trade { t: id("t") },
+            obrec::Kind::AggTrade => obrec::KindIds::AggTrade {
+                a: id("a"),
+                f: id("f"),
+                l: id("l"),
+            },
+            obrec::Kind::BookTicker => obrec::KindIds::BookTicker { u: id("u") },
+            _ => obrec::KindIds::None,
+        };
+        let symbol = v["s"].as_str().unwrap();
+        let stream = format!("{}@{}", symbol.to_ascii_lowercase(), kind.name());
+        obrec::encode_kind(
+            &mut text,
+            &obrec::KindLine {
+                symbol,
+                stream: &stream,
+                data: e.data,
+                event_ms: id("E"),
+                ids,
+                pipeline_us: Some(50),
+                recv_ns: e.recv_ns,
+                conn: e.conn,
+                backfill: e.backfill,
+            },
+        );
+        for (_, line) in meta.iter().filter(|(at, _)| *at == i) {
+            text.extend_from_slice(line.as_bytes());
+            text.push(b'\n');
+        }
+    }
+    let mut out = Vec::new();
+    obrec::MemberEncoder::new(1).encode(&text, &mut out);
+    fs::write(path, out).unwrap();
+}
+
+/// Writes diff-depth payloads as an obrec depth recording at `path`: (receipt ns, payload, conn).
+pub fn write_depth_file(path: &Path, events: &[(u64, &str, u64)]) {
+    let mut text = Vec::new();
+    for &(recv_ns, data, conn) in events {
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        let id = |k: &str| v[k].as_u64().unwrap();
+        obrec::encode_depth(
+            &mut text,
+            &obrec::DepthLine {
+                symbol: v["s"].as_str().unwrap(),
+                stream: "btcusdt@depth@0ms",
+                data,
+                event_ms: id("E"),
+                trade_ms: v["T"].as_u64(),
+                ids: obrec::Ids {
+                    first: id("U"),
+                    last: id("u"),
+                    prev: id("pu"),
+                },
+                pipeline_us: Some(50),
+                recv_ns,
+                conn,
+            },
+        );
+    }
+    let mut out = Vec::new();
+    obrec::MemberEncoder::new(1).encode(&text, &mut out);
+    fs::write(path, out).unwrap();
+}

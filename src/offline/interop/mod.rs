@@ -1,5 +1,6 @@
 //! `obrec export` and `obrec import`: recordings to and from hftbacktest's raw feed files, and
-//! (export only) to Tardis' normalized CSV datasets (`incremental_book_L2`, `book_snapshot_25`/`_5`).
+//! (export only) to Tardis' normalized CSV datasets (`incremental_book_L2`, `book_snapshot_25`/`_5`,
+//! `trades`, `quotes`).
 //!
 //! # The hftbacktest raw format
 //!

@@ -1,6 +1,9 @@
 //! Tardis' normalized CSV datasets from recordings: `incremental_book_L2`, `book_snapshot_25` and
-//! `book_snapshot_5`, gzip CSV per symbol and UTC day of receipt, named as Tardis names its
-//! downloads (`binance-futures_incremental_book_L2_2024-08-08_BTCUSDT.csv.gz`).
+//! `book_snapshot_5` from depth and snapshot files, and ([`streams`]) `trades` and `quotes` from
+//! the trade (or aggTrade) and bookTicker files; gzip CSV per symbol and UTC day of receipt,
+//! named as Tardis names its downloads
+//! (`binance-futures_incremental_book_L2_2024-08-08_BTCUSDT.csv.gz`,
+//! `binance-futures_trades_2024-08-08_BTCUSDT.csv.gz`).
 //!
 //! The book is rebuilt as `obrec replay --book` rebuilds it ([`BookSync`]): a REST snapshot
 //! becomes a run of `is_snapshot=true` rows when it bridges the event chain, every event applied
@@ -19,6 +22,8 @@
 //! snapshot row follows a non-snapshot one); in the book snapshots, a depth-20 stream fills 20 of
 //! the 25 levels, the rest being empty cells, as in Tardis.
 
+mod streams;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -31,8 +36,9 @@ use crate::error::{Error, Result};
 use crate::market::book::{Book, Levels};
 use crate::market::sequence::{BookSync, Chain, SnapshotStep, Step, Verdict};
 use crate::market::stream::is_partial;
+use crate::offline::progress::progress_bar;
 use crate::store::line::DepthLine;
-use crate::store::names::{FileKind, classify, is_kind};
+use crate::store::names::{FileKind, classify};
 use crate::store::names::{no_recordings, recordings};
 use crate::util::shutdown::Shutdown;
 
@@ -50,16 +56,16 @@ const US_PER_MS: u64 = 1_000;
 const SKIP_UNSYNCED: &str = "events while their book was not synced";
 const SKIP_COVERED: &str = "events a snapshot covers";
 
-/// Writes recordings (depth and snapshot files; a data directory is read as its `order_book/`,
-/// whose files of the streams beside the book are left out with a warning) as Tardis CSV files
-/// in `out_dir`. When `shutdown` is triggered, stops and writes nothing
+/// Writes recordings (depth, snapshot, trade, aggTrade and bookTicker files; a data directory is
+/// read as its `order_book/`) as Tardis CSV files in `out_dir`, with a progress bar on a
+/// terminal (advanced a file at a time). When `shutdown` is triggered, stops and writes nothing
 /// ([`Outcome::interrupted`]).
 ///
 /// # Errors
 ///
-/// [`Error::Invalid`] for a path that does not exist or holds no depth event, an input not one
-/// line of which is an obrec line, a recording in which no book ever synced, or an output file
-/// that exists (nothing is written then); [`Error::File`] when an output cannot be written.
+/// [`Error::Invalid`] for a path that does not exist or holds no event, an input not one line of
+/// which is an obrec line, a recording of depth alone in which no book ever synced, or an output
+/// file that exists (nothing is written then); [`Error::File`] when an output cannot be written.
 pub fn export_tardis(
     paths: &[PathBuf],
     out_dir: &Path,
@@ -69,6 +75,16 @@ pub fn export_tardis(
     let files = recordings(paths)?;
     let mut outcome = Outcome::default();
     let snapshots = Snapshots::index(&files, shutdown, &mut outcome)?;
+    let progress = progress_bar(&files);
+    let advance = |path: &PathBuf| {
+        if let Some(bar) = &progress {
+            bar.inc(std::fs::metadata(path).map_or(0, |m| m.len()));
+        }
+    };
+    files
+        .iter()
+        .filter(|p| classify(p).is_some_and(|(_, kind)| kind == FileKind::Snapshot))
+        .for_each(advance);
     let mut ex = Tardis {
         staged: Staged::new(out_dir, gzip_level),
         snapshots,
@@ -76,18 +92,9 @@ pub fn export_tardis(
         symbols: HashMap::new(),
         row: Vec::new(),
     };
-    // The book datasets are made of depth alone: the streams beside the book are left out.
-    let (streams, depth): (Vec<&PathBuf>, Vec<&PathBuf>) = files
-        .iter()
-        .filter(|p| !is_kind(p, FileKind::Snapshot))
-        .partition(|p| matches!(classify(p), Some((_, FileKind::Stream(_)))));
-    if !streams.is_empty() {
-        ex.outcome.warnings.push(format!(
-            "{} trade, bookTicker, … files left out: the Tardis book datasets hold depth only",
-            streams.len()
-        ));
-    }
-    for path in depth {
+    // Snapshots were read by the index; files named as no recording are read as depth.
+    let is_depth = |p: &&PathBuf| classify(p).is_none_or(|(_, kind)| kind == FileKind::Depth);
+    for path in files.iter().filter(is_depth) {
         let mut lines = GzLines::open(path, shutdown)?;
         let mut bytes = Vec::new();
         while let Some(line) = next_depth(&mut lines, &mut bytes, &mut ex.outcome)? {
@@ -106,6 +113,11 @@ pub fn export_tardis(
                 ex.staged.flush(out)?;
             }
         }
+        advance(path);
+    }
+    streams::write_streams(&files, &mut ex.staged, &mut ex.outcome, shutdown, advance)?;
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
     }
     let Tardis {
         staged,
@@ -451,8 +463,7 @@ impl Tardis {
             }
             None => false,
         };
-        let name =
-            |dataset: &str| format!("{EXCHANGE}_{dataset}_{y:04}-{m:02}-{d:02}_{symbol}.csv.gz");
+        let name = |dataset: &str| day_file_name(dataset, (y, m, d), symbol);
         let l2 = self.staged.create(&name("incremental_book_L2"))?;
         self.staged
             .push(l2, format!("{L2_HEADER}\n").as_bytes(), Line::Header)?;
@@ -472,6 +483,11 @@ impl Tardis {
         }
         Ok(l2)
     }
+}
+
+/// `binance-futures_<dataset>_<YYYY-MM-DD>_<SYMBOL>.csv.gz`, as Tardis names its downloads.
+fn day_file_name(dataset: &str, (y, m, d): (i64, u32, u32), symbol: &str) -> String {
+    format!("{EXCHANGE}_{dataset}_{y:04}-{m:02}-{d:02}_{symbol}.csv.gz")
 }
 
 /// `exchange,symbol,timestamp,local_timestamp`.
