@@ -10,8 +10,8 @@
 //! local-book procedure works against it. REST aggregate trades come from a bounded history of
 //! each symbol's latest ones, with the stream's values, those `--agg-gap-every` kept off the
 //! stream included, so a recorder can backfill what it missed. Trades are taken from that book at
-//! the touch, so trades, aggregate trades and best prices agree with the depth streams. Users test pipelines offline with it; every recorder
-//! test runs against it.
+//! the touch, so trades, aggregate trades and best prices agree with the depth streams. Users test
+//! pipelines offline with it; every recorder test runs against it.
 //!
 //! Streams are routed as on Binance since 2026: `/public` (and a path without a route) sends
 //! depth, bookTicker and trade; `/market` sends aggTrade, mark price and liquidations. A stream
