@@ -287,3 +287,8 @@ pub fn spawn_sim(dir: &Path, args: &[&str]) -> (Child, u16) {
     });
     (child, port.unwrap())
 }
+
+/// The files of stream kind `kind` (e.g. `aggTrade`) under `<data>/order_book`, in name order.
+pub fn kind_files(data_dir: &Path, kind: &str) -> Vec<PathBuf> {
+    recordings(data_dir, &format!("_{kind}_"))
+}
