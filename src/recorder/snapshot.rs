@@ -259,7 +259,9 @@ impl Fetcher {
             let answer = self.get(&url, limit);
             let taken = match answer {
                 Err(Failure::RateLimited(pause)) => {
-                    log::warn!("REST rate limit reached: pausing REST requests for {pause:?}");
+                    log::warn!(
+                        "REST rate limit reached: pausing snapshots for {pause:?}, backfills too"
+                    );
                     not_before = later(pause);
                     continue;
                 }
@@ -268,7 +270,7 @@ impl Fetcher {
                     if used.is_some_and(near_limit) {
                         // Others on this IP spend the weight too: let the exchange's window roll.
                         log::warn!(
-                            "REST weight used this minute is near the limit: pausing REST requests"
+                            "REST weight used this minute is near the limit: pausing snapshots and backfills"
                         );
                         not_before = later(NEAR_LIMIT_PAUSE);
                     }
