@@ -307,3 +307,64 @@ fn rest_serves_recent_aggregates_with_binance_fields_and_errors() {
     }
     sim.shutdown();
 }
+
+#[test]
+fn gaps_rest_cannot_fill_are_given_up_and_replay_shows_them_open() {
+    let sim = sim(Faults {
+        agg_gap_every: Some(AGG_GAP_EVERY),
+        ..Faults::default()
+    });
+    // A port nobody listens on: every REST request is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let rest = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let (data, logs) = (dir.path().join("data"), dir.path().join("logs"));
+    let out = run_output(record_from(&sim.ws_url(), &rest, &data, &logs).args([
+        "--symbol",
+        "BTCUSDT",
+        "--streams",
+        "aggTrade",
+        "--run-minutes",
+        "0.05",
+    ]));
+    sim.shutdown();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recorded = count_backfilled(&read_lines(&kind_files(&data, "aggTrade")));
+    assert_eq!(recorded, 0, "nothing backfilled");
+    let m = metrics(&data);
+    let stream = &m["streams"]["btcusdt@aggTrade"];
+    assert_eq!(stream["backfilled"].as_u64(), Some(0));
+    let missing = stream["missing_ids"].as_u64().unwrap();
+    assert!(missing > 0, "{stream}");
+    let log = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert!(log.contains("backfill of ids "), "{log}");
+    assert!(log.contains("given up: "), "{log}");
+    assert!(log.contains("; the gap stays open"), "{log}");
+    let book = data.join("order_book");
+    let out = run_output(obrec().args(["replay", "--json", "-"]).arg(&book));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let k = &report["kinds"][0];
+    assert_eq!(k["missing_after_backfill"].as_u64(), Some(missing), "{k}");
+    assert!(k["open_breaks"].as_u64() > Some(0), "{k}");
+    let strict = run_output(obrec().args(["replay", "--strict"]).arg(&book));
+    assert_eq!(strict.status.code(), Some(1));
+}
+
+/// The number of backfilled lines in `lines`, checking they hold each aggregate id at most once.
+fn count_backfilled(lines: &[Line]) -> usize {
+    let ids: Vec<u64> = lines
+        .iter()
+        .map(|l| l.json["a"].as_u64().unwrap())
+        .collect();
+    let unique: BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "an aggregate id written twice");
+    lines.iter().filter(|l| l.json["backfill"] == true).count()
+}

@@ -58,6 +58,26 @@ pub struct Backfilled {
     pub records: Vec<KindRecord>,
 }
 
+impl Backfilled {
+    /// Says what the backfill brought: all it asked for, or how many ids stay missing.
+    pub fn log(&self) {
+        let (from, to) = (*self.ids.start(), *self.ids.end());
+        let (got, asked) = (self.records.len() as u64, to - from + 1);
+        if got == asked {
+            log::info!(
+                "{}: backfilled ids {from}..={to} ({got}) from REST",
+                self.name
+            );
+        } else {
+            log::warn!(
+                "{}: backfilled {got} of ids {from}..={to} from REST; {} stay missing",
+                self.name,
+                asked - got
+            );
+        }
+    }
+}
+
 /// The ids a gap `from..=to` reported by event `a` lacks that REST can give: those before `a`.
 /// `None` when there are none: a gap in trade ids only (`f` skipping while `a` follows) is a loss
 /// inside the exchange, which REST shows the same way.
@@ -176,8 +196,20 @@ impl Backfill {
     }
 
     /// The ids not fetched yet.
-    pub fn left(&self) -> RangeInclusive<u64> {
+    fn left(&self) -> RangeInclusive<u64> {
         self.next..=*self.request.ids.end()
+    }
+
+    /// Stops short, saying which ids stay missing and `why`, and hands back what was fetched.
+    pub fn give_up(self, why: &str) {
+        let left = self.left();
+        log::warn!(
+            "{}: backfill of ids {}..={} given up: {why}; the gap stays open",
+            self.name(),
+            left.start(),
+            left.end()
+        );
+        self.finish();
     }
 
     /// The next page's query string: `symbol=…&fromId=…&limit=…`.

@@ -898,20 +898,7 @@ impl Group {
     }
 
     fn forward_backfill(&mut self, done: Backfilled) -> Turn {
-        let (from, to) = (*done.ids.start(), *done.ids.end());
-        let (got, asked) = (done.records.len() as u64, to - from + 1);
-        if got == asked {
-            log::info!(
-                "{}: backfilled ids {from}..={to} ({got}) from REST",
-                done.name
-            );
-        } else {
-            log::warn!(
-                "{}: backfilled {got} of ids {from}..={to} from REST; {} stay missing",
-                done.name,
-                asked - got
-            );
-        }
+        done.log();
         for record in done.records {
             let stream = record.stream;
             match self.tx.try_send(Event::Kind(record)) {

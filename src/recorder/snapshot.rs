@@ -311,14 +311,7 @@ impl Fetcher {
                             let Some(Job::Backfill(b)) = queue.pop_front() else {
                                 unreachable!("the front is this backfill");
                             };
-                            let left = b.left();
-                            log::warn!(
-                                "{}: backfill of ids {}..={} given up after {MAX_ATTEMPTS} attempts: {e}; the gap stays open",
-                                b.name(),
-                                left.start(),
-                                left.end()
-                            );
-                            b.finish();
+                            b.give_up(&format!("{MAX_ATTEMPTS} attempts failed, the last: {e}"));
                             continue;
                         }
                         log::warn!("{}: backfill failed: {e}; retrying in {wait:?}", b.name());
@@ -396,14 +389,7 @@ impl Fetcher {
 fn give_up(queue: VecDeque<Job>, why: &str) {
     for job in queue {
         if let Job::Backfill(b) = job {
-            let left = b.left();
-            log::warn!(
-                "{}: backfill of ids {}..={} given up: {why}; the gap stays open",
-                b.name(),
-                left.start(),
-                left.end()
-            );
-            b.finish();
+            b.give_up(why);
         }
     }
 }
