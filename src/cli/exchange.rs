@@ -220,7 +220,7 @@ pub struct FaultArgs {
     /// Send `Retry-After: S` with refused snapshot requests (with --snapshot-status 429 or 418)
     #[arg(long, env = "OBREC_RETRY_AFTER", value_name = "S")]
     pub retry_after: Option<u64>,
-    /// Send `x-mbx-used-weight-1m: N` with every snapshot answer
+    /// Send `x-mbx-used-weight-1m: N` with every snapshot and aggTrades answer
     #[arg(long, env = "OBREC_USED_WEIGHT", value_name = "N")]
     pub used_weight: Option<u64>,
     /// Pad snapshot bodies with trailing spaces to at least B bytes

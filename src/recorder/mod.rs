@@ -377,8 +377,8 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
     if let Some(exporter) = exporter {
         exporter.join();
     }
-    // Without its snapshots a diff-depth run cannot sync books, nor close aggTrade gaps: a
-    // fetcher that died ends the run with exit 1, for the supervisor to restart it.
+    // Without the fetcher a diff-depth run cannot sync its books, nor an aggTrade run close its
+    // gaps: a fetcher that died ends the run with exit 1, for the supervisor to restart it.
     let fetcher_died = fetcher.is_some_and(|f| f.join().is_err());
     if fetcher_died {
         log::error!("the REST thread panicked");

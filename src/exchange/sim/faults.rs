@@ -83,7 +83,7 @@ pub struct Faults {
     pub snapshot_status: u16,
     /// `Retry-After` (seconds) sent with rejected snapshot requests, as Binance does with 429/418.
     pub retry_after: Option<u64>,
-    /// `x-mbx-used-weight-1m` sent with every depth snapshot answer.
+    /// `x-mbx-used-weight-1m` sent with every depth snapshot and aggregate trades answer.
     pub used_weight: Option<u64>,
     /// Depth snapshot bodies are padded with trailing spaces (legal JSON) to at least this size.
     pub snapshot_bytes: Option<usize>,
