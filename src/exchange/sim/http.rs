@@ -167,12 +167,10 @@ pub(crate) fn rest(head: &Head, source: &dyn Source) -> Reply {
         return error(405, -1, "method not allowed");
     }
     let answer = match path {
-        "/fapi/v1/time" => {
-            return (
-                200,
-                format!(r#"{{"serverTime":{}}}"#, source.time_ms()).into_bytes(),
-            );
-        }
+        "/fapi/v1/time" => Ok((
+            200,
+            format!(r#"{{"serverTime":{}}}"#, source.time_ms()).into_bytes(),
+        )),
         "/fapi/v1/depth" => depth(query, source),
         _ => agg_trades(query, source),
     };
