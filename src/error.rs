@@ -63,7 +63,7 @@ pub enum FeedError {
     Stale(std::time::Duration),
     #[error("no pong within {0:?}")]
     PongTimeout(std::time::Duration),
-    #[error("snapshot request failed: {0}")]
+    #[error("REST request failed: {0}")]
     Rest(String),
 }
 

@@ -19,8 +19,8 @@
 //!   files, the data-dir lock, connection numbers, crash recovery.
 //! * `metrics` — counters and HdrHistogram figures, the report (`metrics.json`, SUMMARY), the
 //!   Prometheus exporter, `obrec health`.
-//! * `recorder` — the live pipeline: connections, REST snapshots, the writer, the compression
-//!   stage, the console.
+//! * `recorder` — the live pipeline: connections, REST snapshots and backfills, the writer, the
+//!   compression stage, the console.
 //! * `offline` — `replay`, `export` (hftbacktest, Tardis), `import`.
 //! * `exchange` — the Binance-compatible front, behind it the simulator or a recording.
 //! * `demo` — sim, record and check in one command.
@@ -44,7 +44,8 @@
 //!                              │ bounded channel of lines (full → dropped, the log keeps them)
 //!                              ▼
 //!                           recorder::console (one thread): stdout; a closed pipe ends printing
-//!  recorder::snapshot::Fetcher (one thread, --depth 0): REST snapshots back to the groups
+//!  recorder::snapshot::Fetcher (one thread, --depth 0 or aggTrade): REST snapshots and aggTrade
+//!     backfills (recorder::backfill) back to the groups, which send them on to the writer
 //!  metrics::exporter (one thread, --metrics-addr): /metrics, /healthz; polls, never blocks on a client
 //! ```
 //!

@@ -185,6 +185,10 @@ pub struct FaultArgs {
     /// (trade ids skip)
     #[arg(long, env = "OBREC_TRADE_GAP_EVERY", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub trade_gap_every: Option<u64>,
+    /// Keep every Nth aggregate trade of each symbol off @aggTrade for all connections, while
+    /// REST /fapi/v1/aggTrades still serves it (aggregate ids skip; a backfill closes the gap)
+    #[arg(long, env = "OBREC_AGG_GAP_EVERY", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub agg_gap_every: Option<u64>,
     /// Send each connection a serverShutdown event at this age in seconds, then close it (Close
     /// frame 1001) 2 s later
     #[arg(long, env = "OBREC_SERVER_SHUTDOWN_AFTER", value_name = "SEC", value_parser = parse::seconds)]
@@ -216,7 +220,7 @@ pub struct FaultArgs {
     /// Send `Retry-After: S` with refused snapshot requests (with --snapshot-status 429 or 418)
     #[arg(long, env = "OBREC_RETRY_AFTER", value_name = "S")]
     pub retry_after: Option<u64>,
-    /// Send `x-mbx-used-weight-1m: N` with every snapshot answer
+    /// Send `x-mbx-used-weight-1m: N` with every snapshot and aggTrades answer
     #[arg(long, env = "OBREC_USED_WEIGHT", value_name = "N")]
     pub used_weight: Option<u64>,
     /// Pad snapshot bodies with trailing spaces to at least B bytes
@@ -257,6 +261,7 @@ impl From<&FaultArgs> for Faults {
             mute: a.mute.clone(),
             mute_streams: a.mute_stream.clone(),
             trade_gap_every: a.trade_gap_every,
+            agg_gap_every: a.agg_gap_every,
             server_shutdown_after: a.server_shutdown_after,
             reject_upgrades: a.reject_upgrades,
             reject_status: a.reject_status,
@@ -420,6 +425,8 @@ mod tests {
             "ethusdt@trade,btcusdt@aggTrade",
             "--trade-gap-every",
             "7",
+            "--agg-gap-every",
+            "9",
             "--server-shutdown-after",
             "1.5",
         ])
@@ -456,6 +463,7 @@ mod tests {
             (f.trade_gap_every, f.server_shutdown_after),
             (Some(7), Some(Duration::from_millis(1500)))
         );
+        assert_eq!(f.agg_gap_every, Some(9));
     }
 
     #[test]
@@ -471,6 +479,7 @@ mod tests {
             &["--violation", "utf-8"],
             &["--violation-every", "0"],
             &["--trade-gap-every", "0"],
+            &["--agg-gap-every", "0"],
             &["--mute-stream", "eth usdt@trade"],
             &["--server-shutdown-after", "-1"],
         ] {

@@ -25,6 +25,11 @@
 //!
 //! A `serverShutdown` notice starts the make-before-break replacement at once, and is kept as a
 //! meta line in the files of every stream the connection carried.
+//!
+//! The REST fetcher's answers come back to the group that asked, between reads: snapshots feed
+//! the book syncs of diff depth; aggTrade gaps are backfilled ([`super::backfill`]), their
+//! records sent to the writer like events. A stopping group waits briefly for the backfills it
+//! asked for, so that a gap found in its last frames is closed too.
 
 use std::collections::HashMap;
 use std::io::{self, Write as _};
@@ -43,14 +48,15 @@ use tungstenite::{Connector, HandshakeError, Message, WebSocket};
 
 use crate::error::{Error, FeedError, Result};
 use crate::market::frame::{DepthHeader, Frame, KindHeader, parse_frame};
-use crate::market::kind::{Check, Kind, Tape};
+use crate::market::kind::{Check, Kind, KindIds, Tape};
 use crate::market::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
 use crate::market::symbol::SymbolId;
 use crate::metrics::{BookState, FeedHealth, FeedState, Link, Stats};
+use crate::recorder::backfill::{BackfillRequest, Backfilled, Backfills};
 use crate::recorder::event::{
     DepthRecord, Event, KindRecord, MetaRecord, SnapshotRecord, StreamId, Target,
 };
-use crate::recorder::snapshot::SnapshotRequest;
+use crate::recorder::snapshot::{FINISH_GRACE, SnapshotRequest};
 use crate::store::conn_numbers::ConnNumbers;
 use crate::util::backoff::Backoff;
 use crate::util::clock::wall_ns;
@@ -159,6 +165,8 @@ pub struct Group {
     last_failure: Option<String>,
     /// Diff-depth only: the snapshot procedure of each stream.
     books: Option<BookSyncs>,
+    /// aggTrade only: where gaps are backfilled from.
+    backfills: Option<Backfills>,
 }
 
 /// The snapshot side of diff-depth recording for one group.
@@ -290,7 +298,14 @@ impl Group {
             pace: vec![Pace::default(); streams],
             last_failure: None,
             books: None,
+            backfills: None,
         }
+    }
+
+    /// aggTrade: backfill gaps by asking `requests`.
+    pub fn with_backfills(mut self, requests: Sender<BackfillRequest>) -> Group {
+        self.backfills = Some(Backfills::new(requests));
+        self
     }
 
     /// Diff-depth mode: keep each stream's book syncable by asking `requests` for snapshots.
@@ -370,7 +385,9 @@ impl Group {
             if let Some((i, e)) = failed {
                 self.drop_failed(&mut conns, i, e);
             }
-            if self.take_snapshots() == Turn::WriterGone {
+            if self.take_snapshots() == Turn::WriterGone
+                || self.take_backfills() == Turn::WriterGone
+            {
                 break;
             }
             self.maybe_roll_over(&mut conns);
@@ -379,6 +396,7 @@ impl Group {
             self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
             self.retire(&mut conn);
         }
+        self.finish_backfills();
         // `link` keeps its value: the final SUMMARY tells how the run ended, not that
         // the connections were closed for the stop.
         match self.last_failure.take() {
@@ -783,9 +801,17 @@ impl Group {
                 };
                 let lost = match h.kind {
                     Kind::MarkPrice => format!("no event between E={from} and E={to}"),
+                    // Binance's trade history by id (historicalTrades) needs an API key.
+                    Kind::Trade => format!(
+                        "ids {from}..={to} missing, not backfilled: REST trade history needs an API key"
+                    ),
                     _ => format!("ids {from}..={to} missing"),
                 };
                 log::warn!("{stream} gap {across} (conn {}): {lost}", conn.id);
+                if let (Some(backfills), KindIds::AggTrade { a, .. }) = (&mut self.backfills, h.ids)
+                {
+                    backfills.ask(id, stream, from, to, a);
+                }
             }
             Check::Skipped { from, to, .. } => {
                 log::warn!(
@@ -883,6 +909,39 @@ impl Group {
                 Err(TrySendError::Disconnected(_)) => return Turn::WriterGone,
             }
             books.request_if_wanted(slot, symbol);
+        }
+        Turn::Continue
+    }
+
+    /// Sends the backfilled records that arrived to the writer.
+    fn take_backfills(&mut self) -> Turn {
+        while let Some(done) = self.backfills.as_mut().and_then(Backfills::take) {
+            if self.forward_backfill(done) == Turn::WriterGone {
+                return Turn::WriterGone;
+            }
+        }
+        Turn::Continue
+    }
+
+    /// Waits, at most [`FINISH_GRACE`] in all, for the backfills still due, and sends them on.
+    fn finish_backfills(&mut self) {
+        let deadline = Instant::now() + FINISH_GRACE;
+        while let Some(done) = self.backfills.as_mut().and_then(|b| b.wait(deadline)) {
+            if self.forward_backfill(done) == Turn::WriterGone {
+                return;
+            }
+        }
+    }
+
+    fn forward_backfill(&mut self, done: Backfilled) -> Turn {
+        done.log();
+        for record in done.records {
+            let stream = record.stream;
+            match self.tx.try_send(Event::Kind(record)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => Stats::bump(&self.stats.streams[stream].drops),
+                Err(TrySendError::Disconnected(_)) => return Turn::WriterGone,
+            }
         }
         Turn::Continue
     }

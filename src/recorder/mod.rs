@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod backfill;
 mod compress;
 mod console;
 mod event;
@@ -19,7 +20,7 @@ mod snapshot;
 mod writer;
 
 use crate::error::{Error, Result};
-use crate::market::kind::{Route, Selection};
+use crate::market::kind::{Kind, Route, Selection};
 use crate::market::stream::{Depth, Speed, depth_stream};
 use crate::market::symbol::Symbol;
 use crate::metrics::exporter::Exporter;
@@ -294,9 +295,13 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         .map_err(|e| Error::Spawn("writer", e))?;
 
     let numbers = Arc::new(ConnNumbers::open(&config.book_dir())?);
-    // Diff depth needs REST snapshots: one fetcher thread serves every group.
-    let (fetcher, snapshot_requests) = if config.depth == Depth::Diff && config.streams.depth {
-        let (req_tx, req_rx) = crossbeam_channel::unbounded();
+    // Diff depth needs REST snapshots and aggTrade gaps are backfilled from REST: one fetcher
+    // thread serves every group.
+    let snapshots = config.depth == Depth::Diff && config.streams.depth;
+    let backfills = config.streams.kinds.contains(&Kind::AggTrade);
+    let (snapshot_tx, snapshot_rx) = crossbeam_channel::unbounded();
+    let (backfill_tx, backfill_rx) = crossbeam_channel::unbounded();
+    let fetcher = if snapshots || backfills {
         let worker = Fetcher::new(
             config.rest_endpoint.clone(),
             config.symbols.clone(),
@@ -304,12 +309,12 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         );
         let token = shutdown.clone();
         let handle = thread::Builder::new()
-            .name("snapshots".into())
-            .spawn(move || worker.run(req_rx, token))
-            .map_err(|e| Error::Spawn("snapshots", e))?;
-        (Some(handle), Some(req_tx))
+            .name("rest".into())
+            .spawn(move || worker.run(snapshot_rx, backfill_rx, token))
+            .map_err(|e| Error::Spawn("rest", e))?;
+        Some(handle)
     } else {
-        (None, None)
+        None
     };
     let mut readers = Vec::new();
     for (n, (route, chunk)) in groups.into_iter().enumerate() {
@@ -328,8 +333,11 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
             Arc::clone(&stats),
             shutdown.clone(),
         );
-        if let Some(requests) = &snapshot_requests {
-            group = group.with_snapshots(requests.clone());
+        if snapshots {
+            group = group.with_snapshots(snapshot_tx.clone());
+        }
+        if backfills {
+            group = group.with_backfills(backfill_tx.clone());
         }
         let spawned = thread::Builder::new()
             .name(format!("reader-{}", n + 1))
@@ -344,7 +352,8 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         }
     }
     drop(tx);
-    drop(snapshot_requests);
+    // The groups hold the only senders: once they have all gone, the fetcher ends.
+    drop((snapshot_tx, backfill_tx));
     log::info!(
         "recording {} symbol(s) over {} connection group(s) to {}",
         config.symbols.len(),
@@ -368,11 +377,11 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
     if let Some(exporter) = exporter {
         exporter.join();
     }
-    // Without its snapshots a diff-depth run cannot sync books: a fetcher that died ends the run
-    // with exit 1, for the supervisor to restart it.
+    // Without the fetcher a diff-depth run cannot sync its books, nor an aggTrade run close its
+    // gaps: a fetcher that died ends the run with exit 1, for the supervisor to restart it.
     let fetcher_died = fetcher.is_some_and(|f| f.join().is_err());
     if fetcher_died {
-        log::error!("the snapshot thread panicked");
+        log::error!("the REST thread panicked");
     }
     let report = writer.join().unwrap_or(Err(Error::Thread("writer")));
     // The supervisor restarts us on exit 1; the log file says why, and so does main, once, on
@@ -385,13 +394,13 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
     console.finish();
     let report = report?;
     if fetcher_died {
-        return Err(Error::Thread("snapshots"));
+        return Err(Error::Thread("rest"));
     }
     never_connected.map_or(Ok(report), Err)
 }
 
-/// Returns when the token triggers, `run_for` passes, or the writer or the snapshot fetcher
-/// stopped on its own (a file error, a panic).
+/// Returns when the token triggers, `run_for` passes, or the writer or the REST fetcher stopped
+/// on its own (a file error, a panic).
 fn wait(
     run_for: Option<Duration>,
     shutdown: &Shutdown,

@@ -1,23 +1,33 @@
-//! REST depth snapshots for diff-depth recording (`--depth 0`).
+//! The REST fetcher: depth snapshots for diff-depth recording (`--depth 0`) and aggTrade
+//! backfills ([`super::backfill`]).
 //!
-//! One fetcher thread serves every reader group. Groups ask for a symbol's snapshot when their
-//! [`BookSync`](crate::market::sequence::BookSync) wants one (after the first event, after a break, when a
-//! snapshot was too old); the fetcher queues the requests (one per symbol at a time), keeps the
-//! process inside Binance's REST weight budget, retries failures with backoff, and hands the body
-//! back to the group, which records it and feeds its `lastUpdateId` to the book sync.
+//! One fetcher thread serves every reader group, and runs whenever diff depth or aggTrade is
+//! recorded. Groups ask for a symbol's snapshot when their
+//! [`BookSync`](crate::market::sequence::BookSync) wants one (after the first event, after a
+//! break, when a snapshot was too old), and for the missing ids of an aggTrade gap. The fetcher
+//! queues the requests (one snapshot per symbol at a time), keeps the process inside Binance's
+//! REST weight budget (one budget, one backoff and one rate-limit pause for both), retries
+//! failures with backoff (a backfill gives up after a few attempts), and hands the answers back
+//! to the group, which records them: a snapshot's body and its `lastUpdateId` for the book sync,
+//! a backfill's records.
 //!
 //! The fetcher never holds a sender to the writer, so a hung HTTP request cannot delay the
-//! writer's shutdown.
+//! writer's shutdown. At shutdown it drops the snapshots still queued and, for at most
+//! [`FINISH_GRACE`], serves the backfills the groups ask for while their last frames come in,
+//! without waiting for budget or backoff: a gap found in the last second is closed too.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender, never, select};
 use serde::Deserialize;
 
 use crate::error::FeedError;
 use crate::market::symbol::{Symbol, SymbolId};
 use crate::metrics::Stats;
+use crate::recorder::backfill::{
+    Backfill, BackfillRequest, MAX_ATTEMPTS, MAX_PAGE_BYTES, PAGE_WEIGHT,
+};
 use crate::recorder::event::SnapshotRecord;
 use crate::util::backoff::Backoff;
 use crate::util::clock::wall_ns;
@@ -42,9 +52,13 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3 * 24 * 3600);
 /// Largest snapshot body read. A `limit=1000` answer is about 80 KB; fifty times that is still
 /// a snapshot, anything larger is not, and must not cost its size in memory.
 const MAX_SNAPSHOT_BYTES: u64 = 4 << 20;
-/// How long snapshots pause when the exchange's weight counter is near its limit: long enough
+/// How long requests pause when the exchange's weight counter is near its limit: long enough
 /// for its one-minute window to move on.
 const NEAR_LIMIT_PAUSE: Duration = Duration::from_secs(10);
+/// How long after shutdown backfills are still served: the groups' last frames (a connection's
+/// close takes up to a quarter second) and a local REST answer fit well inside it, and a stop is
+/// never held up for long.
+pub const FINISH_GRACE: Duration = Duration::from_secs(1);
 
 /// A group's request for one symbol's snapshot.
 #[derive(Debug)]
@@ -60,27 +74,48 @@ struct Head {
     last_update_id: u64,
 }
 
-/// Requests made within the last minute, to stay inside the weight budget.
+/// Requests made within the last minute and their weights, to stay inside the weight budget.
+#[derive(Default)]
 struct Budget {
-    sent: VecDeque<Instant>,
+    sent: VecDeque<(Instant, u32)>,
 }
 
 impl Budget {
-    /// How long to wait before another request fits in the budget.
-    fn wait(&mut self, now: Instant) -> Duration {
+    /// How long to wait before a request of `weight` fits in the budget.
+    fn wait(&mut self, now: Instant, weight: u32) -> Duration {
         while self
             .sent
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+            .is_some_and(|(t, _)| now.duration_since(*t) >= Duration::from_secs(60))
         {
             self.sent.pop_front();
         }
-        let fits = (self.sent.len() as u32 + 1) * SNAPSHOT_WEIGHT <= WEIGHT_BUDGET_PER_MINUTE;
+        let spent: u32 = self.sent.iter().map(|(_, w)| w).sum();
+        let fits = spent + weight <= WEIGHT_BUDGET_PER_MINUTE;
         match self.sent.front() {
-            Some(oldest) if !fits => {
+            Some((oldest, _)) if !fits => {
                 Duration::from_secs(60).saturating_sub(now.duration_since(*oldest))
             }
             _ => Duration::ZERO,
+        }
+    }
+
+    fn spend(&mut self, now: Instant, weight: u32) {
+        self.sent.push_back((now, weight));
+    }
+}
+
+/// A queued request.
+enum Job {
+    Snapshot(SnapshotRequest),
+    Backfill(Backfill),
+}
+
+impl Job {
+    fn weight(&self) -> u32 {
+        match self {
+            Job::Snapshot(_) => SNAPSHOT_WEIGHT,
+            Job::Backfill(_) => PAGE_WEIGHT,
         }
     }
 }
@@ -111,101 +146,209 @@ impl Fetcher {
         }
     }
 
-    /// Serves requests until shutdown.
-    pub fn run(self, requests: Receiver<SnapshotRequest>, shutdown: Shutdown) {
+    /// Serves requests until shutdown, then the backfills asked for within [`FINISH_GRACE`];
+    /// returns earlier once every group has gone and nothing is queued.
+    pub fn run(
+        self,
+        snapshots: Receiver<SnapshotRequest>,
+        backfills: Receiver<BackfillRequest>,
+        shutdown: Shutdown,
+    ) {
         /// How often an idle fetcher checks the shutdown token.
         const IDLE_TICK: Duration = Duration::from_millis(100);
-        let mut queue: VecDeque<SnapshotRequest> = VecDeque::new();
+        let (mut snapshots, mut backfills) = (Some(snapshots), Some(backfills));
+        let mut queue: VecDeque<Job> = VecDeque::new();
         let mut queued: HashSet<SymbolId> = HashSet::new();
-        let mut budget = Budget {
-            sent: VecDeque::new(),
-        };
+        let mut budget = Budget::default();
         let mut backoff = Backoff::new();
         // Throttling: the exchange's rate limit or its weight counter said wait.
         let mut not_before = Instant::now();
         // A failed request's backoff: an error, not throttling.
         let mut retry_at = Instant::now();
-        while !shutdown.is_triggered() {
+        // Set at shutdown: until when backfills are still served.
+        let mut finish_by: Option<Instant> = None;
+        loop {
+            if finish_by.is_none() && shutdown.is_triggered() {
+                finish_by = Some(Instant::now() + FINISH_GRACE);
+                // Nobody will take a snapshot now; the groups may still take backfills.
+                queue.retain(|job| matches!(job, Job::Backfill(_)));
+                snapshots = None;
+            }
+            let stopping = finish_by.is_some();
+            if finish_by.is_some_and(|t| Instant::now() >= t)
+                || (queue.is_empty() && snapshots.is_none() && backfills.is_none())
+            {
+                give_up(queue, "the recorder stopped");
+                return;
+            }
             let timeout = if queue.is_empty() {
                 IDLE_TICK
             } else {
                 Duration::ZERO
             };
-            match requests.recv_timeout(timeout) {
-                Ok(req) => {
-                    if queued.insert(req.symbol) {
-                        queue.push_back(req);
+            // A channel whose groups have all gone is replaced by one that never delivers.
+            let (snap_rx, fill_rx) = (
+                snapshots.clone().unwrap_or_else(never),
+                backfills.clone().unwrap_or_else(never),
+            );
+            select! {
+                recv(snap_rx) -> req => {
+                    match req {
+                        Ok(req) if queued.insert(req.symbol) => queue.push_back(Job::Snapshot(req)),
+                        Ok(_) => {}
+                        Err(_) => snapshots = None,
                     }
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) if queue.is_empty() => return,
-                Err(_) => {}
+                recv(fill_rx) -> req => {
+                    match req {
+                        Ok(req) => queue.push_back(Job::Backfill(Backfill::new(req))),
+                        Err(_) => backfills = None,
+                    }
+                    continue;
+                }
+                default(timeout) => {}
             }
-            let Some(req) = queue.front() else { continue };
+            let Some(job) = queue.front_mut() else {
+                continue;
+            };
             let now = Instant::now();
             let wait = budget
-                .wait(now)
-                .max(not_before.saturating_duration_since(now));
+                .wait(now, job.weight())
+                .max(not_before.saturating_duration_since(now))
+                .max(retry_at.saturating_duration_since(now));
             if !wait.is_zero() {
-                Stats::bump(&self.stats.symbols[req.symbol].throttled);
-                log::warn!(
-                    "snapshot for {} waits {wait:?} for REST weight budget",
-                    self.symbols[req.symbol]
-                );
+                if stopping {
+                    give_up(queue, "no REST weight or backoff left before the stop");
+                    return;
+                }
+                let throttled = retry_at <= now;
+                match job {
+                    Job::Snapshot(req) if throttled => {
+                        Stats::bump(&self.stats.symbols[req.symbol].throttled);
+                        log::warn!(
+                            "snapshot for {} waits {wait:?} for REST weight budget",
+                            self.symbols[req.symbol]
+                        );
+                    }
+                    Job::Backfill(b) if throttled => {
+                        log::warn!(
+                            "{}: backfill waits {wait:?} for REST weight budget",
+                            b.name()
+                        );
+                    }
+                    _ => {}
+                }
                 shutdown.wait_timeout(wait);
                 continue;
             }
-            let backoff_left = retry_at.saturating_duration_since(now);
-            if !backoff_left.is_zero() {
-                shutdown.wait_timeout(backoff_left);
-                continue;
-            }
-            budget.sent.push_back(now);
-            match self.fetch(req.symbol) {
-                Ok((snapshot, used)) => {
-                    backoff.reset();
+            budget.spend(now, job.weight());
+            let url = match job {
+                Job::Snapshot(req) => format!(
+                    "{}/fapi/v1/depth?symbol={}&limit={SNAPSHOT_LIMIT}",
+                    self.rest_endpoint, self.symbols[req.symbol]
+                ),
+                Job::Backfill(b) => {
+                    format!("{}/fapi/v1/aggTrades?{}", self.rest_endpoint, b.query())
+                }
+            };
+            let limit = match job {
+                Job::Snapshot(_) => MAX_SNAPSHOT_BYTES,
+                Job::Backfill(_) => MAX_PAGE_BYTES,
+            };
+            let answer = self.get(&url, limit);
+            let taken = match answer {
+                Err(Failure::RateLimited(pause)) => {
+                    log::warn!(
+                        "REST rate limit reached: pausing snapshots for {pause:?}, backfills too"
+                    );
+                    not_before = later(pause);
+                    continue;
+                }
+                Err(Failure::Other(e)) => Err(e),
+                Ok((body, recv_ns, used)) => {
                     if used.is_some_and(near_limit) {
                         // Others on this IP spend the weight too: let the exchange's window roll.
                         log::warn!(
-                            "REST weight used this minute is near the limit: pausing snapshots"
+                            "REST weight used this minute is near the limit: pausing snapshots and backfills"
                         );
                         not_before = later(NEAR_LIMIT_PAUSE);
                     }
-                    let req = queue.pop_front().expect("front exists");
-                    queued.remove(&req.symbol);
-                    // A group that has gone away no longer needs it.
-                    let _ = req.reply.send(snapshot);
+                    match job {
+                        Job::Snapshot(req) => self.snapshot(req, body, recv_ns).map(|()| true),
+                        Job::Backfill(b) => b
+                            .take_page(body, recv_ns, Instant::now())
+                            .map_err(FeedError::Rest),
+                    }
                 }
-                Err(Failure::RateLimited(pause)) => {
-                    log::warn!("REST rate limit reached: pausing snapshots for {pause:?}");
-                    not_before = later(pause);
+            };
+            match taken {
+                Ok(done) => {
+                    backoff.reset();
+                    let job = queue.pop_front().expect("front exists");
+                    match job {
+                        Job::Snapshot(req) => {
+                            queued.remove(&req.symbol);
+                        }
+                        Job::Backfill(b) if done => b.finish(),
+                        // Its next page waits behind the others.
+                        job => queue.push_back(job),
+                    }
                 }
-                Err(Failure::Other(e)) => {
-                    Stats::bump(&self.stats.symbols[req.symbol].snapshot_errors);
+                Err(e) => {
                     let wait = backoff.next_delay();
-                    log::warn!(
-                        "snapshot for {} failed: {e}; retrying in {wait:?}",
-                        self.symbols[req.symbol]
-                    );
                     retry_at = later(wait);
-                    // Let the other symbols go first.
+                    if let Job::Snapshot(req) = job {
+                        Stats::bump(&self.stats.symbols[req.symbol].snapshot_errors);
+                        log::warn!(
+                            "snapshot for {} failed: {e}; retrying in {wait:?}",
+                            self.symbols[req.symbol]
+                        );
+                    }
+                    if let Job::Backfill(b) = job {
+                        b.attempts += 1;
+                        if b.attempts >= MAX_ATTEMPTS {
+                            let Some(Job::Backfill(b)) = queue.pop_front() else {
+                                unreachable!("the front is this backfill");
+                            };
+                            b.give_up(&format!("{MAX_ATTEMPTS} attempts failed, the last: {e}"));
+                            continue;
+                        }
+                        log::warn!("{}: backfill failed: {e}; retrying in {wait:?}", b.name());
+                    }
+                    // Let the other requests go first.
                     queue.rotate_left(1);
                 }
             }
         }
     }
 
-    /// Fetches one snapshot; also returns the weight the exchange says this IP used this minute.
-    fn fetch(&self, symbol: SymbolId) -> Result<(SnapshotRecord, Option<u64>), Failure> {
-        let name = &self.symbols[symbol];
-        let url = format!(
-            "{}/fapi/v1/depth?symbol={name}&limit={SNAPSHOT_LIMIT}",
-            self.rest_endpoint
+    /// Hands a snapshot body back to the group that asked.
+    fn snapshot(&self, req: &SnapshotRequest, body: String, recv_ns: u64) -> Result<(), FeedError> {
+        let head: Head = serde_json::from_str(&body)
+            .map_err(|e| FeedError::Rest(format!("bad snapshot body: {e}")))?;
+        log::info!(
+            "snapshot {} lastUpdateId={}",
+            self.symbols[req.symbol],
+            head.last_update_id
         );
+        // A group that has gone away no longer needs it.
+        let _ = req.reply.send(SnapshotRecord {
+            symbol: req.symbol,
+            recv_ns,
+            last_update_id: head.last_update_id,
+            body,
+        });
+        Ok(())
+    }
+
+    /// GETs `url`: the body of a 200 answer (at most `limit` bytes, as received), when it was
+    /// received, and the weight the exchange says this IP used this minute.
+    fn get(&self, url: &str, limit: u64) -> Result<(String, u64, Option<u64>), Failure> {
         let fail = |e: String| Failure::Other(FeedError::Rest(e));
         let mut response = self
             .agent
-            .get(&url)
+            .get(url)
             .call()
             .map_err(|e| fail(e.to_string()))?;
         let status = response.status().as_u16();
@@ -225,11 +368,11 @@ impl Fetcher {
         let body = response
             .body_mut()
             .with_config()
-            .limit(MAX_SNAPSHOT_BYTES)
+            .limit(limit)
             .read_to_string()
             .map_err(|e| match e {
                 ureq::Error::BodyExceedsLimit(_) => {
-                    fail(format!("body larger than {} MiB", MAX_SNAPSHOT_BYTES >> 20))
+                    fail(format!("body larger than {} MiB", limit >> 20))
                 }
                 e => fail(format!("reading body: {e}")),
             })?;
@@ -238,18 +381,16 @@ impl Fetcher {
             let excerpt: String = body.chars().take(200).collect();
             return Err(fail(format!("http status {status}: {excerpt}")));
         }
-        let head: Head =
-            serde_json::from_str(&body).map_err(|e| fail(format!("bad snapshot body: {e}")))?;
-        log::info!("snapshot {name} lastUpdateId={}", head.last_update_id);
-        Ok((
-            SnapshotRecord {
-                symbol,
-                recv_ns,
-                last_update_id: head.last_update_id,
-                body,
-            },
-            used,
-        ))
+        Ok((body, recv_ns, used))
+    }
+}
+
+/// Hands the backfills still queued back with what they fetched, saying why they stop short.
+fn give_up(queue: VecDeque<Job>, why: &str) {
+    for job in queue {
+        if let Job::Backfill(b) = job {
+            b.give_up(why);
+        }
     }
 }
 
@@ -272,7 +413,7 @@ fn retry_after(secs: u64) -> Duration {
     asked.min(MAX_RETRY_AFTER)
 }
 
-/// Whether the weight the exchange says this IP used leaves less than five snapshots' room.
+/// Whether the weight the exchange says this IP used leaves less than five requests' room.
 /// A count above the exchange's limit (never sent by Binance with a served request) is taken as
 /// the limit, with a warning.
 fn near_limit(used: u64) -> bool {
@@ -291,7 +432,7 @@ enum Failure {
     /// HTTP 429/418: wait this long before any request.
     RateLimited(Duration),
     /// Anything else, a 4xx other than 429/418 included (a bad symbol or parameter, which waiting
-    /// does not fix): a snapshot error, retried after a backoff.
+    /// does not fix): retried after a backoff (a backfill a few times only).
     Other(FeedError),
 }
 
@@ -301,18 +442,21 @@ mod tests {
 
     #[test]
     fn budget_allows_sixty_snapshots_a_minute_then_waits_for_the_oldest() {
-        let mut b = Budget {
-            sent: VecDeque::new(),
-        };
+        let mut b = Budget::default();
         let start = Instant::now();
         let per_minute = WEIGHT_BUDGET_PER_MINUTE / SNAPSHOT_WEIGHT;
         for i in 0..per_minute {
-            assert_eq!(b.wait(start), Duration::ZERO, "request {i}");
-            b.sent.push_back(start);
+            // Snapshots and backfill pages share the budget.
+            let weight = [SNAPSHOT_WEIGHT, PAGE_WEIGHT][i as usize % 2];
+            assert_eq!(b.wait(start, weight), Duration::ZERO, "request {i}");
+            b.spend(start, weight);
         }
-        let wait = b.wait(start + Duration::from_secs(15));
+        let wait = b.wait(start + Duration::from_secs(15), PAGE_WEIGHT);
         assert_eq!(wait, Duration::from_secs(45));
-        assert_eq!(b.wait(start + Duration::from_secs(60)), Duration::ZERO);
+        assert_eq!(
+            b.wait(start + Duration::from_secs(60), SNAPSHOT_WEIGHT),
+            Duration::ZERO
+        );
     }
 
     #[test]

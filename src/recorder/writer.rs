@@ -357,6 +357,9 @@ impl Writer {
         let line = rec.line(spec.symbol.as_str(), &spec.stream, pipeline_ns / 1_000);
         encode_kind(&mut self.sinks[sink].pending, &line);
         self.metrics.observe_pipeline(pipeline_ns);
+        if rec.backfill {
+            Stats::bump(&self.stats.streams[rec.stream].backfilled);
+        }
         self.after_line(sink)
     }
 

@@ -18,7 +18,8 @@
 //! * After the last event the connection is closed (1000, `end of recording`).
 //! * `/fapi/v1/depth` answers the recorded snapshot in force at the playback position of the
 //!   connection furthest along (the latest received at or before it, else the first), byte-exact
-//!   whatever the `limit`; `/fapi/v1/time` answers that position's time.
+//!   whatever the `limit`; `/fapi/v1/time` answers that position's time. `/fapi/v1/aggTrades` is
+//!   not available (404): a recording is played in order, not looked up by id.
 //!
 //! # Layout
 //! - `recording`: reading the files: lanes (one per symbol and kind) merged by `recv_ns`,

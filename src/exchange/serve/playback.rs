@@ -19,7 +19,7 @@ use super::recording::{RecordedEvent, Recording, StreamKind};
 use crate::exchange::sim::conn::{Link, Outbound};
 use crate::exchange::sim::lock;
 use crate::exchange::sim::server::Shared;
-use crate::exchange::sim::source::Source;
+use crate::exchange::sim::source::{Refusal, Source};
 use crate::exchange::sim::wire::DataFrame;
 
 /// The Close reason sent after the last event.
@@ -148,6 +148,11 @@ impl Source for Playback {
     /// The recorded snapshot in force at the playback position, byte-exact whatever `limit`.
     fn depth(&self, symbol: &str, _limit: usize, out: &mut Vec<u8>) -> Result<(), String> {
         self.recording.snapshot_at(symbol, self.position_ns(), out)
+    }
+
+    /// A recording is played, not queried by id: a backfill has nothing to ask it for.
+    fn agg_trades(&self, _: &str, _: u64, _: usize, _: &mut Vec<u8>) -> Result<(), Refusal> {
+        Err(Refusal::Unavailable)
     }
 
     /// The recorded time at the playback position.

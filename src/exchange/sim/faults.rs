@@ -1,7 +1,7 @@
 //! Fault injection: every decision to break the protocol on purpose is made and counted here.
 //!
 //! The rest of the sim is a faithful exchange that asks this module at four points: when an event
-//! is published (depth and trade gaps), when a stream is subscribed (mutes), when an upgrade
+//! is published (depth, trade and aggregate trade gaps), when a stream is subscribed (mutes), when an upgrade
 //! arrives (rejections, a dripped handshake), when a REST request is answered (refusals, headers,
 //! padding) and, per connection, for each data frame, client ping and timer (closes, resets, EOFs,
 //! stalls, junk frames, protocol violations, ignored pings, lifetime, serverShutdown notices). Keeping the decisions together keeps each fault's
@@ -66,6 +66,10 @@ pub struct Faults {
     /// Every Nth trade of a symbol is made but sent to nobody, on `@trade` and `@aggTrade`
     /// alike: trade ids skip for every client.
     pub trade_gap_every: Option<u64>,
+    /// Every Nth aggregate trade of a symbol is sent to nobody on `@aggTrade`, while REST
+    /// `/fapi/v1/aggTrades` keeps it: aggregate ids skip for every client, and a backfill from
+    /// REST closes the gap, as on Binance when frames are lost on the way.
+    pub agg_gap_every: Option<u64>,
     /// At this age each connection gets a `serverShutdown` event, keeps serving for
     /// [`SERVER_SHUTDOWN_GRACE`], then closes (Close frame 1001).
     pub server_shutdown_after: Option<Duration>,
@@ -79,7 +83,7 @@ pub struct Faults {
     pub snapshot_status: u16,
     /// `Retry-After` (seconds) sent with rejected snapshot requests, as Binance does with 429/418.
     pub retry_after: Option<u64>,
-    /// `x-mbx-used-weight-1m` sent with every depth snapshot answer.
+    /// `x-mbx-used-weight-1m` sent with every depth snapshot and aggregate trades answer.
     pub used_weight: Option<u64>,
     /// Depth snapshot bodies are padded with trailing spaces (legal JSON) to at least this size.
     pub snapshot_bytes: Option<usize>,
@@ -156,6 +160,7 @@ impl Default for Faults {
             mute: Vec::new(),
             mute_streams: Vec::new(),
             trade_gap_every: None,
+            agg_gap_every: None,
             server_shutdown_after: None,
             reject_upgrades: 0,
             reject_status: DEFAULT_REJECT_STATUS,
@@ -212,11 +217,13 @@ pub enum Fault {
     TradeGap,
     /// A `serverShutdown` notice sent (`--server-shutdown-after`).
     ServerShutdown,
+    /// An aggregate trade kept off the stream, still in REST (`--agg-gap-every`).
+    AggGap,
 }
 
 impl Fault {
     /// How many kinds there are: the size of a counter array.
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 20;
 }
 
 /// Injection counters, one per [`Fault`].
@@ -291,6 +298,11 @@ impl Injector {
         self.hit(every(self.faults.trade_gap_every, n), Fault::TradeGap)
     }
 
+    /// Whether the symbol's aggregate trade number `n` (1-based) is kept off the stream.
+    pub(crate) fn drops_aggregate(&self, n: u64) -> bool {
+        self.hit(every(self.faults.agg_gap_every, n), Fault::AggGap)
+    }
+
     /// Whether a subscription to `stream` is to be acknowledged and left silent.
     pub(crate) fn mutes_stream(&self, stream: &str) -> bool {
         let muted = self.faults.mute_streams.iter().any(|m| m == stream);
@@ -325,10 +337,13 @@ impl Injector {
         .then_some(self.faults.snapshot_status)
     }
 
-    /// The headers of a depth snapshot answer: `Retry-After` on a refused one, the used weight
-    /// on every one. None for other requests.
-    pub(crate) fn snapshot_headers(&self, target: &str, refused: bool) -> Vec<(&'static str, u64)> {
-        if !target.starts_with("/fapi/v1/depth") {
+    /// The headers of a depth snapshot or aggregate trades answer: `Retry-After` on a refused
+    /// one, the used weight on every one. None for other requests.
+    pub(crate) fn rest_headers(&self, target: &str, refused: bool) -> Vec<(&'static str, u64)> {
+        if !["/fapi/v1/depth", "/fapi/v1/aggTrades"]
+            .iter()
+            .any(|path| target.starts_with(path))
+        {
             return Vec::new();
         }
         let retry_after = self.faults.retry_after.filter(|_| refused);
@@ -694,11 +709,15 @@ mod tests {
     fn trade_gaps_and_muted_streams() {
         let inj = Injector::new(Faults {
             trade_gap_every: Some(3),
+            agg_gap_every: Some(4),
             mute_streams: vec!["ethusdt@trade".into()],
             ..Faults::default()
         });
         let gaps: Vec<u64> = (1..=7).filter(|&n| inj.drops_trade(n)).collect();
         assert_eq!(gaps, [3, 6]);
+        let agg_gaps: Vec<u64> = (1..=9).filter(|&n| inj.drops_aggregate(n)).collect();
+        assert_eq!(agg_gaps, [4, 8]);
+        assert_eq!(inj.counts()[Fault::AggGap as usize], 2);
         assert!(inj.mutes_stream("ethusdt@trade") && !inj.mutes_stream("ethusdt@aggTrade"));
         let counts = inj.counts();
         assert_eq!(
@@ -748,7 +767,7 @@ mod tests {
 
     #[test]
     fn every_fault_has_a_counter() {
-        assert_eq!(Fault::ServerShutdown as usize + 1, Fault::COUNT);
+        assert_eq!(Fault::AggGap as usize + 1, Fault::COUNT);
     }
 
     #[test]
@@ -774,14 +793,18 @@ mod tests {
         });
         let depth = "/fapi/v1/depth?symbol=ETHUSDT&limit=1000";
         assert_eq!(
-            inj.snapshot_headers(depth, true),
+            inj.rest_headers(depth, true),
             [("Retry-After", u64::MAX), ("x-mbx-used-weight-1m", 7)]
         );
         assert_eq!(
-            inj.snapshot_headers(depth, false),
+            inj.rest_headers(depth, false),
             [("x-mbx-used-weight-1m", 7)]
         );
-        assert!(inj.snapshot_headers("/fapi/v1/time", true).is_empty());
+        assert_eq!(
+            inj.rest_headers("/fapi/v1/aggTrades?symbol=ETHUSDT&fromId=1", false),
+            [("x-mbx-used-weight-1m", 7)]
+        );
+        assert!(inj.rest_headers("/fapi/v1/time", true).is_empty());
         let mut body = b"{}".to_vec();
         inj.pad_snapshot(&mut body);
         assert_eq!((body.len(), &body[..3]), (100, &b"{} "[..]));
@@ -805,11 +828,13 @@ mod tests {
                 .all(|_| conn.next_frame(Instant::now()) == FrameFate::Send(Extras::default()))
         );
         assert!(conn.answers_ping() && conn.deadline().is_none());
-        assert!(!(1..1_000).any(|n| inj.drops_event(n) || inj.drops_trade(n)));
+        assert!(
+            !(1..1_000).any(|n| inj.drops_event(n) || inj.drops_trade(n) || inj.drops_aggregate(n))
+        );
         assert!(inj.rejects_upgrade().is_none() && !inj.mutes_stream("ethusdt@trade"));
         assert!(inj.drips_handshake().is_none());
         assert!(
-            inj.snapshot_headers("/fapi/v1/depth?symbol=ETHUSDT", true)
+            inj.rest_headers("/fapi/v1/depth?symbol=ETHUSDT", true)
                 .is_empty()
         );
         assert_eq!(inj.counts(), [0; Fault::COUNT]);

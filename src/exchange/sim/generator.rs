@@ -1,8 +1,8 @@
 //! One symbol's simulated events.
 //!
 //! The sim's hub only needs, per symbol: the next event's ids, that event's payloads as each
-//! stream shows it (one depth event; none, one or several of each kind beside the book), and a
-//! REST snapshot consistent with the latest event. The random-walk market provides that. (A recording's playback is not a `Feed`: each of its connections plays from
+//! stream shows it (one depth event; none, one or several of each kind beside the book), a
+//! REST snapshot consistent with the latest event, and the recent aggregate trades REST serves. The random-walk market provides that. (A recording's playback is not a `Feed`: each of its connections plays from
 //! the beginning at its own pace, so it is a `Source` of its own.)
 
 use std::ops::Range;
@@ -45,15 +45,34 @@ pub struct Header {
     pub trade_ms: u64,
 }
 
+/// Which of a symbol's trades and aggregate trades faults keep off the streams, each numbered
+/// from 1 per symbol.
+pub struct Withhold<'a> {
+    /// Trades lost inside the exchange: made, then never shown, by trade and aggregate streams
+    /// and REST alike (their aggregates are cut around them).
+    pub trade: &'a dyn Fn(u64) -> bool,
+    /// Aggregate trades lost on the way to clients: never on the `@aggTrade` stream, still in
+    /// REST `/fapi/v1/aggTrades`.
+    pub aggregate: &'a dyn Fn(u64) -> bool,
+}
+
+#[cfg(test)]
+impl Withhold<'_> {
+    /// No fault: everything is shown.
+    pub const NONE: Withhold<'static> = Withhold {
+        trade: &|_| false,
+        aggregate: &|_| false,
+    };
+}
+
 /// One symbol's source of events.
 pub trait Feed: Send {
     /// The symbol in upper case, as payloads spell it.
     fn symbol(&self) -> &str;
 
-    /// Moves to the next event and returns its header; `now_ms` is the wall clock. Trades for
-    /// which `withhold(n)` holds (the symbol's nth trade, 1-based) are made but never shown, by
-    /// trade and aggregate streams alike.
-    fn advance(&mut self, now_ms: u64, withhold: &dyn Fn(u64) -> bool) -> Header;
+    /// Moves to the next event and returns its header; `now_ms` is the wall clock. Trades and
+    /// aggregates `withhold` names are made and kept from the streams (see [`Withhold`]).
+    fn advance(&mut self, now_ms: u64, withhold: &Withhold) -> Header;
 
     /// Appends the latest event's payloads as `view` shows them (the exchange's `data` JSON), and
     /// the range of each in `out`.
@@ -62,6 +81,10 @@ pub trait Feed: Send {
     /// Appends a REST depth snapshot body of at most `limit` levels a side: the exact state
     /// after the latest event, with that event's `u` as `lastUpdateId`.
     fn snapshot(&self, limit: usize, now_ms: u64, out: &mut Vec<u8>);
+
+    /// Appends a REST `/fapi/v1/aggTrades` body: up to `limit` of the latest aggregate trades
+    /// from id `from_id` on, withheld ones included.
+    fn agg_trades(&self, from_id: u64, limit: usize, out: &mut Vec<u8>);
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The HTTP side of the port: reading a request head without consuming it, routing WebSocket
-//! paths, and answering the REST endpoints (`/fapi/v1/depth`, `/fapi/v1/time`).
+//! paths, and answering the REST endpoints (`/fapi/v1/depth`, `/fapi/v1/aggTrades`, `/fapi/v1/time`).
 //!
 //! One port serves both, like Binance's hosts behind their load balancer: the head is peeked, an
 //! upgrade request is left in the socket for tungstenite to read, anything else is answered here
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tungstenite::http::StatusCode;
 
-use super::source::Source;
+use super::source::{Refusal, Source};
 use crate::market::kind::{self, Kind};
 use crate::market::stream::{is_well_formed, parse_depth_stream};
 
@@ -25,6 +25,9 @@ const PEEK_WAIT: Duration = Duration::from_millis(1);
 const DEPTH_LIMITS: [usize; 7] = [5, 10, 20, 50, 100, 500, 1000];
 /// Depth levels when `limit` is absent, as on Binance.
 const DEFAULT_DEPTH_LIMIT: usize = 500;
+/// Aggregate trades when `limit` is absent, and the most one answer holds, as on Binance.
+const DEFAULT_AGG_LIMIT: usize = 500;
+const MAX_AGG_LIMIT: usize = 1000;
 
 /// The parts of a request head the sim looks at.
 #[derive(Debug, PartialEq, Eq)]
@@ -153,43 +156,106 @@ pub(crate) fn delivers(endpoint: kind::Route, stream: &str) -> bool {
 /// Answers a REST request.
 pub(crate) fn rest(head: &Head, source: &dyn Source) -> Reply {
     let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
-    let known = matches!(path, "/fapi/v1/depth" | "/fapi/v1/time");
+    let known = matches!(
+        path,
+        "/fapi/v1/depth" | "/fapi/v1/aggTrades" | "/fapi/v1/time"
+    );
     if !known {
         return error(404, -1, "not found");
     }
     if head.method != "GET" {
         return error(405, -1, "method not allowed");
     }
-    if path == "/fapi/v1/time" {
-        return (
+    let answer = match path {
+        "/fapi/v1/time" => Ok((
             200,
             format!(r#"{{"serverTime":{}}}"#, source.time_ms()).into_bytes(),
-        );
-    }
-    let Some(symbol) = param(query, "symbol").filter(|s| !s.is_empty()) else {
-        return error(
-            400,
-            -1102,
-            "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
-        );
+        )),
+        "/fapi/v1/depth" => depth(query, source),
+        _ => agg_trades(query, source),
     };
-    let limit = match param(query, "limit").map(str::parse::<usize>) {
+    answer.unwrap_or_else(|reply| reply)
+}
+
+/// `/fapi/v1/depth?symbol=&limit=`.
+fn depth(query: &str, source: &dyn Source) -> Result<Reply, Reply> {
+    let symbol = symbol(query)?;
+    let limit = match number(query, "limit")? {
         None => DEFAULT_DEPTH_LIMIT,
-        Some(Ok(limit)) if DEPTH_LIMITS.contains(&limit) => limit,
-        Some(Ok(limit)) => return error(400, -4021, &format!("{limit} is not valid depth limit")),
-        Some(Err(_)) => {
-            return error(
+        Some(limit) if DEPTH_LIMITS.contains(&limit) => limit,
+        Some(limit) => {
+            return Err(error(
                 400,
-                -1100,
-                "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.",
-            );
+                -4021,
+                &format!("{limit} is not valid depth limit"),
+            ));
         }
     };
     let mut body = Vec::with_capacity(limit * 50);
-    match source.depth(&symbol.to_ascii_uppercase(), limit, &mut body) {
-        Ok(()) => (200, body),
-        Err(msg) => error(400, -1121, &msg),
+    match source.depth(&symbol, limit, &mut body) {
+        Ok(()) => Ok((200, body)),
+        Err(msg) => Err(error(400, -1121, &msg)),
     }
+}
+
+/// `/fapi/v1/aggTrades?symbol=&fromId=&limit=`. Binance also serves the latest trades, or those
+/// of a time range, without `fromId`; a backfill always names its first id, so the sim asks for
+/// it.
+fn agg_trades(query: &str, source: &dyn Source) -> Result<Reply, Reply> {
+    let symbol = symbol(query)?;
+    let from_id = number::<u64>(query, "fromId")?.ok_or_else(|| mandatory("fromId"))?;
+    let limit = match number(query, "limit")? {
+        None => DEFAULT_AGG_LIMIT,
+        Some(limit) if (1..=MAX_AGG_LIMIT).contains(&limit) => limit,
+        Some(_) => {
+            return Err(error(
+                400,
+                -1130,
+                "Data sent for parameter 'limit' is not valid.",
+            ));
+        }
+    };
+    let mut body = Vec::with_capacity(limit * 120);
+    match source.agg_trades(&symbol, from_id, limit, &mut body) {
+        Ok(()) => Ok((200, body)),
+        Err(Refusal::InvalidSymbol) => Err(error(400, -1121, "Invalid symbol.")),
+        Err(Refusal::Unavailable) => Err(error(404, -1, "aggregate trades are not served here")),
+    }
+}
+
+/// The upper-cased `symbol` parameter, which every market endpoint requires.
+fn symbol(query: &str) -> Result<String, Reply> {
+    param(query, "symbol")
+        .filter(|s| !s.is_empty())
+        .map(str::to_ascii_uppercase)
+        .ok_or_else(|| mandatory("symbol"))
+}
+
+/// Binance's -1102 for a required parameter that is missing or empty.
+fn mandatory(name: &str) -> Reply {
+    error(
+        400,
+        -1102,
+        &format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
+    )
+}
+
+/// The numeric parameter `name`, if sent and not empty; Binance's -1100 if it is not a number.
+fn number<T: std::str::FromStr>(query: &str, name: &str) -> Result<Option<T>, Reply> {
+    param(query, name)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<T>().map_err(|_| {
+                error(
+                    400,
+                    -1100,
+                    &format!(
+                        "Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
+                    ),
+                )
+            })
+        })
+        .transpose()
 }
 
 /// A Binance-style error body.

@@ -18,9 +18,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError, TrySendError, 
 
 use super::conn::{Link, Outbound};
 use super::faults::Injector;
-use super::generator::{Feed, View};
+use super::generator::{Feed, View, Withhold};
 use super::server::Shared;
-use super::source::Source;
+use super::source::{Refusal, Source};
 use super::wire::DataFrame;
 use super::{Rate, lock};
 use crate::util::clock::wall_ms;
@@ -174,6 +174,21 @@ impl Source for Hub {
         Ok(())
     }
 
+    /// The symbol's latest aggregate trades, those kept off the stream included.
+    fn agg_trades(
+        &self,
+        symbol: &str,
+        from_id: u64,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Refusal> {
+        let Some(symbol) = self.symbols.iter().find(|s| &*s.name == symbol) else {
+            return Err(Refusal::InvalidSymbol);
+        };
+        symbol.lock().feed.agg_trades(from_id, limit, out);
+        Ok(())
+    }
+
     fn time_ms(&self) -> u64 {
         wall_ms()
     }
@@ -230,9 +245,11 @@ impl Pump<'_> {
     fn publish(&self) -> bool {
         let mut guard = lock(&self.symbol.state);
         let state = &mut *guard;
-        let header = state
-            .feed
-            .advance(wall_ms(), &|n| self.injector.drops_trade(n));
+        let withhold = Withhold {
+            trade: &|n| self.injector.drops_trade(n),
+            aggregate: &|n| self.injector.drops_aggregate(n),
+        };
+        let header = state.feed.advance(wall_ms(), &withhold);
         state.events += 1;
         let depth_dropped = self.injector.drops_event(state.events);
         if state.subscribers.is_empty() {

@@ -5,6 +5,7 @@
 //! right after the symbol, `st` last). A new kind is a field of [`Beside`], the walk's code that
 //! fills it, and one arm of [`Beside::render`].
 
+use std::collections::VecDeque;
 use std::ops::Range;
 
 use super::generator::Header;
@@ -40,6 +41,75 @@ pub struct Aggregate {
     pub id: u64,
     /// Its fills in [`Beside::fills`].
     pub fills: Range<usize>,
+    /// Kept off the `@aggTrade` stream by the aggregate gap fault; REST still has it.
+    pub withheld: bool,
+}
+
+/// What an aggregate trade says, on the stream and in REST alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AggItem {
+    /// `a`.
+    pub id: u64,
+    /// `p`, price units of the symbol's grid.
+    pub price: u64,
+    /// `q`, lots.
+    pub lots: u64,
+    /// `f` and `l`: the trade ids it covers.
+    pub first: u64,
+    pub last: u64,
+    /// `T`.
+    pub trade_ms: u64,
+    /// `m`.
+    pub buyer_maker: bool,
+}
+
+/// Aggregate trades kept for REST `/fapi/v1/aggTrades`, per symbol. At the sim's default 10
+/// events/s a symbol makes about 15 aggregates a second, at the tests' 200 events/s about 300:
+/// this many cover the last minutes, or at the least half a minute of reconnect, at about 50
+/// bytes each.
+pub const AGG_HISTORY: usize = 10_000;
+
+/// A symbol's latest [`AGG_HISTORY`] aggregate trades, in id order (ids are dense).
+#[derive(Clone, Debug, Default)]
+pub struct AggHistory {
+    items: VecDeque<AggItem>,
+}
+
+impl AggHistory {
+    pub fn push(&mut self, item: AggItem) {
+        if self.items.len() == AGG_HISTORY {
+            self.items.pop_front();
+        }
+        self.items.push_back(item);
+    }
+
+    /// Appends the REST answer to `fromId=from_id&limit=limit`: a JSON array of up to `limit`
+    /// items from `from_id` on, Binance's keys in Binance's order. Ids older than the history
+    /// are answered from its oldest; ids not made yet with `[]`, as Binance does.
+    pub fn render(&self, from_id: u64, limit: usize, decimals: u32, out: &mut Vec<u8>) {
+        out.push(b'[');
+        let skip = self
+            .items
+            .front()
+            .map_or(0, |oldest| from_id.saturating_sub(oldest.id));
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        for (i, item) in self.items.iter().skip(skip).take(limit).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"a\":");
+            push_int(out, item.id);
+            Payload(out)
+                .dec("p", item.price, decimals)
+                .dec("q", item.lots, QTY_DECIMALS)
+                .int("f", item.first)
+                .int("l", item.last)
+                .int("T", item.trade_ms)
+                .bool("m", item.buyer_maker)
+                .close();
+        }
+        out.push(b']');
+    }
 }
 
 /// Best bid and ask after a step, in price units and lots: one `@bookTicker` event.
@@ -120,10 +190,26 @@ impl Beside {
                 self.aggregates.push(Aggregate {
                     id: *next_id,
                     fills: start..i,
+                    withheld: false,
                 });
                 *next_id += 1;
                 start = i;
             }
+        }
+    }
+
+    /// What aggregate `agg` of this step says, its trades done at `trade_ms`.
+    pub fn item(&self, agg: &Aggregate, trade_ms: u64) -> AggItem {
+        let fills = &self.fills[agg.fills.clone()];
+        let (first, last) = (fills[0], fills[fills.len() - 1]);
+        AggItem {
+            id: agg.id,
+            price: first.price.unsigned_abs(),
+            lots: fills.iter().map(|f| f.lots).sum(),
+            first: first.id,
+            last: last.id,
+            trade_ms,
+            buyer_maker: first.buyer_maker,
         }
     }
 
@@ -158,19 +244,18 @@ impl Beside {
                 }
             }
             Kind::AggTrade => {
-                for agg in &self.aggregates {
-                    let fills = &self.fills[agg.fills.clone()];
-                    let (first, last) = (fills[0], fills[fills.len() - 1]);
+                for agg in self.aggregates.iter().filter(|a| !a.withheld) {
+                    let item = self.item(agg, h.trade_ms);
                     each(&|p| {
                         p.int("E", h.event_ms)
-                            .int("a", agg.id)
+                            .int("a", item.id)
                             .symbol(cx.symbol)
-                            .dec("p", first.price.unsigned_abs(), cx.decimals)
-                            .dec("q", fills.iter().map(|f| f.lots).sum(), QTY_DECIMALS)
-                            .int("f", first.id)
-                            .int("l", last.id)
-                            .int("T", h.trade_ms)
-                            .bool("m", first.buyer_maker)
+                            .dec("p", item.price, cx.decimals)
+                            .dec("q", item.lots, QTY_DECIMALS)
+                            .int("f", item.first)
+                            .int("l", item.last)
+                            .int("T", item.trade_ms)
+                            .bool("m", item.buyer_maker)
                             .end();
                     });
                 }
@@ -394,6 +479,37 @@ mod tests {
         beside.aggregate(&mut next);
         assert!(beside.aggregates.is_empty());
         assert_eq!(next, 11);
+    }
+
+    #[test]
+    fn agg_history_answers_from_an_id_within_its_bound() {
+        let item = |id| AggItem {
+            id,
+            price: 6_180_030,
+            lots: 1_500,
+            first: 10 * id,
+            last: 10 * id + 1,
+            trade_ms: 1_723_161_256_320,
+            buyer_maker: id % 2 == 0,
+        };
+        let mut history = AggHistory::default();
+        for id in 100..100 + AGG_HISTORY as u64 + 5 {
+            history.push(item(id));
+        }
+        let answer = |from, limit| {
+            let mut out = Vec::new();
+            history.render(from, limit, 2, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        // Binance's REST keys, in Binance's order.
+        assert_eq!(
+            answer(106, 2),
+            r#"[{"a":106,"p":"61800.30","q":"1.500","f":1060,"l":1061,"T":1723161256320,"m":true},{"a":107,"p":"61800.30","q":"1.500","f":1070,"l":1071,"T":1723161256320,"m":false}]"#
+        );
+        // The five oldest were forgotten: the answer starts at the oldest kept.
+        assert!(answer(0, 1).starts_with(r#"[{"a":105,"#));
+        assert_eq!(answer(100 + AGG_HISTORY as u64 + 5, 10), "[]");
+        assert_eq!(answer(u64::MAX, 10), "[]");
     }
 
     fn render(beside: &Beside, kind: Kind) -> Vec<String> {

@@ -4,12 +4,14 @@
 //! (`<sym>@depth[@speed]`) depth streams and, beside them, `<sym>@trade`, `<sym>@aggTrade`,
 //! `<sym>@bookTicker`, `<sym>@markPrice@1s` and `<sym>@forceOrder`, on `/stream?streams=…` and
 //! `/ws/…` under `/public` and `/market`; live SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS, server
-//! pings, and REST `/fapi/v1/depth` and `/fapi/v1/time`. Each symbol has one update-id sequence
-//! shared by every connection and stream, with ids that skip like the real ones, and the REST
-//! snapshot is exactly the book after the latest event, so Binance's local-book procedure works
-//! against it. Trades are taken from that book at the touch, so trades, aggregate trades and
-//! best prices agree with the depth streams. Users test pipelines offline with it; every recorder
-//! test runs against it.
+//! pings, and REST `/fapi/v1/depth`, `/fapi/v1/aggTrades` and `/fapi/v1/time`. Each symbol has one
+//! update-id sequence shared by every connection and stream, with ids that skip like the real
+//! ones, and the REST snapshot is exactly the book after the latest event, so Binance's
+//! local-book procedure works against it. REST aggregate trades come from a bounded history of
+//! each symbol's latest ones, with the stream's values, those `--agg-gap-every` kept off the
+//! stream included, so a recorder can backfill what it missed. Trades are taken from that book at
+//! the touch, so trades, aggregate trades and best prices agree with the depth streams. Users test
+//! pipelines offline with it; every recorder test runs against it.
 //!
 //! Streams are routed as on Binance since 2026: `/public` (and a path without a route) sends
 //! depth, bookTicker and trade; `/market` sends aggTrade, mark price and liquidations. A stream
@@ -31,13 +33,13 @@
 //! - `walk`: the random-walk book and id sequence, the trades taken from it, mark prices and
 //!   liquidations: the sim's feed.
 //! - `kinds`: what an event adds beside the book (trades, their aggregates, best prices, mark
-//!   price, liquidation) and every payload's text.
+//!   price, liquidation), every payload's text, and the aggregate trade history REST serves.
 //! - `hub`: the sim's source: symbols, subscriptions, pacing; encodes each event once and
 //!   queues it.
 //! - `conn`: one WebSocket connection: handshake, control messages, the writer.
 //! - `control`: control message parsing and replies.
 //! - `http`: request heads, WebSocket paths and which route delivers which stream, REST
-//!   endpoints.
+//!   endpoints (depth, aggTrades, time) and their Binance-shaped errors.
 //! - `wire`: WebSocket frames as wire bytes.
 //! - `faults`: every injected fault, decided and counted in one place.
 //! - `server`: [`Sim`]: listener, threads, shutdown.

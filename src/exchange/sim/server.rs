@@ -315,7 +315,7 @@ fn handle(shared: &Arc<Shared>, tcp: TcpStream) {
         let refused = shared.injector.rejects_snapshot(&head.target);
         headers = shared
             .injector
-            .snapshot_headers(&head.target, refused.is_some());
+            .rest_headers(&head.target, refused.is_some());
         match refused {
             Some(status) => http::error(status, -1, "snapshot refused (fault injection)"),
             None => {

@@ -41,6 +41,16 @@ pub(crate) trait Source: Send + Sync {
     /// side where the source can cut it); `Err` holds the message of a -1121 error.
     fn depth(&self, symbol: &str, limit: usize, out: &mut Vec<u8>) -> Result<(), String>;
 
+    /// Appends the REST `/fapi/v1/aggTrades` body of `symbol` (upper case): up to `limit`
+    /// aggregate trades from id `from_id` on.
+    fn agg_trades(
+        &self,
+        symbol: &str,
+        from_id: u64,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Refusal>;
+
     /// `serverTime` of `/fapi/v1/time`, ms since the Unix epoch.
     fn time_ms(&self) -> u64;
 
@@ -48,4 +58,13 @@ pub(crate) trait Source: Send + Sync {
     fn slow_clients(&self) -> u64 {
         0
     }
+}
+
+/// Why a source does not answer a REST request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Not a symbol it serves: Binance's -1121.
+    InvalidSymbol,
+    /// It keeps no such data (a recording has no aggregate trade history by id).
+    Unavailable,
 }

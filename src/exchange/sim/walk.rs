@@ -12,10 +12,10 @@ use std::ops::Range;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::generator::{Feed, Header, View};
+use super::generator::{Feed, Header, View, Withhold};
 use super::kinds::{
-    Beside, Context, Decimal, Fill, Liquidation, MARK_DECIMALS, Mark, Payload, QTY_DECIMALS, Top,
-    push_int,
+    AggHistory, Beside, Context, Decimal, Fill, Liquidation, MARK_DECIMALS, Mark, Payload,
+    QTY_DECIMALS, Top, push_int,
 };
 use crate::market::stream::Depth;
 /// Largest quantity of one level in lots (25.000): a plausible top-of-book size.
@@ -271,6 +271,10 @@ pub struct Market {
     next_aggregate: u64,
     /// Trades made so far, withheld ones included: what the trade gap fault counts.
     trades: u64,
+    /// Aggregates made so far, withheld ones included: what the aggregate gap fault counts.
+    aggregates: u64,
+    /// The latest aggregates, for REST.
+    history: AggHistory,
     /// When the next mark price is due (wall ms), and the marks' moving average (`ap`).
     next_mark_ms: u64,
     mark_average: u64,
@@ -324,6 +328,8 @@ impl Market {
             next_trade,
             next_aggregate,
             trades: 0,
+            aggregates: 0,
+            history: AggHistory::default(),
             next_mark_ms: (now_ms / MARK_EVERY_MS + 1) * MARK_EVERY_MS,
             mark_average: 0,
             next_liquidation_ms,
@@ -566,7 +572,7 @@ impl Feed for Market {
         &self.symbol
     }
 
-    fn advance(&mut self, now_ms: u64, withhold: &dyn Fn(u64) -> bool) -> Header {
+    fn advance(&mut self, now_ms: u64, withhold: &Withhold) -> Header {
         let top = self.book.top();
         for prices in &mut self.changed {
             prices.clear();
@@ -576,7 +582,7 @@ impl Feed for Market {
             let side = self.random_side();
             self.change(side);
         }
-        self.trade(now_ms, withhold);
+        self.trade(now_ms, withhold.trade);
         for prices in &mut self.changed {
             prices.sort_unstable();
             prices.dedup();
@@ -597,6 +603,13 @@ impl Feed for Market {
             event_ms: now_ms,
             trade_ms,
         };
+        for i in 0..self.beside.aggregates.len() {
+            self.aggregates += 1;
+            let agg = &mut self.beside.aggregates[i];
+            agg.withheld = (withhold.aggregate)(self.aggregates);
+            let item = self.beside.item(&self.beside.aggregates[i], trade_ms);
+            self.history.push(item);
+        }
         if self.book.top() != top {
             self.beside.top = self.book.top();
         }
@@ -634,6 +647,10 @@ impl Feed for Market {
         out.extend_from_slice(b",\"asks\":");
         self.push_top(out, Side::Ask, limit);
         out.push(b'}');
+    }
+
+    fn agg_trades(&self, from_id: u64, limit: usize, out: &mut Vec<u8>) {
+        self.history.render(from_id, limit, self.grid.decimals, out);
     }
 }
 
@@ -688,7 +705,7 @@ mod tests {
     }
 
     fn step(market: &mut Market, now_ms: u64) -> Header {
-        market.advance(now_ms, &|_| false)
+        market.advance(now_ms, &Withhold::NONE)
     }
 
     /// The latest event's payloads as `view` shows them.
@@ -895,6 +912,39 @@ mod tests {
     }
 
     #[test]
+    fn rest_keeps_the_aggregates_the_stream_withheld_with_the_same_fields() {
+        let mut market = Market::new("ETHUSDT", 17, 0);
+        let withhold = Withhold {
+            trade: &|_| false,
+            aggregate: &|n| n.is_multiple_of(3),
+        };
+        let (mut streamed, mut first) = (Vec::new(), None);
+        for now in 0..300 {
+            market.advance(now, &withhold);
+            for agg in payloads(&market, View::Kind(Kind::AggTrade)) {
+                first.get_or_insert(agg["a"].as_u64().unwrap());
+                streamed.push(agg);
+            }
+        }
+        let first = first.unwrap();
+        let mut body = Vec::new();
+        market.agg_trades(first, 1000, &mut body);
+        let rest: Vec<Value> = serde_json::from_slice(&body).unwrap();
+        let ids: Vec<u64> = rest.iter().map(|i| i["a"].as_u64().unwrap()).collect();
+        assert!(
+            ids.windows(2).all(|w| w[1] == w[0] + 1),
+            "REST ids are dense"
+        );
+        assert!(streamed.len() * 3 / 2 <= rest.len() + 2, "a third withheld");
+        for agg in &streamed {
+            let item = &rest[(agg["a"].as_u64().unwrap() - first) as usize];
+            for key in ["a", "p", "q", "f", "l", "T", "m"] {
+                assert_eq!(item[key], agg[key], "{key} of {agg}");
+            }
+        }
+    }
+
+    #[test]
     fn aggregates_cover_consecutive_trades_and_lose_withheld_ones() {
         for gap_every in [None, Some(5)] {
             let mut market = Market::new("ETHUSDT", 17, 0);
@@ -902,7 +952,13 @@ mod tests {
             let (mut last_a, mut last_l, mut last_t) = (None::<u64>, None::<u64>, None::<u64>);
             let (mut trade_skips, mut agg_skips) = (0, 0);
             for now in 0..2_000 {
-                market.advance(now, &withhold);
+                market.advance(
+                    now,
+                    &Withhold {
+                        trade: &withhold,
+                        aggregate: &|_| false,
+                    },
+                );
                 let trades = payloads(&market, View::Kind(Kind::Trade));
                 let by_id: BTreeMap<u64, &Value> = trades
                     .iter()
