@@ -147,7 +147,17 @@ fn the_real_fixture_exports_rows_that_rebuild_the_replayed_book() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, [TOP25, TOP5, L2]);
+    // The imported capture holds trades and bookTicker too: their datasets come beside the book's.
+    assert_eq!(
+        names,
+        [
+            TOP25,
+            TOP5,
+            L2,
+            "binance-futures_quotes_2024-08-08_BTCUSDT.csv.gz",
+            "binance-futures_trades_2024-08-08_BTCUSDT.csv.gz"
+        ]
+    );
 
     let l2 = csv(&out_dir.join(L2));
     assert_eq!(l2[0], L2_HEADER);
