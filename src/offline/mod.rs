@@ -4,6 +4,7 @@
 //! (`export`, `import`), with what they share: how they print, and their progress bar. Which
 //! files they read is `store::names::recordings`, shared with `serve`.
 
+mod book;
 pub mod console;
 pub mod interop;
 pub mod kinds;

@@ -27,19 +27,18 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::market::book::Book;
 use crate::market::kind::Kind;
-use crate::market::sequence::{BookSync, Chain, SnapshotStep, Step, Verdict};
+use crate::market::sequence::{Chain, Verdict};
 use crate::market::stream::is_partial;
 use crate::market::symbol::SymbolId;
 use crate::metrics::{Counters, Metrics, Report, ReportClock, SymbolCounters};
+use crate::offline::book::{Books, RebuildError};
 use crate::offline::console::reader_gone;
 use crate::offline::kinds::{KindGap, KindReport, Kinds, Refused};
 use crate::offline::progress::progress_bar;
 use crate::offline::trades::Trades;
 use crate::store::gzip::{CountingReader, MemberDecoder, open_recording};
-use crate::store::line::{
-    DepthLine, SnapshotLine, is_meta, parse_depth, parse_kind, parse_meta, parse_snapshot,
-};
-use crate::store::lines::{LineCursor, LineError, LineReader, open_lines};
+use crate::store::line::{DepthLine, is_meta, parse_depth, parse_kind, parse_meta, parse_snapshot};
+use crate::store::lines::{LineError, LineReader, open_lines};
 use crate::store::names::{FileKind, classify};
 use crate::util::shutdown::Shutdown;
 use crossbeam_channel::{Receiver, Sender};
@@ -245,79 +244,27 @@ pub struct BookOutput<'a> {
     pub writer: &'a mut dyn Write,
 }
 
-/// A recorded REST snapshot, and where its body is: bodies (tens of KB each) are read again
-/// when the book takes them, not held from the start.
-struct RecordedSnapshot {
-    recv_ns: u64,
-    last_update_id: u64,
-    /// Its file, in [`Rebuild::snapshot_files`].
-    file: usize,
-    /// Its line in that file.
-    line: u64,
-}
-
 /// Book rebuilding for `--book`.
 struct Rebuild<'a> {
     out: BookOutput<'a>,
-    /// Per symbol: snapshots not yet applied, oldest first.
-    snapshots: HashMap<String, std::collections::VecDeque<RecordedSnapshot>>,
-    /// The snapshot files, read in order, that [`RecordedSnapshot`]s point into.
-    snapshot_files: Vec<PathBuf>,
-    /// Where snapshot bodies are read from.
-    cursor: LineCursor,
-    /// Scratch for one snapshot line.
-    snapshot_line: Vec<u8>,
-    books: HashMap<String, SymbolBook>,
+    books: Books,
     line: Vec<u8>,
     /// The trades printed between the books.
     trades: Trades,
-}
-
-#[derive(Default)]
-struct SymbolBook {
-    book: Book,
-    sync: BookSync<String>,
 }
 
 impl<'a> Rebuild<'a> {
     fn new(out: BookOutput<'a>, trades: Trades) -> Rebuild<'a> {
         Rebuild {
             out,
-            snapshots: HashMap::new(),
-            snapshot_files: Vec::new(),
-            cursor: LineCursor::new(),
-            snapshot_line: Vec::new(),
-            books: HashMap::new(),
+            books: Books::default(),
             line: Vec::new(),
             trades,
         }
     }
 
-    /// Starts on the snapshots of a new file.
-    fn snapshot_file(&mut self, path: &Path) {
-        self.snapshot_files.push(path.to_path_buf());
-    }
-
-    /// Queues a snapshot at `line` of the current snapshot file for the event after which it
-    /// was received.
-    fn snapshot(&mut self, snap: &SnapshotLine<'_>, line: u64) {
-        let queue = self.snapshots.entry(snap.symbol.to_string()).or_default();
-        queue.push_back(RecordedSnapshot {
-            recv_ns: snap.recv_ns,
-            last_update_id: snap.last_update_id,
-            file: self.snapshot_files.len() - 1,
-            line,
-        });
-        // Files come in time order, so this is the exception; sorting on every push would make
-        // a file of many snapshots quadratic.
-        let len = queue.len();
-        if len > 1 && queue[len - 2].recv_ns > queue[len - 1].recv_ns {
-            queue.make_contiguous().sort_by_key(|s| s.recv_ns);
-        }
-    }
-
     /// Prints the symbol's trades received up to the event, applies the event (and any snapshot
-    /// received before it) and prints the book.
+    /// received before it) and prints the book after each event applied.
     fn event(&mut self, h: &DepthLine, verdict: Verdict) -> std::result::Result<(), Halt> {
         self.trades
             .write_until(h.symbol, h.recv_ns, self.out.writer)
@@ -325,72 +272,19 @@ impl<'a> Rebuild<'a> {
         if verdict == Verdict::Duplicate {
             return Ok(());
         }
-        let state = self.books.entry(h.symbol.to_string()).or_default();
-        if is_partial(h.stream) {
-            state
-                .book
-                .replace_partial(h.data)
-                .map_err(|e| e.to_string())?;
-            return print_book(
-                &mut self.out,
-                &mut self.line,
-                &state.book,
-                h.symbol,
-                h.ids.last,
-                h.event_ms,
-            );
-        }
-        let Some(queue) = self.snapshots.get_mut(h.symbol) else {
+        if !is_partial(h.stream) && !self.books.has_snapshots(h.symbol) {
             return Err(Halt::Fail(Error::Invalid(format!(
                 "{}: diff-depth events (--depth 0) without a snapshot file, so its book cannot be \
                  built: replay the recording's directory, or add its {}_snapshot_* files",
                 h.symbol,
                 h.symbol.to_ascii_lowercase()
             ))));
-        };
-        let mut applied = Vec::new();
-        while queue.front().is_some_and(|s| s.recv_ns <= h.recv_ns) {
-            let snap = queue.pop_front().expect("front exists");
-            let events = match state.sync.snapshot(snap.last_update_id) {
-                SnapshotStep::Bridged(events) => events,
-                SnapshotStep::Pending => Vec::new(),
-                SnapshotStep::TooOld => continue,
-            };
-            let path = &self.snapshot_files[snap.file];
-            let unreadable = |what: String| {
-                Halt::Fail(Error::Invalid(format!(
-                    "{}: line {}: {what} (the file changed during the replay)",
-                    path.display(),
-                    snap.line
-                )))
-            };
-            self.cursor
-                .read(path, snap.line, &mut self.snapshot_line)
-                .map_err(unreadable)?;
-            let body = parse_snapshot(&self.snapshot_line)
-                .map_err(unreadable)?
-                .data;
-            state
-                .book
-                .reset_from_snapshot(body)
-                .map_err(|e| e.to_string())?;
-            applied.extend(events);
         }
-        if let Step::Apply(events) = state.sync.event(h.ids, verdict, h.data.to_string()) {
-            applied.extend(events);
-        }
-        for data in applied {
-            let u = state.book.apply_diff(&data).map_err(|e| e.to_string())?;
-            let event_ms = event_time(&data).unwrap_or(h.event_ms);
-            print_book(
-                &mut self.out,
-                &mut self.line,
-                &state.book,
-                h.symbol,
-                u,
-                event_ms,
-            )?;
-        }
+        let (out, line) = (&mut self.out, &mut self.line);
+        self.books.event(h, verdict, |book, u, data| {
+            let event_ms = event_time(data).unwrap_or(h.event_ms);
+            print_book(out, line, book, h.symbol, u, event_ms)
+        })?;
         Ok(())
     }
 }
@@ -444,7 +338,16 @@ impl From<String> for Halt {
     }
 }
 
-/// Partial-depth streams are named `<sym>@depth<N>…`; diff streams `<sym>@depth` or `<sym>@depth@…`.
+impl From<RebuildError> for Halt {
+    fn from(e: RebuildError) -> Halt {
+        match e {
+            RebuildError::Payload(what) => Halt::Damage(what),
+            RebuildError::Unreadable(what) => Halt::Fail(Error::Invalid(what)),
+        }
+    }
+}
+
+/// The event time `E` of a payload.
 fn event_time(data: &str) -> Option<u64> {
     #[derive(Deserialize)]
     #[allow(non_snake_case)]
@@ -571,7 +474,7 @@ impl State<'_> {
         let mut lines = open_lines(path)?;
         let name = path.display().to_string();
         if let Some(rebuild) = &mut self.rebuild {
-            rebuild.snapshot_file(path);
+            rebuild.books.snapshot_file(path);
         }
         loop {
             if self.must_stop() {
@@ -596,7 +499,7 @@ impl State<'_> {
             }
             *self.snapshots.entry(symbol).or_default() += 1;
             if let Some(rebuild) = &mut self.rebuild {
-                rebuild.snapshot(&snap, count + 1);
+                rebuild.books.snapshot(&snap, count + 1);
             }
         }
         Ok(Some(FileReport {

@@ -20,7 +20,7 @@
 mod html;
 mod svg;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,11 +31,11 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::market::book::Book;
 use crate::market::kind::{Check, Kind, Tape};
-use crate::market::sequence::{BookSync, Chain, SnapshotStep, Step, Verdict};
-use crate::market::stream::is_partial;
+use crate::market::sequence::{Chain, Verdict};
+use crate::offline::book::{Books, RebuildError};
 use crate::offline::progress::progress_bar;
 use crate::store::line::{DepthLine, is_meta, parse_depth, parse_kind, parse_meta, parse_snapshot};
-use crate::store::lines::{LineCursor, LineError, open_lines};
+use crate::store::lines::{LineError, open_lines};
 use crate::store::names::{FileKind, classify, expand, no_recordings, part_of};
 use crate::store::staged::{create_part, link_no_replace, sync_dir};
 use crate::util::clock::latency_us;
@@ -492,23 +492,6 @@ fn write_new(out: &Path, body: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// A recorded snapshot waiting for the event after which it was received; its body is read
-/// again when the book takes it, so a recording of many snapshots costs a few bytes for each.
-struct PendingSnapshot {
-    recv_ns: u64,
-    last_update_id: u64,
-    file: usize,
-    line: u64,
-}
-
-/// A symbol's book, for the mid price.
-#[derive(Default)]
-struct MidBook {
-    book: Book,
-    sync: BookSync<String>,
-    snapshots: VecDeque<PendingSnapshot>,
-}
-
 /// Why a line ends the reading of its file.
 enum Halt {
     /// The line cannot be read: the file is damaged there.
@@ -523,17 +506,24 @@ impl From<String> for Halt {
     }
 }
 
+impl From<RebuildError> for Halt {
+    fn from(e: RebuildError) -> Halt {
+        match e {
+            RebuildError::Payload(what) => Halt::Damage(what),
+            RebuildError::Unreadable(what) => Halt::Fail(Error::Invalid(what)),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Gather {
     series: BTreeMap<(String, Stream), Series>,
     chains: HashMap<String, Chain>,
     tapes: HashMap<(String, Kind), Tape>,
-    books: HashMap<String, MidBook>,
+    /// The books, for the mid price.
+    books: Books,
     /// Snapshots read per symbol, for the resyncs.
     snapshots_seen: HashMap<String, u64>,
-    snapshot_files: Vec<PathBuf>,
-    cursor: LineCursor,
-    snapshot_line: Vec<u8>,
     damaged: Vec<String>,
 }
 
@@ -568,7 +558,7 @@ impl Gather {
         // A file named as no recording is read as depth, as replay reads it.
         let kind = named.map_or(FileKind::Depth, |(_, k)| k);
         if kind == FileKind::Snapshot {
-            self.snapshot_files.push(path.to_path_buf());
+            self.books.snapshot_file(path);
         }
         let mut lines = open_lines(path)?;
         let damage = loop {
@@ -630,12 +620,6 @@ impl Gather {
         let seen = self.snapshots_seen.entry(symbol.clone()).or_default();
         *seen += 1;
         let resync = *seen > 1;
-        let pending = PendingSnapshot {
-            recv_ns: snap.recv_ns,
-            last_update_id: snap.last_update_id,
-            file: self.snapshot_files.len() - 1,
-            line,
-        };
         let detail = format!("snapshot lastUpdateId={}", snap.last_update_id);
         let at_ns = snap.recv_ns;
         let series = self.series(&symbol, Stream::Depth)?;
@@ -647,14 +631,7 @@ impl Gather {
                 detail,
             });
         }
-        let queue = &mut self.books.entry(symbol).or_default().snapshots;
-        queue.push_back(pending);
-        // Files come in time order, so this is the exception; sorting on every push would make
-        // a file of many snapshots quadratic.
-        let len = queue.len();
-        if len > 1 && queue[len - 2].recv_ns > queue[len - 1].recv_ns {
-            queue.make_contiguous().sort_by_key(|s| s.recv_ns);
-        }
+        self.books.snapshot(&snap, line);
         Ok(())
     }
 
@@ -700,54 +677,8 @@ impl Gather {
         h: &DepthLine,
         verdict: Verdict,
     ) -> std::result::Result<Option<f64>, Halt> {
-        let state = self.books.entry(h.symbol.to_string()).or_default();
-        if is_partial(h.stream) {
-            state
-                .book
-                .replace_partial(h.data)
-                .map_err(|e| e.to_string())?;
-            return Ok(mid(&state.book));
-        }
-        while state
-            .snapshots
-            .front()
-            .is_some_and(|s| s.recv_ns <= h.recv_ns)
-        {
-            let snap = state.snapshots.pop_front().expect("front exists");
-            if let SnapshotStep::Bridged(events) = state.sync.snapshot(snap.last_update_id) {
-                let path = &self.snapshot_files[snap.file];
-                let unreadable = |what: String| {
-                    Halt::Fail(Error::Invalid(format!(
-                        "{}: line {}: {what} (the file changed during the report)",
-                        path.display(),
-                        snap.line
-                    )))
-                };
-                self.cursor
-                    .read(path, snap.line, &mut self.snapshot_line)
-                    .map_err(unreadable)?;
-                let body = parse_snapshot(&self.snapshot_line)
-                    .map_err(unreadable)?
-                    .data;
-                state
-                    .book
-                    .reset_from_snapshot(body)
-                    .map_err(|e| e.to_string())?;
-                for data in events {
-                    state.book.apply_diff(&data).map_err(|e| e.to_string())?;
-                }
-            }
-        }
-        if let Step::Apply(events) = state.sync.event(h.ids, verdict, h.data.to_string()) {
-            for data in events {
-                state.book.apply_diff(&data).map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(if state.sync.is_live() {
-            mid(&state.book)
-        } else {
-            None
-        })
+        let whole = self.books.event(h, verdict, |_, _, _| Ok::<(), Halt>(()))?;
+        Ok(self.books.book(h.symbol).filter(|_| whole).and_then(mid))
     }
 
     /// A meta line: a notice on the timeline of the file's series (named by the file, since the
