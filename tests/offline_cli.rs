@@ -444,7 +444,13 @@ fn replay_prints_a_line_per_symbol_and_a_summary() {
     );
     assert!(lines[3].starts_with("SUMMARY | t="), "{}", lines[3]);
     assert!(lines[3].contains("| msgs=6551 |"), "{}", lines[3]);
-    assert!(lines[3].ends_with("| files=4"), "{}", lines[3]);
+    // The streams beside the book read as in the recorder's SUMMARY.
+    assert!(
+        lines[3]
+            .ends_with("| trade=21313 breaks=0 missing=0 | bookTicker=66089 breaks=0 | files=4"),
+        "{}",
+        lines[3]
+    );
 
     // --json - : the report on stdout, the summary beside the errors.
     let out = run_output(obrec().args(["replay", "--json", "-"]).arg(&data));

@@ -29,7 +29,8 @@ use crate::market::book::Book;
 use crate::market::kind::Kind;
 use crate::market::sequence::{Chain, Verdict};
 use crate::market::stream::is_partial;
-use crate::market::symbol::SymbolId;
+use crate::market::symbol::{Symbol, SymbolId};
+use crate::metrics::streams::StreamCounters;
 use crate::metrics::{Counters, Metrics, Report, ReportClock, SymbolCounters};
 use crate::offline::book::{Books, RebuildError};
 use crate::offline::console::reader_gone;
@@ -714,6 +715,8 @@ impl State<'_> {
         let kinds = self.kinds.finish();
         let counters = Counters {
             symbols: self.counters,
+            // The same figures as the recorder's `streams`, so SUMMARY reads alike.
+            streams: kinds.series.iter().filter_map(stream_counters).collect(),
             reconnects: self.reconnects,
             rollovers: self.rollovers,
             ..Counters::default()
@@ -733,6 +736,26 @@ impl State<'_> {
             stopped: self.stopped,
         }
     }
+}
+
+/// A series' figures as the recorder counts them for `metrics.json`, under the stream name the
+/// recorder subscribes to.
+fn stream_counters(report: &KindReport) -> Option<StreamCounters> {
+    let kind: Kind = report.kind.parse().ok()?;
+    let symbol = Symbol::exact(&report.symbol).ok()?;
+    Some(StreamCounters {
+        stream: kind.stream(&symbol),
+        symbol: report.symbol.clone(),
+        kind,
+        events: report.events - report.duplicates,
+        breaks: report.breaks,
+        reconnect_gaps: report.reconnect_gaps,
+        missing: report.missing_ids,
+        duplicates: report.duplicates,
+        drops: 0,
+        backfilled: report.backfilled,
+        feed: None,
+    })
 }
 
 /// The refusal of a replay past [`MAX_SYMBOLS`] symbols, at `name`.
