@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, select};
 use super::Pace;
 use super::recording::{RecordedEvent, Recording, StreamKind};
 use crate::exchange::sim::conn::{Link, Outbound};
+use crate::exchange::sim::http::{self, Reply};
 use crate::exchange::sim::lock;
 use crate::exchange::sim::server::Shared;
 use crate::exchange::sim::source::Source;
@@ -146,8 +147,10 @@ impl Source for Playback {
     }
 
     /// The recorded snapshot in force at the playback position, byte-exact whatever `limit`.
-    fn depth(&self, symbol: &str, _limit: usize, out: &mut Vec<u8>) -> Result<(), String> {
-        self.recording.snapshot_at(symbol, self.position_ns(), out)
+    fn depth(&self, symbol: &str, _limit: usize, out: &mut Vec<u8>) -> Result<(), Reply> {
+        self.recording
+            .snapshot_at(symbol, self.position_ns(), out)
+            .map_err(|msg| http::error(400, -1121, &msg))
     }
 
     /// The recorded time at the playback position.

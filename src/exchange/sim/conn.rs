@@ -10,11 +10,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded, select};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
 use log::{debug, warn};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -32,7 +32,7 @@ use crate::util::clock::{wall_ms, wall_ns};
 /// (~20 MB of depth frames: hours of data at normal rates, and still 130 ms at 250,000 frames/s,
 /// so a benchmark's client is not cut for a scheduling hiccup on a shared core); at `--rate max`
 /// it is the back-pressure window.
-const OUTBOUND_CAPACITY: usize = 32_768;
+pub(crate) const OUTBOUND_CAPACITY: usize = 32_768;
 /// A client that takes no bytes for this long is dropped, as a real exchange drops dead peers.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest message a client may send: control requests are well under 1 KiB.
@@ -53,6 +53,35 @@ pub(crate) struct Link {
     pub tcp: Weak<TcpStream>,
     /// Set once the connection was cut for being too slow.
     pub too_slow: AtomicBool,
+}
+
+impl Link {
+    /// Queues a data frame without waiting. A full queue means the client cannot keep up with a
+    /// source that does not wait for it: the connection is cut (once, counted in `slow`), the way
+    /// Binance drops consumers that fall behind. False when the connection is gone or cut.
+    pub(crate) fn offer(&self, frame: Arc<DataFrame>, slow: &AtomicU64) -> bool {
+        match self.tx.try_send(Outbound::Data(frame)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                // Cutting the socket fails the writer's blocked write and wakes the reader: the
+                // connection ends now, not when a write times out.
+                if !self.too_slow.swap(true, Ordering::Relaxed) {
+                    warn!("sim conn {}: client too slow, dropping it", self.id);
+                    slow.fetch_add(1, Ordering::Relaxed);
+                    if let Some(tcp) = self.tcp.upgrade() {
+                        let _ = tcp.shutdown(Direction::Both);
+                    }
+                }
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Items queued to the writer and not yet taken.
+    pub(crate) fn queued(&self) -> usize {
+        self.tx.len()
+    }
 }
 
 /// Everything the writer sends or reacts to, in decision order.
@@ -139,7 +168,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, tcp: Arc<TcpStream>, route: Route) {
         warn!("sim: cannot set socket timeouts: {e}");
         return;
     }
-    let (tx, rx) = bounded(OUTBOUND_CAPACITY);
+    let (tx, rx) = bounded(shared.front.queue);
     let id = shared.new_connection();
     let link = Arc::new(Link {
         id,
@@ -362,6 +391,9 @@ impl<'a> FrameWriter<'a> {
 
     fn record(&self, frame: &DataFrame) {
         self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .bytes_sent
+            .fetch_add(frame.wire.len() as u64, Ordering::Relaxed);
         if self.shared.front.record_sent {
             let sent = SentFrame {
                 conn: self.link.id,

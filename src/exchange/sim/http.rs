@@ -153,9 +153,11 @@ pub(crate) fn delivers(endpoint: kind::Route, stream: &str) -> bool {
 /// Answers a REST request.
 pub(crate) fn rest(head: &Head, source: &dyn Source) -> Reply {
     let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
-    let known = matches!(path, "/fapi/v1/depth" | "/fapi/v1/time");
-    if !known {
-        return error(404, -1, "not found");
+    if !matches!(path, "/fapi/v1/depth" | "/fapi/v1/time") {
+        let extra = (head.method == "GET").then(|| source.rest(path, query));
+        return extra
+            .flatten()
+            .unwrap_or_else(|| error(404, -1, "not found"));
     }
     if head.method != "GET" {
         return error(405, -1, "method not allowed");
@@ -188,7 +190,7 @@ pub(crate) fn rest(head: &Head, source: &dyn Source) -> Reply {
     let mut body = Vec::with_capacity(limit * 50);
     match source.depth(&symbol.to_ascii_uppercase(), limit, &mut body) {
         Ok(()) => (200, body),
-        Err(msg) => error(400, -1121, &msg),
+        Err(reply) => reply,
     }
 }
 
@@ -229,7 +231,7 @@ pub(crate) fn respond(
 }
 
 /// The value of `key` in a query string, undecoded.
-fn param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+pub(crate) fn param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
     query.split('&').find_map(|pair| {
         pair.split_once('=')
             .filter(|(k, _)| *k == key)

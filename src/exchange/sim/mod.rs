@@ -47,7 +47,7 @@ pub(crate) mod conn;
 mod control;
 mod faults;
 pub(crate) mod generator;
-mod http;
+pub(crate) mod http;
 mod hub;
 mod kinds;
 pub(crate) mod server;

@@ -43,6 +43,8 @@ pub(crate) struct Front {
     pub faults: Faults,
     /// Keep every data frame sent, for [`Sim::sent`].
     pub record_sent: bool,
+    /// Frames each connection may have queued ([`conn::OUTBOUND_CAPACITY`] for the sim).
+    pub queue: usize,
 }
 
 /// State every thread of one server shares.
@@ -61,6 +63,8 @@ pub(crate) struct Shared {
     connections: AtomicU64,
     rest_requests: AtomicU64,
     pub(crate) frames_sent: AtomicU64,
+    /// Bytes of those frames, WebSocket headers included.
+    pub(crate) bytes_sent: AtomicU64,
     /// Data frames sent, in order (only with `record_sent`).
     pub(crate) sent: Mutex<Vec<SentFrame>>,
 }
@@ -127,6 +131,7 @@ impl Sim {
             ping_interval: config.ping_interval,
             faults: config.faults,
             record_sent: config.record_sent,
+            queue: conn::OUTBOUND_CAPACITY,
         };
         Sim::serve(listen, front, Box::new(Hub::new(feeds, config.rate)))
     }
@@ -148,6 +153,7 @@ impl Sim {
             connections: AtomicU64::new(0),
             rest_requests: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
             sent: Mutex::default(),
         });
         let mut sim = Sim {
@@ -182,6 +188,11 @@ impl Sim {
     /// `ws://HOST:PORT`, to which a client appends `/stream?streams=…` or `/ws/…`.
     pub fn ws_url(&self) -> String {
         format!("ws://{}", reachable(self.addr))
+    }
+
+    /// Bytes of the data frames sent so far, all connections together.
+    pub(crate) fn bytes_sent(&self) -> u64 {
+        self.shared.bytes_sent.load(Ordering::Relaxed)
     }
 
     /// `http://HOST:PORT`, to which a client appends `/fapi/v1/depth?…`.

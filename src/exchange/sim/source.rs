@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use super::conn::Link;
+use super::http::Reply;
 use super::server::Shared;
 
 /// What the front asks of whatever produces data frames and REST answers.
@@ -38,8 +39,14 @@ pub(crate) trait Source: Send + Sync {
     fn leave(&self, conn: u64);
 
     /// Appends the REST depth snapshot body of `symbol` (upper case, at most `limit` levels a
-    /// side where the source can cut it); `Err` holds the message of a -1121 error.
-    fn depth(&self, symbol: &str, limit: usize, out: &mut Vec<u8>) -> Result<(), String>;
+    /// side where the source can cut it); `Err` holds the error to answer instead (-1121 for a
+    /// symbol the source does not know).
+    fn depth(&self, symbol: &str, limit: usize, out: &mut Vec<u8>) -> Result<(), Reply>;
+
+    /// Answers a GET of a path the front does not serve itself (`query` undecoded); `None`: 404.
+    fn rest(&self, _path: &str, _query: &str) -> Option<Reply> {
+        None
+    }
 
     /// `serverTime` of `/fapi/v1/time`, ms since the Unix epoch.
     fn time_ms(&self) -> u64;

@@ -67,6 +67,28 @@ impl DataFrame {
         }
     }
 
+    /// Frames `text`, a whole frame as the exchange sent it (a combined frame's envelope and
+    /// all), byte for byte; its `data` lies at `payload` within it.
+    pub(crate) fn whole(
+        stream: &Arc<str>,
+        symbol: &Arc<str>,
+        header: Header,
+        text: &[u8],
+        payload: Range<usize>,
+    ) -> DataFrame {
+        let mut wire = Vec::with_capacity(text.len() + 10);
+        push_header(&mut wire, OpCode::Data(Data::Text), text.len());
+        let start = wire.len();
+        wire.extend_from_slice(text);
+        DataFrame {
+            wire,
+            payload: start + payload.start..start + payload.end,
+            stream: Arc::clone(stream),
+            symbol: Arc::clone(symbol),
+            header,
+        }
+    }
+
     pub(crate) fn payload(&self) -> &[u8] {
         &self.wire[self.payload.clone()]
     }
