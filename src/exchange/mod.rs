@@ -3,3 +3,4 @@
 
 pub mod serve;
 pub mod sim;
+pub mod tap;

@@ -17,6 +17,7 @@ pub mod exporter;
 pub mod health;
 mod http;
 pub mod streams;
+pub mod tap;
 use serde::{Deserialize, Serialize};
 
 use crate::market::sequence::Ids;

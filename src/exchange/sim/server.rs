@@ -190,11 +190,6 @@ impl Sim {
         format!("ws://{}", reachable(self.addr))
     }
 
-    /// Bytes of the data frames sent so far, all connections together.
-    pub(crate) fn bytes_sent(&self) -> u64 {
-        self.shared.bytes_sent.load(Ordering::Relaxed)
-    }
-
     /// `http://HOST:PORT`, to which a client appends `/fapi/v1/depth?…`.
     pub fn rest_url(&self) -> String {
         format!("http://{}", reachable(self.addr))
