@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::metrics::health::{self, HealthCheck};
 use crate::metrics::http::{Listener, Response};
+use crate::metrics::tap::TapReport;
 use crate::metrics::{FeedState, LatencyMs, Link, Report, Stats, SymbolReport, iso_ms, streams};
 use crate::util::clock::{wall_ms, wall_ns};
 use crate::util::shutdown::Shutdown;
@@ -233,6 +234,9 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
         metric(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");
     }
+    if let Some(tap) = r.tap {
+        tap_metrics(&mut out, tap);
+    }
     metric(
         &mut out,
         "obrec_runtime_seconds",
@@ -405,6 +409,37 @@ fn book_states(out: &mut String, r: &Report) {
 
 /// Reads one counter of a symbol's report.
 type SymbolFigure = fn(&SymbolReport) -> u64;
+
+/// The `obrec_tap_*` series of a recorder with `--tap`.
+fn tap_metrics(out: &mut String, tap: TapReport) {
+    metric(out, "obrec_tap_clients", "gauge", "Tap clients connected.");
+    let _ = writeln!(out, "obrec_tap_clients {}", tap.clients);
+    for (name, help, value) in [
+        (
+            "obrec_tap_frames_sent_total",
+            "Frames written to tap clients.",
+            tap.frames_sent,
+        ),
+        (
+            "obrec_tap_bytes_sent_total",
+            "Bytes written to tap clients.",
+            tap.bytes_sent,
+        ),
+        (
+            "obrec_tap_cuts_total",
+            "Tap clients cut for falling behind.",
+            tap.cuts,
+        ),
+        (
+            "obrec_tap_drops_total",
+            "Frames the tap lost on its full hand-off queue (the files did not).",
+            tap.drops,
+        ),
+    ] {
+        metric(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

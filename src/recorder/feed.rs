@@ -46,6 +46,7 @@ use crate::market::frame::{DepthHeader, Frame, KindHeader, parse_frame};
 use crate::market::kind::{Check, Kind, Tape};
 use crate::market::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
 use crate::market::symbol::SymbolId;
+use crate::metrics::tap::Tee;
 use crate::metrics::{BookState, FeedHealth, FeedState, Link, Stats};
 use crate::recorder::event::{
     DepthRecord, Event, KindRecord, MetaRecord, SnapshotRecord, StreamId, Target,
@@ -159,6 +160,8 @@ pub struct Group {
     last_failure: Option<String>,
     /// Diff-depth only: the snapshot procedure of each stream.
     books: Option<BookSyncs>,
+    /// `--tap`: where accepted frames and snapshots are also handed, without waiting.
+    tee: Option<Tee>,
 }
 
 /// The snapshot side of diff-depth recording for one group.
@@ -282,7 +285,14 @@ impl Group {
             pace: vec![Pace::default(); streams],
             last_failure: None,
             books: None,
+            tee: None,
         }
+    }
+
+    /// `--tap`: also hands every accepted frame and snapshot to `tee`.
+    pub fn with_tee(mut self, tee: Tee) -> Group {
+        self.tee = Some(tee);
+        self
     }
 
     /// Diff-depth mode: keep each stream's book syncable by asking `requests` for snapshots.
@@ -802,6 +812,9 @@ impl Group {
 
     /// Hands an event to the writer without ever waiting: a full queue drops it, counted.
     fn send(&mut self, event: Event, slot: usize) -> Turn {
+        if let Some(tee) = &self.tee {
+            event.tee(&self.subs[slot].stream, tee);
+        }
         match self.tx.try_send(event) {
             Ok(()) => Turn::Continue,
             Err(TrySendError::Full(_)) => {
@@ -872,7 +885,11 @@ impl Group {
             }
             books.show(slot, snap.symbol, snap.recv_ns);
             let symbol = snap.symbol;
-            match self.tx.try_send(Event::Snapshot(snap)) {
+            let snap = Event::Snapshot(snap);
+            if let Some(tee) = &self.tee {
+                snap.tee(stream, tee);
+            }
+            match self.tx.try_send(snap) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => Stats::bump(&self.stats.symbols[symbol].drops),
                 Err(TrySendError::Disconnected(_)) => return Turn::WriterGone,

@@ -292,3 +292,22 @@ pub fn spawn_sim(dir: &Path, args: &[&str]) -> (Child, u16) {
 pub fn kind_files(data_dir: &Path, kind: &str) -> Vec<PathBuf> {
     recordings(data_dir, &format!("_{kind}_"))
 }
+
+/// Reads the `tap on ws://…` line a recorder started with `--tap` prints first; returns the
+/// tap's `ws://HOST:PORT`, and a thread that drains the rest of its stdout and hands it back.
+pub fn tap_url(child: &mut Child) -> (String, std::thread::JoinHandle<String>) {
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("tap on ")
+        .unwrap_or_else(|| panic!("first line: {line}"))
+        .to_string();
+    let rest = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    (url, rest)
+}

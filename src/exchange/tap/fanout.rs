@@ -39,7 +39,7 @@ struct Stream {
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     /// By stream name, every stream the recorder records.
     streams: HashMap<String, Stream>,
     /// Connections with at least one recorded stream, by id: their streams, for `/status`.
@@ -50,7 +50,7 @@ struct State {
 pub(crate) struct Fanout {
     items: Receiver<Tapped>,
     stats: Arc<TapStats>,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 impl Fanout {
@@ -73,8 +73,13 @@ impl Fanout {
         Fanout {
             items,
             stats,
-            state: Mutex::new(state),
+            state: Arc::new(Mutex::new(state)),
         }
+    }
+
+    /// What [`drained`] looks at.
+    pub(crate) fn state(&self) -> Arc<Mutex<State>> {
+        Arc::clone(&self.state)
     }
 
     fn take(&self, item: Tapped) {
@@ -192,6 +197,14 @@ impl Fanout {
         });
         (200, body.to_string().into_bytes())
     }
+}
+
+/// Whether every client has taken everything queued to it.
+pub(crate) fn drained(state: &Mutex<State>) -> bool {
+    lock(state)
+        .clients
+        .values()
+        .all(|(link, _)| link.queued() == 0)
 }
 
 impl Source for Fanout {

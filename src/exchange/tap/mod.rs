@@ -22,9 +22,9 @@ mod book;
 mod fanout;
 
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
@@ -32,7 +32,7 @@ use crate::exchange::sim::server::Front;
 use crate::exchange::sim::{DEFAULT_PING, Faults, Sim};
 use crate::market::tee::Tapped;
 use crate::metrics::tap::TapStats;
-use fanout::Fanout;
+use fanout::{Fanout, State, drained};
 
 /// Default `--tap-queue`: frames a client may fall behind before it is cut. About 25 s of a
 /// symbol's depth, trades and best prices at a busy pace (~300 frames/s), and ~40 MB at worst of
@@ -68,9 +68,18 @@ impl TapConfig {
     }
 }
 
-/// A running tap. Dropping it shuts it down like [`Tap::shutdown`].
+/// At the end of a recording, how long clients get to take what is queued for them before the
+/// tap closes: a live client needs milliseconds, a stalled one must not hold up the exit.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+/// How often the drain looks again.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+
+/// A running tap. Dropping it closes it at once; [`Tap::shutdown`] lets clients drain first.
 pub struct Tap {
     front: Sim,
+    /// The hand-off, to see it emptied.
+    items: Receiver<Tapped>,
+    state: Arc<Mutex<State>>,
 }
 
 impl Tap {
@@ -91,14 +100,13 @@ impl Tap {
             record_sent: false,
             queue: config.queue,
         };
-        let source = Fanout::new(&config.streams, items, stats);
+        let source = Fanout::new(&config.streams, items.clone(), stats);
+        let state = source.state();
         Ok(Tap {
             front: Sim::serve(&config.listen, front, Box::new(source))?,
+            items,
+            state,
         })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.front.local_addr()
     }
 
     /// `ws://HOST:PORT`, to which a client appends `/stream?streams=…` or `/ws/…`.
@@ -106,8 +114,21 @@ impl Tap {
         self.front.ws_url()
     }
 
-    /// Closes every client (Close 1001) and joins the tap's threads.
+    /// Once the recorder has stopped handing frames over: lets clients take what is queued for
+    /// them (up to [`DRAIN_GRACE`]), so a client that kept up has every frame recorded, then
+    /// closes every client (Close 1001) and joins the tap's threads.
     pub fn shutdown(self) {
+        let deadline = Instant::now() + DRAIN_GRACE;
+        // Twice in a row: the dispatcher may hold the last item it took, not yet queued.
+        let mut idle = 0;
+        while idle < 2 && Instant::now() < deadline {
+            thread::sleep(DRAIN_POLL);
+            idle = if self.items.is_empty() && drained(&self.state) {
+                idle + 1
+            } else {
+                0
+            };
+        }
         self.front.shutdown();
     }
 }
