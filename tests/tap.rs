@@ -141,6 +141,10 @@ fn a_client_gets_every_recorded_frame_byte_for_byte_in_order() {
     assert_eq!(m["tap"]["drops"], 0, "{m}");
     assert_eq!(m["tap"]["cuts"], 0, "{m}");
     assert!(m["tap"]["frames_sent"].as_u64().unwrap() >= (depth + trades) as u64 - 50);
+    let delivery = &m["tap"]["delivery_ms"];
+    eprintln!("delivery latency: {delivery}");
+    assert!(delivery["p50"].as_f64().unwrap() > 0.0, "{m}");
+    assert!(delivery["p99"].as_f64().unwrap() >= delivery["p50"].as_f64().unwrap());
 }
 
 /// A book side kept as Binance's procedure keeps it: absolute quantities by price.

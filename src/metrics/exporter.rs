@@ -439,6 +439,20 @@ fn tap_metrics(out: &mut String, tap: TapReport) {
         metric(out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");
     }
+    metric(
+        out,
+        "obrec_tap_delivery_milliseconds",
+        "summary",
+        "Receipt to written to a tap client's socket, over the run.",
+    );
+    let delivery = tap.delivery_ms;
+    for (q, v) in [
+        ("0.5", delivery.p50),
+        ("0.99", delivery.p99),
+        ("1", delivery.max),
+    ] {
+        let _ = writeln!(out, "obrec_tap_delivery_milliseconds{{quantile=\"{q}\"}} {v}");
+    }
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -127,6 +127,7 @@ impl Serve {
             faults: Faults::default(),
             record_sent: false,
             queue: crate::exchange::sim::conn::OUTBOUND_CAPACITY,
+            delivery: None,
         };
         let source = Playback::new(Arc::new(recording), config.pace);
         let sim = Sim::serve(listen, front, Box::new(source))?;

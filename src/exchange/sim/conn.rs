@@ -299,6 +299,8 @@ struct FrameWriter<'a> {
     faults: ConnFaults<'a>,
     /// Frames encoded but not yet written.
     buf: Vec<u8>,
+    /// Receipt times of the frames in `buf` that carry one, for the delivery latency.
+    received: Vec<Instant>,
     next_ping: Instant,
 }
 
@@ -311,6 +313,7 @@ impl<'a> FrameWriter<'a> {
             tcp,
             faults: shared.injector.for_connection(now),
             buf: Vec::with_capacity(2 * FLUSH_BYTES),
+            received: Vec::new(),
             next_ping: now + shared.front.ping_interval,
         }
     }
@@ -369,6 +372,7 @@ impl<'a> FrameWriter<'a> {
                 FrameFate::Send(extras) => {
                     self.buf.extend_from_slice(&frame.wire);
                     self.record(&frame);
+                    self.received.extend(frame.received);
                     for junk in self.shared.injector.junk(&extras) {
                         self.buf.extend_from_slice(junk);
                     }
@@ -411,6 +415,13 @@ impl<'a> FrameWriter<'a> {
     fn flush(&mut self) -> io::Result<()> {
         let result = self.tcp.write_all(&self.buf);
         self.buf.clear();
+        if let Some(stats) = &self.shared.front.delivery
+            && result.is_ok()
+            && !self.received.is_empty()
+        {
+            stats.delivered(self.received.iter().copied());
+        }
+        self.received.clear();
         result
     }
 

@@ -24,6 +24,7 @@ use super::hub::Hub;
 use super::source::Source;
 use super::walk::Market;
 use super::{SentFrame, SimConfig, SimStats, conn, lock};
+use crate::metrics::tap::TapStats;
 use crate::util::clock::wall_ms;
 
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
@@ -45,6 +46,8 @@ pub(crate) struct Front {
     pub record_sent: bool,
     /// Frames each connection may have queued ([`conn::OUTBOUND_CAPACITY`] for the sim).
     pub queue: usize,
+    /// Where the delivery latency of frames that carry their receipt time goes (the tap's).
+    pub delivery: Option<Arc<TapStats>>,
 }
 
 /// State every thread of one server shares.
@@ -132,6 +135,7 @@ impl Sim {
             faults: config.faults,
             record_sent: config.record_sent,
             queue: conn::OUTBOUND_CAPACITY,
+            delivery: None,
         };
         Sim::serve(listen, front, Box::new(Hub::new(feeds, config.rate)))
     }

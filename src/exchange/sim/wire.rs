@@ -6,6 +6,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
@@ -24,6 +25,8 @@ pub(crate) struct DataFrame {
     pub stream: Arc<str>,
     pub symbol: Arc<str>,
     pub header: Header,
+    /// When a recorder received it (the tap's frames), for the delivery latency.
+    pub received: Option<Instant>,
 }
 
 impl DataFrame {
@@ -64,6 +67,7 @@ impl DataFrame {
             stream: Arc::clone(stream),
             symbol: Arc::clone(symbol),
             header,
+            received: None,
         }
     }
 
@@ -86,6 +90,7 @@ impl DataFrame {
             stream: Arc::clone(stream),
             symbol: Arc::clone(symbol),
             header,
+            received: None,
         }
     }
 

@@ -131,23 +131,25 @@ impl Fanout {
         stream.links.retain(|link| {
             let framed = if link.combined {
                 whole.get_or_insert_with(|| {
-                    Arc::new(DataFrame::whole(
+                    let framed = DataFrame::whole(
                         &stream.name,
                         &stream.symbol,
                         header,
                         text,
                         frame.data.clone(),
-                    ))
+                    );
+                    received(framed, frame)
                 })
             } else {
                 bare.get_or_insert_with(|| {
-                    Arc::new(DataFrame::new(
+                    let framed = DataFrame::new(
                         &stream.name,
                         false,
                         &stream.symbol,
                         header,
                         &text[frame.data.clone()],
-                    ))
+                    );
+                    received(framed, frame)
                 })
             };
             link.offer(Arc::clone(framed), &self.stats.cuts)
@@ -197,6 +199,12 @@ impl Fanout {
         });
         (200, body.to_string().into_bytes())
     }
+}
+
+/// `framed`, stamped with the receipt time of the frame it carries.
+fn received(mut framed: DataFrame, frame: &TappedFrame) -> Arc<DataFrame> {
+    framed.received = Some(frame.recv_at);
+    Arc::new(framed)
 }
 
 /// Whether every client has taken everything queued to it.

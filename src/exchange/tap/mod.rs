@@ -99,6 +99,7 @@ impl Tap {
             faults: Faults::default(),
             record_sent: false,
             queue: config.queue,
+            delivery: Some(Arc::clone(&stats)),
         };
         let source = Fanout::new(&config.streams, items.clone(), stats);
         let state = source.state();
