@@ -30,11 +30,11 @@ fn sim(rate: f64) -> Sim {
     .unwrap()
 }
 
-/// Starts `obrec record --depth 0 --tap 127.0.0.1:0` against `sim` for `minutes`, with `extra`
+/// Starts `obrec record --tap 127.0.0.1:0` of BTCUSDT against `sim` for `minutes`, with `extra`
 /// flags; returns it, the tap's `ws://HOST:PORT` and its drained stdout.
 fn record(sim: &Sim, dir: &Path, minutes: &str, extra: &[&str]) -> (Child, String, JoinHandle<String>) {
     let mut child = record_sim(sim, dir)
-        .args(["--symbol", "BTCUSDT", "--depth", "0", "--run-minutes", minutes])
+        .args(["--symbol", "BTCUSDT", "--run-minutes", minutes])
         .args(["--print-interval", "1", "--flush-ms", "100"])
         .args(["--tap", "127.0.0.1:0"])
         .args(extra)
@@ -124,7 +124,12 @@ fn by_stream(frames: mpsc::Receiver<String>) -> BTreeMap<String, Vec<String>> {
 fn a_client_gets_every_recorded_frame_byte_for_byte_in_order() {
     let sim = sim(50.0);
     let dir = tempfile::tempdir().unwrap();
-    let (child, url, stdout) = record(&sim, dir.path(), "0.1", &["--streams", "depth,trade"]);
+    let (child, url, stdout) = record(
+        &sim,
+        dir.path(),
+        "0.1",
+        &["--depth", "0", "--streams", "depth,trade"],
+    );
     let (tx, rx) = mpsc::channel();
     let reader = client(format!("{url}/stream?streams={DEPTH}/{TRADE}"), tx);
     finish(child, stdout);
@@ -178,7 +183,7 @@ impl Side {
 fn a_binance_client_syncs_its_book_from_the_taps_rest_and_stream() {
     let sim = sim(50.0);
     let dir = tempfile::tempdir().unwrap();
-    let (child, url, stdout) = record(&sim, dir.path(), "0.1", &[]);
+    let (child, url, stdout) = record(&sim, dir.path(), "0.1", &["--depth", "0"]);
     let rest = url.replace("ws://", "http://");
     // A raw /ws connection: bare payloads.
     let (tx, rx) = mpsc::channel();
@@ -274,7 +279,7 @@ fn a_stalled_client_is_cut_while_the_recording_and_another_client_lose_nothing()
         &sim,
         dir.path(),
         "0.2",
-        &["--streams", "depth,trade", "--tap-queue", "64"],
+        &["--depth", "0", "--streams", "depth,trade", "--tap-queue", "64"],
     );
     let rest = url.replace("ws://", "http://");
     let stalled = stalled_client(&url, &format!("/stream?streams={DEPTH}/{TRADE}"));
@@ -301,4 +306,70 @@ fn a_stalled_client_is_cut_while_the_recording_and_another_client_lose_nothing()
     assert_eq!(m["tap"]["drops"], 0, "{m}");
     assert_eq!(m["log_queue"]["drops"], 0, "{m}");
     assert_eq!(m["continuity"]["breaks"], 0, "{m}");
+}
+
+/// Reads until the next text frame; `None` when the connection ends first.
+fn next_text(ws: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>) -> Option<String> {
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(text)) => return Some(text.as_str().to_owned()),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn the_tap_holds_clients_to_binances_limits_and_answers_rest_like_binance() {
+    let sim = sim(20.0);
+    let dir = tempfile::tempdir().unwrap();
+    let (child, url, stdout) = record(&sim, dir.path(), "0.1", &["--depth", "5"]);
+    let rest = url.replace("ws://", "http://");
+
+    // 1024 streams per connection: a SUBSCRIBE past it is refused, the connection goes on.
+    let (mut ws, _) = tungstenite::connect(format!("{url}/ws")).unwrap();
+    let many: Vec<String> = (0..1025).map(|i| format!("s{i}usdt@trade")).collect();
+    let subscribe = serde_json::json!({"method": "SUBSCRIBE", "params": many, "id": 1});
+    ws.send(tungstenite::Message::text(subscribe.to_string())).unwrap();
+    let refused: serde_json::Value = serde_json::from_str(&next_text(&mut ws).unwrap()).unwrap();
+    assert_eq!((refused["code"].as_i64(), refused["id"].as_u64()), (Some(2), Some(1)), "{refused}");
+    assert!(refused["msg"].as_str().unwrap().contains("at most 1024"), "{refused}");
+    let list = r#"{"method":"LIST_SUBSCRIPTIONS","id":2}"#;
+    ws.send(tungstenite::Message::text(list)).unwrap();
+    assert_eq!(next_text(&mut ws).unwrap(), r#"{"result":[],"id":2}"#);
+    // A URL naming too many is refused at the upgrade.
+    let path: Vec<String> = (0..1025).map(|i| format!("s{i}usdt@trade")).collect();
+    match tungstenite::connect(format!("{url}/ws/{}", path.join("/"))) {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 400),
+        other => panic!("upgrade of 1025 streams: {:?}", other.map(|_| ())),
+    }
+
+    // 10 messages a second: the eleventh closes the connection; ten were answered.
+    let (mut flood, _) = tungstenite::connect(format!("{url}/ws")).unwrap();
+    for id in 0..11 {
+        let list = format!(r#"{{"method":"LIST_SUBSCRIPTIONS","id":{id}}}"#);
+        flood.send(tungstenite::Message::text(list)).unwrap();
+    }
+    let mut answered = 0;
+    while next_text(&mut flood).is_some() {
+        answered += 1;
+    }
+    assert_eq!(answered, 10);
+
+    // REST: the recorded symbols, an unknown one, no book without diff depth, the status.
+    let (status, info) = get(&format!("{rest}/fapi/v1/exchangeInfo"));
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(info["symbols"][0]["symbol"], "BTCUSDT", "{info}");
+    assert_eq!(info["symbols"][0]["status"], "TRADING", "{info}");
+    let (status, body) = get(&format!("{rest}/fapi/v1/depth?symbol=ETHUSDT"));
+    assert_eq!((status, body.contains("-1121")), (400, true), "{body}");
+    let (status, body) = get(&format!("{rest}/fapi/v1/depth?symbol=BTCUSDT"));
+    assert_eq!((status, body.contains("--depth 0")), (503, true), "{body}");
+    let (status, body) = get(&format!("{rest}/status"));
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["counters"]["cuts"], 0, "{body}");
+    drop(ws);
+    finish(child, stdout);
 }

@@ -128,6 +128,7 @@ impl Serve {
             record_sent: false,
             queue: crate::exchange::sim::conn::OUTBOUND_CAPACITY,
             delivery: None,
+            limits: None,
         };
         let source = Playback::new(Arc::new(recording), config.pace);
         let sim = Sim::serve(listen, front, Box::new(source))?;

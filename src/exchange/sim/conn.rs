@@ -8,6 +8,7 @@
 //! the reading side are swallowed: the reader forwards client pings and closes to the writer,
 //! which answers them (or, with `--ignore-pings`, does not).
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,6 +42,28 @@ const MAX_CLIENT_MESSAGE: usize = 64 << 10;
 const FLUSH_BYTES: usize = 64 << 10;
 /// After a server-initiated Close, how long to wait for the client's Close before cutting TCP.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Binance's limits on what a client sends, for a front that enforces them (the tap; the sim
+/// and serve accept anything, so tests can push them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClientLimits {
+    /// Messages a client may send in any one second (text, ping, pong, binary); one more
+    /// closes the connection.
+    pub messages_per_sec: usize,
+    /// Streams one connection may subscribe; a SUBSCRIBE past it is refused.
+    pub streams: usize,
+}
+
+impl ClientLimits {
+    /// USD-M futures: 10 incoming messages per second, 1024 streams per connection.
+    pub(crate) const BINANCE: ClientLimits = ClientLimits {
+        messages_per_sec: 10,
+        streams: 1024,
+    };
+}
+
+/// The Close reason for a client past [`ClientLimits::messages_per_sec`].
+const TOO_MANY_MESSAGES: &str = "too many messages";
 
 /// What the hub and the reader hold of a connection.
 pub(crate) struct Link {
@@ -191,6 +214,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, tcp: Arc<TcpStream>, route: Route) {
         link: &link,
         endpoint: route.endpoint,
         streams: Vec::new(),
+        recent: VecDeque::new(),
     };
     session.subscribe(route.streams);
     session.read(&mut ws);
@@ -206,12 +230,20 @@ struct Session<'a> {
     endpoint: crate::market::kind::Route,
     /// Every stream subscribed, known or not, in subscription order (for LIST_SUBSCRIPTIONS).
     streams: Vec<String>,
+    /// Arrival of the client's latest messages, within the last second (with limits only).
+    recent: VecDeque<Instant>,
 }
 
 impl Session<'_> {
     fn read(&mut self, ws: &mut WebSocket<Inbound>) {
         loop {
-            let sent = match ws.read() {
+            let msg = ws.read();
+            if msg.is_ok() && self.flooding(Instant::now()) {
+                debug!("sim conn {}: {TOO_MANY_MESSAGES}", self.link.id);
+                self.send(Outbound::End(TOO_MANY_MESSAGES));
+                return;
+            }
+            let sent = match msg {
                 Ok(Message::Text(text)) => self.apply(text.as_str()),
                 Ok(Message::Ping(payload)) => self.send(Outbound::Ping(payload)),
                 Ok(Message::Close(_)) => {
@@ -232,11 +264,37 @@ impl Session<'_> {
         }
     }
 
+    /// Whether a message arriving `now` is one more than the limits allow in a second.
+    fn flooding(&mut self, now: Instant) -> bool {
+        let Some(limits) = self.shared.front.limits else {
+            return false;
+        };
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= limits.messages_per_sec {
+            return true;
+        }
+        self.recent.push_back(now);
+        false
+    }
+
     /// Applies one control message. False when the writer is gone.
     fn apply(&mut self, text: &str) -> bool {
         match control::parse(text) {
             Err(reply) => self.send(Outbound::Reply(reply)),
             // Acknowledge first: data of a new stream must not arrive before its ACK.
+            Ok(Request::Subscribe(streams, id)) if self.over_limit(&streams) => {
+                let max = self.shared.front.limits.map_or(0, |l| l.streams);
+                self.send(Outbound::Reply(control::refusal(
+                    &format!("too many streams: at most {max} per connection"),
+                    id,
+                )))
+            }
             Ok(Request::Subscribe(streams, id)) => {
                 let acked = self.send(Outbound::Reply(control::ack(id)));
                 if acked {
@@ -254,6 +312,15 @@ impl Session<'_> {
             }
             Ok(Request::List(id)) => self.send(Outbound::Reply(control::list(&self.streams, id))),
         }
+    }
+
+    /// Whether subscribing `streams` too would pass the limit of streams per connection.
+    fn over_limit(&self, streams: &[String]) -> bool {
+        let Some(limits) = self.shared.front.limits else {
+            return false;
+        };
+        let new = streams.iter().filter(|s| !self.streams.contains(s));
+        self.streams.len() + new.count() > limits.streams
     }
 
     fn subscribe(&mut self, streams: Vec<String>) {

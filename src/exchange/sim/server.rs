@@ -48,6 +48,8 @@ pub(crate) struct Front {
     pub queue: usize,
     /// Where the delivery latency of frames that carry their receipt time goes (the tap's).
     pub delivery: Option<Arc<TapStats>>,
+    /// Binance's limits on clients, when enforced.
+    pub limits: Option<conn::ClientLimits>,
 }
 
 /// State every thread of one server shares.
@@ -136,6 +138,7 @@ impl Sim {
             record_sent: config.record_sent,
             queue: conn::OUTBOUND_CAPACITY,
             delivery: None,
+            limits: None,
         };
         Sim::serve(listen, front, Box::new(Hub::new(feeds, config.rate)))
     }
@@ -341,6 +344,14 @@ fn handle(shared: &Arc<Shared>, tcp: TcpStream) {
             Err(reply) => reply,
             Ok(_) if shared.stopping.load(Ordering::SeqCst) => {
                 http::error(503, -1, "shutting down")
+            }
+            Ok(route)
+                if shared
+                    .front
+                    .limits
+                    .is_some_and(|l| route.streams.len() > l.streams) =>
+            {
+                http::error(400, -1, "too many streams in the URL")
             }
             Ok(route) => match shared.injector.rejects_upgrade() {
                 Some(status) => http::error(status, -1, "upgrade rejected (fault injection)"),

@@ -9,6 +9,10 @@
 //! correct book and costs the exchange no REST weight; `/fapi/v1/exchangeInfo` lists the recorded
 //! symbols; `/status` lists clients, their streams, queue depths and the counters.
 //!
+//! Clients meet Binance's own limits ([`ClientLimits::BINANCE`]): the eleventh message within
+//! a second closes the connection; a SUBSCRIBE past 1024 streams is refused (code 2), a URL
+//! naming more is refused at the upgrade (400).
+//!
 //! Nothing here can slow the recording: the readers hand frames over a bounded queue without
 //! waiting (full: dropped for the tap, counted in `drops`), and each client has a bounded queue
 //! of its own (full: that client is cut, counted in `cuts`).
@@ -28,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
+use crate::exchange::sim::conn::ClientLimits;
 use crate::exchange::sim::server::Front;
 use crate::exchange::sim::{DEFAULT_PING, Faults, Sim};
 use crate::market::tee::Tapped;
@@ -100,6 +105,7 @@ impl Tap {
             record_sent: false,
             queue: config.queue,
             delivery: Some(Arc::clone(&stats)),
+            limits: Some(ClientLimits::BINANCE),
         };
         let source = Fanout::new(&config.streams, items.clone(), stats);
         let state = source.state();
