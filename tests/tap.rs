@@ -32,7 +32,12 @@ fn sim(rate: f64) -> Sim {
 
 /// Starts `obrec record --tap 127.0.0.1:0` of BTCUSDT against `sim` for `minutes`, with `extra`
 /// flags; returns it, the tap's `ws://HOST:PORT` and its drained stdout.
-fn record(sim: &Sim, dir: &Path, minutes: &str, extra: &[&str]) -> (Child, String, JoinHandle<String>) {
+fn record(
+    sim: &Sim,
+    dir: &Path,
+    minutes: &str,
+    extra: &[&str],
+) -> (Child, String, JoinHandle<String>) {
     let mut child = record_sim(sim, dir)
         .args(["--symbol", "BTCUSDT", "--run-minutes", minutes])
         .args(["--print-interval", "1", "--flush-ms", "100"])
@@ -139,7 +144,10 @@ fn a_client_gets_every_recorded_frame_byte_for_byte_in_order() {
     let depth = assert_got_the_rest(DEPTH, &got[DEPTH], &files[DEPTH]);
     let trades = assert_got_the_rest(TRADE, &got[TRADE], &files[TRADE]);
     eprintln!("through the tap: {depth} depth events, {trades} trades");
-    assert!(depth > 100 && trades > 20, "{depth} depth events, {trades} trades");
+    assert!(
+        depth > 100 && trades > 20,
+        "{depth} depth events, {trades} trades"
+    );
     assert_eq!(got.len(), 2, "only the streams subscribed");
 
     let m = metrics(&dir.path().join("data"));
@@ -241,7 +249,11 @@ fn a_binance_client_syncs_its_book_from_the_taps_rest_and_stream() {
             .args(["replay", "--book", "20"])
             .arg(dir.path().join("data/order_book")),
     );
-    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
     let mut truth: HashMap<u64, serde_json::Value> = HashMap::new();
     for line in String::from_utf8(replay.stdout).unwrap().lines() {
         let book: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -250,7 +262,9 @@ fn a_binance_client_syncs_its_book_from_the_taps_rest_and_stream() {
         }
     }
     for (u, bids, asks) in &books {
-        let want = truth.get(u).unwrap_or_else(|| panic!("u={u} not in the replay"));
+        let want = truth
+            .get(u)
+            .unwrap_or_else(|| panic!("u={u} not in the replay"));
         assert_eq!(*bids, want["bids"], "bids at u={u}");
         assert_eq!(*asks, want["asks"], "asks at u={u}");
     }
@@ -279,7 +293,14 @@ fn a_stalled_client_is_cut_while_the_recording_and_another_client_lose_nothing()
         &sim,
         dir.path(),
         "0.2",
-        &["--depth", "0", "--streams", "depth,trade", "--tap-queue", "64"],
+        &[
+            "--depth",
+            "0",
+            "--streams",
+            "depth,trade",
+            "--tap-queue",
+            "64",
+        ],
     );
     let rest = url.replace("ws://", "http://");
     let stalled = stalled_client(&url, &format!("/stream?streams={DEPTH}/{TRADE}"));
@@ -291,7 +312,10 @@ fn a_stalled_client_is_cut_while_the_recording_and_another_client_lose_nothing()
         status["counters"]["cuts"] == 1 && status["clients"].as_array().unwrap().len() == 1
     });
     eprintln!("status after the cut: {status}");
-    assert_eq!(status["clients"][0]["streams"], serde_json::json!([DEPTH, TRADE]));
+    assert_eq!(
+        status["clients"][0]["streams"],
+        serde_json::json!([DEPTH, TRADE])
+    );
     finish(child, stdout);
     reader.join().unwrap();
     drop(stalled);
@@ -309,7 +333,9 @@ fn a_stalled_client_is_cut_while_the_recording_and_another_client_lose_nothing()
 }
 
 /// Reads until the next text frame; `None` when the connection ends first.
-fn next_text(ws: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>) -> Option<String> {
+fn next_text(
+    ws: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
+) -> Option<String> {
     loop {
         match ws.read() {
             Ok(tungstenite::Message::Text(text)) => return Some(text.as_str().to_owned()),
@@ -330,10 +356,18 @@ fn the_tap_holds_clients_to_binances_limits_and_answers_rest_like_binance() {
     let (mut ws, _) = tungstenite::connect(format!("{url}/ws")).unwrap();
     let many: Vec<String> = (0..1025).map(|i| format!("s{i}usdt@trade")).collect();
     let subscribe = serde_json::json!({"method": "SUBSCRIBE", "params": many, "id": 1});
-    ws.send(tungstenite::Message::text(subscribe.to_string())).unwrap();
+    ws.send(tungstenite::Message::text(subscribe.to_string()))
+        .unwrap();
     let refused: serde_json::Value = serde_json::from_str(&next_text(&mut ws).unwrap()).unwrap();
-    assert_eq!((refused["code"].as_i64(), refused["id"].as_u64()), (Some(2), Some(1)), "{refused}");
-    assert!(refused["msg"].as_str().unwrap().contains("at most 1024"), "{refused}");
+    assert_eq!(
+        (refused["code"].as_i64(), refused["id"].as_u64()),
+        (Some(2), Some(1)),
+        "{refused}"
+    );
+    assert!(
+        refused["msg"].as_str().unwrap().contains("at most 1024"),
+        "{refused}"
+    );
     let list = r#"{"method":"LIST_SUBSCRIPTIONS","id":2}"#;
     ws.send(tungstenite::Message::text(list)).unwrap();
     assert_eq!(next_text(&mut ws).unwrap(), r#"{"result":[],"id":2}"#);

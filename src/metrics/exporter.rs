@@ -451,7 +451,10 @@ fn tap_metrics(out: &mut String, tap: TapReport) {
         ("0.99", delivery.p99),
         ("1", delivery.max),
     ] {
-        let _ = writeln!(out, "obrec_tap_delivery_milliseconds{{quantile=\"{q}\"}} {v}");
+        let _ = writeln!(
+            out,
+            "obrec_tap_delivery_milliseconds{{quantile=\"{q}\"}} {v}"
+        );
     }
 }
 

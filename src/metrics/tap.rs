@@ -160,7 +160,10 @@ mod tests {
         let received = Instant::now() - Duration::from_millis(5);
         stats.delivered([received; 10]);
         let delivery = stats.report().delivery_ms;
-        assert!(delivery.p50 >= 5.0 && delivery.p50 < 1_000.0, "{delivery:?}");
+        assert!(
+            delivery.p50 >= 5.0 && delivery.p50 < 1_000.0,
+            "{delivery:?}"
+        );
         assert!(delivery.p99 >= delivery.p50 && delivery.max >= delivery.p99);
     }
 }

@@ -29,7 +29,8 @@ use super::wire::{self, DataFrame};
 use super::{SentFrame, lock};
 use crate::util::clock::{wall_ms, wall_ns};
 
-/// Frames a connection may have queued. At a fixed rate a client this far behind is dropped
+/// Frames a connection of the sim or serve may have queued (the tap sets its own bound,
+/// `--tap-queue`). At a fixed rate a client this far behind is dropped
 /// (~20 MB of depth frames: hours of data at normal rates, and still 130 ms at 250,000 frames/s,
 /// so a benchmark's client is not cut for a scheduling hiccup on a shared core); at `--rate max`
 /// it is the back-pressure window.

@@ -22,7 +22,8 @@
 //! mark price at the first event of each second; a liquidation a few times a minute at most.
 //!
 //! The front (everything but `walk`, `kinds` and `hub`) also serves recordings: `obrec serve`
-//! puts a playback behind it through the `Source` trait (see [`crate::exchange::serve`]). Routes
+//! puts a playback behind it through the `Source` trait (see [`crate::exchange::serve`]), and
+//! `obrec record --tap` the recorder's live frames (see [`crate::exchange::tap`]). Routes
 //! and per-stream mutes are decided in the front, so a playback is routed the same way.
 //!
 //! # Layout

@@ -2,8 +2,8 @@
 //!
 //! Threads: one accept loop; one handler per accepted socket, which answers REST or becomes a
 //! WebSocket connection's reader; one writer per WebSocket connection; whatever the source runs
-//! (the sim: one pump per symbol; a playback: one player per connection). All handles are kept
-//! so that shutdown joins every thread the server started.
+//! (the sim: one pump per symbol; a playback: one player per connection; the tap: one
+//! dispatcher). All handles are kept so that shutdown joins every thread the server started.
 
 use std::io;
 use std::net::{

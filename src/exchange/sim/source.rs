@@ -1,10 +1,11 @@
 //! The seam between the exchange front (listener, HTTP, WebSocket connections, control messages,
 //! pings, faults) and what it serves.
 //!
-//! Two sources exist. [`Hub`](super::hub::Hub) is the simulated market: one event sequence per
+//! Three sources exist. [`Hub`](super::hub::Hub) is the simulated market: one event sequence per
 //! symbol, paced by the sim and shared by every connection (`obrec sim`). `Playback` plays a
 //! recording to each connection on its own, from the beginning and at the recording's pace
-//! (`obrec serve`). The front is the same code for both: the paths, SUBSCRIBE handling, REST
+//! (`obrec serve`). `Fanout` queues what a running recorder accepted to every subscriber, live
+//! (`obrec record --tap`). The front is the same code for both: the paths, SUBSCRIBE handling, REST
 //! endpoints and shutdown cannot drift apart.
 
 use std::sync::Arc;

@@ -101,7 +101,10 @@ impl LiveBook {
         out.extend_from_slice(b",\"E\":");
         out.extend_from_slice(num.format(self.event_ms).as_bytes());
         out.extend_from_slice(b",\"T\":");
-        out.extend_from_slice(num.format(self.trade_ms.unwrap_or(self.event_ms)).as_bytes());
+        out.extend_from_slice(
+            num.format(self.trade_ms.unwrap_or(self.event_ms))
+                .as_bytes(),
+        );
         out.push(b',');
         self.book.write_top_json(limit, out);
         out.push(b'}');
@@ -121,11 +124,7 @@ mod tests {
         let start = text.find("\"data\":").unwrap() + 7;
         let data = start..text.len() - 1;
         let at = DepthPosition {
-            ids: Ids {
-                first,
-                last,
-                prev,
-            },
+            ids: Ids { first, last, prev },
             event_ms: last * 10,
             trade_ms: Some(last * 10 + 9),
             conn: 1,
@@ -151,7 +150,10 @@ mod tests {
         book.snapshot(12, SNAPSHOT);
         let body = depth(&book).unwrap();
         assert_eq!(body["lastUpdateId"], 13);
-        assert_eq!((body["E"].as_u64(), body["T"].as_u64()), (Some(130), Some(139)));
+        assert_eq!(
+            (body["E"].as_u64(), body["T"].as_u64()),
+            (Some(130), Some(139))
+        );
         assert_eq!(body["bids"], serde_json::json!([["10", "5"], ["8", "1"]]));
         diff(&mut book, 14, 15, 13, "7");
         assert_eq!(depth(&book).unwrap()["lastUpdateId"], 15);

@@ -92,7 +92,11 @@ impl Tap {
     ///
     /// # Errors
     /// The bind failing, or a zero queue.
-    pub fn start(config: TapConfig, items: Receiver<Tapped>, stats: Arc<TapStats>) -> io::Result<Tap> {
+    pub fn start(
+        config: TapConfig,
+        items: Receiver<Tapped>,
+        stats: Arc<TapStats>,
+    ) -> io::Result<Tap> {
         if config.queue == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
