@@ -474,3 +474,38 @@ fn latency_summary(out: &mut String, symbol: &str, l: &LatencyMs, count: u64) {
     );
     let _ = writeln!(out, "{name}_count{{symbol=\"{symbol}\"}} {count}");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::tap::Delivery;
+
+    #[test]
+    fn tap_series_are_named_obrec_tap() {
+        let mut out = String::new();
+        let tap = TapReport {
+            clients: 3,
+            frames_sent: 10,
+            bytes_sent: 2_000,
+            cuts: 1,
+            drops: 2,
+            delivery_ms: Delivery {
+                p50: 0.25,
+                p99: 1.5,
+                max: 4.0,
+            },
+        };
+        tap_metrics(&mut out, tap);
+        for line in [
+            "# TYPE obrec_tap_clients gauge",
+            "obrec_tap_clients 3",
+            "obrec_tap_frames_sent_total 10",
+            "obrec_tap_bytes_sent_total 2000",
+            "obrec_tap_cuts_total 1",
+            "obrec_tap_drops_total 2",
+            "obrec_tap_delivery_milliseconds{quantile=\"0.99\"} 1.5",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
+        }
+    }
+}
