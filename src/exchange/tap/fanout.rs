@@ -36,6 +36,8 @@ struct Stream {
     symbol: Arc<str>,
     links: Vec<Arc<Link>>,
     book: Option<LiveBook>,
+    /// Diff streams: the latest event, which a new subscriber is sent first (see `subscribe`).
+    last: Option<TappedFrame>,
 }
 
 #[derive(Default)]
@@ -67,6 +69,7 @@ impl Fanout {
                 symbol: symbol.to_ascii_uppercase().into(),
                 links: Vec::new(),
                 book: diff.then(LiveBook::default),
+                last: None,
             };
             state.streams.insert(name.clone(), stream);
         }
@@ -103,57 +106,16 @@ impl Fanout {
         }
     }
 
-    /// Applies a depth event to the book, then queues the frame to every subscriber: the
-    /// original text on `/stream` connections, its `data` alone on `/ws` ones.
+    /// Applies a depth event to the book, then queues the frame to every subscriber.
     fn dispatch(&self, stream: &mut Stream, frame: &TappedFrame) {
-        // Frames beside the book carry no update ids.
-        let mut header = Header {
-            first: 0,
-            last: 0,
-            prev: 0,
-            event_ms: 0,
-            trade_ms: 0,
-        };
-        if let Some(at) = frame.depth {
-            if let Some(book) = &mut stream.book {
-                book.event(at, &frame.frame, frame.data.clone());
-            }
-            header = Header {
-                first: at.ids.first,
-                last: at.ids.last,
-                prev: at.ids.prev,
-                event_ms: at.event_ms,
-                trade_ms: at.trade_ms.unwrap_or(at.event_ms),
-            };
+        if let (Some(at), Some(book)) = (frame.depth, &mut stream.book) {
+            book.event(at, &frame.frame, frame.data.clone());
+            stream.last = Some(frame.clone());
         }
-        let text = frame.frame.as_bytes();
-        let (mut whole, mut bare) = (None, None);
-        stream.links.retain(|link| {
-            let framed = if link.combined {
-                whole.get_or_insert_with(|| {
-                    let framed = DataFrame::whole(
-                        &stream.name,
-                        &stream.symbol,
-                        header,
-                        text,
-                        frame.data.clone(),
-                    );
-                    received(framed, frame)
-                })
-            } else {
-                bare.get_or_insert_with(|| {
-                    let framed = DataFrame::new(
-                        &stream.name,
-                        false,
-                        &stream.symbol,
-                        header,
-                        &text[frame.data.clone()],
-                    );
-                    received(framed, frame)
-                })
-            };
-            link.offer(Arc::clone(framed), &self.stats.cuts)
-        });
+        let mut framed = Framed::new(&stream.name, &stream.symbol, frame);
+        stream
+            .links
+            .retain(|link| link.offer(framed.for_link(link), &self.stats.cuts));
     }
 
     /// Copies the front's counters of what reached the sockets.
@@ -201,10 +163,68 @@ impl Fanout {
     }
 }
 
-/// `framed`, stamped with the receipt time of the frame it carries.
-fn received(mut framed: DataFrame, frame: &TappedFrame) -> Arc<DataFrame> {
-    framed.received = Some(frame.recv_at);
-    Arc::new(framed)
+/// A tapped frame as clients are sent it: the original text on `/stream` connections, its
+/// `data` alone on `/ws` ones; each built once, when a client first needs it.
+struct Framed<'a> {
+    name: &'a Arc<str>,
+    symbol: &'a Arc<str>,
+    frame: &'a TappedFrame,
+    whole: Option<Arc<DataFrame>>,
+    bare: Option<Arc<DataFrame>>,
+}
+
+impl<'a> Framed<'a> {
+    fn new(name: &'a Arc<str>, symbol: &'a Arc<str>, frame: &'a TappedFrame) -> Framed<'a> {
+        Framed {
+            name,
+            symbol,
+            frame,
+            whole: None,
+            bare: None,
+        }
+    }
+
+    fn for_link(&mut self, link: &Link) -> Arc<DataFrame> {
+        let Framed {
+            name,
+            symbol,
+            frame,
+            ..
+        } = *self;
+        // The ids ride along for the front's bookkeeping of frames sent; 0 beside the book.
+        let header = match frame.depth {
+            Some(at) => Header {
+                first: at.ids.first,
+                last: at.ids.last,
+                prev: at.ids.prev,
+                event_ms: at.event_ms,
+                trade_ms: at.trade_ms.unwrap_or(at.event_ms),
+            },
+            None => Header {
+                first: 0,
+                last: 0,
+                prev: 0,
+                event_ms: 0,
+                trade_ms: 0,
+            },
+        };
+        let text = frame.frame.as_bytes();
+        let slot = if link.combined {
+            &mut self.whole
+        } else {
+            &mut self.bare
+        };
+        let framed = slot.get_or_insert_with(|| {
+            let mut framed = if link.combined {
+                DataFrame::whole(name, symbol, header, text, frame.data.clone())
+            } else {
+                DataFrame::new(name, false, symbol, header, &text[frame.data.clone()])
+            };
+            framed.received = Some(frame.recv_at);
+            Arc::new(framed)
+        });
+        Arc::clone(framed)
+    }
 }
 
 /// Whether every client has taken everything queued to it.
@@ -241,6 +261,11 @@ impl Source for Fanout {
 
     /// Streams the recorder does not record are acknowledged and never sent, as Binance does
     /// with a name it has no data for.
+    ///
+    /// A diff stream starts with its latest event, already sent to the others. REST answers at
+    /// that event's `u`, so a client that asks for a snapshot right after subscribing, even before
+    /// any new event, holds the event that bridges it (`U <= lastUpdateId <= u`); without it,
+    /// its first event would start after the snapshot and Binance's procedure would refuse it.
     fn subscribe(&self, _shared: &Arc<Shared>, link: &Arc<Link>, streams: &[String]) {
         let mut state = lock(&self.state);
         let state = &mut *state;
@@ -248,6 +273,10 @@ impl Source for Fanout {
             let Some(stream) = state.streams.get_mut(name) else {
                 continue;
             };
+            if let Some(last) = &stream.last {
+                let latest = Framed::new(&stream.name, &stream.symbol, last).for_link(link);
+                link.offer(latest, &self.stats.cuts);
+            }
             stream.links.push(Arc::clone(link));
             let client = state
                 .clients
