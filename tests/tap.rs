@@ -408,3 +408,66 @@ fn the_tap_holds_clients_to_binances_limits_and_answers_rest_like_binance() {
     drop(ws);
     finish(child, stdout);
 }
+
+/// User and system CPU seconds `pid` has used so far (Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    /// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
+    const TICKS: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
+    Some(ticks / TICKS)
+}
+
+/// The bench of issue 16: a full-depth stream (`@0ms`) at 10,000 events/s recorded for 20 s,
+/// with no tap client and with 10; prints the recorder's CPU and the delivery latency. Run it
+/// built for release: `cargo test --release --test tap -- --ignored --nocapture bench`.
+#[test]
+#[ignore = "a bench: minutes of CPU, run by hand in release"]
+fn bench_ten_clients_on_a_full_depth_stream() {
+    const RATE: f64 = 10_000.0;
+    const SECONDS: f64 = 20.0;
+    const STREAM: &str = "btcusdt@depth@0ms";
+    for clients in [0, 10] {
+        let sim = sim(RATE);
+        let dir = tempfile::tempdir().unwrap();
+        let minutes = format!("{}", SECONDS / 60.0);
+        let (child, url, stdout) = record(
+            &sim,
+            dir.path(),
+            &minutes,
+            &["--depth", "0", "--speed", "0ms"],
+        );
+        let pid = child.id();
+        let readers: Vec<JoinHandle<usize>> = (0..clients)
+            .map(|_| {
+                let (mut ws, _) = tungstenite::connect(format!("{url}/ws/{STREAM}")).unwrap();
+                thread::spawn(move || {
+                    let mut frames = 0;
+                    while let Ok(msg) = ws.read() {
+                        frames += usize::from(msg.is_text());
+                    }
+                    frames
+                })
+            })
+            .collect();
+        let mut cpu = 0.0;
+        let mut child = child;
+        while child.try_wait().unwrap().is_none() {
+            cpu = cpu_seconds(pid).unwrap_or(cpu);
+            thread::sleep(Duration::from_millis(100));
+        }
+        let _ = stdout.join();
+        let got: Vec<usize> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+        let m = metrics(&dir.path().join("data"));
+        eprintln!(
+            "{clients} clients: recorded {} events ({} dropped), recorder CPU {cpu:.1} s over \
+             {SECONDS} s = {:.0}%, each client got {got:?} frames, tap {}",
+            m["total_messages"],
+            m["log_queue"]["drops"],
+            100.0 * cpu / SECONDS,
+            m["tap"]
+        );
+    }
+}
