@@ -247,9 +247,9 @@ impl Stats {
         self
     }
 
-    /// Reports the tap's counters too (`--tap`).
-    pub fn with_tap(mut self, tap: Arc<tap::TapStats>) -> Stats {
-        self.tap = Some(tap);
+    /// Reports the tap's counters too, with `--tap`.
+    pub fn with_tap(mut self, tap: Option<Arc<tap::TapStats>>) -> Stats {
+        self.tap = tap;
         self
     }
 

@@ -260,15 +260,15 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         .map(|(_, subs)| subs[0].stream.clone())
         .collect();
     let names = files.iter().map(|f| f.stream.clone()).collect();
-    let mut stats = Stats::new(names, labels).with_streams(
-        streams
-            .iter()
-            .map(|s| (s.stream.clone(), s.symbol.to_string(), s.kind)),
+    let stats = Arc::new(
+        Stats::new(names, labels)
+            .with_streams(
+                streams
+                    .iter()
+                    .map(|s| (s.stream.clone(), s.symbol.to_string(), s.kind)),
+            )
+            .with_tap(config.tap.as_ref().map(|tee| Arc::clone(tee.stats()))),
     );
-    if let Some(tee) = &config.tap {
-        stats = stats.with_tap(Arc::clone(tee.stats()));
-    }
-    let stats = Arc::new(stats);
     let console = Console::start()?;
     let exporter = match &config.metrics_addr {
         Some(addr) => {

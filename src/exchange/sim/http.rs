@@ -231,7 +231,7 @@ pub(crate) fn respond(
 }
 
 /// The value of `key` in a query string, undecoded.
-pub(crate) fn param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+fn param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
     query.split('&').find_map(|pair| {
         pair.split_once('=')
             .filter(|(k, _)| *k == key)
