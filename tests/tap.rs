@@ -300,7 +300,7 @@ fn a_stalled_client_is_cut_while_the_recording_and_another_client_lose_nothing()
             "--streams",
             "depth,trade",
             "--tap-queue",
-            "64",
+            "256",
         ],
     );
     let rest = url.replace("ws://", "http://");
