@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,9 +12,11 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use super::parse;
 use crate::error::Error;
+use crate::exchange::tap::{DEFAULT_TAP_QUEUE, HAND_OFF_CAPACITY, Tap, TapConfig};
 use crate::market::kind::Selection;
 use crate::market::stream::{Depth, Speed};
 use crate::market::symbol::Symbol;
+use crate::metrics::tap::{TapStats, Tee};
 use crate::recorder::{self, DEFAULT_ENDPOINT, DEFAULT_REST_ENDPOINT, RecordConfig};
 use crate::util::logging::{self, LogOptions, Rotate};
 use crate::util::shutdown::Shutdown;
@@ -98,6 +101,14 @@ pub struct RecordArgs {
     /// (e.g. 127.0.0.1:9464; port 0 picks a free port, printed at start).
     #[arg(long, env = "OBREC_METRICS_ADDR", value_name = "ADDR", value_parser = parse::socket_addr)]
     pub metrics_addr: Option<String>,
+    /// Serve every recorded stream live to local clients, as Binance would (WebSocket streams,
+    /// REST depth from the live book with --depth 0, /status), on ws://ADDR (e.g.
+    /// 127.0.0.1:9443; port 0 picks a free port, printed at start). Keep it on loopback.
+    #[arg(long, env = "OBREC_TAP", value_name = "ADDR", value_parser = parse::socket_addr)]
+    pub tap: Option<String>,
+    /// Frames a tap client may fall behind before it is cut.
+    #[arg(long, env = "OBREC_TAP_QUEUE", default_value_t = DEFAULT_TAP_QUEUE as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tap_queue: u64,
     /// Log filter: error, warn, info, debug (per message), trace; or a RUST_LOG-style spec.
     #[arg(long, env = "OBREC_LOG_LEVEL", default_value = "info", value_parser = parse::log_level)]
     pub log_level: String,
@@ -128,6 +139,8 @@ impl RecordArgs {
             queue: usize::try_from(self.queue).unwrap_or(usize::MAX),
             gzip_level: self.gzip_level,
             metrics_addr: self.metrics_addr.clone(),
+            // Started by `record`, which owns the tap's lifetime.
+            tap: None,
         }
     }
 
@@ -161,7 +174,29 @@ pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
     usable_dir("data dir", &config.book_dir())?;
     let lock = config.preflight()?;
     let _log = logging::to_files(&args.log_options())?;
-    recorder::run(&config, &lock, shutdown).context("recording failed")?;
+    let Some(listen) = &args.tap else {
+        recorder::run(&config, &lock, shutdown).context("recording failed")?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let stats = Arc::new(TapStats::default());
+    let (tee, items) = Tee::new(HAND_OFF_CAPACITY, Arc::clone(&stats));
+    let tap = TapConfig {
+        queue: usize::try_from(args.tap_queue).unwrap_or(usize::MAX),
+        ..TapConfig::new(listen.clone(), config.stream_names())
+    };
+    let tap = Tap::start(tap, items, stats).map_err(|cause| Error::Bind {
+        addr: listen.clone(),
+        cause,
+    })?;
+    println!("tap on {}", tap.ws_url());
+    log::info!("tap on {}", tap.ws_url());
+    let config = RecordConfig {
+        tap: Some(tee),
+        ..config
+    };
+    let recorded = recorder::run(&config, &lock, shutdown);
+    tap.shutdown();
+    recorded.context("recording failed")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,3 +8,4 @@ pub mod kind;
 pub mod sequence;
 pub mod stream;
 pub mod symbol;
+pub mod tee;

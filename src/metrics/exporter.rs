@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::metrics::health::{self, HealthCheck};
 use crate::metrics::http::{Listener, Response};
+use crate::metrics::tap::TapReport;
 use crate::metrics::{FeedState, LatencyMs, Link, Report, Stats, SymbolReport, iso_ms, streams};
 use crate::util::clock::{wall_ms, wall_ns};
 use crate::util::shutdown::Shutdown;
@@ -233,6 +234,9 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
         metric(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");
     }
+    if let Some(tap) = r.tap {
+        tap_metrics(&mut out, tap);
+    }
     metric(
         &mut out,
         "obrec_runtime_seconds",
@@ -406,6 +410,54 @@ fn book_states(out: &mut String, r: &Report) {
 /// Reads one counter of a symbol's report.
 type SymbolFigure = fn(&SymbolReport) -> u64;
 
+/// The `obrec_tap_*` series of a recorder with `--tap`.
+fn tap_metrics(out: &mut String, tap: TapReport) {
+    metric(out, "obrec_tap_clients", "gauge", "Tap clients connected.");
+    let _ = writeln!(out, "obrec_tap_clients {}", tap.clients);
+    for (name, help, value) in [
+        (
+            "obrec_tap_frames_sent_total",
+            "Frames written to tap clients.",
+            tap.frames_sent,
+        ),
+        (
+            "obrec_tap_bytes_sent_total",
+            "Bytes written to tap clients.",
+            tap.bytes_sent,
+        ),
+        (
+            "obrec_tap_cuts_total",
+            "Tap clients cut for falling behind.",
+            tap.cuts,
+        ),
+        (
+            "obrec_tap_drops_total",
+            "Frames the tap lost on its full hand-off queue (the files did not).",
+            tap.drops,
+        ),
+    ] {
+        metric(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    metric(
+        out,
+        "obrec_tap_delivery_milliseconds",
+        "summary",
+        "Receipt to written to a tap client's socket, over the run.",
+    );
+    let delivery = tap.delivery_ms;
+    for (q, v) in [
+        ("0.5", delivery.p50),
+        ("0.99", delivery.p99),
+        ("1", delivery.max),
+    ] {
+        let _ = writeln!(
+            out,
+            "obrec_tap_delivery_milliseconds{{quantile=\"{q}\"}} {v}"
+        );
+    }
+}
+
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -421,4 +473,39 @@ fn latency_summary(out: &mut String, symbol: &str, l: &LatencyMs, count: u64) {
         l.avg_ms * count as f64
     );
     let _ = writeln!(out, "{name}_count{{symbol=\"{symbol}\"}} {count}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::tap::Delivery;
+
+    #[test]
+    fn tap_series_are_named_obrec_tap() {
+        let mut out = String::new();
+        let tap = TapReport {
+            clients: 3,
+            frames_sent: 10,
+            bytes_sent: 2_000,
+            cuts: 1,
+            drops: 2,
+            delivery_ms: Delivery {
+                p50: 0.25,
+                p99: 1.5,
+                max: 4.0,
+            },
+        };
+        tap_metrics(&mut out, tap);
+        for line in [
+            "# TYPE obrec_tap_clients gauge",
+            "obrec_tap_clients 3",
+            "obrec_tap_frames_sent_total 10",
+            "obrec_tap_bytes_sent_total 2000",
+            "obrec_tap_cuts_total 1",
+            "obrec_tap_drops_total 2",
+            "obrec_tap_delivery_milliseconds{quantile=\"0.99\"} 1.5",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
+        }
+    }
 }

@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
@@ -17,6 +17,7 @@ pub mod exporter;
 pub mod health;
 mod http;
 pub mod streams;
+pub mod tap;
 use serde::{Deserialize, Serialize};
 
 use crate::market::sequence::Ids;
@@ -47,6 +48,8 @@ pub struct Stats {
     pub groups: Vec<GroupHealth>,
     /// The writer's latest report, for `/metrics`. Only the writer and the HTTP thread take it.
     pub latest: Mutex<Option<Report>>,
+    /// `--tap` only: the tap's counters.
+    pub tap: Option<Arc<tap::TapStats>>,
 }
 
 /// When a reader group last received a stream event.
@@ -244,6 +247,12 @@ impl Stats {
         self
     }
 
+    /// Reports the tap's counters too, with `--tap`.
+    pub fn with_tap(mut self, tap: Option<Arc<tap::TapStats>>) -> Stats {
+        self.tap = tap;
+        self
+    }
+
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -295,6 +304,7 @@ impl Stats {
             bad_frames: get(&self.bad_frames),
             connections_open: get(&self.connections_open),
             server_shutdowns: get(&self.server_shutdowns),
+            tap: self.tap.as_ref().map(|t| t.report()),
         }
     }
 }
@@ -315,6 +325,8 @@ pub struct Counters {
     pub server_shutdowns: u64,
     /// Live runs only.
     pub connected: Option<Connected>,
+    /// Live runs with `--tap` only.
+    pub tap: Option<tap::TapReport>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -631,6 +643,7 @@ impl Metrics {
             streams: streams::reports(&counters.streams, clock.runtime_secs),
             silent_streams: counters.silent_streams.clone(),
             server_shutdowns: counters.server_shutdowns,
+            tap: counters.tap,
         }
     }
 }
@@ -688,6 +701,9 @@ pub struct Report {
     /// `serverShutdown` notices received, each answered by an early replacement.
     #[serde(default)]
     pub server_shutdowns: u64,
+    /// Live runs with `--tap` only: its clients, what reached them, cuts and drops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap: Option<tap::TapReport>,
 }
 
 /// Connection groups with a connection up, of all groups.

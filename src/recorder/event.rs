@@ -7,6 +7,8 @@ use std::time::Instant;
 use crate::market::kind::KindIds;
 use crate::market::sequence::Ids;
 use crate::market::symbol::SymbolId;
+use crate::market::tee::{DepthPosition, Tapped, TappedFrame};
+use crate::metrics::tap::Tee;
 use crate::store::line::{DepthLine, KindLine};
 
 /// A stream beside the book: its index in the run's list of them (`WriterConfig::streams`).
@@ -123,4 +125,41 @@ pub enum Event {
     Snapshot(SnapshotRecord),
     Kind(KindRecord),
     Meta(MetaRecord),
+}
+
+impl Event {
+    /// Hands what the tap serves of this event, accepted on `stream`, to `tee`: a depth or kind
+    /// frame (the text is shared, not copied), or a snapshot; notices stay with the files.
+    pub fn tee(&self, stream: &str, tee: &Tee) {
+        let item = match self {
+            Event::Depth(r) => Tapped::Frame(TappedFrame {
+                stream: stream.to_owned(),
+                frame: r.frame.clone(),
+                data: r.data.clone(),
+                recv_at: r.recv_at,
+                depth: Some(DepthPosition {
+                    ids: r.ids,
+                    event_ms: r.event_ms,
+                    trade_ms: r.trade_ms,
+                    conn: r.conn,
+                }),
+            }),
+            // A backfilled item came over REST: it is in the files, never on a stream.
+            Event::Kind(r) if r.backfill => return,
+            Event::Kind(r) => Tapped::Frame(TappedFrame {
+                stream: stream.to_owned(),
+                frame: r.frame.clone(),
+                data: r.data.clone(),
+                recv_at: r.recv_at,
+                depth: None,
+            }),
+            Event::Snapshot(r) => Tapped::Snapshot {
+                stream: stream.to_owned(),
+                last_update_id: r.last_update_id,
+                body: r.body.clone(),
+            },
+            Event::Meta(_) => return,
+        };
+        tee.offer(item);
+    }
 }

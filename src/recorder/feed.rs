@@ -51,6 +51,7 @@ use crate::market::frame::{DepthHeader, Frame, KindHeader, parse_frame};
 use crate::market::kind::{Check, Kind, KindIds, Tape};
 use crate::market::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
 use crate::market::symbol::SymbolId;
+use crate::metrics::tap::Tee;
 use crate::metrics::{BookState, FeedHealth, FeedState, Link, Stats};
 use crate::recorder::backfill::{BackfillRequest, Backfilled, Backfills};
 use crate::recorder::event::{
@@ -167,6 +168,8 @@ pub struct Group {
     books: Option<BookSyncs>,
     /// aggTrade only: where gaps are backfilled from.
     backfills: Option<Backfills>,
+    /// `--tap`: where accepted frames and snapshots are also handed, without waiting.
+    tee: Option<Tee>,
 }
 
 /// The snapshot side of diff-depth recording for one group.
@@ -299,12 +302,19 @@ impl Group {
             last_failure: None,
             books: None,
             backfills: None,
+            tee: None,
         }
     }
 
     /// aggTrade: backfill gaps by asking `requests`.
     pub fn with_backfills(mut self, requests: Sender<BackfillRequest>) -> Group {
         self.backfills = Some(Backfills::new(requests));
+        self
+    }
+
+    /// `--tap`: also hands every accepted frame and snapshot to `tee`.
+    pub fn with_tee(mut self, tee: Tee) -> Group {
+        self.tee = Some(tee);
         self
     }
 
@@ -833,6 +843,9 @@ impl Group {
 
     /// Hands an event to the writer without ever waiting: a full queue drops it, counted.
     fn send(&mut self, event: Event, slot: usize) -> Turn {
+        if let Some(tee) = &self.tee {
+            event.tee(&self.subs[slot].stream, tee);
+        }
         match self.tx.try_send(event) {
             Ok(()) => Turn::Continue,
             Err(TrySendError::Full(_)) => {
@@ -903,7 +916,11 @@ impl Group {
             }
             books.show(slot, snap.symbol, snap.recv_ns);
             let symbol = snap.symbol;
-            match self.tx.try_send(Event::Snapshot(snap)) {
+            let snap = Event::Snapshot(snap);
+            if let Some(tee) = &self.tee {
+                snap.tee(stream, tee);
+            }
+            match self.tx.try_send(snap) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => Stats::bump(&self.stats.symbols[symbol].drops),
                 Err(TrySendError::Disconnected(_)) => return Turn::WriterGone,

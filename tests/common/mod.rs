@@ -183,14 +183,24 @@ pub fn gunzip_lines(path: &Path) -> usize {
 /// the base URL, and a thread that drains the rest of its stdout (so the recorder never meets a
 /// full pipe) and hands it back.
 pub fn metrics_url(child: &mut Child) -> (String, std::thread::JoinHandle<String>) {
+    announced(child, "metrics on ", "/metrics")
+}
+
+/// The first line of `child`'s stdout, `<prefix><url><suffix>`: the url, and a thread that
+/// drains the rest of its stdout (so the process never meets a full pipe) and hands it back.
+fn announced(
+    child: &mut Child,
+    prefix: &str,
+    suffix: &str,
+) -> (String, std::thread::JoinHandle<String>) {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     let url = line
         .trim()
-        .strip_prefix("metrics on ")
+        .strip_prefix(prefix)
         .unwrap_or_else(|| panic!("first line: {line}"))
-        .trim_end_matches("/metrics")
+        .trim_end_matches(suffix)
         .to_string();
     let rest = std::thread::spawn(move || {
         let mut text = String::new();
@@ -377,4 +387,10 @@ pub fn write_depth_file(path: &Path, events: &[(u64, &str, u64)]) {
     let mut out = Vec::new();
     obrec::MemberEncoder::new(1).encode(&text, &mut out);
     fs::write(path, out).unwrap();
+}
+
+/// Reads the `tap on ws://…` line a recorder started with `--tap` prints first; returns the
+/// tap's `ws://HOST:PORT`, and a thread that drains the rest of its stdout and hands it back.
+pub fn tap_url(child: &mut Child) -> (String, std::thread::JoinHandle<String>) {
+    announced(child, "tap on ", "")
 }

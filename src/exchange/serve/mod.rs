@@ -127,6 +127,9 @@ impl Serve {
             ping_interval: config.ping_interval,
             faults: Faults::default(),
             record_sent: false,
+            queue: crate::exchange::sim::conn::OUTBOUND_CAPACITY,
+            delivery: None,
+            limits: None,
         };
         let source = Playback::new(Arc::new(recording), config.pace);
         let sim = Sim::serve(listen, front, Box::new(source))?;

@@ -17,9 +17,10 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, select};
 use super::Pace;
 use super::recording::{RecordedEvent, Recording, StreamKind};
 use crate::exchange::sim::conn::{Link, Outbound};
+use crate::exchange::sim::http::{self, Reply};
 use crate::exchange::sim::lock;
 use crate::exchange::sim::server::Shared;
-use crate::exchange::sim::source::{Refusal, Source};
+use crate::exchange::sim::source::Source;
 use crate::exchange::sim::wire::DataFrame;
 
 /// The Close reason sent after the last event.
@@ -146,15 +147,13 @@ impl Source for Playback {
     }
 
     /// The recorded snapshot in force at the playback position, byte-exact whatever `limit`.
-    fn depth(&self, symbol: &str, _limit: usize, out: &mut Vec<u8>) -> Result<(), String> {
-        self.recording.snapshot_at(symbol, self.position_ns(), out)
+    fn depth(&self, symbol: &str, _limit: usize, out: &mut Vec<u8>) -> Result<(), Reply> {
+        self.recording
+            .snapshot_at(symbol, self.position_ns(), out)
+            .map_err(|msg| http::error(400, -1121, &msg))
     }
 
     /// A recording is played, not queried by id: a backfill has nothing to ask it for.
-    fn agg_trades(&self, _: &str, _: u64, _: usize, _: &mut Vec<u8>) -> Result<(), Refusal> {
-        Err(Refusal::Unavailable)
-    }
-
     /// The recorded time at the playback position.
     fn time_ms(&self) -> u64 {
         self.position_ns() / 1_000_000

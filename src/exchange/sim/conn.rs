@@ -8,13 +8,14 @@
 //! the reading side are swallowed: the reader forwards client pings and closes to the writer,
 //! which answers them (or, with `--ignore-pings`, does not).
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded, select};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
 use log::{debug, warn};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -28,11 +29,12 @@ use super::wire::{self, DataFrame};
 use super::{SentFrame, lock};
 use crate::util::clock::{wall_ms, wall_ns};
 
-/// Frames a connection may have queued. At a fixed rate a client this far behind is dropped
+/// Frames a connection of the sim or serve may have queued (the tap sets its own bound,
+/// `--tap-queue`). At a fixed rate a client this far behind is dropped
 /// (~20 MB of depth frames: hours of data at normal rates, and still 130 ms at 250,000 frames/s,
 /// so a benchmark's client is not cut for a scheduling hiccup on a shared core); at `--rate max`
 /// it is the back-pressure window.
-const OUTBOUND_CAPACITY: usize = 32_768;
+pub(crate) const OUTBOUND_CAPACITY: usize = 32_768;
 /// A client that takes no bytes for this long is dropped, as a real exchange drops dead peers.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest message a client may send: control requests are well under 1 KiB.
@@ -41,6 +43,28 @@ const MAX_CLIENT_MESSAGE: usize = 64 << 10;
 const FLUSH_BYTES: usize = 64 << 10;
 /// After a server-initiated Close, how long to wait for the client's Close before cutting TCP.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Binance's limits on what a client sends, for a front that enforces them (the tap; the sim
+/// and serve accept anything, so tests can push them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClientLimits {
+    /// Messages a client may send in any one second (text, ping, pong, binary); one more
+    /// closes the connection.
+    pub messages_per_sec: usize,
+    /// Streams one connection may subscribe; a SUBSCRIBE past it is refused.
+    pub streams: usize,
+}
+
+impl ClientLimits {
+    /// USD-M futures: 10 incoming messages per second, 1024 streams per connection.
+    pub(crate) const BINANCE: ClientLimits = ClientLimits {
+        messages_per_sec: 10,
+        streams: 1024,
+    };
+}
+
+/// The Close reason for a client past [`ClientLimits::messages_per_sec`].
+const TOO_MANY_MESSAGES: &str = "too many messages";
 
 /// What the hub and the reader hold of a connection.
 pub(crate) struct Link {
@@ -53,6 +77,35 @@ pub(crate) struct Link {
     pub tcp: Weak<TcpStream>,
     /// Set once the connection was cut for being too slow.
     pub too_slow: AtomicBool,
+}
+
+impl Link {
+    /// Queues a data frame without waiting. A full queue means the client cannot keep up with a
+    /// source that does not wait for it: the connection is cut (once, counted in `slow`), the way
+    /// Binance drops consumers that fall behind. False when the connection is gone or cut.
+    pub(crate) fn offer(&self, frame: Arc<DataFrame>, slow: &AtomicU64) -> bool {
+        match self.tx.try_send(Outbound::Data(frame)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                // Cutting the socket fails the writer's blocked write and wakes the reader: the
+                // connection ends now, not when a write times out.
+                if !self.too_slow.swap(true, Ordering::Relaxed) {
+                    warn!("sim conn {}: client too slow, dropping it", self.id);
+                    slow.fetch_add(1, Ordering::Relaxed);
+                    if let Some(tcp) = self.tcp.upgrade() {
+                        let _ = tcp.shutdown(Direction::Both);
+                    }
+                }
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Items queued to the writer and not yet taken.
+    pub(crate) fn queued(&self) -> usize {
+        self.tx.len()
+    }
 }
 
 /// Everything the writer sends or reacts to, in decision order.
@@ -139,7 +192,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, tcp: Arc<TcpStream>, route: Route) {
         warn!("sim: cannot set socket timeouts: {e}");
         return;
     }
-    let (tx, rx) = bounded(OUTBOUND_CAPACITY);
+    let (tx, rx) = bounded(shared.front.queue);
     let id = shared.new_connection();
     let link = Arc::new(Link {
         id,
@@ -162,6 +215,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, tcp: Arc<TcpStream>, route: Route) {
         link: &link,
         endpoint: route.endpoint,
         streams: Vec::new(),
+        recent: VecDeque::new(),
     };
     session.subscribe(route.streams);
     session.read(&mut ws);
@@ -177,12 +231,20 @@ struct Session<'a> {
     endpoint: crate::market::kind::Route,
     /// Every stream subscribed, known or not, in subscription order (for LIST_SUBSCRIPTIONS).
     streams: Vec<String>,
+    /// Arrival of the client's latest messages, within the last second (with limits only).
+    recent: VecDeque<Instant>,
 }
 
 impl Session<'_> {
     fn read(&mut self, ws: &mut WebSocket<Inbound>) {
         loop {
-            let sent = match ws.read() {
+            let msg = ws.read();
+            if msg.is_ok() && self.flooding(Instant::now()) {
+                debug!("sim conn {}: {TOO_MANY_MESSAGES}", self.link.id);
+                self.send(Outbound::End(TOO_MANY_MESSAGES));
+                return;
+            }
+            let sent = match msg {
                 Ok(Message::Text(text)) => self.apply(text.as_str()),
                 Ok(Message::Ping(payload)) => self.send(Outbound::Ping(payload)),
                 Ok(Message::Close(_)) => {
@@ -203,11 +265,37 @@ impl Session<'_> {
         }
     }
 
+    /// Whether a message arriving `now` is one more than the limits allow in a second.
+    fn flooding(&mut self, now: Instant) -> bool {
+        let Some(limits) = self.shared.front.limits else {
+            return false;
+        };
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= limits.messages_per_sec {
+            return true;
+        }
+        self.recent.push_back(now);
+        false
+    }
+
     /// Applies one control message. False when the writer is gone.
     fn apply(&mut self, text: &str) -> bool {
         match control::parse(text) {
             Err(reply) => self.send(Outbound::Reply(reply)),
             // Acknowledge first: data of a new stream must not arrive before its ACK.
+            Ok(Request::Subscribe(streams, id)) if self.over_limit(&streams) => {
+                let max = self.shared.front.limits.map_or(0, |l| l.streams);
+                self.send(Outbound::Reply(control::refusal(
+                    &format!("too many streams: at most {max} per connection"),
+                    id,
+                )))
+            }
             Ok(Request::Subscribe(streams, id)) => {
                 let acked = self.send(Outbound::Reply(control::ack(id)));
                 if acked {
@@ -225,6 +313,15 @@ impl Session<'_> {
             }
             Ok(Request::List(id)) => self.send(Outbound::Reply(control::list(&self.streams, id))),
         }
+    }
+
+    /// Whether subscribing `streams` too would pass the limit of streams per connection.
+    fn over_limit(&self, streams: &[String]) -> bool {
+        let Some(limits) = self.shared.front.limits else {
+            return false;
+        };
+        let new = streams.iter().filter(|s| !self.streams.contains(s));
+        self.streams.len() + new.count() > limits.streams
     }
 
     fn subscribe(&mut self, streams: Vec<String>) {
@@ -270,6 +367,8 @@ struct FrameWriter<'a> {
     faults: ConnFaults<'a>,
     /// Frames encoded but not yet written.
     buf: Vec<u8>,
+    /// Receipt times of the frames in `buf` that carry one, for the delivery latency.
+    received: Vec<Instant>,
     next_ping: Instant,
 }
 
@@ -282,6 +381,7 @@ impl<'a> FrameWriter<'a> {
             tcp,
             faults: shared.injector.for_connection(now),
             buf: Vec::with_capacity(2 * FLUSH_BYTES),
+            received: Vec::new(),
             next_ping: now + shared.front.ping_interval,
         }
     }
@@ -340,6 +440,7 @@ impl<'a> FrameWriter<'a> {
                 FrameFate::Send(extras) => {
                     self.buf.extend_from_slice(&frame.wire);
                     self.record(&frame);
+                    self.received.extend(frame.received);
                     for junk in self.shared.injector.junk(&extras) {
                         self.buf.extend_from_slice(junk);
                     }
@@ -362,6 +463,9 @@ impl<'a> FrameWriter<'a> {
 
     fn record(&self, frame: &DataFrame) {
         self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .bytes_sent
+            .fetch_add(frame.wire.len() as u64, Ordering::Relaxed);
         if self.shared.front.record_sent {
             let sent = SentFrame {
                 conn: self.link.id,
@@ -379,6 +483,13 @@ impl<'a> FrameWriter<'a> {
     fn flush(&mut self) -> io::Result<()> {
         let result = self.tcp.write_all(&self.buf);
         self.buf.clear();
+        if let Some(stats) = &self.shared.front.delivery
+            && result.is_ok()
+            && !self.received.is_empty()
+        {
+            stats.delivered(self.received.iter().copied());
+        }
+        self.received.clear();
         result
     }
 

@@ -42,13 +42,7 @@ pub(crate) fn parse(text: &str) -> Result<Request, String> {
     })?;
     // Echo the id in errors when there is a usable one, as Binance does.
     let id = value.get("id").and_then(Value::as_u64);
-    let invalid = |why: String| {
-        let id = id.map_or_else(|| "null".to_owned(), |id| id.to_string());
-        format!(
-            r#"{{"code":2,"msg":{},"id":{id}}}"#,
-            json_str(&format!("Invalid request: {why}"))
-        )
-    };
+    let invalid = |why: String| invalid_request(&why, id);
     let wire: Wire = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
     let streams = || -> Result<Vec<String>, String> {
         if wire.params.is_empty() {
@@ -73,6 +67,20 @@ pub(crate) fn parse(text: &str) -> Result<Request, String> {
         }
         Method::ListSubscriptions => Request::List(wire.id),
     })
+}
+
+/// A code 2 error: `{"code":2,"msg":"Invalid request: <why>","id":…}`.
+fn invalid_request(why: &str, id: Option<u64>) -> String {
+    let id = id.map_or_else(|| "null".to_owned(), |id| id.to_string());
+    format!(
+        r#"{{"code":2,"msg":{},"id":{id}}}"#,
+        json_str(&format!("Invalid request: {why}"))
+    )
+}
+
+/// The reply to a valid request the connection refuses (a limit), as an invalid one.
+pub(crate) fn refusal(why: &str, id: u64) -> String {
+    invalid_request(why, Some(id))
 }
 
 /// The reply to a successful SUBSCRIBE or UNSUBSCRIBE.
@@ -128,6 +136,10 @@ mod tests {
             r#"{"result":["a@depth","b@depth5"],"id":3}"#
         );
         assert_eq!(list(&[], 4), r#"{"result":[],"id":4}"#);
+        assert_eq!(
+            refusal("too many streams", 5),
+            r#"{"code":2,"msg":"Invalid request: too many streams","id":5}"#
+        );
     }
 
     fn error(text: &str) -> Value {

@@ -161,7 +161,10 @@ pub(crate) fn rest(head: &Head, source: &dyn Source) -> Reply {
         "/fapi/v1/depth" | "/fapi/v1/aggTrades" | "/fapi/v1/time"
     );
     if !known {
-        return error(404, -1, "not found");
+        let extra = (head.method == "GET").then(|| source.rest(path, query));
+        return extra
+            .flatten()
+            .unwrap_or_else(|| error(404, -1, "not found"));
     }
     if head.method != "GET" {
         return error(405, -1, "method not allowed");
@@ -192,10 +195,8 @@ fn depth(query: &str, source: &dyn Source) -> Result<Reply, Reply> {
         }
     };
     let mut body = Vec::with_capacity(limit * 50);
-    match source.depth(&symbol, limit, &mut body) {
-        Ok(()) => Ok((200, body)),
-        Err(msg) => Err(error(400, -1121, &msg)),
-    }
+    source.depth(&symbol, limit, &mut body)?;
+    Ok((200, body))
 }
 
 /// `/fapi/v1/aggTrades?symbol=&fromId=&limit=`. Binance also serves the latest trades, or those

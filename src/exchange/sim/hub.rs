@@ -8,17 +8,17 @@
 //! follows an UNSUBSCRIBE acknowledgement, and a REST snapshot is exactly the state after the
 //! latest event.
 
-use std::net::Shutdown;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError, TrySendError, select};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError, select};
 
 use super::conn::{Link, Outbound};
 use super::faults::Injector;
 use super::generator::{Feed, View, Withhold};
+use super::http::{self, Reply};
 use super::server::Shared;
 use super::source::{Refusal, Source};
 use super::wire::DataFrame;
@@ -166,9 +166,9 @@ impl Source for Hub {
     }
 
     /// The book after the latest event.
-    fn depth(&self, symbol: &str, limit: usize, out: &mut Vec<u8>) -> Result<(), String> {
+    fn depth(&self, symbol: &str, limit: usize, out: &mut Vec<u8>) -> Result<(), Reply> {
         let Some(symbol) = self.symbols.iter().find(|s| &*s.name == symbol) else {
-            return Err("Invalid symbol.".into());
+            return Err(http::error(400, -1121, "Invalid symbol."));
         };
         symbol.lock().feed.snapshot(limit, wall_ms(), out);
         Ok(())
@@ -322,22 +322,8 @@ impl Pump<'_> {
                 },
                 recv(self.stop) -> _ => Delivery::Stopping,
             },
-            Rate::PerSecond(_) => match link.tx.try_send(Outbound::Data(frame)) {
-                Ok(()) => Delivery::Queued,
-                Err(TrySendError::Full(_)) => {
-                    // Cutting the socket fails the writer's blocked write and wakes the reader:
-                    // the connection ends now, not when a write times out.
-                    if !link.too_slow.swap(true, Ordering::Relaxed) {
-                        log::warn!("sim conn {}: client too slow, dropping it", link.id);
-                        self.hub.slow_clients.fetch_add(1, Ordering::Relaxed);
-                        if let Some(tcp) = link.tcp.upgrade() {
-                            let _ = tcp.shutdown(Shutdown::Both);
-                        }
-                    }
-                    Delivery::Gone
-                }
-                Err(TrySendError::Disconnected(_)) => Delivery::Gone,
-            },
+            Rate::PerSecond(_) if link.offer(frame, &self.hub.slow_clients) => Delivery::Queued,
+            Rate::PerSecond(_) => Delivery::Gone,
         }
     }
 }

@@ -24,7 +24,8 @@
 //! mark price at the first event of each second; a liquidation a few times a minute at most.
 //!
 //! The front (everything but `walk`, `kinds` and `hub`) also serves recordings: `obrec serve`
-//! puts a playback behind it through the `Source` trait (see [`crate::exchange::serve`]). Routes
+//! puts a playback behind it through the `Source` trait (see [`crate::exchange::serve`]), and
+//! `obrec record --tap` the recorder's live frames (see [`crate::exchange::tap`]). Routes
 //! and per-stream mutes are decided in the front, so a playback is routed the same way.
 //!
 //! # Layout
@@ -49,7 +50,7 @@ pub(crate) mod conn;
 mod control;
 mod faults;
 pub(crate) mod generator;
-mod http;
+pub(crate) mod http;
 mod hub;
 mod kinds;
 pub(crate) mod server;

@@ -2,8 +2,8 @@
 //!
 //! Threads: one accept loop; one handler per accepted socket, which answers REST or becomes a
 //! WebSocket connection's reader; one writer per WebSocket connection; whatever the source runs
-//! (the sim: one pump per symbol; a playback: one player per connection). All handles are kept
-//! so that shutdown joins every thread the server started.
+//! (the sim: one pump per symbol; a playback: one player per connection; the tap: one
+//! dispatcher). All handles are kept so that shutdown joins every thread the server started.
 
 use std::io;
 use std::net::{
@@ -24,6 +24,7 @@ use super::hub::Hub;
 use super::source::Source;
 use super::walk::Market;
 use super::{SentFrame, SimConfig, SimStats, conn, lock};
+use crate::metrics::tap::TapStats;
 use crate::util::clock::wall_ms;
 
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
@@ -43,6 +44,12 @@ pub(crate) struct Front {
     pub faults: Faults,
     /// Keep every data frame sent, for [`Sim::sent`].
     pub record_sent: bool,
+    /// Frames each connection may have queued ([`conn::OUTBOUND_CAPACITY`] for the sim).
+    pub queue: usize,
+    /// Where the delivery latency of frames that carry their receipt time goes (the tap's).
+    pub delivery: Option<Arc<TapStats>>,
+    /// Binance's limits on clients, when enforced.
+    pub limits: Option<conn::ClientLimits>,
 }
 
 /// State every thread of one server shares.
@@ -61,6 +68,8 @@ pub(crate) struct Shared {
     connections: AtomicU64,
     rest_requests: AtomicU64,
     pub(crate) frames_sent: AtomicU64,
+    /// Bytes of those frames, WebSocket headers included.
+    pub(crate) bytes_sent: AtomicU64,
     /// Data frames sent, in order (only with `record_sent`).
     pub(crate) sent: Mutex<Vec<SentFrame>>,
 }
@@ -127,6 +136,9 @@ impl Sim {
             ping_interval: config.ping_interval,
             faults: config.faults,
             record_sent: config.record_sent,
+            queue: conn::OUTBOUND_CAPACITY,
+            delivery: None,
+            limits: None,
         };
         Sim::serve(listen, front, Box::new(Hub::new(feeds, config.rate)))
     }
@@ -148,6 +160,7 @@ impl Sim {
             connections: AtomicU64::new(0),
             rest_requests: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
             sent: Mutex::default(),
         });
         let mut sim = Sim {
@@ -331,6 +344,14 @@ fn handle(shared: &Arc<Shared>, tcp: TcpStream) {
             Err(reply) => reply,
             Ok(_) if shared.stopping.load(Ordering::SeqCst) => {
                 http::error(503, -1, "shutting down")
+            }
+            Ok(route)
+                if shared
+                    .front
+                    .limits
+                    .is_some_and(|l| route.streams.len() > l.streams) =>
+            {
+                http::error(400, -1, "too many streams in the URL")
             }
             Ok(route) => match shared.injector.rejects_upgrade() {
                 Some(status) => http::error(status, -1, "upgrade rejected (fault injection)"),

@@ -1,15 +1,17 @@
 //! The seam between the exchange front (listener, HTTP, WebSocket connections, control messages,
 //! pings, faults) and what it serves.
 //!
-//! Two sources exist. [`Hub`](super::hub::Hub) is the simulated market: one event sequence per
+//! Three sources exist. [`Hub`](super::hub::Hub) is the simulated market: one event sequence per
 //! symbol, paced by the sim and shared by every connection (`obrec sim`). `Playback` plays a
 //! recording to each connection on its own, from the beginning and at the recording's pace
-//! (`obrec serve`). The front is the same code for both: the paths, SUBSCRIBE handling, REST
+//! (`obrec serve`). `Fanout` queues what a running recorder accepted to every subscriber, live
+//! (`obrec record --tap`). The front is the same code for both: the paths, SUBSCRIBE handling, REST
 //! endpoints and shutdown cannot drift apart.
 
 use std::sync::Arc;
 
 use super::conn::Link;
+use super::http::Reply;
 use super::server::Shared;
 
 /// What the front asks of whatever produces data frames and REST answers.
@@ -38,18 +40,21 @@ pub(crate) trait Source: Send + Sync {
     fn leave(&self, conn: u64);
 
     /// Appends the REST depth snapshot body of `symbol` (upper case, at most `limit` levels a
-    /// side where the source can cut it); `Err` holds the message of a -1121 error.
-    fn depth(&self, symbol: &str, limit: usize, out: &mut Vec<u8>) -> Result<(), String>;
+    /// side where the source can cut it); `Err` holds the error to answer instead (-1121 for a
+    /// symbol the source does not know).
+    fn depth(&self, symbol: &str, limit: usize, out: &mut Vec<u8>) -> Result<(), Reply>;
+
+    /// Answers a GET of a path the front does not serve itself (`query` undecoded); `None`: 404.
+    fn rest(&self, _path: &str, _query: &str) -> Option<Reply> {
+        None
+    }
 
     /// Appends the REST `/fapi/v1/aggTrades` body of `symbol` (upper case): up to `limit`
-    /// aggregate trades from id `from_id` on.
-    fn agg_trades(
-        &self,
-        symbol: &str,
-        from_id: u64,
-        limit: usize,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Refusal>;
+    /// aggregate trades from id `from_id` on. Only the sim keeps such a history: a recording is
+    /// played in order and a live tap passes frames on, neither looks trades up by id.
+    fn agg_trades(&self, _: &str, _: u64, _: usize, _: &mut Vec<u8>) -> Result<(), Refusal> {
+        Err(Refusal::Unavailable)
+    }
 
     /// `serverTime` of `/fapi/v1/time`, ms since the Unix epoch.
     fn time_ms(&self) -> u64;
@@ -65,6 +70,6 @@ pub(crate) trait Source: Send + Sync {
 pub(crate) enum Refusal {
     /// Not a symbol it serves: Binance's -1121.
     InvalidSymbol,
-    /// It keeps no such data (a recording has no aggregate trade history by id).
+    /// It keeps no such data (a recording or a tap has no aggregate trade history by id).
     Unavailable,
 }

@@ -6,6 +6,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
@@ -24,6 +25,8 @@ pub(crate) struct DataFrame {
     pub stream: Arc<str>,
     pub symbol: Arc<str>,
     pub header: Header,
+    /// When a recorder received it (the tap's frames), for the delivery latency.
+    pub received: Option<Instant>,
 }
 
 impl DataFrame {
@@ -64,6 +67,30 @@ impl DataFrame {
             stream: Arc::clone(stream),
             symbol: Arc::clone(symbol),
             header,
+            received: None,
+        }
+    }
+
+    /// Frames `text`, a whole frame as the exchange sent it (a combined frame's envelope and
+    /// all), byte for byte; its `data` lies at `payload` within it.
+    pub(crate) fn whole(
+        stream: &Arc<str>,
+        symbol: &Arc<str>,
+        header: Header,
+        text: &[u8],
+        payload: Range<usize>,
+    ) -> DataFrame {
+        let mut wire = Vec::with_capacity(text.len() + 10);
+        push_header(&mut wire, OpCode::Data(Data::Text), text.len());
+        let start = wire.len();
+        wire.extend_from_slice(text);
+        DataFrame {
+            wire,
+            payload: start + payload.start..start + payload.end,
+            stream: Arc::clone(stream),
+            symbol: Arc::clone(symbol),
+            header,
+            received: None,
         }
     }
 
