@@ -1120,11 +1120,18 @@ fn every_kind_arrives_on_its_route_with_rising_ids() {
         (1..aggs.len()).all(|i| f[i] == l[i - 1] + 1 && f[i] <= l[i]),
         "aggregates cover consecutive trade ids"
     );
+    // One at the first event of each second: its time wanders with the events' (and, on a
+    // loaded machine, the pump's lateness), never past the recorder's rule of twice the cadence.
     let marks = ids_of(&got["btcusdt@markPrice@1s"], "E");
     assert!(
         marks
             .windows(2)
-            .all(|w| (1_000..1_100).contains(&(w[1] - w[0]))),
+            .all(|w| (1..2_000).contains(&(w[1] - w[0]))),
+        "a mark price a second: {marks:?}"
+    );
+    let mean = (marks[marks.len() - 1] - marks[0]) / (marks.len() as u64 - 1);
+    assert!(
+        (900..1_100).contains(&mean),
         "a mark price a second: {marks:?}"
     );
     for e in got.get("btcusdt@forceOrder").into_iter().flatten() {
