@@ -471,3 +471,67 @@ fn bench_ten_clients_on_a_full_depth_stream() {
         );
     }
 }
+
+/// Item 3: a client that subscribes to `obrec@state` is told, in band and in order with the
+/// frames, of each break and resync of the recorded streams, so it knows when its book must be
+/// rebuilt; the notices match the recorder's own counts.
+#[test]
+fn clients_who_ask_get_the_recorders_state_in_band() {
+    let sim = Sim::start(
+        "127.0.0.1:0",
+        SimConfig {
+            symbols: vec!["BTCUSDT".into()],
+            rate: Rate::PerSecond(50.0),
+            faults: obrec::Faults {
+                gap_every: Some(40),
+                ..obrec::Faults::default()
+            },
+            ..SimConfig::default()
+        },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (child, url, stdout) = record(&sim, dir.path(), "0.08", &["--depth", "0"]);
+    let (tx, rx) = mpsc::channel();
+    let reader = client(format!("{url}/stream?streams={DEPTH}/obrec@state"), tx);
+    finish(child, stdout);
+    reader.join().unwrap();
+    let frames: Vec<String> = rx.into_iter().collect();
+    let notices: Vec<serde_json::Value> = frames
+        .iter()
+        .filter_map(|f| f.strip_prefix(r#"{"stream":"obrec@state","data":"#))
+        .map(|d| serde_json::from_str(d.strip_suffix('}').unwrap()).unwrap())
+        .collect();
+    let count = |state: &str| notices.iter().filter(|n| n["state"] == state).count() as u64;
+    let m = metrics(&dir.path().join("data"));
+    let breaks = m["continuity"]["breaks"].as_u64().unwrap();
+    assert!(breaks >= 3, "{m}");
+    assert_eq!(count("break"), breaks, "{notices:?}");
+    assert_eq!(
+        count("resync"),
+        m["continuity"]["resyncs"].as_u64().unwrap()
+    );
+    for n in &notices {
+        assert_eq!(n["e"], "obrecState");
+        assert_eq!(n["stream"], DEPTH);
+        assert!(
+            n["E"].as_u64().unwrap() > 0 && n["detail"].is_string(),
+            "{n}"
+        );
+    }
+    // In order with the frames: each break is told just before the event that broke the chain.
+    let first_break = frames
+        .iter()
+        .position(|f| f.contains(r#""state":"break""#))
+        .unwrap();
+    let (_, data) = envelope(&frames[first_break + 1]);
+    let event: serde_json::Value = serde_json::from_str(&data).unwrap();
+    let detail = notices.iter().find(|n| n["state"] == "break").unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains(&format!("got pu={}", event["pu"])),
+        "{detail} before {data}"
+    );
+}

@@ -292,6 +292,25 @@ impl Check {
     }
 }
 
+impl fmt::Display for Check {
+    /// What was lost, for a log line or a notice: `ids 12..=13 missing`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Check::Start => f.write_str("first event"),
+            Check::Continuous => f.write_str("follows"),
+            Check::Duplicate => f.write_str("delivered twice"),
+            Check::Gap { from, to, .. } => write!(f, "ids {from}..={to} missing"),
+            Check::Skipped { from, to, .. } => {
+                write!(
+                    f,
+                    "trade ids {from}..={to} missing under aggregates that follow"
+                )
+            }
+            Check::Back { last, got, .. } => write!(f, "went back from {last} to {got}"),
+        }
+    }
+}
+
 /// Completeness of one stream beside the book, across the connections that deliver it.
 ///
 /// Every rule is the depth [`Chain`] over ids built for the kind, so duplicates from overlapping

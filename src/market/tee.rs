@@ -17,6 +17,68 @@ pub enum Tapped {
         last_update_id: u64,
         body: String,
     },
+    /// Something a consumer of `stream` must know about its continuity, as the recorder saw it.
+    Notice(Notice),
+}
+
+/// The stream on which a tap's clients who opt in get the recorder's [`Notice`]s. Binance
+/// names no stream so, so no exchange data is ever mistaken for one.
+pub const STATE_STREAM: &str = "obrec@state";
+
+/// A change of a recorded stream's state, sent in band to the clients of [`STATE_STREAM`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// The recorded stream it is about, e.g. `btcusdt@depth@100ms`.
+    pub stream: String,
+    pub state: StreamState,
+    /// Wall clock when the recorder saw it, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// What exactly, for people: ids, the connection, how long.
+    pub detail: String,
+}
+
+/// What happened to a stream. For a depth stream every one but `Delivering` means a book built
+/// from it must be rebuilt from a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamState {
+    /// Events were lost on a live connection: the exchange lost them.
+    Break,
+    /// Events were lost while the recorder changed connections.
+    ReconnectGap,
+    /// The recorder took a new snapshot after its book was lost.
+    Resync,
+    /// Nothing arrives on the stream.
+    Silent,
+    /// It delivers again after a silence.
+    Delivering,
+}
+
+impl StreamState {
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamState::Break => "break",
+            StreamState::ReconnectGap => "reconnect_gap",
+            StreamState::Resync => "resync",
+            StreamState::Silent => "silent",
+            StreamState::Delivering => "delivering",
+        }
+    }
+}
+
+impl Notice {
+    /// The frame a client of [`STATE_STREAM`] gets, its `data` in Binance's event shape:
+    /// `{"e":"obrecState","E":…,"stream":"…","state":"break","detail":"…"}`.
+    pub fn data(&self) -> String {
+        // Written by hand: Binance's keys come `e`, `E` first, which a JSON map would sort away.
+        let quoted = |text: &str| serde_json::Value::from(text).to_string();
+        format!(
+            r#"{{"e":"obrecState","E":{},"stream":{},"state":"{}","detail":{}}}"#,
+            self.at_ms,
+            quoted(&self.stream),
+            self.state.name(),
+            quoted(&self.detail)
+        )
+    }
 }
 
 /// A frame the recorder accepted (after duplicate removal), exactly as the exchange sent it.
@@ -45,4 +107,23 @@ pub struct DepthPosition {
     /// The recorder's connection that delivered it: the continuity rules tell a reconnect gap
     /// from a break by it.
     pub conn: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notice_is_a_binance_shaped_event() {
+        let notice = Notice {
+            stream: "btcusdt@depth@100ms".into(),
+            state: StreamState::ReconnectGap,
+            at_ms: 1_790_046_434_001,
+            detail: "last u=5, new pu=9 on conn 2".into(),
+        };
+        assert_eq!(
+            notice.data(),
+            r#"{"e":"obrecState","E":1790046434001,"stream":"btcusdt@depth@100ms","state":"reconnect_gap","detail":"last u=5, new pu=9 on conn 2"}"#
+        );
+    }
 }

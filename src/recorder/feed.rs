@@ -51,6 +51,7 @@ use crate::market::frame::{DepthHeader, Frame, KindHeader, parse_frame};
 use crate::market::kind::{Check, Kind, KindIds, Tape};
 use crate::market::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
 use crate::market::symbol::SymbolId;
+use crate::market::tee::{Notice, StreamState, Tapped};
 use crate::metrics::tap::Tee;
 use crate::metrics::{BookState, FeedHealth, FeedState, Link, Stats};
 use crate::recorder::backfill::{BackfillRequest, Backfilled, Backfills};
@@ -573,6 +574,8 @@ impl Group {
                     last => last,
                 };
                 feed.set(FeedState::Silent, since);
+                let waited = self.window(slot);
+                self.notify(slot, StreamState::Silent, format!("nothing in {waited:?}"));
             }
         }
         let names: Vec<&str> = silent
@@ -615,12 +618,13 @@ impl Group {
             let limit = self.pace[slot].silence_limit(self.window(slot));
             let feed = self.feed(slot);
             if now.duration_since(last) >= limit && feed.state() == FeedState::Delivering {
-                log::warn!(
-                    "{} went silent: nothing for {:?}, {SILENT_GAPS} times its usual gap",
-                    self.subs[slot].stream,
+                let quiet = format!(
+                    "nothing for {:?}, {SILENT_GAPS} times its usual gap",
                     now.duration_since(last)
                 );
+                log::warn!("{} went silent: {quiet}", self.subs[slot].stream);
                 feed.set(FeedState::Silent, self.last_event_ns[slot]);
+                self.notify(slot, StreamState::Silent, quiet);
             }
         }
     }
@@ -718,10 +722,12 @@ impl Group {
         match feed.state() {
             FeedState::Delivering => {}
             judged => {
+                feed.set(FeedState::Delivering, recv_ns);
                 if judged == FeedState::Silent {
                     log::warn!("{} delivers again", self.subs[slot].stream);
+                    let again = format!("delivers again on conn {}", conn.id);
+                    self.notify(slot, StreamState::Delivering, again);
                 }
-                feed.set(FeedState::Delivering, recv_ns);
             }
         }
         self.last_event_ns[slot] = recv_ns;
@@ -754,17 +760,20 @@ impl Group {
                 got_pu,
             } => {
                 Stats::bump(&counters.breaks);
-                log::warn!(
-                    "continuity break on {stream} conn {}: expected pu={expected_pu}, got pu={got_pu} (u={})",
-                    conn.id,
-                    ids.last
+                let lost = format!(
+                    "expected pu={expected_pu}, got pu={got_pu} (u={}) on conn {}",
+                    ids.last, conn.id
                 );
+                log::warn!("continuity break on {stream}: {lost}");
+                self.notify(slot, StreamState::Break, lost);
             }
             Verdict::Reconnected {
                 expected_pu,
                 got_pu,
             } => {
                 Stats::bump(&counters.reconnect_gaps);
+                let lost = format!("last u={expected_pu}, new pu={got_pu} on conn {}", conn.id);
+                self.notify(slot, StreamState::ReconnectGap, lost);
                 if verdict.went_back() {
                     log::warn!(
                         "{stream} ids went back on conn {}: last u={expected_pu}, new pu={got_pu}; \
@@ -838,7 +847,25 @@ impl Group {
             }
             Check::Start | Check::Continuous => {}
         }
+        if check.is_break() {
+            self.notify(
+                slot,
+                StreamState::Break,
+                format!("{check} on conn {}", conn.id),
+            );
+        } else if check.is_reconnect_gap() {
+            self.notify(
+                slot,
+                StreamState::ReconnectGap,
+                format!("{check} on conn {}", conn.id),
+            );
+        }
         Some(id)
+    }
+
+    /// `--tap`: tells the clients of the state stream that stream `slot` changed.
+    fn notify(&self, slot: usize, state: StreamState, detail: String) {
+        notify(self.tee.as_ref(), &self.subs[slot].stream, state, detail);
     }
 
     /// Hands an event to the writer without ever waiting: a full queue drops it, counted.
@@ -904,6 +931,8 @@ impl Group {
                 SnapshotStep::Bridged(_) | SnapshotStep::Pending => {
                     if books.taken[slot] > 0 {
                         Stats::bump(&self.stats.symbols[snap.symbol].resyncs);
+                        let taken = format!("snapshot lastUpdateId={}", snap.last_update_id);
+                        notify(self.tee.as_ref(), stream, StreamState::Resync, taken);
                     }
                     books.taken[slot] += 1;
                 }
@@ -1295,6 +1324,19 @@ impl Conn {
             self.ping_sent.get_or_insert(now);
         }
         Ok(())
+    }
+}
+
+/// `--tap`: hands the clients of the state stream a change of `stream`. Notices are rare
+/// (breaks, gaps, resyncs, silences), so their text is made even without a tap.
+fn notify(tee: Option<&Tee>, stream: &str, state: StreamState, detail: String) {
+    if let Some(tee) = tee {
+        tee.offer(Tapped::Notice(Notice {
+            stream: stream.to_owned(),
+            state,
+            at_ms: wall_ns() / 1_000_000,
+            detail,
+        }));
     }
 }
 

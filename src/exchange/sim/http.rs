@@ -14,6 +14,7 @@ use tungstenite::http::StatusCode;
 use super::source::{Refusal, Source};
 use crate::market::kind::{self, Kind};
 use crate::market::stream::{is_well_formed, parse_depth_stream};
+use crate::market::tee::STATE_STREAM;
 
 /// A request head must arrive within this time, else the connection is dropped.
 pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -144,8 +145,12 @@ pub(crate) fn ws_route(target: &str) -> Result<Route, Reply> {
 /// Whether a connection on `endpoint` is sent `stream`'s frames: Binance serves depth,
 /// bookTicker and trade on `/public` only, aggTrade, mark price and liquidations on `/market`
 /// only. A stream refused here is acknowledged and listed like any other, then never sent: the
-/// silence a client on the wrong route meets.
+/// silence a client on the wrong route meets. A tap's state stream is obrec's own, on every
+/// route: it speaks of streams of both.
 pub(crate) fn delivers(endpoint: kind::Route, stream: &str) -> bool {
+    if stream == STATE_STREAM {
+        return true;
+    }
     let route = match parse_depth_stream(stream) {
         Some(_) => Some(kind::Route::Public),
         None => Kind::parse_stream(stream).map(|(_, kind)| kind.route()),

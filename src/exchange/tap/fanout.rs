@@ -1,6 +1,11 @@
 //! The tap's [`Source`]: one dispatcher thread takes what the recorder accepted and queues each
 //! frame to every subscriber of its stream; the books and the REST answers live beside it.
 //!
+//! Clients that subscribe to [`STATE_STREAM`] also get the recorder's notices in band (breaks,
+//! reconnect gaps, resyncs, silences and recoveries of each recorded stream), in order with the
+//! frames (a break just before the event that broke the chain), so a consumer knows when a book
+//! it builds must be rebuilt.
+//!
 //! A frame is queued and its depth event applied to the book under one lock, which REST takes
 //! too: a `/fapi/v1/depth` answer at `lastUpdateId` L comes after every frame up to L was queued
 //! to every subscriber, and before any later one. A client subscribed before it asks therefore
@@ -22,7 +27,7 @@ use crate::exchange::sim::server::Shared;
 use crate::exchange::sim::source::Source;
 use crate::exchange::sim::wire::DataFrame;
 use crate::market::stream::{Depth, parse_depth_stream};
-use crate::market::tee::{Tapped, TappedFrame};
+use crate::market::tee::{Notice, STATE_STREAM, Tapped, TappedFrame};
 use crate::metrics::tap::TapStats;
 use crate::util::clock::wall_ms;
 
@@ -46,6 +51,8 @@ pub(crate) struct State {
     streams: HashMap<String, Stream>,
     /// Connections with at least one recorded stream, by id: their streams, for `/status`.
     clients: BTreeMap<u64, (Arc<Link>, Vec<String>)>,
+    /// Subscribers of [`STATE_STREAM`].
+    notified: Vec<Arc<Link>>,
 }
 
 /// What the tap serves: the recorder's accepted frames, live.
@@ -103,7 +110,32 @@ impl Fanout {
                     book.snapshot(last_update_id, &body);
                 }
             }
+            Tapped::Notice(notice) => self.notify(&mut state.notified, &notice),
         }
+    }
+
+    /// Queues a notice to every subscriber of [`STATE_STREAM`].
+    fn notify(&self, links: &mut Vec<Arc<Link>>, notice: &Notice) {
+        let name: Arc<str> = STATE_STREAM.into();
+        let symbol: Arc<str> = notice
+            .stream
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase()
+            .into();
+        let data = notice.data();
+        let header = Header {
+            first: 0,
+            last: 0,
+            prev: 0,
+            event_ms: notice.at_ms,
+            trade_ms: notice.at_ms,
+        };
+        links.retain(|link| {
+            let frame = DataFrame::new(&name, link.combined, &symbol, header, data.as_bytes());
+            link.offer(Arc::new(frame), &self.stats.cuts)
+        });
     }
 
     /// Applies a depth event to the book, then queues the frame to every subscriber.
@@ -270,6 +302,15 @@ impl Source for Fanout {
         let mut state = lock(&self.state);
         let state = &mut *state;
         for name in streams {
+            if name == STATE_STREAM {
+                state.notified.push(Arc::clone(link));
+                let client = state
+                    .clients
+                    .entry(link.id)
+                    .or_insert_with(|| (Arc::clone(link), Vec::new()));
+                client.1.push(name.clone());
+                continue;
+            }
             let Some(stream) = state.streams.get_mut(name) else {
                 continue;
             };
@@ -294,6 +335,9 @@ impl Source for Fanout {
         if let Some(stream) = state.streams.get_mut(name) {
             stream.links.retain(|l| l.id != conn);
         }
+        if name == STATE_STREAM {
+            state.notified.retain(|l| l.id != conn);
+        }
         if let Some(client) = state.clients.get_mut(&conn) {
             client.1.retain(|s| s != name);
         }
@@ -304,6 +348,7 @@ impl Source for Fanout {
         for stream in state.streams.values_mut() {
             stream.links.retain(|l| l.id != conn);
         }
+        state.notified.retain(|l| l.id != conn);
         state.clients.remove(&conn);
         self.stats
             .clients
