@@ -22,7 +22,10 @@
 //! * `recorder` — the live pipeline: connections, REST snapshots and backfills, the writer, the
 //!   compression stage, the console.
 //! * `offline` — `replay`, `export` (hftbacktest, Tardis), `import`.
-//! * `exchange` — the Binance-compatible front, behind it the simulator or a recording.
+//! * `exchange` — the Binance-compatible front, behind it the simulator, a recording, or a
+//!   running recorder's accepted frames, live (`record --tap`, `exchange::tap`). The hand-off
+//!   types are in `market::tee` and `metrics::tap`, so the recorder and the exchange need not
+//!   know each other; the cli wires them.
 //! * `demo` — sim, record and check in one command.
 //! * `cli` — the only module that knows clap: flags into the plain configs above.
 //!
@@ -47,6 +50,9 @@
 //!  recorder::snapshot::Fetcher (one thread, --depth 0 or aggTrade): REST snapshots and aggTrade
 //!     backfills (recorder::backfill) back to the groups, which send them on to the writer
 //!  metrics::exporter (one thread, --metrics-addr): /metrics, /healthz; polls, never blocks on a client
+//!  recorder::feed::Group ──tee: bounded 65,536 (full → tap.drops)──▶ exchange::tap dispatcher
+//!     (one thread, --tap): live book + fan-out under one lock ──▶ a bounded queue per client
+//!     (full → the client is cut, tap.cuts) ──▶ the front's writer thread per client
 //! ```
 //!
 //! Data flows one way: readers never wait for the writer, the writer never talks back. The only
