@@ -535,3 +535,45 @@ fn clients_who_ask_get_the_recorders_state_in_band() {
         "{detail} before {data}"
     );
 }
+
+/// Item 4: the example consumer, run as a user runs it, computes the imbalance live from the tap
+/// (skipped with a note where there is no python3).
+#[test]
+fn the_example_prints_the_imbalance_live() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("python3 not found: the example is not run");
+        return;
+    }
+    let sim = sim(50.0);
+    let dir = tempfile::tempdir().unwrap();
+    let (child, url, stdout) = record(&sim, dir.path(), "0.06", &["--streams", "bookTicker"]);
+    let example = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ofi.py"))
+        .args([url.as_str(), "btcusdt"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    finish(child, stdout);
+    // The tap closes its connections when the recording ends, which ends the example.
+    let out = example.wait_with_output().unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = printed
+        .lines()
+        .filter(|l| l.contains(" BTCUSDT ofi="))
+        .collect();
+    assert!(
+        lines.len() >= 2,
+        "{printed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let busy = lines
+        .iter()
+        .filter(|l| !l.contains(" updates=0 ") && !l.ends_with("mid=nan"))
+        .count();
+    assert!(busy >= 1, "no second with updates and a mid: {printed}");
+}
