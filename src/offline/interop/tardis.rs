@@ -84,7 +84,11 @@ pub fn export_tardis(
 /// which is an obrec line, a recording of depth alone in which no book ever synced, a row the
 /// sink cannot hold, or an output file that exists (nothing is written then); [`Error::File`]
 /// when an output cannot be written.
-pub(super) fn export_rows<S: Sink>(paths: &[PathBuf], sink: S, shutdown: &Shutdown) -> Result<Outcome> {
+pub(super) fn export_rows<S: Sink>(
+    paths: &[PathBuf],
+    sink: S,
+    shutdown: &Shutdown,
+) -> Result<Outcome> {
     let files = recordings(paths)?;
     let mut outcome = Outcome::default();
     let snapshots = Snapshots::index(&files, shutdown, &mut outcome)?;
@@ -534,7 +538,12 @@ impl<S: Sink> Tardis<S> {
         for (i, depth) in TOP_DEPTHS.into_iter().enumerate() {
             let top = state.book.top(depth);
             self.top_cells.clear();
-            csv::push_top_cells(&mut self.top_cells, top.asks.clone(), top.bids.clone(), depth);
+            csv::push_top_cells(
+                &mut self.top_cells,
+                top.asks.clone(),
+                top.bids.clone(),
+                depth,
+            );
             if self.top_cells == state.last_top[i] {
                 continue;
             }
@@ -587,4 +596,3 @@ impl<S: Sink> Tardis<S> {
         Ok(l2)
     }
 }
-

@@ -43,9 +43,9 @@ impl Sink for CsvFiles {
             Dataset::Trades => "trades".to_string(),
             Dataset::Quotes => "quotes".to_string(),
         };
-        let out = self
-            .staged
-            .create(&format!("{EXCHANGE}_{name}_{y:04}-{m:02}-{d:02}_{symbol}.csv.gz"))?;
+        let out = self.staged.create(&format!(
+            "{EXCHANGE}_{name}_{y:04}-{m:02}-{d:02}_{symbol}.csv.gz"
+        ))?;
         debug_assert_eq!(out, self.symbols.len(), "one staged file per output");
         self.symbols.push(symbol.to_string());
         let header = match dataset {
