@@ -16,9 +16,11 @@
 //! | `quotes` | `local_timestamp`, `timestamp`, `ask_amount`, `ask_price`, `bid_price`, `bid_amount` |
 //!
 //! `local_timestamp` is the receipt, `timestamp` the exchange's `E`, both
-//! `timestamp[µs, UTC]`. `update_id` is the id of the book the row belongs to: the snapshot's
-//! `lastUpdateId` for a snapshot run, else the event's `u`. `side` is dictionary-encoded text
-//! (a pandas category). Rows are in the order of the CSV files, row for row.
+//! `timestamp[µs, UTC]`. `update_id` is the id of the book after the row: the event's `u` for a
+//! change, and for a snapshot run the id of the book it lists (the REST snapshot's
+//! `lastUpdateId`, or at the start of a day the `u` of the event the book is at). `side` is
+//! dictionary-encoded text (a pandas category). Rows are in the order of the CSV files, row for
+//! row.
 //!
 //! Prices and amounts are float64, not decimal128: numpy, pandas and duckdb compute on float64
 //! natively (a decimal128 column reaches pandas as Python `Decimal` objects), and a decimal's
@@ -26,7 +28,7 @@
 //! rounded: every decimal of at most 15 significant digits converts to the float64 whose
 //! shortest decimal form is that value again, so `repr(price)` gives back the recorded string
 //! but for trailing zeros. The export checks each value and refuses one with more digits
-//! (Binance's have at most 9 or so), or one that is not a plain decimal.
+//! (Binance's have far fewer), or one that is not a plain decimal.
 //!
 //! Column statistics (min/max per row group and per page, with the column and offset indexes)
 //! are written, so that readers skip row groups and pages a filter on time, side or price
@@ -55,8 +57,9 @@ use crate::error::{Error, Result};
 use crate::util::shutdown::Shutdown;
 
 /// Rows per row group: about duckdb's own (122 880), small enough that a time filter on a day of
-/// a busy symbol (tens of millions of book changes) skips all but a few groups by their
-/// statistics, large enough that each column chunk compresses well and the footer stays small.
+/// a busy symbol (BTCUSDT at the fixture's rate: over 100 million book changes) skips all but a
+/// few groups by their statistics, large enough that each column chunk compresses well and the
+/// footer stays small.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// A row group also ends at this encoded size: a row of `book_snapshot_25` is 100 numbers, and
 /// the writer holds the open row group of every table in memory.
@@ -64,7 +67,7 @@ const ROW_GROUP_BYTES: usize = 16 << 20;
 /// Rows gathered in column builders before the writer encodes them: keeps the builders of a
 /// wide table small (8192 rows of 102 columns are 6.5 MB).
 const BATCH_ROWS: usize = 8 * 1024;
-/// zstd's own default: close to gzip -9's ratio at several times gzip -3's speed.
+/// zstd's own default level, its balance of speed and ratio.
 const ZSTD_LEVEL: i32 = 3;
 /// The most significant digits a decimal may have for float64 to hold it exactly (`DBL_DIG`).
 const MAX_EXACT_DIGITS: usize = 15;

@@ -202,8 +202,10 @@ pub(super) type Date = (i64, u32, u32);
 
 /// One row of a dataset. Prices and amounts are the recorded strings.
 pub(super) enum Row<'a> {
-    /// A level of the book set to `amount` (`0`: gone), of the book at `update_id` (the
-    /// snapshot's `lastUpdateId` or the event's `u`); snapshot rows list the whole book.
+    /// A level of the book set to `amount` (`0`: gone); snapshot rows list the whole book.
+    /// `update_id` is the book's after the row ([`Book::update_id`]): the event's `u`, or for a
+    /// snapshot run the REST snapshot's `lastUpdateId` (at the start of a day, the `u` of the
+    /// event the book is at).
     Level {
         times: Times,
         update_id: u64,
