@@ -206,9 +206,7 @@ mod tests {
             &["obrec", "export", "data", "-o", "out"][..],
             &["obrec", "export", "--format", "hftbacktest", "data"],
             &["obrec", "export", "--format", "hftbacktest", "-o", "out"],
-            &[
-                "obrec", "export", "--format", "parquet", "data", "-o", "out",
-            ],
+            &["obrec", "export", "--format", "csv", "data", "-o", "out"],
             &[
                 "obrec",
                 "import",

@@ -232,6 +232,10 @@ pub enum Format {
     /// book_snapshot_5 from depth, trades from trade files (aggTrade files when a symbol has
     /// none), quotes from bookTicker; gzip, one file per dataset, symbol and UTC day.
     Tardis,
+    /// The Tardis rows as typed Parquet tables (export only): book_deltas, book_snapshot_25,
+    /// book_snapshot_5, trades, quotes, in <DIR>/<dataset>/symbol=<SYMBOL>/date=<YYYY-MM-DD>/
+    /// (Hive partitions, as duckdb and pyarrow read them); zstd, no gzip level.
+    Parquet,
 }
 
 /// `obrec export`.
@@ -256,7 +260,7 @@ pub struct ExportArgs {
     /// overwritten.
     #[arg(short, long, env = "OBREC_OUTPUT", value_name = "DIR")]
     pub output: PathBuf,
-    /// gzip level: 1 is fastest, 9 smallest.
+    /// gzip level: 1 is fastest, 9 smallest (Parquet pages are zstd-compressed instead).
     #[arg(long, env = "OBREC_GZIP_LEVEL", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub gzip_level: u32,
 }
@@ -296,6 +300,7 @@ pub fn export(args: &ExportArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
         Format::Tardis => {
             interop::export_tardis(&args.paths, &args.output, args.gzip_level, shutdown)?
         }
+        Format::Parquet => interop::export_parquet(&args.paths, &args.output, shutdown)?,
     };
     if outcome.interrupted {
         return Ok(interrupted("export stopped, nothing written"));
@@ -307,9 +312,14 @@ pub fn export(args: &ExportArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
 pub fn import(args: &ImportArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     if args.format != Format::Hftbacktest {
-        return Err(crate::error::Error::Invalid(
-            "import --format tardis: not supported (obrec imports hftbacktest files only)".into(),
-        )
+        let name = args
+            .format
+            .to_possible_value()
+            .map(|v| v.get_name().to_string());
+        return Err(crate::error::Error::Invalid(format!(
+            "import --format {}: not supported (obrec imports hftbacktest files only)",
+            name.unwrap_or_default()
+        ))
         .into());
     }
     let outcome = interop::import(&args.files, &args.output, args.gzip_level, shutdown)?;

@@ -394,3 +394,46 @@ pub fn write_depth_file(path: &Path, events: &[(u64, &str, u64)]) {
 pub fn tap_url(child: &mut Child) -> (String, std::thread::JoinHandle<String>) {
     announced(child, "tap on ", "")
 }
+
+/// The lines of a gzip text file (a CSV export), each without its newline.
+pub fn gunzip_text(path: &Path) -> Vec<String> {
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(File::open(path).unwrap())
+        .read_to_string(&mut text)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().map(str::to_string).collect()
+}
+
+/// The fixture `name` imported as an obrec data directory `<dir>/data`: depth, snapshot, trade
+/// and bookTicker files.
+pub fn import_fixture(name: &str, dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    let out = run_output(
+        obrec()
+            .args(["import", "--format", "hftbacktest"])
+            .arg(fixture(name))
+            .arg("-o")
+            .arg(&data),
+    );
+    assert!(out.status.success(), "{out:?}");
+    data
+}
+
+/// Every file under `dir`, relative to it, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).unwrap();
+                out.push(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}

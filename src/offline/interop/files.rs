@@ -101,7 +101,7 @@ pub(super) struct Staged {
     encoder: MemberEncoder,
     member: Vec<u8>,
     files: Vec<StagedFile>,
-    /// Directories this conversion created, outermost first.
+    /// Directories this conversion created, each outermost first: removed in reverse order.
     created_dirs: Vec<PathBuf>,
     committed: bool,
 }
@@ -127,10 +127,14 @@ impl Staged {
         }
     }
 
-    /// Starts the output `name` in the directory.
+    /// Starts the output `name` in the directory; a name with `/` puts it in subdirectories,
+    /// created when missing (and removed again when the conversion is abandoned).
     pub(super) fn create(&mut self, name: &str) -> Result<OutId> {
-        self.make_dir()?;
         let done = self.dir.join(name);
+        let dir = done
+            .parent()
+            .map_or_else(|| self.dir.clone(), Path::to_path_buf);
+        self.make_dir(&dir)?;
         let part = part_of(&done);
         if done.exists() || self.files.iter().any(|f| f.done == done) {
             return Err(taken(&done));
@@ -155,26 +159,41 @@ impl Staged {
         Ok(self.files.len() - 1)
     }
 
-    /// Creates the directory (and its missing parents), remembering which were created.
-    fn make_dir(&mut self) -> Result<()> {
-        if self.dir.is_dir() {
+    /// Starts the output `name` as [`Staged::create`] does, for a format that writes its own
+    /// bytes (Parquet): what is written to the returned handle goes into the part file as is,
+    /// and [`Staged::count`] counts its records. [`Staged::close`] syncs it.
+    pub(super) fn create_raw(&mut self, name: &str) -> Result<(OutId, File)> {
+        let id = self.create(name)?;
+        let f = &self.files[id];
+        let file = f.file.as_ref().expect("just created");
+        let handle = file.try_clone().map_err(|e| Error::file(&f.part, e))?;
+        Ok((id, handle))
+    }
+
+    /// The part file an output is written to, until it is committed.
+    pub(super) fn part(&self, id: OutId) -> &Path {
+        &self.files[id].part
+    }
+
+    /// Creates `dir` (and its missing parents), remembering which were created.
+    fn make_dir(&mut self, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
             return Ok(());
         }
-        let mut missing: Vec<PathBuf> = self
-            .dir
+        let mut missing: Vec<PathBuf> = dir
             .ancestors()
             .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
             .map(Path::to_path_buf)
             .collect();
-        if let Some(blocker) = self.dir.ancestors().find(|d| d.exists() && !d.is_dir()) {
+        if let Some(blocker) = dir.ancestors().find(|d| d.exists() && !d.is_dir()) {
             return Err(Error::Invalid(format!(
                 "{} is not a directory",
                 blocker.display()
             )));
         }
         missing.reverse();
-        fs::create_dir_all(&self.dir).map_err(|e| Error::file(&self.dir, e))?;
-        self.created_dirs = missing;
+        fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
+        self.created_dirs.extend(missing);
         Ok(())
     }
 
@@ -191,19 +210,24 @@ impl Staged {
         count: u64,
         kind: Line,
     ) -> Result<()> {
-        let f = &mut self.files[id];
-        f.pending.extend_from_slice(lines);
-        match kind {
-            Line::Depth => f.counts.depth += count,
-            Line::Snapshot => f.counts.snapshots += count,
-            Line::Kind(kind) => *f.counts.kinds.entry(kind).or_default() += count,
-            Line::Meta => f.counts.meta += count,
-            Line::Header => {}
-        }
-        if f.pending.len() >= MEMBER_BYTES {
+        self.files[id].pending.extend_from_slice(lines);
+        self.count(id, count, kind);
+        if self.files[id].pending.len() >= MEMBER_BYTES {
             self.flush(id)?;
         }
         Ok(())
+    }
+
+    /// Counts `count` records of one kind written to the output.
+    pub(super) fn count(&mut self, id: OutId, count: u64, kind: Line) {
+        let counts = &mut self.files[id].counts;
+        match kind {
+            Line::Depth => counts.depth += count,
+            Line::Snapshot => counts.snapshots += count,
+            Line::Kind(kind) => *counts.kinds.entry(kind).or_default() += count,
+            Line::Meta => counts.meta += count,
+            Line::Header => {}
+        }
     }
 
     /// Compresses the pending lines into one gzip member and writes it.
@@ -260,7 +284,10 @@ impl Staged {
         for f in &self.files {
             let _ = fs::remove_file(&f.part);
         }
-        sync_dir(&self.dir);
+        let mut dirs: Vec<&Path> = self.files.iter().filter_map(|f| f.done.parent()).collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs.into_iter().for_each(sync_dir);
         let mut written: Vec<Written> = self.files.iter().map(|f| f.counts.clone()).collect();
         written.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(written)

@@ -1,6 +1,6 @@
 //! `obrec export` and `obrec import`: recordings to and from hftbacktest's raw feed files, and
 //! (export only) to Tardis' normalized CSV datasets (`incremental_book_L2`, `book_snapshot_25`/`_5`,
-//! `trades`, `quotes`).
+//! `trades`, `quotes`) and the same rows as Parquet tables ([`parquet`](self::parquet)).
 //!
 //! # The hftbacktest raw format
 //!
@@ -59,6 +59,7 @@
 mod export;
 mod files;
 mod import;
+mod parquet;
 mod tardis;
 
 use std::collections::BTreeMap;
@@ -72,6 +73,7 @@ use crate::offline::console::{Console, warn};
 
 pub use export::export;
 pub use import::import;
+pub use parquet::export_parquet;
 pub use tardis::export_tardis;
 
 /// The hftbacktest timestamp's width: ns since the epoch, zero-padded (dates up to 2286).

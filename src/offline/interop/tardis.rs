@@ -1,9 +1,10 @@
-//! Tardis' normalized CSV datasets from recordings: `incremental_book_L2`, `book_snapshot_25` and
-//! `book_snapshot_5` from depth and snapshot files, and ([`streams`]) `trades` and `quotes` from
-//! the trade (or aggTrade) and bookTicker files; gzip CSV per symbol and UTC day of receipt,
-//! named as Tardis names its downloads
-//! (`binance-futures_incremental_book_L2_2024-08-08_BTCUSDT.csv.gz`,
-//! `binance-futures_trades_2024-08-08_BTCUSDT.csv.gz`).
+//! The research datasets from recordings, as rows of Tardis' normalized datasets:
+//! `incremental_book_L2`, `book_snapshot_25` and `book_snapshot_5` from depth and snapshot
+//! files, and ([`streams`]) `trades` and `quotes` from the trade (or aggTrade) and bookTicker
+//! files; per symbol and UTC day of receipt. The rows go to a [`Sink`]: Tardis' gzip CSV files
+//! ([`csv`], named as Tardis names its downloads,
+//! `binance-futures_incremental_book_L2_2024-08-08_BTCUSDT.csv.gz`) or Parquet tables
+//! ([`super::parquet`]); both formats therefore hold the same rows.
 //!
 //! The book is rebuilt as `obrec replay --book` rebuilds it ([`BookSync`]): a REST snapshot
 //! becomes a run of `is_snapshot=true` rows when it bridges the event chain, every event applied
@@ -22,6 +23,7 @@
 //! snapshot row follows a non-snapshot one); in the book snapshots, a depth-20 stream fills 20 of
 //! the 25 levels, the rest being empty cells, as in Tardis.
 
+pub(super) mod csv;
 mod streams;
 
 use std::collections::HashMap;
@@ -29,9 +31,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::Outcome;
 use super::export::{PendingSnapshot, Snapshots, next_depth, utc_day};
 use super::files::{GzLines, Line, OutId, Staged};
+use super::{Outcome, Written};
 use crate::error::{Error, Result};
 use crate::market::book::{Book, Levels};
 use crate::market::sequence::{BookSync, Chain, SnapshotStep, Step, Verdict};
@@ -42,9 +44,6 @@ use crate::store::names::{FileKind, classify};
 use crate::store::names::{no_recordings, recordings};
 use crate::util::shutdown::Shutdown;
 
-/// Tardis' exchange id for Binance USD-M futures.
-const EXCHANGE: &str = "binance-futures";
-const L2_HEADER: &str = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount";
 /// The book snapshot datasets' depths: Tardis publishes these two.
 const TOP_DEPTHS: [usize; 2] = [25, 5];
 const NS_PER_US: u64 = 1_000;
@@ -57,19 +56,37 @@ const SKIP_UNSYNCED: &str = "events while their book was not synced";
 const SKIP_COVERED: &str = "events a snapshot covers";
 
 /// Writes recordings (depth, snapshot, trade, aggTrade and bookTicker files; a data directory is
-/// read as its `order_book/`) as Tardis CSV files in `out_dir`, with a progress bar on a
-/// terminal (advanced a file at a time). When `shutdown` is triggered, stops and writes nothing
+/// read as its `order_book/`) as Tardis CSV files in `out_dir`, as [`export_rows`] says.
+///
+/// # Errors
+///
+/// As [`export_rows`].
+pub fn export_tardis(
+    paths: &[PathBuf],
+    out_dir: &Path,
+    gzip_level: u32,
+    shutdown: &Shutdown,
+) -> Result<Outcome> {
+    export_rows(
+        paths,
+        csv::CsvFiles::new(Staged::new(out_dir, gzip_level)),
+        shutdown,
+    )
+}
+
+/// Writes the rows of recordings into `sink`, with a progress bar on a terminal (advanced a
+/// file at a time). When `shutdown` is triggered, stops and writes nothing
 /// ([`Outcome::interrupted`]).
 ///
 /// # Errors
 ///
 /// [`Error::Invalid`] for a path that does not exist or holds no event, an input not one line of
-/// which is an obrec line, a recording of depth alone in which no book ever synced, or an output
-/// file that exists (nothing is written then); [`Error::File`] when an output cannot be written.
-pub fn export_tardis(
+/// which is an obrec line, a recording of depth alone in which no book ever synced, a row the
+/// sink cannot hold, or an output file that exists (nothing is written then); [`Error::File`]
+/// when an output cannot be written.
+pub(super) fn export_rows<S: Sink>(
     paths: &[PathBuf],
-    out_dir: &Path,
-    gzip_level: u32,
+    sink: S,
     shutdown: &Shutdown,
 ) -> Result<Outcome> {
     let files = recordings(paths)?;
@@ -86,11 +103,11 @@ pub fn export_tardis(
         .filter(|p| classify(p).is_some_and(|(_, kind)| kind == FileKind::Snapshot))
         .for_each(advance);
     let mut ex = Tardis {
-        staged: Staged::new(out_dir, gzip_level),
+        sink,
         snapshots,
         outcome,
         symbols: HashMap::new(),
-        row: Vec::new(),
+        top_cells: Vec::new(),
     };
     // Snapshots were read by the index; files named as no recording are read as depth.
     let is_depth = |p: &&PathBuf| classify(p).is_none_or(|(_, kind)| kind == FileKind::Depth);
@@ -110,17 +127,17 @@ pub fn export_tardis(
         // Nothing of this input stays only in memory while the next one is read.
         for day in ex.symbols.values().filter_map(|s| s.day.as_ref()) {
             for out in day.outs() {
-                ex.staged.flush(out)?;
+                ex.sink.flush(out)?;
             }
         }
         advance(path);
     }
-    streams::write_streams(&files, &mut ex.staged, &mut ex.outcome, shutdown, advance)?;
+    streams::write_streams(&files, &mut ex.sink, &mut ex.outcome, shutdown, advance)?;
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
     let Tardis {
-        staged,
+        sink,
         mut outcome,
         symbols,
         ..
@@ -151,13 +168,13 @@ pub fn export_tardis(
         outcome.interrupted = true;
         return Ok(outcome);
     }
-    outcome.written = staged.commit()?;
+    outcome.written = sink.commit()?;
     if outcome.written.is_empty() && outcome.damaged.is_empty() {
         if symbols.is_empty() {
             return Err(no_recordings(paths));
         }
         return Err(Error::Invalid(format!(
-            "tardis export: no book synced in {} (a snapshot whose lastUpdateId an event \
+            "export: no book synced in {} (a snapshot whose lastUpdateId an event \
              bridges is needed)",
             paths
                 .iter()
@@ -169,13 +186,94 @@ pub fn export_tardis(
     Ok(outcome)
 }
 
-struct Tardis {
-    staged: Staged,
+/// A dataset of the exports, written per symbol and UTC day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Dataset {
+    /// Every change of a level (Tardis' `incremental_book_L2`).
+    BookChanges,
+    /// The top N levels of each side each time they change (`book_snapshot_<N>`).
+    BookTop(usize),
+    Trades,
+    Quotes,
+}
+
+/// A UTC day: year, month, day.
+pub(super) type Date = (i64, u32, u32);
+
+/// One row of a dataset. Prices and amounts are the recorded strings.
+pub(super) enum Row<'a> {
+    /// A level of the book set to `amount` (`0`: gone); snapshot rows list the whole book.
+    /// `update_id` is the book's after the row ([`Book::update_id`]): the event's `u`, or for a
+    /// snapshot run the REST snapshot's `lastUpdateId` (at the start of a day, the `u` of the
+    /// event the book is at).
+    Level {
+        times: Times,
+        update_id: u64,
+        is_snapshot: bool,
+        /// `bid` or `ask`.
+        side: &'static str,
+        price: &'a str,
+        amount: &'a str,
+    },
+    /// The best `depth` levels of each side (fewer when the book holds fewer).
+    Top {
+        times: Times,
+        depth: usize,
+        asks: Levels<'a>,
+        bids: Levels<'a>,
+    },
+    Trade {
+        times: Times,
+        /// The trade's `t` (an aggregate's `a`).
+        id: u64,
+        /// The taker's: `buy` or `sell`.
+        side: &'static str,
+        price: &'a str,
+        amount: &'a str,
+    },
+    /// The exchange's best bid and ask.
+    Quote {
+        times: Times,
+        ask_amount: &'a str,
+        ask_price: &'a str,
+        bid_price: &'a str,
+        bid_amount: &'a str,
+    },
+}
+
+impl Row<'_> {
+    /// What the row counts as in the summary: snapshot rows apart, every other row as a depth
+    /// line is counted.
+    pub(super) fn counted_as(&self) -> Line {
+        match self {
+            Row::Level {
+                is_snapshot: true, ..
+            } => Line::Snapshot,
+            _ => Line::Depth,
+        }
+    }
+}
+
+/// Where the rows go: one format's files, staged until [`Sink::commit`].
+pub(super) trait Sink {
+    /// Starts the symbol's output of `dataset` for the day `date`.
+    fn open(&mut self, dataset: Dataset, symbol: &str, date: Date) -> Result<OutId>;
+    fn row(&mut self, out: OutId, row: Row<'_>) -> Result<()>;
+    /// An input was read whole: nothing of it should stay only in memory.
+    fn flush(&mut self, out: OutId) -> Result<()>;
+    /// The output gets no more rows.
+    fn close(&mut self, out: OutId) -> Result<()>;
+    /// Gives every output its name, as [`Staged::commit`] does.
+    fn commit(self) -> Result<Vec<Written>>;
+}
+
+struct Tardis<S> {
+    sink: S,
     snapshots: Snapshots,
     outcome: Outcome,
     symbols: HashMap<String, SymbolState>,
-    /// Scratch for the rows of one event.
-    row: Vec<u8>,
+    /// Scratch for the cells of a book snapshot row, compared with the last.
+    top_cells: Vec<u8>,
 }
 
 /// An event waiting in [`BookSync`] for a snapshot, with its receipt time.
@@ -186,9 +284,9 @@ struct Waiting {
 
 /// When a row happened: `timestamp` (exchange) and `local_timestamp` (receipt), in µs.
 #[derive(Clone, Copy)]
-struct Times {
-    exchange_us: u64,
-    local_us: u64,
+pub(super) struct Times {
+    pub(super) exchange_us: u64,
+    pub(super) local_us: u64,
 }
 
 #[derive(Default)]
@@ -204,7 +302,8 @@ struct SymbolState {
     diff_events: u64,
     applied: u64,
     covered: u64,
-    /// The level cells of the last book snapshot row written, per [`TOP_DEPTHS`].
+    /// The level cells of the last book snapshot row written, per [`TOP_DEPTHS`], as the CSV
+    /// writes them: the row is written again only when they change.
     last_top: [Vec<u8>; TOP_DEPTHS.len()],
 }
 
@@ -257,7 +356,7 @@ fn damage(what: impl std::fmt::Display) -> Halt {
     Halt::Damage(what.to_string())
 }
 
-impl Tardis {
+impl<S: Sink> Tardis<S> {
     /// Takes one recorded event.
     fn event(&mut self, h: &DepthLine) -> std::result::Result<(), Halt> {
         let state = self.symbols.entry(h.symbol.to_string()).or_default();
@@ -312,27 +411,31 @@ impl Tardis {
         }
         let l2 = self.l2_file(h.symbol, h.recv_ns, times, false)?;
         let book = &self.symbols[h.symbol].book;
-        self.row.clear();
-        let mut rows = 0;
+        let update_id = book.update_id().unwrap_or_default();
         for (side, levels, before) in [
             ("bid", book.bids(), &before[0]),
             ("ask", book.asks(), &before[1]),
         ] {
+            let level = |price, amount| Row::Level {
+                times,
+                update_id,
+                is_snapshot: false,
+                side,
+                price,
+                amount,
+            };
             let mut now = Vec::with_capacity(levels.len());
             for q in levels {
                 now.push(q.price);
                 if !before.iter().any(|(p, a)| p == q.price && a == q.qty) {
-                    push_l2_row(&mut self.row, h.symbol, times, false, side, q.price, q.qty);
-                    rows += 1;
+                    self.sink.row(l2, level(q.price, q.qty))?;
                 }
             }
             // Every level of the previous top N not in this one left it.
             for (price, _) in before.iter().filter(|(p, _)| !now.contains(&p.as_str())) {
-                push_l2_row(&mut self.row, h.symbol, times, false, side, price, REMOVED);
-                rows += 1;
+                self.sink.row(l2, level(price, REMOVED))?;
             }
         }
-        self.staged.push_lines(l2, &self.row, rows, Line::Depth)?;
         Ok(self.tops(h.symbol, times)?)
     }
 
@@ -384,16 +487,21 @@ impl Tardis {
         }
         let l2 = self.l2_file(symbol, event.recv_ns, times, false)?;
         let state = self.symbols.get_mut(symbol).expect("entered before");
-        state.book.apply_diff(&event.data).map_err(damage)?;
+        let update_id = state.book.apply_diff(&event.data).map_err(damage)?;
         state.applied += 1;
-        self.row.clear();
         for (side, levels) in [("bid", &changes.b), ("ask", &changes.a)] {
             for (price, amount) in levels {
-                push_l2_row(&mut self.row, symbol, times, false, side, price, amount);
+                let row = Row::Level {
+                    times,
+                    update_id,
+                    is_snapshot: false,
+                    side,
+                    price,
+                    amount,
+                };
+                self.sink.row(l2, row)?;
             }
         }
-        let rows = (changes.b.len() + changes.a.len()) as u64;
-        self.staged.push_lines(l2, &self.row, rows, Line::Depth)?;
         Ok(self.tops(symbol, times)?)
     }
 
@@ -406,15 +514,21 @@ impl Tardis {
 
     fn snapshot_run(&mut self, symbol: &str, l2: OutId, times: Times) -> Result<()> {
         let book = &self.symbols[symbol].book;
-        self.row.clear();
-        let mut rows = 0;
+        let update_id = book.update_id().unwrap_or_default();
         for (side, levels) in [("bid", book.bids()), ("ask", book.asks())] {
             for q in levels {
-                push_l2_row(&mut self.row, symbol, times, true, side, q.price, q.qty);
-                rows += 1;
+                let row = Row::Level {
+                    times,
+                    update_id,
+                    is_snapshot: true,
+                    side,
+                    price: q.price,
+                    amount: q.qty,
+                };
+                self.sink.row(l2, row)?;
             }
         }
-        self.staged.push_lines(l2, &self.row, rows, Line::Snapshot)
+        Ok(())
     }
 
     /// Writes a book snapshot row for each depth whose top levels changed.
@@ -423,20 +537,26 @@ impl Tardis {
         let Some(day) = &state.day else {
             return Ok(());
         };
-        for (i, depth) in TOP_DEPTHS.iter().enumerate() {
-            let top = state.book.top(*depth);
-            self.row.clear();
-            push_top_cells(&mut self.row, top.asks, top.bids, *depth);
-            if self.row == state.last_top[i] {
+        for (i, depth) in TOP_DEPTHS.into_iter().enumerate() {
+            let top = state.book.top(depth);
+            self.top_cells.clear();
+            csv::push_top_cells(
+                &mut self.top_cells,
+                top.asks.clone(),
+                top.bids.clone(),
+                depth,
+            );
+            if self.top_cells == state.last_top[i] {
                 continue;
             }
-            std::mem::swap(&mut state.last_top[i], &mut self.row);
-            self.row.clear();
-            push_prefix(&mut self.row, symbol, times);
-            // The cells start with their comma.
-            self.row.extend_from_slice(&state.last_top[i]);
-            self.row.push(b'\n');
-            self.staged.push(day.tops[i], &self.row, Line::Depth)?;
+            std::mem::swap(&mut state.last_top[i], &mut self.top_cells);
+            let row = Row::Top {
+                times,
+                depth,
+                asks: top.asks,
+                bids: top.bids,
+            };
+            self.sink.row(day.tops[i], row)?;
         }
         Ok(())
     }
@@ -451,28 +571,22 @@ impl Tardis {
         times: Times,
         whole_book_follows: bool,
     ) -> Result<OutId> {
-        let (day, (y, m, d)) = utc_day(recv_ns);
+        let (day, date) = utc_day(recv_ns);
         let state = self.symbols.get_mut(symbol).expect("entered before");
         let new_day = match &state.day {
             Some(current) if current.day >= day => return Ok(current.l2),
             Some(current) => {
                 for out in current.outs() {
-                    self.staged.close(out)?;
+                    self.sink.close(out)?;
                 }
                 true
             }
             None => false,
         };
-        let name = |dataset: &str| day_file_name(dataset, (y, m, d), symbol);
-        let l2 = self.staged.create(&name("incremental_book_L2"))?;
-        self.staged
-            .push(l2, format!("{L2_HEADER}\n").as_bytes(), Line::Header)?;
+        let l2 = self.sink.open(Dataset::BookChanges, symbol, date)?;
         let mut tops = [0; TOP_DEPTHS.len()];
         for (out, depth) in tops.iter_mut().zip(TOP_DEPTHS) {
-            *out = self
-                .staged
-                .create(&name(&format!("book_snapshot_{depth}")))?;
-            self.staged.push(*out, &top_header(depth), Line::Header)?;
+            *out = self.sink.open(Dataset::BookTop(depth), symbol, date)?;
         }
         let state = self.symbols.get_mut(symbol).expect("entered before");
         state.day = Some(DayFiles { day, l2, tops });
@@ -482,84 +596,5 @@ impl Tardis {
             self.snapshot_run(symbol, l2, times)?;
         }
         Ok(l2)
-    }
-}
-
-/// `binance-futures_<dataset>_<YYYY-MM-DD>_<SYMBOL>.csv.gz`, as Tardis names its downloads.
-fn day_file_name(dataset: &str, (y, m, d): (i64, u32, u32), symbol: &str) -> String {
-    format!("{EXCHANGE}_{dataset}_{y:04}-{m:02}-{d:02}_{symbol}.csv.gz")
-}
-
-/// `exchange,symbol,timestamp,local_timestamp`.
-fn push_prefix(out: &mut Vec<u8>, symbol: &str, times: Times) {
-    let mut num = itoa::Buffer::new();
-    out.extend_from_slice(EXCHANGE.as_bytes());
-    out.push(b',');
-    out.extend_from_slice(symbol.as_bytes());
-    out.push(b',');
-    out.extend_from_slice(num.format(times.exchange_us).as_bytes());
-    out.push(b',');
-    out.extend_from_slice(num.format(times.local_us).as_bytes());
-}
-
-/// One `incremental_book_L2` row; price and amount as received (decimal text needs no quoting).
-fn push_l2_row(
-    out: &mut Vec<u8>,
-    symbol: &str,
-    times: Times,
-    is_snapshot: bool,
-    side: &str,
-    price: &str,
-    amount: &str,
-) {
-    push_prefix(out, symbol, times);
-    out.extend_from_slice(if is_snapshot { b",true," } else { b",false," });
-    out.extend_from_slice(side.as_bytes());
-    out.push(b',');
-    out.extend_from_slice(price.as_bytes());
-    out.push(b',');
-    out.extend_from_slice(amount.as_bytes());
-    out.push(b'\n');
-}
-
-/// `,asks[0].price,asks[0].amount,bids[0].price,bids[0].amount,…` for `depth` levels, empty
-/// cells where the book has fewer.
-fn push_top_cells(out: &mut Vec<u8>, mut asks: Levels<'_>, mut bids: Levels<'_>, depth: usize) {
-    for _ in 0..depth {
-        for level in [asks.next(), bids.next()] {
-            let (price, qty) = level.map_or(("", ""), |q| (q.price, q.qty));
-            out.push(b',');
-            out.extend_from_slice(price.as_bytes());
-            out.push(b',');
-            out.extend_from_slice(qty.as_bytes());
-        }
-    }
-}
-
-/// The `book_snapshot_<depth>` header, asks then bids per level as Tardis orders them.
-fn top_header(depth: usize) -> Vec<u8> {
-    let mut header = String::from("exchange,symbol,timestamp,local_timestamp");
-    for i in 0..depth {
-        for side in ["asks", "bids"] {
-            header.push_str(&format!(",{side}[{i}].price,{side}[{i}].amount"));
-        }
-    }
-    header.push('\n');
-    header.into_bytes()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn book_snapshot_header_interleaves_asks_and_bids_per_level() {
-        let header = String::from_utf8(top_header(2)).unwrap();
-        assert_eq!(
-            header,
-            "exchange,symbol,timestamp,local_timestamp,asks[0].price,asks[0].amount,\
-             bids[0].price,bids[0].amount,asks[1].price,asks[1].amount,bids[1].price,\
-             bids[1].amount\n"
-        );
     }
 }

@@ -24,52 +24,26 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::super::export::utc_day;
-use super::super::files::{GzLines, Line, OutId, Staged};
+use super::super::files::{GzLines, OutId};
 use super::super::{Outcome, check_stream, check_symbol};
-use super::{Halt, NS_PER_US, Times, US_PER_MS, damage, day_file_name, push_prefix};
+use super::{Dataset, Halt, NS_PER_US, Row, Sink, Times, US_PER_MS, damage};
 use crate::error::Result;
 use crate::market::kind::{Check, Kind, KindIds, Tape};
 use crate::store::line::{KindLine, is_meta, parse_kind};
 use crate::store::names::{FileKind, classify};
 use crate::util::shutdown::Shutdown;
 
-const TRADES_HEADER: &str = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount";
-const QUOTES_HEADER: &str =
-    "exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount";
-
 /// Why lines or files were left out, as the summary names them.
 const SKIP_DUPLICATE: &str = "events a replacement connection delivered again";
 const SKIP_AGG_FILES: &str = "aggTrade files (their symbol's trade files give its trades)";
 const SKIP_OTHER_FILES: &str = "markPrice and forceOrder files (no Tardis dataset from them)";
 
-/// A Tardis dataset written from streams.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum Dataset {
-    Trades,
-    Quotes,
-}
-
-impl Dataset {
-    fn of(kind: Kind) -> Option<Dataset> {
-        match kind {
-            Kind::Trade | Kind::AggTrade => Some(Dataset::Trades),
-            Kind::BookTicker => Some(Dataset::Quotes),
-            Kind::MarkPrice | Kind::ForceOrder => None,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Dataset::Trades => "trades",
-            Dataset::Quotes => "quotes",
-        }
-    }
-
-    fn header(self) -> &'static str {
-        match self {
-            Dataset::Trades => TRADES_HEADER,
-            Dataset::Quotes => QUOTES_HEADER,
-        }
+/// The dataset a kind's events are rows of.
+fn dataset_of(kind: Kind) -> Option<Dataset> {
+    match kind {
+        Kind::Trade | Kind::AggTrade => Some(Dataset::Trades),
+        Kind::BookTicker => Some(Dataset::Quotes),
+        Kind::MarkPrice | Kind::ForceOrder => None,
     }
 }
 
@@ -99,11 +73,11 @@ struct QuoteFields<'a> {
     B: &'a str,
 }
 
-/// The stream files among `files` written as `trades` and `quotes` rows into `staged`; after
+/// The stream files among `files` written as `trades` and `quotes` rows into `sink`; after
 /// each file, `done(path)` (the progress bar).
-pub(super) fn write_streams(
+pub(super) fn write_streams<S: Sink>(
     files: &[PathBuf],
-    staged: &mut Staged,
+    sink: &mut S,
     outcome: &mut Outcome,
     shutdown: &Shutdown,
     mut done: impl FnMut(&PathBuf),
@@ -121,13 +95,12 @@ pub(super) fn write_streams(
         .map(|(_, symbol, _)| *symbol)
         .collect();
     let mut rows = Rows {
-        staged,
+        sink,
         days: HashMap::new(),
         tapes: HashMap::new(),
-        row: Vec::new(),
     };
     for (path, symbol, kind) in streams {
-        let skip = match Dataset::of(kind) {
+        let skip = match dataset_of(kind) {
             None => Some(SKIP_OTHER_FILES),
             Some(_) if kind == Kind::AggTrade && with_trades.contains(symbol) => {
                 Some(SKIP_AGG_FILES)
@@ -165,7 +138,7 @@ pub(super) fn write_streams(
         }
         // Nothing of this input stays only in memory while the next one is read.
         for out in rows.days.values().map(|d| d.out) {
-            rows.staged.flush(out)?;
+            rows.sink.flush(out)?;
         }
         done(path);
     }
@@ -178,16 +151,14 @@ struct DayFile {
     out: OutId,
 }
 
-struct Rows<'s> {
-    staged: &'s mut Staged,
+struct Rows<'s, S> {
+    sink: &'s mut S,
     days: HashMap<(String, Dataset), DayFile>,
     /// Per symbol and kind, the tape that tells a replacement's overlap.
     tapes: HashMap<(String, Kind), Tape>,
-    /// Scratch for one row.
-    row: Vec<u8>,
 }
 
-impl Rows<'_> {
+impl<S: Sink> Rows<'_, S> {
     /// Writes the row of one event; false for an event already written (a duplicate).
     fn event(&mut self, kind: Kind, line: &KindLine) -> std::result::Result<bool, Halt> {
         let fits = matches!(
@@ -215,39 +186,35 @@ impl Rows<'_> {
             exchange_us: line.event_ms.saturating_mul(US_PER_MS),
             local_us: line.recv_ns / NS_PER_US,
         };
-        self.row.clear();
-        push_prefix(&mut self.row, line.symbol, times);
-        let dataset = match line.ids {
+        let (dataset, row) = match line.ids {
             KindIds::Trade { t: id } | KindIds::AggTrade { a: id, .. } => {
                 let trade: TradeFields = serde_json::from_str(line.data)
                     .map_err(|e| damage(format!("bad {kind}: {e}")))?;
-                let side: &[u8] = if trade.m { b"sell" } else { b"buy" };
-                for cell in [
-                    itoa::Buffer::new().format(id).as_bytes(),
-                    side,
-                    trade.p.as_bytes(),
-                    trade.q.as_bytes(),
-                ] {
-                    self.row.push(b',');
-                    self.row.extend_from_slice(cell);
-                }
-                Dataset::Trades
+                let row = Row::Trade {
+                    times,
+                    id,
+                    side: if trade.m { "sell" } else { "buy" },
+                    price: trade.p,
+                    amount: trade.q,
+                };
+                (Dataset::Trades, row)
             }
             KindIds::BookTicker { .. } => {
                 let quote: QuoteFields = serde_json::from_str(line.data)
                     .map_err(|e| damage(format!("bad {kind}: {e}")))?;
-                for cell in [quote.A, quote.a, quote.b, quote.B] {
-                    self.row.push(b',');
-                    self.row.extend_from_slice(cell.as_bytes());
-                }
-                Dataset::Quotes
+                let row = Row::Quote {
+                    times,
+                    ask_amount: quote.A,
+                    ask_price: quote.a,
+                    bid_price: quote.b,
+                    bid_amount: quote.B,
+                };
+                (Dataset::Quotes, row)
             }
             KindIds::None => unreachable!("checked to fit a kind with ids"),
         };
-        self.row.push(b'\n');
         let out = self.file(line.symbol, dataset, line.recv_ns)?;
-        // A row is one record: counted as the book's rows are.
-        self.staged.push(out, &self.row, Line::Depth)?;
+        self.sink.row(out, row)?;
         Ok(true)
     }
 
@@ -258,17 +225,10 @@ impl Rows<'_> {
         let key = (symbol.to_string(), dataset);
         match self.days.get(&key) {
             Some(current) if current.day >= day => return Ok(current.out),
-            Some(current) => self.staged.close(current.out)?,
+            Some(current) => self.sink.close(current.out)?,
             None => {}
         }
-        let out = self
-            .staged
-            .create(&day_file_name(dataset.name(), date, symbol))?;
-        self.staged.push(
-            out,
-            format!("{}\n", dataset.header()).as_bytes(),
-            Line::Header,
-        )?;
+        let out = self.sink.open(dataset, symbol, date)?;
         self.days.insert(key, DayFile { day, out });
         Ok(out)
     }
