@@ -11,6 +11,7 @@ use super::{Conns, NS_DIGITS, Outcome, check_stream, check_symbol};
 use crate::error::{Error, Result};
 use crate::market::kind::Route;
 use crate::market::stream::is_partial;
+use crate::offline::progress::{file_done, progress_bar};
 use crate::store::line::{
     DepthLine, KindLine, SnapshotLine, is_meta, parse_depth, parse_kind, parse_snapshot,
 };
@@ -269,8 +270,14 @@ pub fn export(
         tally: DepthTally::default(),
     };
     let with_snapshots: HashSet<String> = ex.snapshots.symbols().into_iter().collect();
+    let progress = progress_bar(&files);
     for merge in merges(&files) {
+        let read: Vec<PathBuf> = merge.iter().flat_map(|(_, f)| f.clone()).collect();
         ex.merge(merge)?;
+        read.iter().for_each(|f| file_done(progress.as_ref(), f));
+    }
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
     }
     for symbol in ex.snapshots.symbols() {
         ex.snapshots_until(&symbol, u64::MAX)?;

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::market::frame::{Frame, FrameError, parse_frame};
 use crate::market::kind::Route;
 use crate::market::symbol::Symbol;
+use crate::offline::progress::{file_done, progress_bar};
 use crate::store::line::{
     DepthLine, KindLine, SnapshotLine, encode_depth, encode_kind, encode_snapshot,
 };
@@ -72,8 +73,13 @@ pub fn import(
     let files = expand(paths)?;
     let mut staged = Staged::new(&book_dir(data_dir), gzip_level);
     let mut outcome = Outcome::default();
+    let progress = progress_bar(&files);
     for path in &files {
         import_file(path, &mut staged, &mut outcome, shutdown)?;
+        file_done(progress.as_ref(), path);
+    }
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
     }
     if shutdown.is_triggered() {
         // Dropped uncommitted: every part file goes.

@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::market::book::{Book, Levels};
 use crate::market::sequence::{BookSync, Chain, SnapshotStep, Step, Verdict};
 use crate::market::stream::is_partial;
-use crate::offline::progress::progress_bar;
+use crate::offline::progress::{file_done, progress_bar};
 use crate::store::line::DepthLine;
 use crate::store::names::{FileKind, classify};
 use crate::store::names::{no_recordings, recordings};
@@ -93,11 +93,7 @@ pub(super) fn export_rows<S: Sink>(
     let mut outcome = Outcome::default();
     let snapshots = Snapshots::index(&files, shutdown, &mut outcome)?;
     let progress = progress_bar(&files);
-    let advance = |path: &PathBuf| {
-        if let Some(bar) = &progress {
-            bar.inc(std::fs::metadata(path).map_or(0, |m| m.len()));
-        }
-    };
+    let advance = |path: &PathBuf| file_done(progress.as_ref(), path);
     files
         .iter()
         .filter(|p| classify(p).is_some_and(|(_, kind)| kind == FileKind::Snapshot))
