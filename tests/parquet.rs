@@ -239,3 +239,41 @@ fn an_existing_output_is_refused_and_nothing_is_written() {
         "only trades/ is left"
     );
 }
+
+/// pandas, pyarrow and duckdb read the Tardis CSV and Parquet exports of the real capture with
+/// the recording's event counts, ids and prices (`tests/read_exports.py`). Ignored: the packages
+/// come from PyPI, which a test run may not reach; run it with `cargo test --release --test
+/// parquet -- --ignored` once `pip install pandas pyarrow duckdb` is done (`OBREC_TEST_PYTHON`
+/// picks the python).
+#[test]
+#[ignore = "needs pandas, pyarrow and duckdb (pip install pandas pyarrow duckdb)"]
+fn pandas_and_duckdb_read_both_exports_as_recorded() {
+    let python = std::env::var("OBREC_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let dir = tempfile::tempdir().unwrap();
+    let data = import_fixture(FIXTURE, dir.path());
+    for format in ["tardis", "parquet"] {
+        let out = run_output(
+            obrec()
+                .args(["export", "--format", format])
+                .arg(&data)
+                .arg("-o")
+                .arg(dir.path().join(format)),
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = std::process::Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/read_exports.py"
+        ))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+}
