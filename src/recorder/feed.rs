@@ -457,6 +457,9 @@ impl Group {
         const DRAIN: Duration = Duration::from_millis(250);
         let _ = conn.ws.close(None);
         let _ = conn.ws.flush();
+        if conn.unreadable {
+            return;
+        }
         conn.set_read_timeout(OVERLAP_TICK);
         let deadline = Instant::now() + DRAIN;
         while Instant::now() < deadline {
@@ -510,6 +513,7 @@ impl Group {
                 // A frame the socket could not take whole, or one that breaks the protocol: the
                 // stream cannot be resynchronised after it (RFC 6455 has the client fail the
                 // connection), so it costs a reconnect.
+                conn.unreadable = true;
                 self.bad_frame(conn.id, &format!("{what}: {e}"));
                 return Err(FeedError::Read(e));
             }
@@ -1166,6 +1170,9 @@ struct Conn {
     next_judgement: Instant,
     /// The server sent `serverShutdown`: replace the connection now.
     shutdown_announced: bool,
+    /// A frame could not be taken whole: nothing after it can be read (the reader's buffer is
+    /// past the frame's start), so a retiring connection is closed without draining it.
+    unreadable: bool,
     /// The id of the next control request (SUBSCRIBE, UNSUBSCRIBE).
     next_request: u64,
     /// The `Sec-WebSocket-Extensions` the server agreed to.
@@ -1250,6 +1257,7 @@ impl Conn {
             judge_at: Vec::new(),
             next_judgement: now,
             shutdown_announced: false,
+            unreadable: false,
             next_request: 1,
             compression,
             retry_successor_after: None,
