@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Throughput, latency, CPU and memory of the real recorder against the simulator over loopback.
 #
-#   scripts/bench.sh                 # the standard run (about 2.5 minutes)
+#   scripts/bench.sh                 # the standard run (about 3.5 minutes)
 #   scripts/bench.sh 10k 3k          # only the cases named
 #   BENCH_RSS_SECONDS=600 scripts/bench.sh rss   # the 10-minute flat-memory run
 #   BENCH_SPLIT=1 scripts/bench.sh 10k   # simulator held to CPU 0, recorder to CPU 1
