@@ -84,8 +84,9 @@ impl Notice {
 /// A frame the recorder accepted (after duplicate removal), exactly as the exchange sent it.
 #[derive(Clone, Debug)]
 pub struct TappedFrame {
-    /// The stream name the recorder subscribed, e.g. `btcusdt@depth@100ms`.
-    pub stream: String,
+    /// The stream name the recorder subscribed, e.g. `btcusdt@depth@100ms`: shared, so the
+    /// hand-off of a frame allocates nothing.
+    pub stream: std::sync::Arc<str>,
     /// The whole frame: `{"stream":…,"data":…}`.
     pub frame: tungstenite::Utf8Bytes,
     /// Where the `data` payload lies in `frame`.

@@ -130,10 +130,10 @@ pub enum Event {
 impl Event {
     /// Hands what the tap serves of this event, accepted on `stream`, to `tee`: a depth or kind
     /// frame (the text is shared, not copied), or a snapshot; notices stay with the files.
-    pub fn tee(&self, stream: &str, tee: &Tee) {
+    pub fn tee(&self, stream: &std::sync::Arc<str>, tee: &Tee) {
         let item = match self {
             Event::Depth(r) => Tapped::Frame(TappedFrame {
-                stream: stream.to_owned(),
+                stream: std::sync::Arc::clone(stream),
                 frame: r.frame.clone(),
                 data: r.data.clone(),
                 recv_at: r.recv_at,
@@ -147,14 +147,14 @@ impl Event {
             // A backfilled item came over REST: it is in the files, never on a stream.
             Event::Kind(r) if r.backfill => return,
             Event::Kind(r) => Tapped::Frame(TappedFrame {
-                stream: stream.to_owned(),
+                stream: std::sync::Arc::clone(stream),
                 frame: r.frame.clone(),
                 data: r.data.clone(),
                 recv_at: r.recv_at,
                 depth: None,
             }),
             Event::Snapshot(r) => Tapped::Snapshot {
-                stream: stream.to_owned(),
+                stream: stream.to_string(),
                 last_update_id: r.last_update_id,
                 body: r.body.clone(),
             },

@@ -171,6 +171,8 @@ pub struct Group {
     backfills: Option<Backfills>,
     /// `--tap`: where accepted frames and snapshots are also handed, without waiting.
     tee: Option<Tee>,
+    /// `--tap`: each stream's name, shared with every frame handed over.
+    tap_names: Vec<Arc<str>>,
 }
 
 /// The snapshot side of diff-depth recording for one group.
@@ -304,6 +306,7 @@ impl Group {
             books: None,
             backfills: None,
             tee: None,
+            tap_names: Vec::new(),
         }
     }
 
@@ -316,6 +319,7 @@ impl Group {
     /// `--tap`: also hands every accepted frame and snapshot to `tee`.
     pub fn with_tee(mut self, tee: Tee) -> Group {
         self.tee = Some(tee);
+        self.tap_names = self.subs.iter().map(|s| s.stream.as_str().into()).collect();
         self
     }
 
@@ -875,7 +879,7 @@ impl Group {
     /// Hands an event to the writer without ever waiting: a full queue drops it, counted.
     fn send(&mut self, event: Event, slot: usize) -> Turn {
         if let Some(tee) = &self.tee {
-            event.tee(&self.subs[slot].stream, tee);
+            event.tee(&self.tap_names[slot], tee);
         }
         match self.tx.try_send(event) {
             Ok(()) => Turn::Continue,
@@ -951,7 +955,7 @@ impl Group {
             let symbol = snap.symbol;
             let snap = Event::Snapshot(snap);
             if let Some(tee) = &self.tee {
-                snap.tee(stream, tee);
+                snap.tee(&self.tap_names[slot], tee);
             }
             match self.tx.try_send(snap) {
                 Ok(()) => {}

@@ -96,7 +96,7 @@ impl Fanout {
         let mut state = lock(&self.state);
         match item {
             Tapped::Frame(frame) => {
-                if let Some(stream) = state.streams.get_mut(&frame.stream) {
+                if let Some(stream) = state.streams.get_mut(&*frame.stream) {
                     self.dispatch(stream, &frame);
                 }
             }
