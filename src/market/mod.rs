@@ -5,6 +5,7 @@
 pub mod book;
 pub mod frame;
 pub mod kind;
+pub mod listing;
 pub mod sequence;
 pub mod stream;
 pub mod symbol;
