@@ -91,7 +91,7 @@ mod util;
 pub use cli::run;
 pub use error::Error;
 pub use exchange::serve::{Pace, Recording, Serve, ServeConfig};
-pub use exchange::sim::{Fault, Faults, Rate, SentFrame, Sim, SimConfig, SimStats};
+pub use exchange::sim::{Fault, Faults, Rate, Schedule, SentFrame, Sim, SimConfig, SimStats};
 pub use market::book::{Book, Levels};
 pub use market::frame::{Frame, parse_frame};
 pub use market::kind::{Check, Kind, KindIds, Tape};

@@ -14,7 +14,7 @@ use super::parse;
 use crate::exchange::serve::{Pace, Recording, Serve, ServeConfig};
 use crate::exchange::sim::{
     DEFAULT_LISTEN, DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, DEFAULT_SNAPSHOT_STATUS,
-    Faults, Rate, SentFrame, Sim, SimConfig, Violation,
+    Faults, Rate, Schedule, SentFrame, Sim, SimConfig, Violation,
 };
 use crate::store::staged::write_atomic;
 use crate::util::shutdown::Shutdown;
@@ -49,6 +49,14 @@ pub struct SimArgs {
     /// Append every data frame sent to this file as NDJSON: {"conn":N,"stream":"…","data":{…}}
     #[arg(long, env = "OBREC_SENT_LOG", value_name = "PATH")]
     pub sent_log: Option<PathBuf>,
+    /// List SYMBOL (served, PENDING_TRADING in exchangeInfo, silent) SEC seconds after the
+    /// start: from then on it trades (comma-separated, repeatable)
+    #[arg(long, env = "OBREC_LIST_AFTER", value_name = "SYM:SEC", value_delimiter = ',', value_parser = parse::symbol_after)]
+    pub list_after: Vec<(String, Duration)>,
+    /// Delist SYMBOL SEC seconds after the start: SETTLING in exchangeInfo, its streams silent
+    /// (comma-separated, repeatable)
+    #[arg(long, env = "OBREC_DELIST_AFTER", value_name = "SYM:SEC", value_delimiter = ',', value_parser = parse::symbol_after)]
+    pub delist_after: Vec<(String, Duration)>,
     #[command(flatten)]
     pub faults: FaultArgs,
 }
@@ -66,6 +74,10 @@ pub fn sim(args: &SimArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
         ping_interval: args.server_ping_sec,
         faults: Faults::from(&args.faults),
         record_sent: args.sent_log.is_some(),
+        listings: Schedule {
+            list_after: args.list_after.clone(),
+            delist_after: args.delist_after.clone(),
+        },
     };
     let mut sent_log = match &args.sent_log {
         Some(path) => {

@@ -25,6 +25,34 @@ pub fn stream_name(s: &str) -> Result<String, String> {
     }
 }
 
+/// `--quote`: an asset as Binance spells it (`USDT`, `USDC`, `BTC`), upper-cased.
+pub fn asset(s: &str) -> Result<String, String> {
+    /// Binance's asset names are 2 to 10 characters; a little more leaves room.
+    const ASSET_LEN: std::ops::RangeInclusive<usize> = 2..=16;
+    let upper = s.trim().to_ascii_uppercase();
+    if ASSET_LEN.contains(&upper.len()) && upper.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(upper)
+    } else {
+        Err(format!(
+            "{s:?} is not an asset (2 to 16 ASCII letters and digits, like USDT)"
+        ))
+    }
+}
+
+/// `--symbol-pattern`: a glob over symbol names (`BTC*`, `*USDT`, `???USDT`), upper-cased.
+pub fn symbol_pattern(s: &str) -> Result<glob::Pattern, String> {
+    glob::Pattern::new(&s.trim().to_ascii_uppercase())
+        .map_err(|e| format!("{s:?} is not a pattern: {e}"))
+}
+
+/// `SYM:SEC`: a symbol and seconds after the start (`--list-after`, `--delist-after`).
+pub fn symbol_after(s: &str) -> Result<(String, Duration), String> {
+    let (symbol, secs) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not SYMBOL:SECONDS (e.g. SOLUSDT:5)"))?;
+    Ok((symbol_text(symbol)?, span(secs, 1.0, true)?))
+}
+
 /// 5, 10 or 20 levels of the partial stream, or 0 for the diff stream.
 pub fn depth(s: &str) -> Result<Depth, String> {
     s.trim()

@@ -19,10 +19,12 @@ use super::conn::{Link, Outbound};
 use super::faults::Injector;
 use super::generator::{Feed, View, Withhold};
 use super::http::{self, Reply};
+use super::listing::Calendar;
 use super::server::Shared;
 use super::source::{Refusal, Source};
 use super::wire::DataFrame;
 use super::{Rate, lock};
+use crate::market::listing::EXCHANGE_INFO_PATH;
 use crate::util::clock::wall_ms;
 
 /// How often a `--rate max` pump with no subscriber looks again: it generates nothing meanwhile,
@@ -73,6 +75,8 @@ impl Symbol {
 pub(crate) struct Hub {
     symbols: Vec<Symbol>,
     rate: Rate,
+    /// Which symbols trade now: the others generate and send nothing.
+    calendar: Calendar,
     /// Connections cut because their queue overflowed at a fixed rate.
     slow_clients: AtomicU64,
 }
@@ -87,7 +91,7 @@ enum Delivery {
 }
 
 impl Hub {
-    pub(crate) fn new(feeds: Vec<Box<dyn Feed>>, rate: Rate) -> Hub {
+    pub(crate) fn new(feeds: Vec<Box<dyn Feed>>, rate: Rate, calendar: Calendar) -> Hub {
         let symbols = feeds
             .into_iter()
             .map(|feed| Symbol {
@@ -105,6 +109,7 @@ impl Hub {
         Hub {
             symbols,
             rate,
+            calendar,
             slow_clients: AtomicU64::new(0),
         }
     }
@@ -189,6 +194,14 @@ impl Source for Hub {
         Ok(())
     }
 
+    /// `/fapi/v1/exchangeInfo`: every symbol served, with its status now.
+    fn rest(&self, path: &str, _query: &str) -> Option<Reply> {
+        (path == EXCHANGE_INFO_PATH).then(|| {
+            let names = self.symbols.iter().map(|s| &*s.name);
+            (200, self.calendar.exchange_info(names, wall_ms()))
+        })
+    }
+
     fn time_ms(&self) -> u64 {
         wall_ms()
     }
@@ -231,7 +244,8 @@ impl Pump<'_> {
                 None if self.stop.try_recv() != Err(TryRecvError::Empty) => return,
                 None => {}
             }
-            if !self.publish() {
+            // A symbol not listed yet, or delisted, has no events.
+            if self.hub.calendar.trades(&self.symbol.name) && !self.publish() {
                 return;
             }
             while self.symbol.waiting.load(Ordering::SeqCst) > 0 {

@@ -43,6 +43,7 @@
 //!   endpoints (depth, aggTrades, time) and their Binance-shaped errors.
 //! - `wire`: WebSocket frames as wire bytes.
 //! - `faults`: every injected fault, decided and counted in one place.
+//! - `listing`: `exchangeInfo`, and symbols listed and delisted during a run.
 //! - `server`: [`Sim`]: listener, threads, shutdown.
 
 // The front's parts that `serve` puts in front of a recording are visible to the crate.
@@ -53,6 +54,7 @@ pub(crate) mod generator;
 pub(crate) mod http;
 mod hub;
 mod kinds;
+mod listing;
 pub(crate) mod server;
 pub(crate) mod source;
 mod walk;
@@ -67,6 +69,7 @@ pub use faults::{
     DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, DEFAULT_SNAPSHOT_STATUS, Fault, Faults,
     Violation,
 };
+pub use listing::Schedule;
 pub use server::Sim;
 
 use crate::market::stream::is_well_formed;
@@ -92,6 +95,8 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Keep every data frame sent, for [`Sim::sent`].
     pub record_sent: bool,
+    /// Symbols that start or stop trading during the run; one listed later is served too.
+    pub listings: Schedule,
 }
 
 impl Default for SimConfig {
@@ -103,6 +108,7 @@ impl Default for SimConfig {
             ping_interval: DEFAULT_PING,
             faults: Faults::default(),
             record_sent: false,
+            listings: Schedule::default(),
         }
     }
 }
@@ -111,13 +117,26 @@ impl SimConfig {
     /// Upper-cases symbols and rejects what the sim cannot serve.
     fn validated(mut self) -> io::Result<SimConfig> {
         let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
-        for symbol in self.symbols.iter_mut().chain(self.faults.mute.iter_mut()) {
+        let scheduled = self
+            .listings
+            .list_after
+            .iter_mut()
+            .chain(self.listings.delist_after.iter_mut())
+            .map(|(symbol, _)| symbol);
+        for symbol in self
+            .symbols
+            .iter_mut()
+            .chain(self.faults.mute.iter_mut())
+            .chain(scheduled)
+        {
             *symbol = Symbol::new(symbol)
                 .map_err(|e| invalid(e.to_string()))?
                 .to_string();
         }
         let mut unique: Vec<String> = Vec::with_capacity(self.symbols.len());
-        for symbol in self.symbols.drain(..) {
+        let listed = self.listings.list_after.iter().map(|(s, _)| s.clone());
+        let symbols: Vec<String> = self.symbols.drain(..).chain(listed).collect();
+        for symbol in symbols {
             if !unique.contains(&symbol) {
                 unique.push(symbol);
             }

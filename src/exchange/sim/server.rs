@@ -21,6 +21,7 @@ use super::faults::{Faults, Injector};
 use super::generator::Feed;
 use super::http::{self, HEAD_TIMEOUT};
 use super::hub::Hub;
+use super::listing::Calendar;
 use super::source::Source;
 use super::walk::Market;
 use super::{SentFrame, SimConfig, SimStats, conn, lock};
@@ -140,7 +141,12 @@ impl Sim {
             delivery: None,
             limits: None,
         };
-        Sim::serve(listen, front, Box::new(Hub::new(feeds, config.rate)))
+        let calendar = Calendar::new(config.listings);
+        Sim::serve(
+            listen,
+            front,
+            Box::new(Hub::new(feeds, config.rate, calendar)),
+        )
     }
 
     /// Serves `source` behind the front (paths, control messages, REST, pings, faults): the
