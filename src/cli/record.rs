@@ -14,18 +14,32 @@ use super::parse;
 use crate::error::Error;
 use crate::exchange::tap::{DEFAULT_TAP_QUEUE, HAND_OFF_CAPACITY, Tap, TapConfig};
 use crate::market::kind::Selection;
+use crate::market::listing::{EXCHANGE_INFO_PATH, Filter};
 use crate::market::stream::{Depth, Speed};
 use crate::market::symbol::Symbol;
 use crate::metrics::tap::{TapStats, Tee};
-use crate::recorder::{self, DEFAULT_ENDPOINT, DEFAULT_REST_ENDPOINT, RecordConfig};
+use crate::recorder::{self, DEFAULT_ENDPOINT, DEFAULT_REST_ENDPOINT, RecordConfig, Universe};
 use crate::util::logging::{self, LogOptions, Rotate};
 use crate::util::shutdown::Shutdown;
 
 #[derive(Debug, Clone, Args)]
 pub struct RecordArgs {
-    /// Symbol to record; repeatable and comma-separated (ETHUSDT,BTCUSDT).
+    /// Symbol to record; repeatable and comma-separated (ETHUSDT,BTCUSDT). `all`: every symbol
+    /// the exchange lists as trading (exchangeInfo), narrowed by --quote and --symbol-pattern,
+    /// followed live: listings are subscribed, delisted symbols have their files finished.
     #[arg(long, env = "OBREC_SYMBOL", value_delimiter = ',', default_value = "ETHUSDT", value_parser = parse::symbol)]
     pub symbol: Vec<Symbol>,
+    /// With --symbol all: only the symbols quoted in this asset (e.g. USDT).
+    #[arg(long, env = "OBREC_QUOTE", value_name = "ASSET", value_parser = parse::asset)]
+    pub quote: Option<String>,
+    /// With --symbol all: only the symbols whose name matches this glob (e.g. 'BTC*', '*USDT').
+    #[arg(long, env = "OBREC_SYMBOL_PATTERN", value_name = "GLOB", value_parser = parse::symbol_pattern)]
+    pub symbol_pattern: Option<glob::Pattern>,
+    /// With --symbol all: seconds between reads of the exchange's listing (weight 1 each).
+    // Binance announces listings hours ahead: a minute is prompt, at a weight of 1 a minute
+    // against the recorder's REST budget of 1,200.
+    #[arg(long, env = "OBREC_UNIVERSE_REFRESH_SEC", value_name = "S", default_value = "60", value_parser = parse::seconds)]
+    pub universe_refresh_sec: Duration,
     /// Book levels: 5, 10 or 20 for the partial stream; 0 for the diff stream with REST snapshots.
     #[arg(long, env = "OBREC_DEPTH", default_value = "5", value_parser = parse::depth)]
     pub depth: Depth,
@@ -114,11 +128,31 @@ pub struct RecordArgs {
     pub log_level: String,
 }
 
+/// What `--symbol` takes for the whole listing.
+const ALL: &str = "ALL";
+
 impl RecordArgs {
+    /// `--symbol all`.
+    fn wants_all(&self) -> bool {
+        self.symbol.iter().any(|s| s.as_str() == ALL)
+    }
+
+    /// The run's configuration; with `--symbol all`, its symbols are left for the listing.
     pub fn config(&self) -> RecordConfig {
         let mut seen = std::collections::HashSet::new();
         let mut symbols = self.symbol.clone();
         symbols.retain(|s| seen.insert(s.clone()));
+        let universe = self.wants_all().then(|| Universe {
+            filter: Filter {
+                quote: self.quote.clone(),
+                pattern: self.symbol_pattern.clone(),
+            },
+            refresh: self.universe_refresh_sec,
+            path: EXCHANGE_INFO_PATH.into(),
+        });
+        if universe.is_some() {
+            symbols.clear();
+        }
         RecordConfig {
             symbols,
             depth: self.depth,
@@ -141,6 +175,7 @@ impl RecordArgs {
             metrics_addr: self.metrics_addr.clone(),
             // Started by `record`, which owns the tap's lifetime.
             tap: None,
+            universe,
         }
     }
 
@@ -159,7 +194,19 @@ impl RecordArgs {
 
 /// Records until a signal or `--run-minutes`.
 pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
-    let config = args.config();
+    let mut config = args.config();
+    if args.wants_all() && args.symbol.len() > 1 {
+        return Err(Error::Invalid(
+            "--symbol all names every listed symbol: give no others beside it".into(),
+        )
+        .into());
+    }
+    if !args.wants_all() && (args.quote.is_some() || args.symbol_pattern.is_some()) {
+        return Err(Error::Invalid(
+            "--quote and --symbol-pattern narrow --symbol all: add it, or drop them".into(),
+        )
+        .into());
+    }
     if !config.speed.serves(config.depth) {
         return Err(Error::Invalid(format!(
             "--speed {} is served for the diff stream only: use --depth 0, or a speed of 100ms, \
@@ -172,6 +219,14 @@ pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
     // other behind.
     usable_dir("log dir", &args.log_dir)?;
     usable_dir("data dir", &config.book_dir())?;
+    if let Some(universe) = &config.universe {
+        config.symbols = recorder::load_symbols(&config.rest_endpoint, universe)?;
+        eprintln!(
+            "recording {} symbol(s) listed as trading ({})",
+            config.symbols.len(),
+            universe.filter
+        );
+    }
     let lock = config.preflight()?;
     let _log = logging::to_files(&args.log_options())?;
     let Some(listen) = &args.tap else {

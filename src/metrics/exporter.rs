@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::metrics::health::{self, HealthCheck};
 use crate::metrics::http::{Listener, Response};
 use crate::metrics::tap::TapReport;
-use crate::metrics::{FeedState, LatencyMs, Link, Report, Stats, SymbolReport, iso_ms, streams};
+use crate::metrics::{
+    FeedState, LatencyMs, Link, Report, Stats, SymbolReport, UniverseReport, iso_ms, streams,
+};
 use crate::util::clock::{wall_ms, wall_ns};
 use crate::util::shutdown::Shutdown;
 
@@ -103,8 +105,8 @@ pub fn health(stats: &Stats, stale_after: Duration, uptime: Duration) -> Option<
     let others_deliver = stats
         .groups
         .iter()
-        .any(|g| g.last_data_ns.load(Ordering::Relaxed) != 0);
-    for (i, group) in stats.groups.iter().enumerate() {
+        .any(|(_, g)| g.last_data_ns.load(Ordering::Relaxed) != 0);
+    for (i, group) in stats.groups.iter() {
         let last = group.last_data_ns.load(Ordering::Relaxed);
         let silent = Duration::from_nanos(now.saturating_sub(last));
         let name = format!("connection group {} ({}…)", i + 1, group.first_stream);
@@ -149,8 +151,8 @@ pub fn health(stats: &Stats, stale_after: Duration, uptime: Duration) -> Option<
 /// does on 503) cannot make an unknown symbol or a wrong route deliver but would cost the others
 /// a gap.
 pub fn silent_streams(stats: &Stats) -> Option<String> {
-    let depth = stats.symbols.iter().map(|s| (&s.stream, s.feed.get()));
-    let beside = stats.streams.iter().map(|s| (&s.stream, s.feed.get()));
+    let depth = stats.symbols.iter().map(|(_, s)| (&s.stream, s.feed.get()));
+    let beside = stats.streams.iter().map(|(_, s)| (&s.stream, s.feed.get()));
     let silent: Vec<String> = depth
         .chain(beside)
         .filter(|(_, feed)| feed.state == FeedState::Silent)
@@ -236,6 +238,9 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
     }
     if let Some(tap) = r.tap {
         tap_metrics(&mut out, tap);
+    }
+    if let Some(universe) = r.universe {
+        universe_metrics(&mut out, universe);
     }
     metric(
         &mut out,
@@ -409,6 +414,32 @@ fn book_states(out: &mut String, r: &Report) {
 
 /// Reads one counter of a symbol's report.
 type SymbolFigure = fn(&SymbolReport) -> u64;
+
+/// The `obrec_universe_*` series of a recorder with `--symbol all`.
+fn universe_metrics(out: &mut String, universe: UniverseReport) {
+    metric(
+        out,
+        "obrec_universe_symbols",
+        "gauge",
+        "Symbols recorded now (--symbol all).",
+    );
+    let _ = writeln!(out, "obrec_universe_symbols {}", universe.symbols);
+    for (name, help, value) in [
+        (
+            "obrec_universe_listed_total",
+            "Symbols the exchange listed during the run, subscribed live.",
+            universe.listed,
+        ),
+        (
+            "obrec_universe_delisted_total",
+            "Symbols the exchange stopped trading during the run, their files finished.",
+            universe.delisted,
+        ),
+    ] {
+        metric(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
 
 /// The `obrec_tap_*` series of a recorder with `--tap`.
 fn tap_metrics(out: &mut String, tap: TapReport) {

@@ -27,9 +27,11 @@ use streams::{StreamCounters, StreamReport, StreamStats};
 /// Counters shared by the reader threads and read by the writer at each refresh.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub symbols: Vec<SymbolStats>,
-    /// The streams beside the book, indexed by the run's stream id.
-    pub streams: Vec<StreamStats>,
+    /// Indexed by symbol id. Append-only: a `--symbol all` run adds the symbols listed while it
+    /// runs, and readers index it without a lock.
+    pub symbols: boxcar::Vec<SymbolStats>,
+    /// The streams beside the book, indexed by the run's stream id; append-only like `symbols`.
+    pub streams: boxcar::Vec<StreamStats>,
     /// Connections lost or replaced unplanned (failures and stalls), over all groups.
     pub reconnects: AtomicU64,
     /// The subset of `reconnects` caused by a connection that stopped delivering data.
@@ -44,12 +46,44 @@ pub struct Stats {
     pub connections_open: AtomicU64,
     /// `serverShutdown` notices received: each started a replacement.
     pub server_shutdowns: AtomicU64,
-    /// One per reader group, for `/healthz`.
-    pub groups: Vec<GroupHealth>,
+    /// One per reader group, for `/healthz`; append-only: a listing may need a new group.
+    pub groups: boxcar::Vec<GroupHealth>,
     /// The writer's latest report, for `/metrics`. Only the writer and the HTTP thread take it.
     pub latest: Mutex<Option<Report>>,
     /// `--tap` only: the tap's counters.
     pub tap: Option<Arc<tap::TapStats>>,
+    /// `--symbol all` only: the listings and delistings followed.
+    pub universe: Option<UniverseStats>,
+}
+
+/// What a `--symbol all` run followed of the exchange's listing.
+#[derive(Debug, Default)]
+pub struct UniverseStats {
+    /// Symbols subscribed after the start because the exchange listed them.
+    pub listed: AtomicU64,
+    /// Symbols whose files were finished because the exchange stopped trading them.
+    pub delisted: AtomicU64,
+    /// Symbols recorded now.
+    pub symbols: AtomicU64,
+}
+
+impl UniverseStats {
+    fn report(&self) -> UniverseReport {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        UniverseReport {
+            listed: get(&self.listed),
+            delisted: get(&self.delisted),
+            symbols: get(&self.symbols),
+        }
+    }
+}
+
+/// `universe` in `metrics.json`: `{"listed":1,"delisted":0,"symbols":531}`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UniverseReport {
+    pub listed: u64,
+    pub delisted: u64,
+    pub symbols: u64,
 }
 
 /// When a reader group last received a stream event.
@@ -179,6 +213,7 @@ impl FeedHealth {
         match self.state.load(Ordering::Relaxed) {
             s if s == FeedState::Delivering as u8 => FeedState::Delivering,
             s if s == FeedState::Silent as u8 => FeedState::Silent,
+            s if s == FeedState::Delisted as u8 => FeedState::Delisted,
             _ => FeedState::Waiting,
         }
     }
@@ -196,6 +231,9 @@ pub enum FeedState {
     /// Subscribed, and nothing arrived within its window (an unknown or delisted symbol, or a
     /// stream on the wrong route).
     Silent,
+    /// The exchange stopped trading the symbol (`--symbol all`): its files are finished and its
+    /// silence is expected, not a fault.
+    Delisted,
 }
 
 /// A stream's delivery state and since when it holds.
@@ -210,40 +248,64 @@ impl Stats {
     /// Counters for the symbols whose depth streams are `symbols`, read by groups whose first
     /// streams are `groups`.
     pub fn new(symbols: Vec<String>, groups: Vec<String>) -> Stats {
-        let started_ns = crate::util::clock::wall_ns();
-        Stats {
-            symbols: symbols
-                .into_iter()
-                .map(|stream| {
-                    let stats = SymbolStats {
-                        stream,
-                        ..SymbolStats::default()
-                    };
-                    stats.feed.set(FeedState::Waiting, started_ns);
-                    stats
-                })
-                .collect(),
-            groups: groups
-                .into_iter()
-                .map(|first_stream| GroupHealth {
-                    first_stream,
-                    ..GroupHealth::default()
-                })
-                .collect(),
-            ..Stats::default()
+        let stats = Stats::default();
+        for stream in symbols {
+            stats.add_symbol(stream);
         }
+        for first_stream in groups {
+            stats.add_group(first_stream);
+        }
+        stats
+    }
+
+    /// Adds the counters of a symbol whose depth stream is `stream`; returns its id.
+    pub fn add_symbol(&self, stream: String) -> SymbolId {
+        let stats = SymbolStats {
+            stream,
+            ..SymbolStats::default()
+        };
+        stats
+            .feed
+            .set(FeedState::Waiting, crate::util::clock::wall_ns());
+        self.symbols.push(stats)
+    }
+
+    /// Adds the health of a reader group whose first stream is `first_stream`; returns its index.
+    pub fn add_group(&self, first_stream: String) -> usize {
+        self.groups.push(GroupHealth {
+            first_stream,
+            ..GroupHealth::default()
+        })
+    }
+
+    /// Adds the counters of a stream beside the book; returns its stream id.
+    pub fn add_stream(
+        &self,
+        stream: String,
+        symbol: String,
+        kind: crate::market::kind::Kind,
+    ) -> usize {
+        let started_ns = crate::util::clock::wall_ns();
+        self.streams
+            .push(StreamStats::new(stream, symbol, kind, started_ns))
     }
 
     /// Adds the streams beside the book (`stream name, symbol, kind`), in stream id order.
     pub fn with_streams(
-        mut self,
+        self,
         streams: impl IntoIterator<Item = (String, String, crate::market::kind::Kind)>,
     ) -> Stats {
-        let started_ns = crate::util::clock::wall_ns();
-        self.streams = streams
-            .into_iter()
-            .map(|(stream, symbol, kind)| StreamStats::new(stream, symbol, kind, started_ns))
-            .collect();
+        for (stream, symbol, kind) in streams {
+            self.add_stream(stream, symbol, kind);
+        }
+        self
+    }
+
+    /// Counts the listings followed, with `--symbol all`.
+    pub fn with_universe(mut self, symbols: usize) -> Stats {
+        let universe = UniverseStats::default();
+        universe.symbols.store(symbols as u64, Ordering::Relaxed);
+        self.universe = Some(universe);
         self
     }
 
@@ -264,7 +326,7 @@ impl Stats {
             symbols: self
                 .symbols
                 .iter()
-                .map(|s| SymbolCounters {
+                .map(|(_, s)| SymbolCounters {
                     breaks: get(&s.breaks),
                     resyncs: get(&s.resyncs),
                     throttled: get(&s.throttled),
@@ -276,26 +338,26 @@ impl Stats {
                     snapshot_errors: get(&s.snapshot_errors),
                 })
                 .collect(),
-            streams: self.streams.iter().map(StreamStats::counters).collect(),
+            streams: self.streams.iter().map(|(_, s)| s.counters()).collect(),
             silent_streams: self
                 .symbols
                 .iter()
-                .filter(|s| s.feed.state() == FeedState::Silent)
-                .map(|s| s.stream.clone())
+                .filter(|(_, s)| s.feed.state() == FeedState::Silent)
+                .map(|(_, s)| s.stream.clone())
                 .chain(
                     self.streams
                         .iter()
-                        .filter(|s| s.feed.state() == FeedState::Silent)
-                        .map(|s| s.stream.clone()),
+                        .filter(|(_, s)| s.feed.state() == FeedState::Silent)
+                        .map(|(_, s)| s.stream.clone()),
                 )
                 .collect(),
             connected: Some(Connected {
                 up: self
                     .groups
                     .iter()
-                    .filter(|g| g.link.get() == Link::Up)
+                    .filter(|(_, g)| g.link.get() == Link::Up)
                     .count() as u64,
-                of: self.groups.len() as u64,
+                of: self.groups.count() as u64,
             }),
             reconnects: get(&self.reconnects),
             stale_reconnects: get(&self.stale_reconnects),
@@ -305,6 +367,7 @@ impl Stats {
             connections_open: get(&self.connections_open),
             server_shutdowns: get(&self.server_shutdowns),
             tap: self.tap.as_ref().map(|t| t.report()),
+            universe: self.universe.as_ref().map(UniverseStats::report),
         }
     }
 }
@@ -327,6 +390,8 @@ pub struct Counters {
     pub connected: Option<Connected>,
     /// Live runs with `--tap` only.
     pub tap: Option<tap::TapReport>,
+    /// Live `--symbol all` runs only.
+    pub universe: Option<UniverseReport>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -644,6 +709,7 @@ impl Metrics {
             silent_streams: counters.silent_streams.clone(),
             server_shutdowns: counters.server_shutdowns,
             tap: counters.tap,
+            universe: counters.universe,
         }
     }
 }
@@ -704,6 +770,9 @@ pub struct Report {
     /// Live runs with `--tap` only: its clients, what reached them, cuts and drops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tap: Option<tap::TapReport>,
+    /// Live `--symbol all` runs only: listings and delistings followed, symbols recorded now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub universe: Option<UniverseReport>,
 }
 
 /// Connection groups with a connection up, of all groups.
@@ -854,6 +923,13 @@ impl Report {
             self.log_queue.drops,
         );
         streams::summary_fields(&mut line, &self.streams);
+        if let Some(u) = self.universe {
+            let _ = write!(
+                line,
+                " | symbols={} listed={} delisted={}",
+                u.symbols, u.listed, u.delisted
+            );
+        }
         if let Some(c) = self.connected
             && c.up < c.of
         {

@@ -9,6 +9,7 @@ use crate::market::sequence::Ids;
 use crate::market::symbol::SymbolId;
 use crate::market::tee::{DepthPosition, Tapped, TappedFrame};
 use crate::metrics::tap::Tee;
+use crate::recorder::writer::{StreamFiles, SymbolFiles};
 use crate::store::line::{DepthLine, KindLine};
 
 /// A stream beside the book: its index in the run's list of them (`WriterConfig::streams`).
@@ -118,13 +119,33 @@ pub struct SnapshotRecord {
     pub body: String,
 }
 
-/// What a reader hands the writer.
+/// A symbol the exchange listed during a `--symbol all` run: its file series, under the ids
+/// the run gave them. Sent before any of its events, so the writer knows where they go.
+#[derive(Debug)]
+pub struct ListedRecord {
+    pub symbol_id: SymbolId,
+    pub symbol: SymbolFiles,
+    /// The streams beside the book, from `first_stream` on, in stream id order.
+    pub first_stream: StreamId,
+    pub streams: Vec<StreamFiles>,
+}
+
+/// The files a delisted symbol's streams wrote: finished now, after the reader's last event of
+/// them.
+#[derive(Debug)]
+pub struct RetiredRecord {
+    pub targets: Vec<Target>,
+}
+
+/// What a reader (or, for a listing, the universe watch) hands the writer.
 #[derive(Debug)]
 pub enum Event {
     Depth(DepthRecord),
     Snapshot(SnapshotRecord),
     Kind(KindRecord),
     Meta(MetaRecord),
+    Listed(ListedRecord),
+    Retired(RetiredRecord),
 }
 
 impl Event {
@@ -158,7 +179,7 @@ impl Event {
                 last_update_id: r.last_update_id,
                 body: r.body.clone(),
             },
-            Event::Meta(_) => return,
+            Event::Meta(_) | Event::Listed(_) | Event::Retired(_) => return,
         };
         tee.offer(item);
     }

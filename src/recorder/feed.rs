@@ -31,14 +31,14 @@
 //! records sent to the writer like events. A stopping group waits briefly for the backfills it
 //! asked for, so that a gap found in its last frames is closed too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -50,13 +50,13 @@ use crate::error::{Error, FeedError, Result};
 use crate::market::frame::{DepthHeader, Frame, KindHeader, parse_frame};
 use crate::market::kind::{Check, Kind, KindIds, Tape};
 use crate::market::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
-use crate::market::symbol::SymbolId;
+use crate::market::symbol::{Symbol, SymbolId};
 use crate::market::tee::{Notice, StreamState, Tapped};
 use crate::metrics::tap::Tee;
 use crate::metrics::{BookState, FeedHealth, FeedState, Link, Stats};
 use crate::recorder::backfill::{BackfillRequest, Backfilled, Backfills};
 use crate::recorder::event::{
-    DepthRecord, Event, KindRecord, MetaRecord, SnapshotRecord, StreamId, Target,
+    DepthRecord, Event, KindRecord, MetaRecord, RetiredRecord, SnapshotRecord, StreamId, Target,
 };
 use crate::recorder::snapshot::{FINISH_GRACE, SnapshotRequest};
 use crate::store::conn_numbers::ConnNumbers;
@@ -108,6 +108,8 @@ pub struct FeedConfig {
 /// One subscribed stream of a group.
 #[derive(Clone, Debug)]
 pub struct Subscription {
+    /// Its symbol: what a snapshot is asked for.
+    pub symbol: Symbol,
     /// Where its events go: a symbol's depth, or a stream beside the book.
     pub target: Target,
     /// `None` for depth.
@@ -120,7 +122,36 @@ impl Subscription {
     fn patience(&self) -> u32 {
         self.kind.map_or(1, Kind::patience)
     }
+
+    fn tracker(&self) -> Tracker {
+        match self.kind {
+            None => Tracker::Depth(Chain::new()),
+            Some(kind) => Tracker::Kind(Tape::new(kind)),
+        }
+    }
 }
+
+/// A change of a group's streams while it runs, from the universe watch (`--symbol all`).
+#[derive(Debug)]
+pub enum Change {
+    /// The streams of a symbol the exchange listed: subscribed on the live connection, the
+    /// others' untouched.
+    Subscribe(Vec<Subscription>),
+    /// The streams of a symbol the exchange stopped trading, by name: unsubscribed, no longer
+    /// judged for silence, their files finished.
+    Unsubscribe(Vec<String>),
+}
+
+/// A SUBSCRIBE or UNSUBSCRIBE of a [`Change`], waiting for its turn.
+struct Request {
+    method: &'static str,
+    streams: Vec<String>,
+}
+
+/// Least time between two requests of a group's changes: Binance takes at most 10 incoming
+/// messages a second per connection, and four leave room for pongs and the silence watch's
+/// re-subscriptions.
+const CHANGE_GAP: Duration = Duration::from_millis(250);
 
 /// The continuity check of one subscribed stream.
 enum Tracker {
@@ -173,6 +204,18 @@ pub struct Group {
     tee: Option<Tee>,
     /// `--tap`: each stream's name, shared with every frame handed over.
     tap_names: Vec<Arc<str>>,
+    /// `--symbol all`: where the streams of listings and delistings come from.
+    changes: Option<Receiver<Change>>,
+    /// Per stream, whether its symbol was delisted: the slot stays (ids index it), but the
+    /// stream is neither recorded nor judged, and a new connection leaves it out.
+    retired: Vec<bool>,
+    /// Requests of changes not sent yet: one goes every [`CHANGE_GAP`].
+    requests: VecDeque<Request>,
+    /// When the next request may go.
+    next_request_at: Instant,
+    /// Delisted streams whose files the writer has not been told to finish yet (its queue was
+    /// full): told again each turn, after every event of them.
+    retiring: Vec<Target>,
 }
 
 /// The snapshot side of diff-depth recording for one group.
@@ -188,6 +231,8 @@ struct BookSyncs {
     /// Where each symbol's sync state is shown.
     stats: Arc<Stats>,
     slot_of: HashMap<SymbolId, usize>,
+    /// Each slot's symbol, for the fetcher.
+    names: Vec<Symbol>,
 }
 
 /// A frame's event, before it is known to be one the group subscribed to.
@@ -263,51 +308,100 @@ impl Group {
         stats: Arc<Stats>,
         shutdown: Shutdown,
     ) -> Group {
-        let streams: Vec<&str> = subs.iter().map(|s| s.stream.as_str()).collect();
-        let base = format!("{}/stream?streams=", config.endpoint.trim_end_matches('/'));
-        let url = format!("{base}{}", streams.join("/"));
-        let shown_url = format!("{base}{}", abbreviate(&streams, "/"));
-        let routes = subs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.stream.clone(), i))
-            .collect();
-        let trackers = subs
-            .iter()
-            .map(|s| match s.kind {
-                None => Tracker::Depth(Chain::new()),
-                Some(kind) => Tracker::Kind(Tape::new(kind)),
-            })
-            .collect();
-        let streams = subs.len();
-        let patience = subs.iter().map(Subscription::patience).min().unwrap_or(1);
-        let stale_after = config.stale_after.saturating_mul(patience);
-        stats.groups[index]
-            .quiet_limit_ms
-            .store(stale_after.as_millis() as u64, Ordering::Relaxed);
-        Group {
+        let mut group = Group {
             index,
-            stale_after,
+            stale_after: config.stale_after,
             config,
-            url,
-            shown_url,
-            routes,
-            subs,
-            trackers,
+            url: String::new(),
+            shown_url: String::new(),
+            routes: HashMap::new(),
+            subs: Vec::new(),
+            trackers: Vec::new(),
             tx,
             stats,
             shutdown,
             backoff: Backoff::new(),
             last_bad_frame_log: None,
-            strikes: vec![0; streams],
-            last_event_ns: vec![0; streams],
-            pace: vec![Pace::default(); streams],
+            strikes: Vec::new(),
+            last_event_ns: Vec::new(),
+            pace: Vec::new(),
             last_failure: None,
             books: None,
             backfills: None,
             tee: None,
             tap_names: Vec::new(),
+            changes: None,
+            retired: Vec::new(),
+            requests: VecDeque::new(),
+            next_request_at: Instant::now(),
+            retiring: Vec::new(),
+        };
+        for sub in subs {
+            group.push_slot(sub, &mut []);
         }
+        group.streams_changed();
+        group
+    }
+
+    /// `--symbol all`: takes listings and delistings from `changes` while it runs.
+    pub fn with_changes(mut self, changes: Receiver<Change>) -> Group {
+        self.changes = Some(changes);
+        self
+    }
+
+    /// Adds a stream in a new slot, on every open connection too (not subscribed there yet).
+    fn push_slot(&mut self, sub: Subscription, conns: &mut [Conn]) {
+        let slot = self.subs.len();
+        self.routes.insert(sub.stream.clone(), slot);
+        self.trackers.push(sub.tracker());
+        self.strikes.push(0);
+        self.last_event_ns.push(0);
+        self.pace.push(Pace::default());
+        self.retired.push(false);
+        if self.tee.is_some() {
+            self.tap_names.push(sub.stream.as_str().into());
+        }
+        if let Some(books) = &mut self.books {
+            books.add(slot, &sub);
+        }
+        self.subs.push(sub);
+        let window = self.window(slot);
+        for conn in conns {
+            conn.streams_seen.push(false);
+            conn.streams_missing += 1;
+            conn.judge_at.push(Instant::now() + window);
+        }
+    }
+
+    /// The streams not delisted, by slot.
+    fn live_slots(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.subs.len()).filter(|&slot| !self.retired[slot])
+    }
+
+    /// After the group's streams changed: the URL a new connection opens, and how long a
+    /// connection may go without data (`stale_after` times the smallest patience among them).
+    fn streams_changed(&mut self) {
+        let streams: Vec<&str> = self
+            .live_slots()
+            .map(|slot| self.subs[slot].stream.as_str())
+            .collect();
+        let base = format!(
+            "{}/stream?streams=",
+            self.config.endpoint.trim_end_matches('/')
+        );
+        let url = format!("{base}{}", streams.join("/"));
+        let shown_url = format!("{base}{}", abbreviate(&streams, "/"));
+        let patience = self
+            .live_slots()
+            .map(|slot| self.subs[slot].patience())
+            .min()
+            .unwrap_or(1);
+        self.url = url;
+        self.shown_url = shown_url;
+        self.stale_after = self.config.stale_after.saturating_mul(patience);
+        self.stats.groups[self.index]
+            .quiet_limit_ms
+            .store(self.stale_after.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// aggTrade: backfill gaps by asking `requests`.
@@ -326,33 +420,21 @@ impl Group {
     /// Diff-depth mode: keep each stream's book syncable by asking `requests` for snapshots.
     pub fn with_snapshots(mut self, requests: Sender<SnapshotRequest>) -> Group {
         let (reply_tx, replies) = crossbeam_channel::unbounded();
-        let start = BookState {
-            synced: false,
-            since_ms: wall_ns() / 1_000_000,
-        };
-        for sub in &self.subs {
-            if let Target::Depth(symbol) = sub.target {
-                self.stats.symbols[symbol].book.set(start);
-            }
-        }
-        self.books = Some(BookSyncs {
+        let mut books = BookSyncs {
             requests,
             reply_tx,
             replies,
-            syncs: self.subs.iter().map(|_| BookSync::new()).collect(),
-            requested: vec![false; self.subs.len()],
-            taken: vec![0; self.subs.len()],
+            syncs: Vec::new(),
+            requested: Vec::new(),
+            taken: Vec::new(),
             stats: Arc::clone(&self.stats),
-            slot_of: self
-                .subs
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| match s.target {
-                    Target::Depth(symbol) => Some((symbol, i)),
-                    Target::Stream(_) => None,
-                })
-                .collect(),
-        });
+            slot_of: HashMap::new(),
+            names: Vec::new(),
+        };
+        for (slot, sub) in self.subs.iter().enumerate() {
+            books.add(slot, sub);
+        }
+        self.books = Some(books);
         self
     }
 
@@ -402,6 +484,7 @@ impl Group {
             }
             if self.take_snapshots() == Turn::WriterGone
                 || self.take_backfills() == Turn::WriterGone
+                || self.take_changes(&mut conns) == Turn::WriterGone
             {
                 break;
             }
@@ -540,7 +623,7 @@ impl Group {
         if conn.delivered() {
             return self.stale_after;
         }
-        let shortest = (0..self.subs.len()).map(|slot| self.window(slot)).min();
+        let shortest = self.live_slots().map(|slot| self.window(slot)).min();
         shortest.map_or(self.stale_after, |w| w.max(self.stale_after))
     }
 
@@ -565,7 +648,8 @@ impl Group {
             return Ok(());
         }
         conn.next_judgement = now + JUDGE_EVERY;
-        let silent: Vec<usize> = (0..self.subs.len())
+        let silent: Vec<usize> = self
+            .live_slots()
             .filter(|&slot| !conn.streams_seen[slot] && now >= conn.judge_at[slot])
             .collect();
         self.check_paces(now);
@@ -600,7 +684,7 @@ impl Group {
             let group = &self.stats.groups[self.index];
             group
                 .all_silent
-                .store(silent.len() == self.subs.len(), Ordering::Relaxed);
+                .store(silent.len() == self.live_slots().count(), Ordering::Relaxed);
             log::warn!(
                 "conn {}: no stream delivered in {waited:?}: {shown} (wrong route, or unknown \
                  symbols?)",
@@ -619,7 +703,7 @@ impl Group {
 
     /// Marks silent the streams that delivered and then stopped for far longer than their pace.
     fn check_paces(&self, now: Instant) {
-        for slot in 0..self.subs.len() {
+        for slot in self.live_slots() {
             let Some(last) = self.pace[slot].last else {
                 continue;
             };
@@ -673,6 +757,11 @@ impl Group {
                 return Turn::Continue;
             }
         };
+        if self.retired[slot] {
+            // In flight when the UNSUBSCRIBE went: the exchange no longer trades the symbol, and
+            // its files are finished.
+            return Turn::Continue;
+        }
         self.delivered(conn, slot, recv_ns, recv_at);
         let event = match event {
             Parsed::Depth(h) => {
@@ -924,6 +1013,102 @@ impl Group {
         }
     }
 
+    /// `--symbol all`: takes the listings and delistings handed over, sends their requests at
+    /// their pace, and tells the writer which files to finish.
+    fn take_changes(&mut self, conns: &mut [Conn]) -> Turn {
+        while let Some(change) = self.changes.as_ref().and_then(|c| c.try_recv().ok()) {
+            match change {
+                Change::Subscribe(subs) => self.subscribe(subs, conns),
+                Change::Unsubscribe(streams) => self.unsubscribe(&streams),
+            }
+        }
+        let now = Instant::now();
+        if now >= self.next_request_at
+            && let Some(request) = self.requests.pop_front()
+        {
+            self.next_request_at = now + CHANGE_GAP;
+            // A connection opened since has the change in its URL already; on Binance a repeated
+            // SUBSCRIBE or an UNSUBSCRIBE of an unknown stream changes nothing.
+            for conn in conns.iter_mut() {
+                if let Err(e) = conn.request(request.method, &request.streams) {
+                    // The next read fails too and replaces the connection, whose URL has it.
+                    log::warn!("conn {}: {} failed: {e}", conn.id, request.method);
+                }
+            }
+        }
+        self.tell_retired()
+    }
+
+    /// Subscribes the streams of a listing on every open connection (at the requests' pace)
+    /// and in the URL of the next one.
+    fn subscribe(&mut self, subs: Vec<Subscription>, conns: &mut [Conn]) {
+        let streams: Vec<String> = subs.iter().map(|s| s.stream.clone()).collect();
+        for sub in subs {
+            self.push_slot(sub, conns);
+        }
+        self.streams_changed();
+        log::info!(
+            "subscribing {} live on group {}",
+            abbreviate(
+                &streams.iter().map(String::as_str).collect::<Vec<_>>(),
+                ", "
+            ),
+            self.index + 1
+        );
+        self.requests.push_back(Request {
+            method: "SUBSCRIBE",
+            streams,
+        });
+    }
+
+    /// Unsubscribes the streams of a delisting: no longer recorded nor judged; their files are
+    /// finished once the writer has every event of them.
+    fn unsubscribe(&mut self, streams: &[String]) {
+        let mut gone = Vec::new();
+        for stream in streams {
+            let Some(&slot) = self.routes.get(stream) else {
+                continue;
+            };
+            if std::mem::replace(&mut self.retired[slot], true) {
+                continue;
+            }
+            self.feed(slot).set(FeedState::Delisted, wall_ns());
+            self.retiring.push(self.subs[slot].target);
+            gone.push(stream.clone());
+        }
+        if gone.is_empty() {
+            return;
+        }
+        self.streams_changed();
+        log::info!(
+            "unsubscribing {} on group {}",
+            abbreviate(&gone.iter().map(String::as_str).collect::<Vec<_>>(), ", "),
+            self.index + 1
+        );
+        self.requests.push_back(Request {
+            method: "UNSUBSCRIBE",
+            streams: gone,
+        });
+    }
+
+    /// Hands the writer the delisted streams whose files it is to finish; kept for the next
+    /// turn when its queue is full.
+    fn tell_retired(&mut self) -> Turn {
+        if self.retiring.is_empty() {
+            return Turn::Continue;
+        }
+        let targets = std::mem::take(&mut self.retiring);
+        match self.tx.try_send(Event::Retired(RetiredRecord { targets })) {
+            Ok(()) => Turn::Continue,
+            Err(TrySendError::Full(Event::Retired(unsent))) => {
+                self.retiring = unsent.targets;
+                Turn::Continue
+            }
+            Err(TrySendError::Full(_)) => Turn::Continue,
+            Err(TrySendError::Disconnected(_)) => Turn::WriterGone,
+        }
+    }
+
     /// Records the snapshots that arrived and feeds them to their book sync.
     fn take_snapshots(&mut self) -> Turn {
         let Some(books) = &mut self.books else {
@@ -933,6 +1118,9 @@ impl Group {
             let Some(&slot) = books.slot_of.get(&snap.symbol) else {
                 continue;
             };
+            if self.retired[slot] {
+                continue;
+            }
             books.requested[slot] = false;
             let stream = &self.subs[slot].stream;
             match books.syncs[slot].snapshot(snap.last_update_id) {
@@ -1103,6 +1291,22 @@ impl Group {
 }
 
 impl BookSyncs {
+    /// Follows the book of the stream in `slot`, if it is a depth stream.
+    fn add(&mut self, slot: usize, sub: &Subscription) {
+        self.syncs.push(BookSync::new());
+        self.requested.push(false);
+        self.taken.push(0);
+        self.names.push(sub.symbol.clone());
+        if let Target::Depth(symbol) = sub.target {
+            let start = BookState {
+                synced: false,
+                since_ms: wall_ns() / 1_000_000,
+            };
+            self.stats.symbols[symbol].book.set(start);
+            self.slot_of.insert(symbol, slot);
+        }
+    }
+
     fn event(
         &mut self,
         slot: usize,
@@ -1140,6 +1344,7 @@ impl BookSyncs {
         }
         let request = SnapshotRequest {
             symbol,
+            name: self.names[slot].clone(),
             reply: self.reply_tx.clone(),
         };
         self.requested[slot] = self.requests.send(request).is_ok();
@@ -1298,17 +1503,23 @@ impl Conn {
     /// connection, so nothing can be lost between the two requests.
     fn resubscribe(&mut self, streams: &[&str]) -> Result<(), FeedError> {
         for method in ["UNSUBSCRIBE", "SUBSCRIBE"] {
-            let request = serde_json::json!({
-                "method": method,
-                "params": streams,
-                "id": self.next_request,
-            });
-            self.next_request += 1;
-            self.ws
-                .send(Message::text(request.to_string()))
-                .map_err(FeedError::Read)?;
+            self.request(method, streams)?;
         }
         Ok(())
+    }
+
+    /// Sends one control request (`SUBSCRIBE`, `UNSUBSCRIBE`) for `streams`.
+    fn request(&mut self, method: &str, streams: &[impl AsRef<str>]) -> Result<(), FeedError> {
+        let streams: Vec<&str> = streams.iter().map(AsRef::as_ref).collect();
+        let request = serde_json::json!({
+            "method": method,
+            "params": streams,
+            "id": self.next_request,
+        });
+        self.next_request += 1;
+        self.ws
+            .send(Message::text(request.to_string()))
+            .map_err(FeedError::Read)
     }
 
     /// Staleness (no data for `stale_after`) and the client ping/pong watchdog.

@@ -17,12 +17,13 @@ mod console;
 mod event;
 mod feed;
 mod snapshot;
+mod universe;
 mod writer;
 
 use crate::error::{Error, Result};
 use crate::market::kind::{Kind, Route, Selection};
 use crate::market::stream::{Depth, Speed, depth_stream};
-use crate::market::symbol::Symbol;
+use crate::market::symbol::{Symbol, SymbolId};
 use crate::metrics::exporter::Exporter;
 use crate::metrics::tap::Tee;
 use crate::metrics::{Report, Stats};
@@ -32,9 +33,10 @@ use crate::store::names::{FileKind, book_dir, series};
 use crate::store::{salvage, staged};
 use crate::util::shutdown::Shutdown;
 use console::Console;
-use event::Target;
-use feed::{FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
+use event::{Event, StreamId, Target};
+use feed::{Change, FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
 use snapshot::Fetcher;
+pub use universe::{Universe, load_symbols};
 use writer::{StreamFiles, SymbolFiles, Writer, WriterConfig};
 
 /// Everything a recording run needs, validated.
@@ -67,6 +69,8 @@ pub struct RecordConfig {
     pub metrics_addr: Option<String>,
     /// `--tap`: every accepted frame and snapshot is also handed here.
     pub tap: Option<Tee>,
+    /// `--symbol all`: `symbols` is the listing at the start, followed live from here.
+    pub universe: Option<Universe>,
 }
 
 /// Where Binance serves USD-M depth streams since the 2026 route split.
@@ -107,6 +111,7 @@ impl Default for RecordConfig {
             gzip_level: 3,
             metrics_addr: None,
             tap: None,
+            universe: None,
         }
     }
 }
@@ -146,32 +151,45 @@ impl RecordConfig {
     /// Every subscription of the run, with its route: per symbol its depth stream (when
     /// recorded), then its kinds; streams beside the book numbered in that order.
     fn subscriptions(&self) -> Vec<(Route, Subscription)> {
-        let mut subs = Vec::new();
-        let mut next_stream = 0;
-        for (symbol_id, symbol) in self.symbols.iter().enumerate() {
-            if self.streams.depth {
-                subs.push((
-                    Route::Public,
-                    Subscription {
-                        target: Target::Depth(symbol_id),
-                        kind: None,
-                        stream: depth_stream(symbol, self.depth, self.speed),
-                    },
-                ));
-            }
-            for &kind in &self.streams.kinds {
-                subs.push((
-                    kind.route(),
-                    Subscription {
-                        target: Target::Stream(next_stream),
-                        kind: Some(kind),
-                        stream: kind.stream(symbol),
-                    },
-                ));
-                next_stream += 1;
-            }
-        }
-        subs
+        let per_symbol = self.streams.kinds.len();
+        self.symbols
+            .iter()
+            .enumerate()
+            .flat_map(|(id, symbol)| self.symbol_subscriptions(symbol, id, id * per_symbol))
+            .collect()
+    }
+
+    /// One symbol's subscriptions, with their routes: its depth stream (when recorded), then its
+    /// kinds, numbered from `first_stream`.
+    fn symbol_subscriptions(
+        &self,
+        symbol: &Symbol,
+        symbol_id: SymbolId,
+        first_stream: StreamId,
+    ) -> Vec<(Route, Subscription)> {
+        let depth = self.streams.depth.then(|| {
+            (
+                Route::Public,
+                Subscription {
+                    symbol: symbol.clone(),
+                    target: Target::Depth(symbol_id),
+                    kind: None,
+                    stream: depth_stream(symbol, self.depth, self.speed),
+                },
+            )
+        });
+        let kinds = self.streams.kinds.iter().enumerate().map(|(i, &kind)| {
+            (
+                kind.route(),
+                Subscription {
+                    symbol: symbol.clone(),
+                    target: Target::Stream(first_stream + i),
+                    kind: Some(kind),
+                    stream: kind.stream(symbol),
+                },
+            )
+        });
+        depth.into_iter().chain(kinds).collect()
     }
 
     /// Every stream name the run subscribes, for a tap to serve.
@@ -186,14 +204,29 @@ impl RecordConfig {
     fn stream_files(&self) -> Vec<StreamFiles> {
         self.symbols
             .iter()
-            .flat_map(|symbol| {
-                self.streams.kinds.iter().map(|&kind| StreamFiles {
-                    symbol: symbol.clone(),
-                    kind,
-                    stream: kind.stream(symbol),
-                })
+            .flat_map(|symbol| self.symbol_stream_files(symbol))
+            .collect()
+    }
+
+    /// One symbol's streams beside the book, in stream id order.
+    fn symbol_stream_files(&self, symbol: &Symbol) -> Vec<StreamFiles> {
+        self.streams
+            .kinds
+            .iter()
+            .map(|&kind| StreamFiles {
+                symbol: symbol.clone(),
+                kind,
+                stream: kind.stream(symbol),
             })
             .collect()
+    }
+
+    /// How a symbol's depth and snapshots are laid out on disk.
+    fn symbol_files(&self, symbol: &Symbol) -> SymbolFiles {
+        SymbolFiles {
+            symbol: symbol.clone(),
+            stream: depth_stream(symbol, self.depth, self.speed),
+        }
     }
 
     /// Creates the output directory, proves it writable and makes this process its only recorder
@@ -220,10 +253,7 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
     let files: Vec<SymbolFiles> = config
         .symbols
         .iter()
-        .map(|s| SymbolFiles {
-            symbol: s.clone(),
-            stream: depth_stream(s, config.depth, config.speed),
-        })
+        .map(|s| config.symbol_files(s))
         .collect();
     let streams = config.stream_files();
     let own: Vec<String> = config
@@ -261,15 +291,17 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         .map(|(_, subs)| subs[0].stream.clone())
         .collect();
     let names = files.iter().map(|f| f.stream.clone()).collect();
-    let stats = Arc::new(
-        Stats::new(names, labels)
-            .with_streams(
-                streams
-                    .iter()
-                    .map(|s| (s.stream.clone(), s.symbol.to_string(), s.kind)),
-            )
-            .with_tap(config.tap.as_ref().map(|tee| Arc::clone(tee.stats()))),
-    );
+    let mut stats = Stats::new(names, labels)
+        .with_streams(
+            streams
+                .iter()
+                .map(|s| (s.stream.clone(), s.symbol.to_string(), s.kind)),
+        )
+        .with_tap(config.tap.as_ref().map(|tee| Arc::clone(tee.stats())));
+    if config.universe.is_some() {
+        stats = stats.with_universe(config.symbols.len());
+    }
+    let stats = Arc::new(stats);
     let console = Console::start()?;
     let exporter = match &config.metrics_addr {
         Some(addr) => {
@@ -316,11 +348,7 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
     let (snapshot_tx, snapshot_rx) = crossbeam_channel::unbounded();
     let (backfill_tx, backfill_rx) = crossbeam_channel::unbounded();
     let fetcher = if snapshots || backfills {
-        let worker = Fetcher::new(
-            config.rest_endpoint.clone(),
-            config.symbols.clone(),
-            Arc::clone(&stats),
-        );
+        let worker = Fetcher::new(config.rest_endpoint.clone(), Arc::clone(&stats));
         let token = shutdown.clone();
         let handle = thread::Builder::new()
             .name("rest".into())
@@ -330,56 +358,63 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
     } else {
         None
     };
+    let spawner = Readers {
+        config: config.clone(),
+        numbers,
+        tx,
+        stats: Arc::clone(&stats),
+        shutdown: shutdown.clone(),
+        snapshots: snapshots.then_some(snapshot_tx),
+        backfills: backfills.then_some(backfill_tx),
+    };
     let mut readers = Vec::new();
+    let mut placed = Vec::new();
     for (n, (route, chunk)) in groups.into_iter().enumerate() {
-        let feed = FeedConfig {
-            endpoint: config.route_endpoint(route),
-            stale_after: config.stale_after,
-            ping_every: config.ping_every,
-            max_conn_age: config.max_conn_age,
-            numbers: Arc::clone(&numbers),
-        };
-        let mut group = Group::new(
-            n,
-            feed,
-            chunk,
-            tx.clone(),
-            Arc::clone(&stats),
-            shutdown.clone(),
-        );
-        if snapshots {
-            group = group.with_snapshots(snapshot_tx.clone());
-        }
-        if backfills {
-            group = group.with_backfills(backfill_tx.clone());
-        }
-        if let Some(tee) = &config.tap {
-            group = group.with_tee(tee.clone());
-        }
-        let spawned = thread::Builder::new()
-            .name(format!("reader-{}", n + 1))
-            .spawn(move || group.run());
-        match spawned {
+        let (changes_tx, changes) = crossbeam_channel::unbounded();
+        let streams: Vec<(Symbol, String)> = chunk
+            .iter()
+            .map(|s| (s.symbol.clone(), s.stream.clone()))
+            .collect();
+        let changes = config.universe.is_some().then_some(changes);
+        match spawner.spawn(n, route, chunk, changes) {
             Ok(handle) => readers.push(handle),
             Err(e) => {
                 shutdown.trigger();
-                log::error!("cannot start reader thread: {e}");
+                log::error!("{e}");
                 break;
             }
         }
+        placed.push(universe::Placed::new(route, changes_tx, streams));
     }
-    drop(tx);
-    // The groups hold the only senders: once they have all gone, the fetcher ends.
-    drop((snapshot_tx, backfill_tx));
+    // The groups (and, with `--symbol all`, the universe watch) hold the only senders to the
+    // writer and the fetcher: once they have all gone, the writer and the fetcher end.
+    let watch = match &config.universe {
+        Some(universe) => match universe::Watch::start(universe, spawner, placed) {
+            Ok(watch) => Some(watch),
+            Err(e) => {
+                shutdown.trigger();
+                log::error!("{e}");
+                None
+            }
+        },
+        None => {
+            drop(spawner);
+            None
+        }
+    };
+    let readers_count = readers.len();
     log::info!(
         "recording {} symbol(s) over {} connection group(s) to {}",
         config.symbols.len(),
-        readers.len(),
+        readers_count,
         config.book_dir().display()
     );
 
     wait(config.run_for, shutdown, &writer, fetcher.as_ref());
     shutdown.trigger();
+    if let Some(watch) = watch {
+        readers.extend(watch.join());
+    }
     let mut never_connected = None;
     for reader in readers {
         match reader.join() {
@@ -414,6 +449,66 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         return Err(Error::Thread("rest"));
     }
     never_connected.map_or(Ok(report), Err)
+}
+
+/// What starting a reader group takes: shared by the start of the run and, with `--symbol all`,
+/// the universe watch, which opens a group when a listing finds the others full.
+struct Readers {
+    config: RecordConfig,
+    /// Numbers the groups' connections.
+    numbers: Arc<ConnNumbers>,
+    /// To the writer.
+    tx: crossbeam_channel::Sender<Event>,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+    /// Diff depth: where the groups ask for snapshots.
+    snapshots: Option<crossbeam_channel::Sender<snapshot::SnapshotRequest>>,
+    /// aggTrade: where the groups ask for backfills.
+    backfills: Option<crossbeam_channel::Sender<backfill::BackfillRequest>>,
+}
+
+impl Readers {
+    /// Starts the thread of group `index` (its slot in `Stats::groups`), reading `subs` on
+    /// `route`; with `changes`, the group follows listings and delistings.
+    fn spawn(
+        &self,
+        index: usize,
+        route: Route,
+        subs: Vec<Subscription>,
+        changes: Option<crossbeam_channel::Receiver<Change>>,
+    ) -> Result<thread::JoinHandle<Result<()>>> {
+        let feed = FeedConfig {
+            endpoint: self.config.route_endpoint(route),
+            stale_after: self.config.stale_after,
+            ping_every: self.config.ping_every,
+            max_conn_age: self.config.max_conn_age,
+            numbers: Arc::clone(&self.numbers),
+        };
+        let mut group = Group::new(
+            index,
+            feed,
+            subs,
+            self.tx.clone(),
+            Arc::clone(&self.stats),
+            self.shutdown.clone(),
+        );
+        if let Some(requests) = &self.snapshots {
+            group = group.with_snapshots(requests.clone());
+        }
+        if let Some(requests) = &self.backfills {
+            group = group.with_backfills(requests.clone());
+        }
+        if let Some(tee) = &self.config.tap {
+            group = group.with_tee(tee.clone());
+        }
+        if let Some(changes) = changes {
+            group = group.with_changes(changes);
+        }
+        thread::Builder::new()
+            .name(format!("reader-{}", index + 1))
+            .spawn(move || group.run())
+            .map_err(|e| Error::Spawn("reader", e))
+    }
 }
 
 /// Returns when the token triggers, `run_for` passes, or the writer or the REST fetcher stopped

@@ -64,6 +64,9 @@ pub const FINISH_GRACE: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct SnapshotRequest {
     pub symbol: SymbolId,
+    /// Its name, for the URL and logs: a symbol listed during the run is not among those the
+    /// fetcher started with.
+    pub name: Symbol,
     /// Where the answer goes.
     pub reply: Sender<SnapshotRecord>,
 }
@@ -122,27 +125,26 @@ impl Job {
 
 pub struct Fetcher {
     rest_endpoint: String,
-    symbols: Vec<Symbol>,
     stats: std::sync::Arc<Stats>,
     agent: ureq::Agent,
 }
 
+/// The HTTP client of REST requests: each bounded by [`REQUEST_TIMEOUT`], an error status
+/// handed back as an answer so its body can be shown.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(REQUEST_TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
 impl Fetcher {
-    pub fn new(
-        rest_endpoint: String,
-        symbols: Vec<Symbol>,
-        stats: std::sync::Arc<Stats>,
-    ) -> Fetcher {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(REQUEST_TIMEOUT))
-            .http_status_as_error(false)
-            .build()
-            .into();
+    pub fn new(rest_endpoint: String, stats: std::sync::Arc<Stats>) -> Fetcher {
         Fetcher {
             rest_endpoint,
-            symbols,
             stats,
-            agent,
+            agent: agent(),
         }
     }
 
@@ -228,7 +230,7 @@ impl Fetcher {
                         Stats::bump(&self.stats.symbols[req.symbol].throttled);
                         log::warn!(
                             "snapshot for {} waits {wait:?} for REST weight budget",
-                            self.symbols[req.symbol]
+                            req.name
                         );
                     }
                     Job::Backfill(b) if throttled => {
@@ -246,7 +248,7 @@ impl Fetcher {
             let url = match job {
                 Job::Snapshot(req) => format!(
                     "{}/fapi/v1/depth?symbol={}&limit={SNAPSHOT_LIMIT}",
-                    self.rest_endpoint, self.symbols[req.symbol]
+                    self.rest_endpoint, req.name
                 ),
                 Job::Backfill(b) => {
                     format!("{}/fapi/v1/aggTrades?{}", self.rest_endpoint, b.query())
@@ -256,7 +258,7 @@ impl Fetcher {
                 Job::Snapshot(_) => MAX_SNAPSHOT_BYTES,
                 Job::Backfill(_) => MAX_PAGE_BYTES,
             };
-            let answer = self.get(&url, limit);
+            let answer = get(&self.agent, &url, limit);
             let taken = match answer {
                 Err(Failure::RateLimited(pause)) => {
                     log::warn!(
@@ -302,7 +304,7 @@ impl Fetcher {
                         Stats::bump(&self.stats.symbols[req.symbol].snapshot_errors);
                         log::warn!(
                             "snapshot for {} failed: {e}; retrying in {wait:?}",
-                            self.symbols[req.symbol]
+                            req.name
                         );
                     }
                     if let Job::Backfill(b) = job {
@@ -327,11 +329,7 @@ impl Fetcher {
     fn snapshot(&self, req: &SnapshotRequest, body: String, recv_ns: u64) -> Result<(), FeedError> {
         let head: Head = serde_json::from_str(&body)
             .map_err(|e| FeedError::Rest(format!("bad snapshot body: {e}")))?;
-        log::info!(
-            "snapshot {} lastUpdateId={}",
-            self.symbols[req.symbol],
-            head.last_update_id
-        );
+        log::info!("snapshot {} lastUpdateId={}", req.name, head.last_update_id);
         // A group that has gone away no longer needs it.
         let _ = req.reply.send(SnapshotRecord {
             symbol: req.symbol,
@@ -341,48 +339,48 @@ impl Fetcher {
         });
         Ok(())
     }
+}
 
-    /// GETs `url`: the body of a 200 answer (at most `limit` bytes, as received), when it was
-    /// received, and the weight the exchange says this IP used this minute.
-    fn get(&self, url: &str, limit: u64) -> Result<(String, u64, Option<u64>), Failure> {
-        let fail = |e: String| Failure::Other(FeedError::Rest(e));
-        let mut response = self
-            .agent
-            .get(url)
-            .call()
-            .map_err(|e| fail(e.to_string()))?;
-        let status = response.status().as_u16();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        if status == 429 || status == 418 {
-            let pause = header("retry-after").map_or(RATE_LIMITED_PAUSE, retry_after);
-            return Err(Failure::RateLimited(pause));
-        }
-        let used = header("x-mbx-used-weight-1m");
-        // Not lossy: the body is recorded byte for byte, or not at all.
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(limit)
-            .read_to_string()
-            .map_err(|e| match e {
-                ureq::Error::BodyExceedsLimit(_) => {
-                    fail(format!("body larger than {} MiB", limit >> 20))
-                }
-                e => fail(format!("reading body: {e}")),
-            })?;
-        let recv_ns = wall_ns();
-        if status != 200 {
-            let excerpt: String = body.chars().take(200).collect();
-            return Err(fail(format!("http status {status}: {excerpt}")));
-        }
-        Ok((body, recv_ns, used))
+/// GETs `url`: the body of a 200 answer (at most `limit` bytes, as received), when it was
+/// received, and the weight the exchange says this IP used this minute.
+pub fn get(
+    agent: &ureq::Agent,
+    url: &str,
+    limit: u64,
+) -> Result<(String, u64, Option<u64>), Failure> {
+    let fail = |e: String| Failure::Other(FeedError::Rest(e));
+    let mut response = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
+    let status = response.status().as_u16();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    if status == 429 || status == 418 {
+        let pause = header("retry-after").map_or(RATE_LIMITED_PAUSE, retry_after);
+        return Err(Failure::RateLimited(pause));
     }
+    let used = header("x-mbx-used-weight-1m");
+    // Not lossy: the body is recorded byte for byte, or not at all.
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_string()
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => {
+                fail(format!("body larger than {} MiB", limit >> 20))
+            }
+            e => fail(format!("reading body: {e}")),
+        })?;
+    let recv_ns = wall_ns();
+    if status != 200 {
+        let excerpt: String = body.chars().take(200).collect();
+        return Err(fail(format!("http status {status}: {excerpt}")));
+    }
+    Ok((body, recv_ns, used))
 }
 
 /// Hands the backfills still queued back with what they fetched, saying why they stop short.
@@ -428,7 +426,7 @@ fn near_limit(used: u64) -> bool {
         > limit
 }
 
-enum Failure {
+pub enum Failure {
     /// HTTP 429/418: wait this long before any request.
     RateLimited(Duration),
     /// Anything else, a 4xx other than 429/418 included (a bad symbol or parameter, which waiting

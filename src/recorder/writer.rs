@@ -13,6 +13,7 @@
 //! at the next start. Once a second the data directory itself is checked, so that its removal is
 //! noticed within that second rather than when a file is next created in it.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -26,7 +27,9 @@ use crate::market::symbol::Symbol;
 use crate::metrics::{Metrics, Report, ReportClock, Stats};
 use crate::recorder::compress::{self, Done, Job};
 use crate::recorder::console::Printer;
-use crate::recorder::event::{DepthRecord, Event, KindRecord, MetaRecord, SnapshotRecord, Target};
+use crate::recorder::event::{
+    DepthRecord, Event, KindRecord, ListedRecord, MetaRecord, RetiredRecord, SnapshotRecord, Target,
+};
 use crate::store::gzip::MEMBER_BYTES;
 use crate::store::line::{
     MetaLine, SnapshotLine, encode_depth, encode_kind, encode_meta, encode_snapshot,
@@ -87,7 +90,7 @@ pub struct WriterConfig {
 }
 
 /// A file series of the run, by the index of its symbol or stream.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Series {
     Depth(usize),
     Snapshot(usize),
@@ -107,6 +110,9 @@ struct Sink {
     /// The UTC period of the open file and pending lines.
     period: Option<u64>,
     open: Option<Arc<OpenFile>>,
+    /// Its symbol was delisted and its file finished: a line that still comes is not one the
+    /// exchange sent while the symbol traded, and must not start a new file.
+    retired: bool,
 }
 
 impl Sink {
@@ -118,6 +124,7 @@ impl Sink {
             first_ns: 0,
             period: None,
             open: None,
+            retired: false,
         }
     }
 }
@@ -139,9 +146,10 @@ struct Stage {
 /// Files, the compression stage and metrics: everything the writer thread owns.
 pub struct Writer {
     config: WriterConfig,
-    /// Every series: the symbols' depth, then their snapshots, then the streams beside the
-    /// book ([`Writer::sink_of`]).
+    /// Every series, in the order they were added ([`Writer::sink_of`]).
     sinks: Vec<Sink>,
+    /// Where each series' sink is in `sinks`: a listing adds series while the run goes on.
+    sink_index: HashMap<Series, usize>,
     stage: Stage,
     metrics: Metrics,
     stats: Arc<Stats>,
@@ -154,21 +162,6 @@ pub struct Writer {
 impl Writer {
     /// Prepares the files' bookkeeping and starts the compression thread.
     pub fn new(config: WriterConfig, stats: Arc<Stats>, printer: Printer) -> Result<Writer> {
-        let per_symbol = |kind| {
-            config
-                .symbols
-                .iter()
-                .map(move |s| Sink::new(series(&s.symbol, kind)))
-        };
-        let sinks = per_symbol(FileKind::Depth)
-            .chain(per_symbol(FileKind::Snapshot))
-            .chain(
-                config
-                    .streams
-                    .iter()
-                    .map(|s| Sink::new(series(&s.symbol, FileKind::Stream(s.kind)))),
-            )
-            .collect();
         let metrics = Metrics::new(
             config
                 .symbols
@@ -186,9 +179,15 @@ impl Writer {
             .spawn(move || compress::run(level, &watch, jobs_rx, done_tx))
             .map_err(|e| Error::Spawn("compress", e))?;
         let now = Instant::now();
-        Ok(Writer {
-            config,
-            sinks,
+        let (symbols, streams) = (config.symbols.clone(), config.streams.clone());
+        let mut writer = Writer {
+            config: WriterConfig {
+                symbols: Vec::new(),
+                streams: Vec::new(),
+                ..config
+            },
+            sinks: Vec::new(),
+            sink_index: HashMap::new(),
             stage: Stage {
                 jobs: Some(jobs),
                 outbox: Vec::new(),
@@ -202,7 +201,38 @@ impl Writer {
             printer,
             started: now,
             last_report: now,
-        })
+        };
+        for symbol in symbols {
+            writer.add_symbol(symbol);
+        }
+        for stream in streams {
+            writer.add_stream(stream);
+        }
+        Ok(writer)
+    }
+
+    /// Adds the series of a symbol's depth and snapshots, under the next symbol id.
+    fn add_symbol(&mut self, files: SymbolFiles) {
+        let id = self.config.symbols.len();
+        for (kind, of) in [
+            (FileKind::Depth, Series::Depth(id)),
+            (FileKind::Snapshot, Series::Snapshot(id)),
+        ] {
+            self.sink_index.insert(of, self.sinks.len());
+            self.sinks.push(Sink::new(series(&files.symbol, kind)));
+        }
+        self.config.symbols.push(files);
+    }
+
+    /// Adds the series of a stream beside the book, under the next stream id.
+    fn add_stream(&mut self, files: StreamFiles) {
+        let id = self.config.streams.len();
+        self.sink_index.insert(Series::Stream(id), self.sinks.len());
+        self.sinks.push(Sink::new(series(
+            &files.symbol,
+            FileKind::Stream(files.kind),
+        )));
+        self.config.streams.push(files);
     }
 
     /// Runs until every sender is gone, then finishes every file and writes the final metrics.
@@ -302,18 +332,59 @@ impl Writer {
             Event::Snapshot(snap) => self.snapshot_line(&snap),
             Event::Kind(rec) => self.kind_line(&rec),
             Event::Meta(meta) => self.meta_lines(&meta),
+            Event::Listed(listed) => {
+                self.listed(listed);
+                Ok(())
+            }
+            Event::Retired(retired) => self.retired(&retired),
         }
     }
 
-    /// Where a series' sink is in `sinks`; `None` for an index the run does not have.
+    /// Takes a symbol listed during the run, under the ids the run gave it.
+    fn listed(&mut self, listed: ListedRecord) {
+        if listed.symbol_id != self.config.symbols.len()
+            || listed.first_stream != self.config.streams.len()
+        {
+            // Ids are given by one thread in the order it sends listings: a mismatch is a bug,
+            // and a symbol recorded under another's name would be worse than one not recorded.
+            log::error!(
+                "listing of {} out of order (symbol id {}, stream id {}): not recorded",
+                listed.symbol.symbol,
+                listed.symbol_id,
+                listed.first_stream
+            );
+            return;
+        }
+        let name = listed.symbol.symbol.to_string();
+        self.add_symbol(listed.symbol);
+        self.metrics.add_symbol(name);
+        for stream in listed.streams {
+            self.add_stream(stream);
+        }
+    }
+
+    /// Finishes the files of a delisted symbol's streams, for good.
+    fn retired(&mut self, retired: &RetiredRecord) -> Result<()> {
+        let series = retired.targets.iter().flat_map(|target| match *target {
+            Target::Depth(symbol) => vec![Series::Depth(symbol), Series::Snapshot(symbol)],
+            Target::Stream(stream) => vec![Series::Stream(stream)],
+        });
+        let sinks: Vec<usize> = series.filter_map(|s| self.sink_of(s)).collect();
+        for sink in sinks {
+            self.finish(sink)?;
+            self.sinks[sink].retired = true;
+            log::info!("{}: files finished", self.sinks[sink].series);
+        }
+        Ok(())
+    }
+
+    /// Where a series' sink is in `sinks`; `None` for an index the run does not have, or a
+    /// series whose symbol was delisted.
     fn sink_of(&self, series: Series) -> Option<usize> {
-        let symbols = self.config.symbols.len();
-        let (base, len, index) = match series {
-            Series::Depth(symbol) => (0, symbols, symbol),
-            Series::Snapshot(symbol) => (symbols, symbols, symbol),
-            Series::Stream(stream) => (2 * symbols, self.config.streams.len(), stream),
-        };
-        (index < len).then_some(base + index)
+        self.sink_index
+            .get(&series)
+            .copied()
+            .filter(|&sink| !self.sinks[sink].retired)
     }
 
     /// Makes ready to take a line for `sink`: the file of the receipt time's period.
