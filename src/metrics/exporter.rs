@@ -232,10 +232,7 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
             r.server_shutdowns,
         ),
     ];
-    for (name, help, value) in counters {
-        metric(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
+    write_counters(&mut out, &counters);
     if let Some(tap) = r.tap {
         tap_metrics(&mut out, tap);
     }
@@ -415,6 +412,14 @@ fn book_states(out: &mut String, r: &Report) {
 /// Reads one counter of a symbol's report.
 type SymbolFigure = fn(&SymbolReport) -> u64;
 
+/// Writes each `(name, help, value)` as a Prometheus counter.
+fn write_counters(out: &mut String, counters: &[(&str, &str, u64)]) {
+    for (name, help, value) in counters {
+        metric(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
 /// The `obrec_universe_*` series of a recorder with `--symbol all`.
 fn universe_metrics(out: &mut String, universe: UniverseReport) {
     metric(
@@ -424,52 +429,52 @@ fn universe_metrics(out: &mut String, universe: UniverseReport) {
         "Symbols recorded now (--symbol all).",
     );
     let _ = writeln!(out, "obrec_universe_symbols {}", universe.symbols);
-    for (name, help, value) in [
-        (
-            "obrec_universe_listed_total",
-            "Symbols the exchange listed during the run, subscribed live.",
-            universe.listed,
-        ),
-        (
-            "obrec_universe_delisted_total",
-            "Symbols the exchange stopped trading during the run, their files finished.",
-            universe.delisted,
-        ),
-    ] {
-        metric(out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
+    write_counters(
+        out,
+        &[
+            (
+                "obrec_universe_listed_total",
+                "Symbols the exchange listed during the run, subscribed live.",
+                universe.listed,
+            ),
+            (
+                "obrec_universe_delisted_total",
+                "Symbols the exchange stopped trading during the run, their files finished.",
+                universe.delisted,
+            ),
+        ],
+    );
 }
 
 /// The `obrec_tap_*` series of a recorder with `--tap`.
 fn tap_metrics(out: &mut String, tap: TapReport) {
     metric(out, "obrec_tap_clients", "gauge", "Tap clients connected.");
     let _ = writeln!(out, "obrec_tap_clients {}", tap.clients);
-    for (name, help, value) in [
-        (
-            "obrec_tap_frames_sent_total",
-            "Frames written to tap clients.",
-            tap.frames_sent,
-        ),
-        (
-            "obrec_tap_bytes_sent_total",
-            "Bytes written to tap clients.",
-            tap.bytes_sent,
-        ),
-        (
-            "obrec_tap_cuts_total",
-            "Tap clients cut for falling behind.",
-            tap.cuts,
-        ),
-        (
-            "obrec_tap_drops_total",
-            "Frames the tap lost on its full hand-off queue (the files did not).",
-            tap.drops,
-        ),
-    ] {
-        metric(out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
+    write_counters(
+        out,
+        &[
+            (
+                "obrec_tap_frames_sent_total",
+                "Frames written to tap clients.",
+                tap.frames_sent,
+            ),
+            (
+                "obrec_tap_bytes_sent_total",
+                "Bytes written to tap clients.",
+                tap.bytes_sent,
+            ),
+            (
+                "obrec_tap_cuts_total",
+                "Tap clients cut for falling behind.",
+                tap.cuts,
+            ),
+            (
+                "obrec_tap_drops_total",
+                "Frames the tap lost on its full hand-off queue (the files did not).",
+                tap.drops,
+            ),
+        ],
+    );
     metric(
         out,
         "obrec_tap_delivery_milliseconds",
@@ -535,6 +540,26 @@ mod tests {
             "obrec_tap_cuts_total 1",
             "obrec_tap_drops_total 2",
             "obrec_tap_delivery_milliseconds{quantile=\"0.99\"} 1.5",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
+        }
+    }
+
+    #[test]
+    fn universe_series_count_listings_and_delistings() {
+        let mut out = String::new();
+        let universe = UniverseReport {
+            listed: 2,
+            delisted: 1,
+            symbols: 531,
+        };
+        universe_metrics(&mut out, universe);
+        for line in [
+            "# TYPE obrec_universe_symbols gauge",
+            "obrec_universe_symbols 531",
+            "# TYPE obrec_universe_listed_total counter",
+            "obrec_universe_listed_total 2",
+            "obrec_universe_delisted_total 1",
         ] {
             assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
         }
