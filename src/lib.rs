@@ -13,14 +13,15 @@
 //!
 //! * `util` — the clock, retry backoff, shutdown, logging. Knows nothing of markets or files.
 //! * `market` — Binance's vocabulary, pure: symbols, stream names, the stream kinds beside the book
-//!   and their routes, frame parsing, the continuity state machines, the order book.
+//!   and their routes, frame parsing, the continuity state machines, the order book, the
+//!   listing (`exchangeInfo`) and its filter.
 //! * `store` — the on-disk format, in one home: line layouts (encode, scan, parse), file names and
 //!   which files a command reads, CRC-checked gzip members, the bounded line reader, staged `.part`
 //!   files, the data-dir lock, connection numbers, crash recovery.
 //! * `metrics` — counters and HdrHistogram figures, the report (`metrics.json`, SUMMARY), the
 //!   Prometheus exporter, `obrec health`.
 //! * `recorder` — the live pipeline: connections, REST snapshots and backfills, the writer, the
-//!   compression stage, the console.
+//!   compression stage, the console, the universe watch (`--symbol all`).
 //! * `offline` — `replay` (and the books it rebuilds, shared with `report`), `report` (one HTML
 //!   page), `export` (hftbacktest, Tardis CSV, Parquet), `import`.
 //! * `exchange` — the Binance-compatible front, behind it the simulator, a recording, or a
@@ -50,6 +51,11 @@
 //!                           recorder::console (one thread): stdout; a closed pipe ends printing
 //!  recorder::snapshot::Fetcher (one thread, --depth 0 or aggTrade): REST snapshots and aggTrade
 //!     backfills (recorder::backfill) back to the groups, which send them on to the writer
+//!  recorder::universe::Watch (one thread, --symbol all): exchangeInfo every
+//!     --universe-refresh-sec; a listing's files ──▶ the writer (event::ListedRecord, before any
+//!     of its events), its streams ──▶ a group with room (feed::Change, SUBSCRIBE on the live
+//!     connection) or a new group; a delisting ──▶ its groups: UNSUBSCRIBE, and after its last
+//!     event event::RetiredRecord ──▶ the writer, which finishes its files
 //!  metrics::exporter (one thread, --metrics-addr): /metrics, /healthz; polls, never blocks on a client
 //!  recorder::feed::Group ──tee: bounded 65,536 (full → tap.drops)──▶ exchange::tap dispatcher
 //!     (one thread, --tap): live book + fan-out under one lock ──▶ a bounded queue per client
@@ -67,7 +73,8 @@
 //!   type, ids, completeness rule), its ids in `market/frame.rs` and `store/line.rs`, its payload
 //!   in the simulator's `exchange/sim/kinds.rs`; file names, connection groups, metrics, replay,
 //!   serve and export take it from there.
-//! * A market: its symbol rule in `market/symbol.rs`, its routes in `market/stream.rs`.
+//! * A market: its symbol rule in `market/symbol.rs`, its routes in `market/stream.rs`, its
+//!   listing's path in `Universe::path` (`recorder/universe.rs`; USD-M's is the default).
 //! * A command: its flags in `cli/`, its work in the layer it belongs to.
 //!
 //! # Public API

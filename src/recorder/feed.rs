@@ -394,14 +394,17 @@ impl Group {
         let patience = self
             .live_slots()
             .map(|slot| self.subs[slot].patience())
-            .min()
-            .unwrap_or(1);
+            .min();
         self.url = url;
         self.shown_url = shown_url;
-        self.stale_after = self.config.stale_after.saturating_mul(patience);
+        // A group whose every symbol was delisted has nothing to miss: it waits for a listing,
+        // neither replaced for its silence nor called unhealthy.
+        self.stale_after =
+            patience.map_or(Duration::MAX, |p| self.config.stale_after.saturating_mul(p));
+        let quiet_ms = u64::try_from(self.stale_after.as_millis()).unwrap_or(u64::MAX);
         self.stats.groups[self.index]
             .quiet_limit_ms
-            .store(self.stale_after.as_millis() as u64, Ordering::Relaxed);
+            .store(quiet_ms, Ordering::Relaxed);
     }
 
     /// aggTrade: backfill gaps by asking `requests`.

@@ -3,7 +3,9 @@
 //!
 //! Shutdown (SIGINT, SIGTERM, end of `--run-minutes`) triggers the token; readers notice within a
 //! read tick, close their sockets and drop their senders; the writer sees the channel close,
-//! drains what is queued, finishes every gzip file and writes the final metrics.
+//! drains what is queued, finishes every gzip file and writes the final metrics. With
+//! `--symbol all` the universe watch holds a sender too, and the groups it opened are joined
+//! with the others.
 
 use std::fs;
 use std::path::PathBuf;

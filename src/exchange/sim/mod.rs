@@ -4,7 +4,8 @@
 //! (`<sym>@depth[@speed]`) depth streams and, beside them, `<sym>@trade`, `<sym>@aggTrade`,
 //! `<sym>@bookTicker`, `<sym>@markPrice@1s` and `<sym>@forceOrder`, on `/stream?streams=…` and
 //! `/ws/…` under `/public` and `/market`; live SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS, server
-//! pings, and REST `/fapi/v1/depth`, `/fapi/v1/aggTrades` and `/fapi/v1/time`. Each symbol has one
+//! pings, and REST `/fapi/v1/depth`, `/fapi/v1/aggTrades`, `/fapi/v1/time` and
+//! `/fapi/v1/exchangeInfo` (with symbols listed and delisted during the run). Each symbol has one
 //! update-id sequence shared by every connection and stream, with ids that skip like the real
 //! ones, and the REST snapshot is exactly the book after the latest event, so Binance's
 //! local-book procedure works against it. REST aggregate trades come from a bounded history of
