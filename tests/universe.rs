@@ -269,3 +269,46 @@ fn all_without_a_listing_is_a_usage_error_and_explicit_symbols_keep_their_meanin
     assert_eq!(m["universe"]["symbols"], 1);
     sim.shutdown();
 }
+
+#[test]
+fn all_records_a_whole_market_of_generated_symbols_over_groups_of_at_most_200_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sim, port) = spawn_sim(dir.path(), &["--symbols", "500", "--rate", "2"]);
+    let (data, logs) = (dir.path().join("data"), dir.path().join("logs"));
+    let out = run_output(
+        record_from(
+            &format!("ws://127.0.0.1:{port}"),
+            &format!("http://127.0.0.1:{port}"),
+            &data,
+            &logs,
+        )
+        .args([
+            "--symbol",
+            "all",
+            "--quote",
+            "USDT",
+            "--run-minutes",
+            "0.12",
+        ]),
+    );
+    terminate(&mut sim, Duration::from_secs(5));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("recording 501 symbol(s) listed as trading (quote USDT)"),
+        "{stderr}"
+    );
+    let m = metrics(&data);
+    let symbols = m["symbols"].as_object().unwrap();
+    assert_eq!(symbols.len(), 501);
+    // 501 depth streams: three groups of at most 200, each its own connection.
+    assert_eq!(m["connected"], serde_json::json!({"up": 3, "of": 3}), "{m}");
+    let quiet: Vec<&String> = symbols
+        .iter()
+        .filter(|(_, s)| s["messages"] == 0)
+        .map(|(name, _)| name)
+        .collect();
+    assert!(quiet.is_empty(), "recorded nothing of {quiet:?}");
+    assert_eq!(m["continuity"]["breaks"], 0);
+    assert_eq!(m["continuity"]["reconnects"], 0);
+}

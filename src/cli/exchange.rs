@@ -14,7 +14,7 @@ use super::parse;
 use crate::exchange::serve::{Pace, Recording, Serve, ServeConfig};
 use crate::exchange::sim::{
     DEFAULT_LISTEN, DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, DEFAULT_SNAPSHOT_STATUS,
-    Faults, Rate, Schedule, SentFrame, Sim, SimConfig, Violation,
+    Faults, MAX_GENERATED, Rate, Schedule, SentFrame, Sim, SimConfig, Violation, generated_symbols,
 };
 use crate::store::staged::write_atomic;
 use crate::util::shutdown::Shutdown;
@@ -34,6 +34,9 @@ pub struct SimArgs {
     #[arg(long, env = "OBREC_SYMBOL", value_name = "SYM", value_delimiter = ',', default_value = "ETHUSDT",
           value_parser = parse::symbol_text)]
     pub symbol: Vec<String>,
+    /// Also serve N generated USDT symbols (AAAUSDT, AABUSDT, …), for whole-market runs
+    #[arg(long, env = "OBREC_SYMBOLS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_GENERATED as u64))]
+    pub symbols: Option<u64>,
     /// Events per second per symbol (e.g. 10, 0.5), or `max`: as fast as the slowest subscriber reads
     #[arg(long, env = "OBREC_RATE", value_name = "N|max", default_value = "10")]
     pub rate: Rate,
@@ -68,7 +71,15 @@ pub struct SimArgs {
 /// The listen address cannot be bound, or a file cannot be written.
 pub fn sim(args: &SimArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let config = SimConfig {
-        symbols: args.symbol.clone(),
+        symbols: args
+            .symbol
+            .iter()
+            .cloned()
+            .chain(generated_symbols(
+                args.symbols
+                    .map_or(0, |n| usize::try_from(n).unwrap_or(MAX_GENERATED)),
+            ))
+            .collect(),
         rate: args.rate,
         seed: args.seed,
         ping_interval: args.server_ping_sec,
@@ -94,8 +105,10 @@ pub fn sim(args: &SimArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let addr = sim.local_addr();
     announce(addr, args.port_file.as_deref())?;
     log::info!(
-        "sim: serving {} at {} on {addr}",
+        "sim: serving {}{} at {} on {addr}",
         args.symbol.join(","),
+        args.symbols
+            .map_or(String::new(), |n| format!(" and {n} generated symbols")),
         args.rate
     );
     while !shutdown.wait_timeout(STOP_POLL) {

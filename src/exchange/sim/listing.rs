@@ -28,6 +28,19 @@ const SETTLING: &str = "SETTLING";
 /// of them is taken as quoted in USDT, USD-M's usual.
 const QUOTES: [&str; 5] = ["FDUSD", "USDT", "USDC", "BTC", "ETH"];
 
+/// Most symbols `--symbols` generates: one pump thread each, and about four times USD-M's
+/// ~550, room for a whole-market bench without a machine's worth of threads.
+pub const MAX_GENERATED: usize = 2000;
+
+/// `n` (at most [`MAX_GENERATED`]) distinct USDT symbols for a whole-market run: `AAAUSDT`,
+/// `AABUSDT`, … (three-letter bases, like many real ones).
+pub fn generated_symbols(n: usize) -> Vec<String> {
+    let letter = |i: usize| char::from(b'A' + (i % 26) as u8);
+    (0..n.min(MAX_GENERATED))
+        .map(|i| format!("{}{}{}USDT", letter(i / 676), letter(i / 26), letter(i)))
+        .collect()
+}
+
 /// A schedule against the clock of a running sim.
 pub(crate) struct Calendar {
     start: Instant,
@@ -97,6 +110,17 @@ mod tests {
     use super::*;
     use crate::market::listing::{Filter, parse_listing};
     use crate::market::symbol::Symbol;
+
+    #[test]
+    fn generated_symbols_are_distinct_valid_names() {
+        let names = generated_symbols(MAX_GENERATED + 1);
+        assert_eq!(names.len(), MAX_GENERATED);
+        assert_eq!(names[..3], ["AAAUSDT", "AABUSDT", "AACUSDT"]);
+        assert_eq!(names[26], "ABAUSDT");
+        let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
+        assert!(names.iter().all(|n| Symbol::exact(n).is_ok()));
+    }
 
     #[test]
     fn the_listing_follows_the_schedule_and_parses_as_binance_s() {

@@ -70,7 +70,7 @@ pub use faults::{
     DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, DEFAULT_SNAPSHOT_STATUS, Fault, Faults,
     Violation,
 };
-pub use listing::Schedule;
+pub use listing::{MAX_GENERATED, Schedule, generated_symbols};
 pub use server::Sim;
 
 use crate::market::stream::is_well_formed;
