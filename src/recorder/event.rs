@@ -4,12 +4,11 @@
 use std::ops::Range;
 use std::time::Instant;
 
-use crate::market::kind::KindIds;
+use crate::market::kind::{Kind, KindIds};
 use crate::market::sequence::Ids;
-use crate::market::symbol::SymbolId;
+use crate::market::symbol::{Symbol, SymbolId};
 use crate::market::tee::{DepthPosition, Tapped, TappedFrame};
 use crate::metrics::tap::Tee;
-use crate::recorder::writer::{StreamFiles, SymbolFiles};
 use crate::store::line::{DepthLine, KindLine};
 
 /// A stream beside the book: its index in the run's list of them (`WriterConfig::streams`).
@@ -117,6 +116,24 @@ pub struct SnapshotRecord {
     pub recv_ns: u64,
     pub last_update_id: u64,
     pub body: String,
+}
+
+/// How a symbol's data is laid out on disk.
+#[derive(Clone, Debug)]
+pub struct SymbolFiles {
+    /// As written in each line and, in lower case, in file names.
+    pub symbol: Symbol,
+    /// The combined-stream name, as written in each line.
+    pub stream: String,
+}
+
+/// How a stream beside the book is laid out on disk.
+#[derive(Clone, Debug)]
+pub struct StreamFiles {
+    pub symbol: Symbol,
+    pub kind: Kind,
+    /// The combined-stream name, as written in each line.
+    pub stream: String,
 }
 
 /// A symbol the exchange listed during a `--symbol all` run: its file series, under the ids

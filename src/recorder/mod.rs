@@ -35,11 +35,11 @@ use crate::store::names::{FileKind, book_dir, series};
 use crate::store::{salvage, staged};
 use crate::util::shutdown::Shutdown;
 use console::Console;
-use event::{Event, StreamId, Target};
+use event::{Event, StreamFiles, StreamId, SymbolFiles, Target};
 use feed::{Change, FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
 use snapshot::Fetcher;
 pub use universe::{Universe, load_symbols};
-use writer::{StreamFiles, SymbolFiles, Writer, WriterConfig};
+use writer::{Writer, WriterConfig};
 
 /// Everything a recording run needs, validated.
 #[derive(Clone, Debug)]

@@ -22,13 +22,12 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::error::{Error, Result};
-use crate::market::kind::Kind;
-use crate::market::symbol::Symbol;
 use crate::metrics::{Metrics, Report, ReportClock, Stats};
 use crate::recorder::compress::{self, Done, Job};
 use crate::recorder::console::Printer;
 use crate::recorder::event::{
-    DepthRecord, Event, KindRecord, ListedRecord, MetaRecord, RetiredRecord, SnapshotRecord, Target,
+    DepthRecord, Event, KindRecord, ListedRecord, MetaRecord, RetiredRecord, SnapshotRecord,
+    StreamFiles, SymbolFiles, Target,
 };
 use crate::store::gzip::MEMBER_BYTES;
 use crate::store::line::{
@@ -54,24 +53,6 @@ const BUSY_NAP: Duration = Duration::from_micros(200);
 /// How often the writer looks for files whose period has ended, and has the data directory
 /// checked: a directory removed under the run is noticed within this.
 const PERIOD_CHECK: Duration = Duration::from_secs(1);
-
-/// How a symbol's data is laid out on disk.
-#[derive(Clone, Debug)]
-pub struct SymbolFiles {
-    /// As written in each line and, in lower case, in file names.
-    pub symbol: Symbol,
-    /// The combined-stream name, as written in each line.
-    pub stream: String,
-}
-
-/// How a stream beside the book is laid out on disk.
-#[derive(Clone, Debug)]
-pub struct StreamFiles {
-    pub symbol: Symbol,
-    pub kind: Kind,
-    /// The combined-stream name, as written in each line.
-    pub stream: String,
-}
 
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
