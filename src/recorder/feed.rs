@@ -1058,10 +1058,7 @@ impl Group {
             ),
             self.index + 1
         );
-        self.requests.push_back(Request {
-            method: "SUBSCRIBE",
-            streams,
-        });
+        self.queue_request("SUBSCRIBE", streams);
     }
 
     /// Unsubscribes the streams of a delisting: no longer recorded nor judged; their files are
@@ -1088,10 +1085,16 @@ impl Group {
             abbreviate(&gone.iter().map(String::as_str).collect::<Vec<_>>(), ", "),
             self.index + 1
         );
-        self.requests.push_back(Request {
-            method: "UNSUBSCRIBE",
-            streams: gone,
-        });
+        self.queue_request("UNSUBSCRIBE", gone);
+    }
+
+    /// Queues a request; one of the same method still waiting takes the streams too, so that
+    /// many listings at once cost few requests (a group never has more than 200 streams).
+    fn queue_request(&mut self, method: &'static str, streams: Vec<String>) {
+        match self.requests.back_mut() {
+            Some(last) if last.method == method => last.streams.extend(streams),
+            _ => self.requests.push_back(Request { method, streams }),
+        }
     }
 
     /// Hands the writer the delisted streams whose files it is to finish; kept for the next
@@ -1103,11 +1106,12 @@ impl Group {
         let targets = std::mem::take(&mut self.retiring);
         match self.tx.try_send(Event::Retired(RetiredRecord { targets })) {
             Ok(()) => Turn::Continue,
-            Err(TrySendError::Full(Event::Retired(unsent))) => {
-                self.retiring = unsent.targets;
+            Err(TrySendError::Full(unsent)) => {
+                if let Event::Retired(unsent) = unsent {
+                    self.retiring = unsent.targets;
+                }
                 Turn::Continue
             }
-            Err(TrySendError::Full(_)) => Turn::Continue,
             Err(TrySendError::Disconnected(_)) => Turn::WriterGone,
         }
     }
