@@ -352,9 +352,12 @@ impl Writer {
         });
         let sinks: Vec<usize> = series.filter_map(|s| self.sink_of(s)).collect();
         for sink in sinks {
+            let written = self.sinks[sink].open.is_some() || !self.sinks[sink].pending.is_empty();
             self.finish(sink)?;
             self.sinks[sink].retired = true;
-            log::info!("{}: files finished", self.sinks[sink].series);
+            if written {
+                log::info!("{}: delisted, its file finished", self.sinks[sink].series);
+            }
         }
         Ok(())
     }
