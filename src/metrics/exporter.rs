@@ -516,6 +516,13 @@ mod tests {
     use super::*;
     use crate::metrics::tap::Delivery;
 
+    /// Each of `lines` is a whole line of `out`.
+    fn assert_has_lines(out: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(out.lines().any(|l| l == *line), "{line} in\n{out}");
+        }
+    }
+
     #[test]
     fn tap_series_are_named_obrec_tap() {
         let mut out = String::new();
@@ -532,17 +539,18 @@ mod tests {
             },
         };
         tap_metrics(&mut out, tap);
-        for line in [
-            "# TYPE obrec_tap_clients gauge",
-            "obrec_tap_clients 3",
-            "obrec_tap_frames_sent_total 10",
-            "obrec_tap_bytes_sent_total 2000",
-            "obrec_tap_cuts_total 1",
-            "obrec_tap_drops_total 2",
-            "obrec_tap_delivery_milliseconds{quantile=\"0.99\"} 1.5",
-        ] {
-            assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
-        }
+        assert_has_lines(
+            &out,
+            &[
+                "# TYPE obrec_tap_clients gauge",
+                "obrec_tap_clients 3",
+                "obrec_tap_frames_sent_total 10",
+                "obrec_tap_bytes_sent_total 2000",
+                "obrec_tap_cuts_total 1",
+                "obrec_tap_drops_total 2",
+                "obrec_tap_delivery_milliseconds{quantile=\"0.99\"} 1.5",
+            ],
+        );
     }
 
     #[test]
@@ -554,14 +562,15 @@ mod tests {
             symbols: 531,
         };
         universe_metrics(&mut out, universe);
-        for line in [
-            "# TYPE obrec_universe_symbols gauge",
-            "obrec_universe_symbols 531",
-            "# TYPE obrec_universe_listed_total counter",
-            "obrec_universe_listed_total 2",
-            "obrec_universe_delisted_total 1",
-        ] {
-            assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
-        }
+        assert_has_lines(
+            &out,
+            &[
+                "# TYPE obrec_universe_symbols gauge",
+                "obrec_universe_symbols 531",
+                "# TYPE obrec_universe_listed_total counter",
+                "obrec_universe_listed_total 2",
+                "obrec_universe_delisted_total 1",
+            ],
+        );
     }
 }
