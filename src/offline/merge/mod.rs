@@ -75,7 +75,8 @@ pub struct SeriesReport {
     pub kind: String,
     /// Event lines read from each input, in the order the inputs were given.
     pub inputs: Vec<u64>,
-    /// Events written that only that input had.
+    /// Events written that no other input had where the merge reached them (a recorder's
+    /// backfilled copy, appended later, does not count).
     pub only: Vec<u64>,
     /// Events written.
     pub events: u64,
@@ -648,5 +649,170 @@ impl SeriesMerge {
             }
         }
         report.series.push(series);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::sequence::Ids;
+    use crate::store::gzip::MemberEncoder;
+    use crate::store::line::{DepthLine, KindLine, encode_depth, encode_kind};
+    use std::io::Read;
+
+    /// 2026-11-30T00:00:00Z, in ns: every line below is received within its hour.
+    const T0: u64 = 1_796_000_000_000_000_000;
+
+    /// An aggTrade line: aggregate `a` covering trade `a`, received at `T0 + a` ms.
+    fn agg(a: u64, backfill: bool) -> Vec<u8> {
+        let data = format!(r#"{{"e":"aggTrade","E":1,"a":{a},"s":"BTCUSDT","f":{a},"l":{a}}}"#);
+        let mut out = Vec::new();
+        let line = KindLine {
+            symbol: "BTCUSDT",
+            stream: "btcusdt@aggTrade",
+            data: &data,
+            event_ms: 1,
+            ids: KindIds::AggTrade { a, f: a, l: a },
+            pipeline_us: Some(1),
+            recv_ns: T0 + a * 1_000_000,
+            conn: u64::from(!backfill),
+            backfill,
+        };
+        encode_kind(&mut out, &line);
+        out
+    }
+
+    /// A depth line `u` after `pu`, received at `recv_ms` past `T0`.
+    fn depth(u: u64, pu: u64, recv_ms: u64) -> Vec<u8> {
+        let data = format!(r#"{{"e":"depthUpdate","s":"BTCUSDT","U":{u},"u":{u},"pu":{pu}}}"#);
+        let mut out = Vec::new();
+        let line = DepthLine {
+            symbol: "BTCUSDT",
+            stream: "btcusdt@depth@0ms",
+            data: &data,
+            event_ms: 1,
+            trade_ms: None,
+            ids: Ids {
+                first: u,
+                last: u,
+                prev: pu,
+            },
+            pipeline_us: Some(1),
+            recv_ns: T0 + recv_ms * 1_000_000,
+            conn: 1,
+        };
+        encode_depth(&mut out, &line);
+        out
+    }
+
+    /// Writes `lines` as the recording `name` of the data directory `dir`.
+    fn write(dir: &Path, name: &str, lines: &[Vec<u8>]) -> PathBuf {
+        let book = crate::store::names::book_dir(dir);
+        std::fs::create_dir_all(&book).unwrap();
+        let mut file = Vec::new();
+        MemberEncoder::new(1).encode(&lines.concat(), &mut file);
+        std::fs::write(book.join(name), file).unwrap();
+        dir.to_path_buf()
+    }
+
+    /// The text of an output file.
+    fn read(path: &Path) -> Vec<u8> {
+        let mut text = Vec::new();
+        flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap())
+            .read_to_end(&mut text)
+            .unwrap();
+        text
+    }
+
+    const AGG: &str = "btcusdt_aggTrade_20261130T000000Z.ndjson.gz";
+
+    /// A recorder appends the backfill of a gap behind later events: written where it stands
+    /// when no other input had the events live, left out as a copy when one did; what no input
+    /// has stays a gap.
+    #[test]
+    fn late_backfilled_lines_close_gaps_or_are_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let late: Vec<Vec<u8>> = [1, 2, 3, 7, 8]
+            .iter()
+            .map(|&a| agg(a, false))
+            .chain([agg(4, true), agg(6, true)])
+            .chain([agg(9, false)])
+            .collect();
+        let a = write(&dir.path().join("a"), AGG, &late);
+        let live: Vec<Vec<u8>> = (1..=9).map(|a| agg(a, false)).collect();
+        let b = write(&dir.path().join("b"), AGG, &live);
+        let lacking: Vec<Vec<u8>> = [1, 2, 3, 7, 8, 9].iter().map(|&a| agg(a, false)).collect();
+        let c = write(&dir.path().join("c"), AGG, &lacking);
+
+        let out = dir.path().join("ab");
+        let report = merge(&[a.clone(), b], &out, 1, &Shutdown::new()).unwrap();
+        assert_eq!(read(&report.files[0]), live.concat());
+        // When the merge reached 4..=6, only b had them: a's come later, as copies.
+        assert_eq!(report.series[0].only, [0, 3]);
+        assert_eq!(report.series[0].duplicates, 8);
+        assert!(report.gaps.is_empty());
+
+        let out = dir.path().join("ac");
+        let report = merge(&[c, a], &out, 1, &Shutdown::new()).unwrap();
+        assert_eq!(read(&report.files[0]), late.concat());
+        assert_eq!(report.series[0].only, [0, 2]);
+        let gaps: Vec<(u64, u64)> = report.gaps.iter().map(|g| (g.from, g.to)).collect();
+        assert_eq!(gaps, [(5, 5)]);
+        assert_eq!(report.series[0].missing_ids, 1);
+        let gap = &report.gaps[0];
+        assert_eq!(
+            (gap.after_ns, gap.before_ns),
+            (T0 + 3_000_000, T0 + 7_000_000)
+        );
+    }
+
+    /// Where copies of a depth event disagree, the one that continues the merged chain is kept;
+    /// of equal copies, the earliest received.
+    #[test]
+    fn the_unbroken_chain_and_the_earliest_receipt_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "btcusdt_depth_20261130T000000Z.ndjson.gz";
+        let a = write(
+            &dir.path().join("a"),
+            name,
+            &[depth(10, 5, 2), depth(20, 10, 5), depth(30, 25, 9)],
+        );
+        let b = write(
+            &dir.path().join("b"),
+            name,
+            &[depth(10, 5, 1), depth(30, 20, 8), depth(40, 30, 12)],
+        );
+        let out = dir.path().join("out");
+        let report = merge(&[a, b], &out, 1, &Shutdown::new()).unwrap();
+        let want = [
+            depth(10, 5, 1),
+            depth(20, 10, 5),
+            depth(30, 20, 8),
+            depth(40, 30, 12),
+        ];
+        assert_eq!(read(&report.files[0]), want.concat());
+        let s = &report.series[0];
+        assert_eq!((s.events, s.duplicates, s.gaps), (4, 2, 0));
+        assert_eq!(s.only, [1, 1]);
+    }
+
+    #[test]
+    fn open_gaps_split_around_the_ids_that_close_them() {
+        let mut merger = SeriesMerge::new(
+            &Symbol::new("BTCUSDT").unwrap(),
+            FileKind::Stream(Kind::Trade),
+            Vec::new(),
+        );
+        let open = Open {
+            to: 10,
+            after_ns: 1,
+            before_ns: 2,
+        };
+        merger.open_gaps.insert(5, open);
+        assert!(!merger.close_gap(4) && !merger.close_gap(11));
+        assert!(merger.close_gap(7) && merger.close_gap(5) && merger.close_gap(10));
+        assert!(!merger.close_gap(7));
+        let left: Vec<(u64, u64)> = merger.open_gaps.iter().map(|(&f, o)| (f, o.to)).collect();
+        assert_eq!(left, [(6, 6), (8, 9)]);
     }
 }
