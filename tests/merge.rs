@@ -57,6 +57,22 @@ fn replay_strict(dir: &Path) -> (Option<i32>, serde_json::Value) {
     (out.status.code(), report)
 }
 
+/// `obrec sim` of two symbols at 20 events/s with `faults`, logging what it sends to
+/// `<dir>/sent.ndjson`: the process, its port, the log.
+fn sim_with(dir: &Path, faults: &[&str]) -> (Child, u16, PathBuf) {
+    let sent_log = dir.join("sent.ndjson");
+    let mut args = vec![
+        "--listen=127.0.0.1:0".to_string(),
+        "--symbol=ETHUSDT,BTCUSDT".to_string(),
+        "--rate=20".to_string(),
+        format!("--sent-log={}", sent_log.display()),
+    ];
+    args.extend(faults.iter().map(|f| f.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (sim, port) = spawn_sim(dir, &args);
+    (sim, port, sent_log)
+}
+
 /// A recorder of depth (diff) and trades of both symbols from the sim on `port`, into `dir`.
 fn recorder(port: u16, dir: &Path) -> Child {
     obrec()
@@ -133,20 +149,9 @@ fn recorded_events(data: &Path) -> BTreeMap<String, Vec<(u64, String)>> {
 #[test]
 fn two_recorders_losing_different_windows_merge_into_an_archive_without_a_gap() {
     let dir = tempfile::tempdir().unwrap();
-    let sent_log = dir.path().join("sent.ndjson");
     // About 140 frames a second reach each connection (depth at 20/s and trades, of two
     // symbols): each connection stalls for 1 s some 4 s after it opens.
-    let (mut sim, port) = spawn_sim(
-        dir.path(),
-        &[
-            "--listen=127.0.0.1:0",
-            "--symbol=ETHUSDT,BTCUSDT",
-            "--rate=20",
-            "--stall-after=600",
-            "--stall-sec=1",
-            &format!("--sent-log={}", sent_log.display()),
-        ],
-    );
+    let (mut sim, port, sent_log) = sim_with(dir.path(), &["--stall-after=600", "--stall-sec=1"]);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let mut rec_a = recorder(port, &a);
     // B is up before A's stall, and stalls well after A's is over.
@@ -312,17 +317,7 @@ fn overlapping_copies_merge_into_the_whole_byte_for_byte() {
 #[test]
 fn gaps_no_input_covers_are_reported_with_their_ids() {
     let dir = tempfile::tempdir().unwrap();
-    let sent_log = dir.path().join("sent.ndjson");
-    let (mut sim, port) = spawn_sim(
-        dir.path(),
-        &[
-            "--listen=127.0.0.1:0",
-            "--symbol=ETHUSDT,BTCUSDT",
-            "--rate=20",
-            "--gap-every=25",
-            &format!("--sent-log={}", sent_log.display()),
-        ],
-    );
+    let (mut sim, port, sent_log) = sim_with(dir.path(), &["--gap-every=25"]);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let mut recs = [recorder(port, &a), recorder(port, &b)];
     std::thread::sleep(Duration::from_secs(4));
