@@ -397,7 +397,7 @@ pub fn merge(args: &MergeArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> 
         return Ok(interrupted("merge stopped, nothing written"));
     }
     let mut out = Console::new();
-    for line in merge_lines(&report, started.elapsed()) {
+    for line in merge_lines(&report, &args.output, started.elapsed()) {
         out.line(format_args!("{line}"))?;
     }
     for g in &report.gaps {
@@ -432,7 +432,7 @@ pub fn merge(args: &MergeArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> 
 /// depth ETHUSDT events=1300 inputs=1200+1180 only=120+100 duplicates=1080 gaps=0
 /// merged 1300 events from 2 inputs (4.1 MB) into 3 files under OUT in 0.52 s: 2500 events/s, 7.9 MB/s
 /// ```
-fn merge_lines(report: &MergeReport, took: Duration) -> Vec<String> {
+fn merge_lines(report: &MergeReport, out: &Path, took: Duration) -> Vec<String> {
     let join = |counts: &[u64]| {
         let shown: Vec<String> = counts.iter().map(u64::to_string).collect();
         shown.join("+")
@@ -465,18 +465,13 @@ fn merge_lines(report: &MergeReport, took: Duration) -> Vec<String> {
         .collect();
     let secs = took.as_secs_f64().max(1e-9);
     let events = report.events();
-    let out = report
-        .files
-        .first()
-        .and_then(|f| f.parent())
-        .and_then(Path::parent)
-        .map_or_else(String::new, |p| format!(" under {}", p.display()));
     lines.push(format!(
-        "merged {events} events from {} inputs ({:.1} MB) into {} files{out} in {secs:.2} s: \
-         {:.0} events/s, {:.1} MB/s",
+        "merged {events} events from {} inputs ({:.1} MB) into {} files under {} in {secs:.2} \
+         s: {:.0} events/s, {:.1} MB/s",
         report.inputs.len(),
         report.input_bytes as f64 / 1e6,
         report.files.len(),
+        out.display(),
         events as f64 / secs,
         report.input_bytes as f64 / 1e6 / secs
     ));

@@ -112,8 +112,6 @@ pub(super) struct Input {
     /// The meta line last found, with its newline, and its receipt.
     pub meta: Vec<u8>,
     pub meta_recv_ns: u64,
-    /// Event lines read: the input's count in the report.
-    pub events: u64,
     /// A spent head's buffer, reused for the next line.
     spare: Vec<u8>,
 }
@@ -127,7 +125,6 @@ impl Input {
             head: None,
             meta: Vec::new(),
             meta_recv_ns: 0,
-            events: 0,
             spare: Vec::new(),
         }
     }
@@ -169,7 +166,6 @@ impl Input {
                     } else {
                         match parse(self.kind, bytes) {
                             Ok(event) => {
-                                self.events += 1;
                                 self.head = Some(event);
                                 return Ok(Next::Event);
                             }

@@ -295,7 +295,7 @@ impl Output {
             Some((id, open)) if open >= hour => id,
             _ => {
                 self.close()?;
-                let name = file_name(&self.series, secs.max(hour * PERIOD_SECS));
+                let name = file_name(&self.series, secs);
                 let id = self.staged.create(&name)?;
                 self.open = Some((id, hour));
                 id
