@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use flate2::Compression;
@@ -90,6 +90,15 @@ fn recorder(port: u16, dir: &Path) -> Child {
         .unwrap()
 }
 
+/// Waits for the recorder writing `<dir>/data` to record its first lines: when it is up.
+fn connected(dir: &Path) -> Instant {
+    let data = dir.join("data");
+    wait_for(Duration::from_secs(10), "a recorder's first lines", || {
+        !depth_files(&data).is_empty()
+    });
+    Instant::now()
+}
+
 /// An event's id in its stream: depth `u`, trade `t`.
 fn id_of(stream: &str, data: &serde_json::Value) -> u64 {
     let key = if stream.ends_with("@trade") { "t" } else { "u" };
@@ -149,21 +158,28 @@ fn recorded_events(data: &Path) -> BTreeMap<String, Vec<(u64, String)>> {
 #[test]
 fn two_recorders_losing_different_windows_merge_into_an_archive_without_a_gap() {
     let dir = tempfile::tempdir().unwrap();
-    // About 140 frames a second reach each connection (depth at 20/s and trades, of two
-    // symbols): each connection stalls for 1 s some 4 s after it opens.
-    let (mut sim, port, sent_log) = sim_with(dir.path(), &["--stall-after=600", "--stall-sec=1"]);
+    // About 145 frames a second reach each connection (depth at 20/s and trades, of two
+    // symbols): each connection stalls for 1 s some 7 s after it opens.
+    let (mut sim, port, sent_log) = sim_with(dir.path(), &["--stall-after=1000", "--stall-sec=1"]);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let mut rec_a = recorder(port, &a);
+    let a_up = connected(&a);
     // B is up before A's stall, and stalls well after A's is over.
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(3500));
     let mut rec_b = recorder(port, &b);
-    // A is killed after B's stall is over, and back before its own next stall.
-    std::thread::sleep(Duration::from_millis(6500));
+    let b_up = connected(&b);
+    assert!(
+        b_up - a_up < Duration::from_millis(5500),
+        "B connected {:?} after A: too late to cover A's stall on this machine",
+        b_up - a_up
+    );
+    // A is killed after B's stall is over, and back well before its own next stall.
+    std::thread::sleep(Duration::from_secs(10));
     rec_a.kill().unwrap();
     rec_a.wait().unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let mut rec_a = recorder(port, &a);
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_secs(3));
     let stopped_ms = now_ms();
     signal(&rec_a, "-TERM");
     signal(&rec_b, "-TERM");
