@@ -16,12 +16,10 @@ use crate::util::shutdown::Shutdown;
 /// What an event's ids say about its place in its series.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Place {
+    /// A depth event's `U`, `u` and `pu`.
     Depth(Ids),
     /// An event of a stream beside the book: its ids and event time.
-    Kind {
-        ids: KindIds,
-        event_ms: u64,
-    },
+    Kind { ids: KindIds, event_ms: u64 },
     /// A REST snapshot's `lastUpdateId`.
     Snapshot(u64),
 }
@@ -30,6 +28,7 @@ pub(super) enum Place {
 pub(super) struct Event {
     /// The line as recorded, with its newline: copied to the output as is.
     pub bytes: Vec<u8>,
+    /// Where it stands in its series.
     pub place: Place,
     /// Receipt, ns since the Unix epoch: the earliest of two copies is kept, and it dates gaps.
     pub recv_ns: u64,
@@ -96,12 +95,15 @@ pub(super) enum Next {
 pub(super) struct Reading {
     /// Inputs read only up to damage: `<file>: line N: <what> (read up to line N-1)`.
     pub damaged: Vec<String>,
+    /// Over the compressed bytes of every input, on a terminal only.
     pub progress: Option<indicatif::ProgressBar>,
+    /// Once triggered, the merge stops between two lines.
     pub shutdown: Shutdown,
 }
 
 /// One input's files of one series.
 pub(super) struct Input {
+    /// What the files hold: how their event lines are read.
     kind: FileKind,
     /// Files still to open, in name order (time order).
     files: std::vec::IntoIter<PathBuf>,
@@ -109,8 +111,9 @@ pub(super) struct Input {
     open: Option<(PathBuf, FileLines)>,
     /// The next event of the input, not yet merged; `None` once the input is spent.
     pub head: Option<Event>,
-    /// The meta line last found, with its newline, and its receipt.
+    /// The meta line last found, with its newline.
     pub meta: Vec<u8>,
+    /// That meta line's receipt: which output file it goes to.
     pub meta_recv_ns: u64,
     /// A spent head's buffer, reused for the next line.
     spare: Vec<u8>,

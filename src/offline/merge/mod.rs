@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::market::kind::{Check, Kind, KindIds, Tape};
+use crate::market::kind::{Check, Kind, Tape};
 use crate::market::sequence::{Chain, Verdict};
 use crate::market::symbol::Symbol;
 use crate::offline::interop::files::{Line, OutId, Staged};
@@ -96,7 +96,9 @@ pub struct SeriesReport {
 /// A gap no input covers.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct MergeGap {
+    /// Upper case, as lines spell it.
     pub symbol: String,
+    /// `depth`, or the kind's name.
     pub kind: String,
     /// Depth: the `u` of the last event before the gap and the `pu` of the first after it;
     /// trade and aggTrade: the missing ids `from..=to`; bookTicker: the `u`s around it; mark
@@ -256,11 +258,13 @@ fn series_of(inputs: &[PathBuf]) -> Result<SeriesFiles> {
 
 /// The output archive: each series' lines go to its file of the UTC hour they were received in.
 struct Output {
+    /// Every file of the merge, as `.part` until the whole merge has run.
     staged: Staged,
     /// The file being written, and the hour it holds.
     open: Option<(OutId, u64)>,
     /// The series being written: what its files are named after.
     series: String,
+    /// What the series' event lines count as in the files' figures.
     line: Line,
 }
 
@@ -329,23 +333,30 @@ enum Continuity {
 /// A gap still open: the ids of trades and aggregate trades a late backfilled line may close.
 #[derive(Clone, Copy)]
 struct Open {
+    /// The last missing id.
     to: u64,
+    /// Receipts around the gap, for its report.
     after_ns: u64,
     before_ns: u64,
 }
 
 /// The merge of one series.
 struct SeriesMerge {
+    /// Upper case, for the report and messages.
     symbol: String,
+    /// What the series' lines are: how they are read, ordered and checked.
     kind: FileKind,
+    /// What its output files are named after (`btcusdt_depth`).
     name: String,
+    /// Each input's lines of the series, in the order the inputs were given.
     inputs: Vec<Input>,
+    /// The rule that finds the gaps in the merged lines.
     continuity: Continuity,
     /// The identity of the last event written in order, and the identities of the last
     /// [`RECENT`] written.
     last: Option<(u64, u32)>,
     recent: VecDeque<(u64, u32)>,
-    /// Crc-32s of the last meta lines written.
+    /// CRC-32s of the last meta lines written.
     recent_meta: VecDeque<u32>,
     /// Receipt of the last event written in order: where the next gap starts.
     last_recv_ns: u64,
@@ -355,6 +366,7 @@ struct SeriesMerge {
     open_gaps: BTreeMap<u64, Open>,
     /// Gaps found by other rules, final when found.
     gaps: Vec<MergeGap>,
+    /// The series' figures, filled in as it is merged.
     report: SeriesReport,
 }
 
@@ -553,14 +565,7 @@ impl SeriesMerge {
         let Some((from, to)) = gap else {
             return;
         };
-        let dense = matches!(
-            event.place,
-            Place::Kind {
-                ids: KindIds::Trade { .. } | KindIds::AggTrade { .. },
-                ..
-            }
-        );
-        if dense && from <= to && self.open_gaps.len() < MAX_OPEN_GAPS {
+        if self.dense() && from <= to && self.open_gaps.len() < MAX_OPEN_GAPS {
             let open = Open {
                 to,
                 after_ns,
@@ -655,6 +660,7 @@ impl SeriesMerge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::market::kind::KindIds;
     use crate::market::sequence::Ids;
     use crate::store::gzip::MemberEncoder;
     use crate::store::line::{DepthLine, KindLine, encode_depth, encode_kind};
