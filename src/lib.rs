@@ -23,7 +23,8 @@
 //! * `recorder` — the live pipeline: connections, REST snapshots and backfills, the writer, the
 //!   compression stage, the console, the universe watch (`--symbol all`).
 //! * `offline` — `replay` (and the books it rebuilds, shared with `report`), `report` (one HTML
-//!   page), `export` (hftbacktest, Tardis CSV, Parquet), `import`.
+//!   page), `export` (hftbacktest, Tardis CSV, Parquet), `import`, `merge` (one archive from
+//!   several recorders' archives).
 //! * `exchange` — the Binance-compatible front, behind it the simulator, a recording, or a
 //!   running recorder's accepted frames, live (`record --tap`, `exchange::tap`). The hand-off
 //!   types are in `market::tee` and `metrics::tap`, so the recorder and the exchange need not

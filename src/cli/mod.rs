@@ -73,6 +73,15 @@ enum Command {
     /// `conn` is 1, or what the file's `_meta` connection lines say; `latency_pipeline_ms` is 0.000
     /// (the file does not record it). bookTicker, trade and other streams are counted and left out.
     Import(offline::ImportArgs),
+    /// Merge the archives of redundant recorders into one: per symbol and kind, the union of
+    /// their events by exchange id, each once, payloads byte-exact; reports the gaps no input
+    /// covers.
+    ///
+    /// Copies of one event are written once: where depth copies disagree, the one continuing the
+    /// merged chain; else a live copy before a backfilled one, then the earliest receipt. Lines are
+    /// copied as recorded (so `conn` is the delivering recorder's). Writes a new data directory,
+    /// read by replay, serve and export as any other.
+    Merge(offline::MergeArgs),
 }
 
 /// Parses the command line (exiting with clap's message on a usage error) and runs the command.
@@ -95,6 +104,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Some(Command::Export(args)) => offline::export(&args, &shutdown),
         Some(Command::Report(args)) => offline::report(&args, &shutdown),
         Some(Command::Import(args)) => offline::import(&args, &shutdown),
+        Some(Command::Merge(args)) => offline::merge(&args, &shutdown),
         Some(Command::Sim(args)) => {
             let _log = logging::to_stderr("info")?;
             exchange::sim(&args, &shutdown)

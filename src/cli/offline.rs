@@ -1,4 +1,5 @@
-//! The offline commands' flags: `replay`, `report`, `export`, `import`, `health` and `demo`.
+//! The offline commands' flags: `replay`, `report`, `export`, `import`, `merge`, `health` and
+//! `demo`.
 //!
 //! Each stops between lines on SIGINT, SIGTERM or SIGHUP, writes nothing under a final name, and
 //! exits [`INTERRUPTED`]: a cut-short run is never mistaken for a finished one.
@@ -16,6 +17,7 @@ use crate::market::kind::Kind;
 use crate::metrics::health::{self, HealthCheck};
 use crate::offline::console::{Console, warn};
 use crate::offline::interop;
+use crate::offline::merge::{self, MergeReport};
 use crate::offline::replay::{self, BookOutput, ReplayReport, Stopped};
 use crate::offline::report;
 use crate::store::names::{no_recordings, recordings};
@@ -164,11 +166,6 @@ pub fn replay(args: &ReplayArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
 /// SUMMARY | t=3600s | msgs=1234 | … | files=3
 /// ```
 fn summary_lines(report: &ReplayReport) -> Vec<String> {
-    let iso = |ns: u64| {
-        let mut out = Vec::new();
-        push_iso_millis(&mut out, ns / 1_000_000);
-        String::from_utf8_lossy(&out).into_owned()
-    };
     let mut lines: Vec<String> = report
         .metrics
         .symbols
@@ -365,6 +362,127 @@ pub fn report(args: &ReportArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
         warn(format_args!("{d}"));
     }
     Ok(passed(outcome.damaged.is_empty()))
+}
+
+/// `obrec merge`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "Then: obrec replay --strict OUT
+
+Exit status: 0 when merged (gaps no input covers are reported, not errors); 1 when an input was \
+damaged (what came before the damage is merged) or a file cannot be written; 2 for bad usage, an \
+input without recordings, or an OUT that exists and is not empty (nothing is written).")]
+pub struct MergeArgs {
+    /// The recorders' archives: data directories (or their order_book/), files or glob patterns,
+    /// one argument per recorder.
+    #[arg(required = true, value_name = "DIR")]
+    pub inputs: Vec<PathBuf>,
+    /// The new data directory (files go to <OUT>/order_book/): must not exist, or be empty.
+    #[arg(short, long, env = "OBREC_OUTPUT", value_name = "OUT")]
+    pub output: PathBuf,
+    /// Also write the report as JSON: per series the events of each input, written, only in one
+    /// input, left out as copies, and every gap no input covers.
+    #[arg(long, env = "OBREC_JSON")]
+    pub json: Option<PathBuf>,
+    /// gzip level: 1 is fastest, 9 smallest.
+    #[arg(long, env = "OBREC_GZIP_LEVEL", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub gzip_level: u32,
+}
+
+/// `obrec merge`: one line per series, the gaps no input covers and damaged inputs on stderr,
+/// and what was written.
+pub fn merge(args: &MergeArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let report = merge::merge(&args.inputs, &args.output, args.gzip_level, shutdown)?;
+    if report.interrupted {
+        return Ok(interrupted("merge stopped, nothing written"));
+    }
+    let mut out = Console::new();
+    for line in merge_lines(&report, &args.output, started.elapsed()) {
+        out.line(format_args!("{line}"))?;
+    }
+    for g in &report.gaps {
+        warn(format_args!(
+            "gap: {} {}: no input has {}, between {} and {}",
+            g.symbol,
+            g.kind,
+            g.missing(),
+            iso(g.after_ns),
+            iso(g.before_ns)
+        ));
+    }
+    if report.gaps_unlisted > 0 {
+        warn(format_args!(
+            "… and {} more gaps (the per-series counts above include them)",
+            report.gaps_unlisted
+        ));
+    }
+    for d in &report.damaged {
+        warn(format_args!("{d}"));
+    }
+    if let Some(path) = &args.json {
+        let body = serde_json::to_string_pretty(&report).expect("report serialises");
+        write_atomic(path, body.as_bytes())?;
+    }
+    Ok(passed(report.damaged.is_empty()))
+}
+
+/// One line per series, then the files and the throughput:
+///
+/// ```text
+/// depth ETHUSDT events=1300 inputs=1200+1180 only=120+100 duplicates=1080 gaps=0
+/// merged 1300 events from 2 inputs (4.1 MB) into 3 files under OUT in 0.52 s: 2500 events/s, 7.9 MB/s
+/// ```
+fn merge_lines(report: &MergeReport, out: &Path, took: Duration) -> Vec<String> {
+    let join = |counts: &[u64]| {
+        let shown: Vec<String> = counts.iter().map(u64::to_string).collect();
+        shown.join("+")
+    };
+    let mut lines: Vec<String> = report
+        .series
+        .iter()
+        .map(|s| {
+            let mut line = format!(
+                "{} {} events={} inputs={} only={} duplicates={} gaps={}",
+                s.kind,
+                s.symbol,
+                s.events,
+                join(&s.inputs),
+                join(&s.only),
+                s.duplicates,
+                s.gaps
+            );
+            if s.missing_ids > 0 {
+                line.push_str(&format!(" missing_ids={}", s.missing_ids));
+            }
+            if s.went_back > 0 {
+                line.push_str(&format!(" went_back={}", s.went_back));
+            }
+            if s.meta_lines > 0 {
+                line.push_str(&format!(" meta_lines={}", s.meta_lines));
+            }
+            line
+        })
+        .collect();
+    let secs = took.as_secs_f64().max(1e-9);
+    let events = report.events();
+    lines.push(format!(
+        "merged {events} events from {} inputs ({:.1} MB) into {} files under {} in {secs:.2} \
+         s: {:.0} events/s, {:.1} MB/s",
+        report.inputs.len(),
+        report.input_bytes as f64 / 1e6,
+        report.files.len(),
+        out.display(),
+        events as f64 / secs,
+        report.input_bytes as f64 / 1e6 / secs
+    ));
+    lines
+}
+
+/// A receipt in ns as `2026-11-20T08:38:01.509Z`.
+fn iso(ns: u64) -> String {
+    let mut out = Vec::new();
+    push_iso_millis(&mut out, ns / 1_000_000);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `obrec health`. Every threshold defaults to [`HealthCheck::default`].

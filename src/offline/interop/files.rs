@@ -78,11 +78,11 @@ impl GzLines {
 }
 
 /// An output of a [`Staged`] set.
-pub(super) type OutId = usize;
+pub(in crate::offline) type OutId = usize;
 
 /// What a line written is, for the counts reported.
 #[derive(Clone, Copy)]
-pub(super) enum Line {
+pub(in crate::offline) enum Line {
     Depth,
     Snapshot,
     /// A line of a stream beside the book.
@@ -96,7 +96,7 @@ pub(super) enum Line {
 /// locked, so a recorder's crash recovery leaves it alone) and linked to its name by
 /// [`Staged::commit`] without replacing anything; dropped uncommitted, every part file goes, and
 /// so do the directories it created.
-pub(super) struct Staged {
+pub(in crate::offline) struct Staged {
     dir: PathBuf,
     encoder: MemberEncoder,
     member: Vec<u8>,
@@ -116,7 +116,7 @@ struct StagedFile {
 }
 
 impl Staged {
-    pub(super) fn new(dir: &Path, gzip_level: u32) -> Staged {
+    pub(in crate::offline) fn new(dir: &Path, gzip_level: u32) -> Staged {
         Staged {
             dir: dir.to_path_buf(),
             encoder: MemberEncoder::new(gzip_level),
@@ -129,7 +129,7 @@ impl Staged {
 
     /// Starts the output `name` in the directory; a name with `/` puts it in subdirectories,
     /// created when missing (and removed again when the conversion is abandoned).
-    pub(super) fn create(&mut self, name: &str) -> Result<OutId> {
+    pub(in crate::offline) fn create(&mut self, name: &str) -> Result<OutId> {
         let done = self.dir.join(name);
         let dir = done
             .parent()
@@ -162,7 +162,7 @@ impl Staged {
     /// Starts the output `name` as [`Staged::create`] does, for a format that writes its own
     /// bytes (Parquet): what is written to the returned handle goes into the part file as is,
     /// and [`Staged::count`] counts its records. [`Staged::close`] syncs it.
-    pub(super) fn create_raw(&mut self, name: &str) -> Result<(OutId, File)> {
+    pub(in crate::offline) fn create_raw(&mut self, name: &str) -> Result<(OutId, File)> {
         let id = self.create(name)?;
         let f = &self.files[id];
         let file = f.file.as_ref().expect("just created");
@@ -171,7 +171,7 @@ impl Staged {
     }
 
     /// The part file an output is written to, until it is committed.
-    pub(super) fn part(&self, id: OutId) -> &Path {
+    pub(in crate::offline) fn part(&self, id: OutId) -> &Path {
         &self.files[id].part
     }
 
@@ -198,12 +198,12 @@ impl Staged {
     }
 
     /// Appends one line (with its newline).
-    pub(super) fn push(&mut self, id: OutId, line: &[u8], kind: Line) -> Result<()> {
+    pub(in crate::offline) fn push(&mut self, id: OutId, line: &[u8], kind: Line) -> Result<()> {
         self.push_lines(id, line, 1, kind)
     }
 
     /// Appends `count` lines (each with its newline) of one kind.
-    pub(super) fn push_lines(
+    pub(in crate::offline) fn push_lines(
         &mut self,
         id: OutId,
         lines: &[u8],
@@ -219,7 +219,7 @@ impl Staged {
     }
 
     /// Counts `count` records of one kind written to the output.
-    pub(super) fn count(&mut self, id: OutId, count: u64, kind: Line) {
+    pub(in crate::offline) fn count(&mut self, id: OutId, count: u64, kind: Line) {
         let counts = &mut self.files[id].counts;
         match kind {
             Line::Depth => counts.depth += count,
@@ -231,7 +231,7 @@ impl Staged {
     }
 
     /// Compresses the pending lines into one gzip member and writes it.
-    pub(super) fn flush(&mut self, id: OutId) -> Result<()> {
+    pub(in crate::offline) fn flush(&mut self, id: OutId) -> Result<()> {
         let f = &mut self.files[id];
         let Some(file) = f.file.as_mut() else {
             return Ok(());
@@ -248,7 +248,7 @@ impl Staged {
     }
 
     /// Writes out the file and syncs it.
-    pub(super) fn close(&mut self, id: OutId) -> Result<()> {
+    pub(in crate::offline) fn close(&mut self, id: OutId) -> Result<()> {
         self.flush(id)?;
         let f = &mut self.files[id];
         if let Some(file) = f.file.take() {
@@ -259,7 +259,7 @@ impl Staged {
 
     /// Closes every file and gives each its name, refusing to replace an existing file (then
     /// nothing stays written). Returns the files in name order.
-    pub(super) fn commit(mut self) -> Result<Vec<Written>> {
+    pub(in crate::offline) fn commit(mut self) -> Result<Vec<Written>> {
         for id in 0..self.files.len() {
             self.close(id)?;
         }

@@ -57,7 +57,7 @@
 //! corrupt line) is converted up to the damage, which [`Outcome::damaged`] reports.
 
 mod export;
-mod files;
+pub(super) mod files;
 mod import;
 mod parquet;
 mod tardis;
