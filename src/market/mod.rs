@@ -9,3 +9,4 @@ pub mod sequence;
 pub mod stream;
 pub mod symbol;
 pub mod tee;
+pub mod venue;

@@ -693,10 +693,11 @@ impl Group {
                 })
             }
             Parsed::Kind(h) => {
-                let Some(stream) = self.kind_event(conn, slot, &h) else {
+                let event_ms = h.event_ms_or_receipt(recv_ns);
+                let Some(stream) = self.kind_event(conn, slot, &h, event_ms) else {
                     return Turn::Continue;
                 };
-                let (ids, event_ms, data) = (h.ids, h.event_ms, h.data);
+                let (ids, data) = (h.ids, h.data);
                 Event::Kind(KindRecord {
                     stream,
                     conn: conn.id,
@@ -805,13 +806,19 @@ impl Group {
     }
 
     /// Checks an event beside the book against its tape; `None` for a duplicate to skip.
-    fn kind_event(&mut self, conn: &Conn, slot: usize, h: &KindHeader) -> Option<StreamId> {
+    fn kind_event(
+        &mut self,
+        conn: &Conn,
+        slot: usize,
+        h: &KindHeader,
+        event_ms: u64,
+    ) -> Option<StreamId> {
         let (Target::Stream(id), Tracker::Kind(tape)) =
             (self.subs[slot].target, &mut self.trackers[slot])
         else {
             return None;
         };
-        let check = tape.check(h.ids, h.event_ms, conn.id);
+        let check = tape.check(h.ids, event_ms, conn.id);
         self.stats.streams[id].count(check);
         let stream = &self.subs[slot].stream;
         match check {

@@ -208,7 +208,7 @@ impl FileImport {
                     symbol: &h.symbol,
                     stream: &h.stream,
                     data: &json[h.data.clone()],
-                    event_ms: h.event_ms,
+                    event_ms: h.event_ms_or_receipt(recv_ns),
                     ids: h.ids,
                     // As for depth: not in the file.
                     pipeline_us: Some(0),
