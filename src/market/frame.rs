@@ -137,6 +137,22 @@ struct EventFields<'a> {
     o: Option<&'a RawValue>,
 }
 
+/// The one member of a depth payload that tells its market's continuity.
+#[derive(Deserialize)]
+struct DepthShape {
+    pu: Option<IgnoredAny>,
+}
+
+/// How a recorded depth payload chains, by its shape: a `depthUpdate` without `pu` is spot's
+/// (dense ids); anything else, partial depth and payloads that do not parse included, chains by
+/// `pu`. Readers of recordings call it once per symbol, so a recording says its own market.
+pub fn depth_continuity(payload: &str) -> Continuity {
+    match serde_json::from_str::<DepthShape>(payload) {
+        Ok(DepthShape { pu: None }) => Continuity::Dense,
+        _ => Continuity::PrevId,
+    }
+}
+
 /// The part of a liquidation's order that names its symbol.
 #[derive(Deserialize)]
 struct Order<'a> {
@@ -494,6 +510,13 @@ mod tests {
             panic!("COIN-M bookTicker not read")
         };
         assert_eq!(h.event_ms, Some(1723161257457));
+        let payload = |frame: &str| match parse_frame(frame) {
+            Ok(Frame::Depth(h)) => frame[h.data].to_string(),
+            _ => panic!("not depth"),
+        };
+        assert_eq!(depth_continuity(&payload(spot_depth)), Continuity::Dense);
+        assert_eq!(depth_continuity(&payload(coin_m)), Continuity::PrevId);
+        assert_eq!(depth_continuity("not json"), Continuity::PrevId);
         // A futures bookTicker, typed, still needs its time.
         let untimed = coin_m_ticker.replace(r#","E":1723161257457"#, "");
         assert!(matches!(parse_frame(&untimed), Err(FrameError::Fields(_))));
