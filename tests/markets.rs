@@ -1,13 +1,16 @@
 //! Every market with the real binary: the real COIN-M and spot captures (hftbacktest's collector,
 //! `tests/data/binance/SOURCES.md`) import, replay as one unbroken chain under their market's
 //! rule, rebuild books that agree with the exchange's own bookTicker, and export back byte for
-//! byte.
+//! byte. And live: the real `obrec sim --market coinm|spot|usdm` is recorded by the real
+//! `obrec record --market …`, every kind the market publishes, without a break.
 
 mod common;
 
 use std::collections::HashMap;
+use std::fs;
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
 
 use common::*;
 
@@ -163,3 +166,200 @@ fn the_real_coin_m_capture_imports_replays_agrees_with_its_tickers_and_exports_b
 const SPOT_COMPARISONS: usize = 564;
 /// COIN-M tickers that share a `u` with an applied depth event, of 15,812 (unthrottled depth).
 const COIN_M_COMPARISONS: usize = 1_345;
+
+/// Records `symbols` of `market` from the real `obrec sim --market` for a few seconds, every
+/// kind the market publishes and the diff book with REST snapshots; checks that nothing broke,
+/// live and in `replay --strict`, and returns the data directory's metrics.json.
+fn record_market(dir: &Path, market: &str, symbols: &str, kinds: &[&str]) -> serde_json::Value {
+    let (mut sim, port) = spawn_sim(
+        dir,
+        &["--market", market, "--symbol", symbols, "--rate", "50"],
+    );
+    let (ws, rest) = (
+        format!("ws://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{port}"),
+    );
+    let (data, logs) = (dir.join("data"), dir.join("logs"));
+    let streams = format!("depth,{}", kinds.join(","));
+    let out = run_output(
+        record_from(&ws, &rest, &data, &logs)
+            .args(["--market", market, "--symbol", symbols])
+            .args([
+                "--depth",
+                "0",
+                "--streams",
+                &streams,
+                "--run-minutes",
+                "0.1",
+            ])
+            .args(["--print-interval", "1", "--flush-ms", "100"]),
+    );
+    terminate(&mut sim, Duration::from_secs(5));
+    assert_ok(&out);
+    let m = metrics(&data);
+    assert_eq!(m["continuity"]["breaks"], 0, "{m}");
+    assert_eq!(m["silent_streams"], serde_json::json!([]), "{m}");
+    for symbol in symbols.split(',') {
+        // The live book bridged a snapshot by the market's rule and followed the chain since.
+        assert_eq!(
+            m["symbols"][symbol]["book"]["synced"], true,
+            "{symbol}: {m}"
+        );
+        let lower = symbol.to_ascii_lowercase();
+        for kind in kinds {
+            let name = match *kind {
+                "markPrice" => format!("{lower}@markPrice@1s"),
+                _ => format!("{lower}@{kind}"),
+            };
+            let report = &m["streams"][&name];
+            for counter in ["breaks", "missing_ids", "drops", "duplicates"] {
+                assert_eq!(report[counter], 0, "{name}: {counter}");
+            }
+            // Mark prices come once a second, liquidations may not come in a short run.
+            let least = match *kind {
+                "forceOrder" => 0,
+                "markPrice" => 3,
+                _ => 10,
+            };
+            assert!(
+                report["messages"].as_u64() >= Some(least),
+                "{name}: {report}"
+            );
+        }
+    }
+    let replay = run_output(
+        obrec()
+            .args(["replay", "--strict"])
+            .arg(data.join("order_book")),
+    );
+    assert_ok(&replay);
+    let summary = text(&replay.stdout);
+    for symbol in symbols.split(',') {
+        assert!(
+            summary.contains(&format!("{symbol} events=")),
+            "{symbol}: {summary}"
+        );
+    }
+    assert!(!summary.contains("breaks=1"), "{summary}");
+    m
+}
+
+/// Whether every line of `kind` came over one connection.
+fn connections(data: &Path, kinds: &[&str]) -> std::collections::BTreeSet<u64> {
+    kinds
+        .iter()
+        .flat_map(|kind| read_lines(&kind_files(data, kind)))
+        .chain(read_lines(&depth_files(data)))
+        .map(|l| l.json["conn"].as_u64().unwrap())
+        .collect()
+}
+
+/// COIN-M from the sim: a perpetual and a quarterly, every kind, on one route; payloads carry the
+/// pair in `ps`, and the book bridges its `/dapi/v1/depth` snapshots.
+#[test]
+fn coin_m_is_recorded_from_the_sim_with_every_kind_and_no_break() {
+    let dir = tempfile::tempdir().unwrap();
+    let kinds = ["trade", "aggTrade", "bookTicker", "markPrice", "forceOrder"];
+    let m = record_market(dir.path(), "coinm", "BTCUSD_PERP,ETHUSD_260925", &kinds);
+    let data = dir.path().join("data");
+    assert_eq!(
+        connections(&data, &kinds).len(),
+        1,
+        "one route, one connection"
+    );
+    let depth = read_lines(&depth_files(&data));
+    assert!(depth.iter().any(|l| l.json["data"]["ps"] == "BTCUSD"));
+    assert!(depth.iter().any(|l| l.json["data"]["ps"] == "ETHUSD"));
+    assert!(read_lines(&snapshot_files(&data)).len() >= 2, "{m}");
+}
+
+/// Spot from the sim: dense ids without `pu` or `T`, bookTickers without `e`, `E` or `T`, the
+/// kinds spot publishes, `/api/v3/depth` snapshots bridged by spot's rule.
+#[test]
+fn spot_is_recorded_from_the_sim_with_every_kind_it_publishes_and_no_break() {
+    let dir = tempfile::tempdir().unwrap();
+    let kinds = ["trade", "aggTrade", "bookTicker"];
+    record_market(dir.path(), "spot", "BTCUSDT,ETHUSDT", &kinds);
+    let data = dir.path().join("data");
+    assert_eq!(connections(&data, &kinds).len(), 1);
+    let depth = read_lines(&depth_files(&data));
+    for pair in depth.windows(2) {
+        let (a, b) = (&pair[0].json, &pair[1].json);
+        if a["symbol"] == b["symbol"] {
+            assert_eq!(b["U"].as_u64(), a["u"].as_u64().map(|u| u + 1));
+        }
+    }
+    for line in &depth {
+        assert!(line.json["data"].get("pu").is_none() && line.json["T"].is_null());
+        assert_eq!(
+            line.json["pu"].as_u64(),
+            line.json["U"].as_u64().map(|u| u - 1)
+        );
+    }
+    let tickers = read_lines(&kind_files(&data, "bookTicker"));
+    assert!(tickers.iter().all(|l| l.json["data"].get("e").is_none()));
+    assert!(!read_lines(&snapshot_files(&data)).is_empty());
+}
+
+/// A USD-M quarterly contract (`BTCUSDT_260925`) beside a perpetual, every kind from its route.
+#[test]
+fn a_usd_m_quarterly_is_recorded_from_the_sim_with_every_kind_and_no_break() {
+    let dir = tempfile::tempdir().unwrap();
+    let kinds = ["trade", "aggTrade", "bookTicker", "markPrice", "forceOrder"];
+    record_market(dir.path(), "usdm", "BTCUSDT_260925,ETHUSDT", &kinds);
+    let data = dir.path().join("data");
+    assert_eq!(connections(&data, &kinds).len(), 2, "two routes");
+    let depth = read_lines(&depth_files(&data));
+    assert!(
+        depth
+            .iter()
+            .any(|l| l.json["data"]["ps"] == "BTCUSDT" && l.json["symbol"] == "BTCUSDT_260925")
+    );
+}
+
+/// Each market's REST paths, and only its own; what spot does not publish is refused by
+/// `record` with a clear line, before anything starts.
+#[test]
+fn each_market_answers_on_its_own_paths_and_refuses_what_it_does_not_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    for (market, own, other) in [
+        (
+            "spot",
+            "/api/v3/depth?symbol=BTCUSDT&limit=5000",
+            "/fapi/v1/depth?symbol=BTCUSDT",
+        ),
+        (
+            "coinm",
+            "/dapi/v1/depth?symbol=BTCUSDT&limit=1000",
+            "/api/v3/depth?symbol=BTCUSDT",
+        ),
+    ] {
+        let sub = dir.path().join(market);
+        fs::create_dir_all(&sub).unwrap();
+        let (mut sim, port) = spawn_sim(&sub, &["--market", market, "--symbol", "BTCUSDT"]);
+        let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+        let (status, body) = get(&url(own));
+        assert_eq!(status, 200, "{market} {own}: {body}");
+        assert!(body.starts_with("{\"lastUpdateId\":"), "{body:.80}");
+        assert_eq!(get(&url(other)).0, 404, "{market} {other}");
+        terminate(&mut sim, Duration::from_secs(5));
+    }
+    let out = run_output(
+        record_from(
+            "ws://127.0.0.1:9",
+            "http://127.0.0.1:9",
+            &dir.path().join("d"),
+            &dir.path().join("l"),
+        )
+        .args([
+            "--market",
+            "spot",
+            "--depth",
+            "0",
+            "--streams",
+            "depth,markPrice",
+        ]),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("the spot market publishes no markPrice stream"));
+}

@@ -16,6 +16,7 @@ use crate::exchange::sim::{
     DEFAULT_LISTEN, DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, DEFAULT_SNAPSHOT_STATUS,
     Faults, Rate, SentFrame, Sim, SimConfig, Violation,
 };
+use crate::market::venue::Market;
 use crate::store::staged::write_atomic;
 use crate::util::shutdown::Shutdown;
 
@@ -23,10 +24,20 @@ use crate::util::shutdown::Shutdown;
 /// `--sent-log`: short enough that a signal is obeyed at once.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
-/// Serve a local Binance USD-M look-alike exchange (REST and WebSocket on one port) with fault
-/// injection. Prints `listening on ADDR` once ready.
+/// Serve a local Binance look-alike exchange (REST and WebSocket on one port) with fault
+/// injection: USD-M futures, or with `--market` COIN-M futures or spot. Prints `listening on
+/// ADDR` once ready.
 #[derive(Args, Clone, Debug)]
 pub struct SimArgs {
+    /// Market to play: usdm (/fapi, routes /public and /market), coinm (/dapi, `ps` in payloads,
+    /// one route) or spot (/api/v3, dense ids, no pu or T, no markPrice or forceOrder, one route)
+    #[arg(
+        long,
+        env = "OBREC_MARKET",
+        value_name = "MARKET",
+        default_value = "usdm"
+    )]
+    pub market: Market,
     /// Address to listen on; port 0 picks a free port
     #[arg(long, env = "OBREC_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: String,
@@ -43,9 +54,10 @@ pub struct SimArgs {
     /// Write the port number to this file once listening (for scripts that use port 0)
     #[arg(long, env = "OBREC_PORT_FILE", value_name = "PATH")]
     pub port_file: Option<PathBuf>,
-    /// Seconds between the server's pings on each connection (Binance: 180)
-    #[arg(long, env = "OBREC_SERVER_PING_SEC", value_name = "S", default_value = "180", value_parser = parse::seconds)]
-    pub server_ping_sec: Duration,
+    /// Seconds between the server's pings on each connection (default: the market's, as on
+    /// Binance: 180 on futures, 20 on spot)
+    #[arg(long, env = "OBREC_SERVER_PING_SEC", value_name = "S", value_parser = parse::seconds)]
+    pub server_ping_sec: Option<Duration>,
     /// Append every data frame sent to this file as NDJSON: {"conn":N,"stream":"…","data":{…}}
     #[arg(long, env = "OBREC_SENT_LOG", value_name = "PATH")]
     pub sent_log: Option<PathBuf>,
@@ -63,9 +75,10 @@ pub fn sim(args: &SimArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
         symbols: args.symbol.clone(),
         rate: args.rate,
         seed: args.seed,
-        ping_interval: args.server_ping_sec,
+        ping_interval: args.server_ping_sec.unwrap_or(args.market.ping().0),
         faults: Faults::from(&args.faults),
         record_sent: args.sent_log.is_some(),
+        market: args.market,
     };
     let mut sent_log = match &args.sent_log {
         Some(path) => {
@@ -294,9 +307,19 @@ pub struct ServeArgs {
     /// Write the port number to this file once listening (for scripts that use port 0)
     #[arg(long, env = "OBREC_PORT_FILE", value_name = "PATH")]
     pub port_file: Option<PathBuf>,
-    /// Seconds between the server's pings on each connection (Binance: 180)
-    #[arg(long, env = "OBREC_SERVER_PING_SEC", value_name = "S", default_value = "180", value_parser = parse::seconds)]
-    pub server_ping_sec: Duration,
+    /// Seconds between the server's pings on each connection (default: the market's, as on
+    /// Binance: 180 on futures, 20 on spot)
+    #[arg(long, env = "OBREC_SERVER_PING_SEC", value_name = "S", value_parser = parse::seconds)]
+    pub server_ping_sec: Option<Duration>,
+    /// Market the recording is from, whose paths are served: usdm (/fapi, routes /public and
+    /// /market), coinm (/dapi) or spot (/api/v3)
+    #[arg(
+        long,
+        env = "OBREC_MARKET",
+        value_name = "MARKET",
+        default_value = "usdm"
+    )]
+    pub market: Market,
 }
 
 /// `obrec serve` until `shutdown` triggers: opens the recording, prints `listening on ADDR`
@@ -310,7 +333,8 @@ pub fn serve(args: &ServeArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> 
     let (files, snapshots) = (recording.files(), recording.snapshots());
     let config = ServeConfig {
         pace: args.pace,
-        ping_interval: args.server_ping_sec,
+        ping_interval: args.server_ping_sec.unwrap_or(args.market.ping().0),
+        market: args.market,
     };
     let server = Serve::start(&args.listen, recording, config)
         .with_context(|| format!("cannot serve on {}", args.listen))?;
@@ -361,7 +385,9 @@ mod tests {
         assert_eq!(args.listen, "127.0.0.1:0");
         assert_eq!(args.symbol, ["ETHUSDT"]);
         assert_eq!(args.rate, Rate::PerSecond(10.0));
-        assert_eq!((args.seed, args.server_ping_sec), (1, DEFAULT_PING));
+        assert_eq!((args.seed, args.server_ping_sec), (1, None));
+        assert_eq!(args.market, Market::UsdM);
+        assert_eq!(args.market.ping().0, DEFAULT_PING);
         assert_eq!(Faults::from(&args.faults), Faults::default());
         let config = SimConfig::default();
         assert_eq!(
@@ -434,7 +460,7 @@ mod tests {
         assert_eq!(args.symbol, ["ETHUSDT", "BTCUSDT", "SOLUSDT"]);
         assert_eq!(
             (args.rate, args.seed, args.server_ping_sec),
-            (Rate::Max, 7, Duration::from_millis(500))
+            (Rate::Max, 7, Some(Duration::from_millis(500)))
         );
         let f = Faults::from(&args.faults);
         assert_eq!(
@@ -513,8 +539,9 @@ mod tests {
         assert_eq!(args.paths, [PathBuf::from("data/order_book")]);
         assert_eq!(
             (args.listen.as_str(), args.pace, args.server_ping_sec),
-            ("127.0.0.1:0", Pace::Speed(1.0), DEFAULT_PING)
+            ("127.0.0.1:0", Pace::Speed(1.0), None)
         );
+        assert_eq!(args.market, Market::UsdM);
         let args = parse_serve(&[
             "a.ndjson.gz",
             "dir",
@@ -531,7 +558,7 @@ mod tests {
         assert_eq!(args.paths.len(), 2);
         assert_eq!(
             (args.listen.as_str(), args.pace, args.server_ping_sec),
-            ("0.0.0.0:9000", Pace::Max, Duration::from_millis(500))
+            ("0.0.0.0:9000", Pace::Max, Some(Duration::from_millis(500)))
         );
         assert_eq!(args.port_file, Some(PathBuf::from("port")));
         for bad in [

@@ -16,8 +16,9 @@ use crate::exchange::tap::{DEFAULT_TAP_QUEUE, HAND_OFF_CAPACITY, Tap, TapConfig}
 use crate::market::kind::Selection;
 use crate::market::stream::{Depth, Speed};
 use crate::market::symbol::Symbol;
+use crate::market::venue::Market;
 use crate::metrics::tap::{TapStats, Tee};
-use crate::recorder::{self, DEFAULT_ENDPOINT, DEFAULT_REST_ENDPOINT, RecordConfig};
+use crate::recorder::{self, RecordConfig, default_endpoint};
 use crate::util::logging::{self, LogOptions, Rotate};
 use crate::util::shutdown::Shutdown;
 
@@ -41,18 +42,32 @@ pub struct RecordArgs {
     /// Stop after this many minutes (decimals allowed: 0.1 = 6 s); runs forever when absent.
     #[arg(long, env = "OBREC_RUN_MINUTES", value_parser = parse::minutes_or_zero)]
     pub run_minutes: Option<Duration>,
-    /// WebSocket endpoint of the public route (depth, bookTicker, trade); streams are read from
-    /// <endpoint>/stream?streams=…. One URL that serves every stream works too.
-    #[arg(long, env = "OBREC_ENDPOINT", default_value = DEFAULT_ENDPOINT, value_parser = parse::ws_url)]
-    pub endpoint: String,
+    /// Market: usdm (USD-M futures, perpetual and quarterly), coinm (COIN-M futures; sizes are
+    /// contracts) or spot (dense ids; diff depth only, --depth 0). Sets the default endpoints,
+    /// the REST paths and weights, and the continuity rule.
+    #[arg(
+        long,
+        env = "OBREC_MARKET",
+        value_name = "MARKET",
+        default_value = "usdm"
+    )]
+    pub market: Market,
+    /// WebSocket endpoint of the public route (depth, bookTicker, trade), or of every stream on
+    /// markets without routes; streams are read from <endpoint>/stream?streams=…. One URL that
+    /// serves every stream works too. Default: the market's (usdm:
+    /// wss://fstream.binance.com/public, coinm: wss://dstream.binance.com, spot:
+    /// wss://stream.binance.com:9443).
+    #[arg(long, env = "OBREC_ENDPOINT", value_parser = parse::ws_url)]
+    pub endpoint: Option<String>,
     /// WebSocket endpoint of the market route (aggTrade, markPrice, forceOrder); by default
     /// --endpoint with /public swapped for /market, or with /market added when it has no path,
     /// else --endpoint itself.
     #[arg(long, env = "OBREC_MARKET_ENDPOINT", value_parser = parse::ws_url)]
     pub market_endpoint: Option<String>,
-    /// REST endpoint for depth snapshots (--depth 0).
-    #[arg(long, env = "OBREC_REST_ENDPOINT", default_value = DEFAULT_REST_ENDPOINT, value_parser = parse::http_url)]
-    pub rest_endpoint: String,
+    /// REST endpoint for depth snapshots (--depth 0) and aggTrade backfills. Default: the
+    /// market's (https://fapi.binance.com, https://dapi.binance.com, https://api.binance.com).
+    #[arg(long, env = "OBREC_REST_ENDPOINT", value_parser = parse::http_url)]
+    pub rest_endpoint: Option<String>,
     /// Data directory: files and metrics.json go to <data-dir>/order_book/.
     #[arg(long, env = "OBREC_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -124,9 +139,16 @@ impl RecordArgs {
             depth: self.depth,
             speed: self.speed,
             streams: self.streams.clone(),
-            endpoint: self.endpoint.clone(),
+            market: self.market,
+            endpoint: self
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| default_endpoint(self.market)),
             market_endpoint: self.market_endpoint.clone(),
-            rest_endpoint: self.rest_endpoint.clone(),
+            rest_endpoint: self
+                .rest_endpoint
+                .clone()
+                .unwrap_or_else(|| self.market.rest_endpoint().into()),
             data_dir: self.data_dir.clone(),
             run_for: self.run_minutes,
             print_every: self.print_interval,
@@ -157,6 +179,23 @@ impl RecordArgs {
     }
 }
 
+/// Refuses what the market does not publish, or obrec cannot record on it yet.
+fn check_market(config: &RecordConfig) -> Result<(), Error> {
+    let market = config.market;
+    if let Some(kind) = config.streams.kinds.iter().find(|&&k| !market.publishes(k)) {
+        return Err(Error::Invalid(format!(
+            "--streams {kind}: the {market} market publishes no {kind} stream"
+        )));
+    }
+    // Spot's partial book carries neither symbol nor event time: not recorded yet.
+    if market == Market::Spot && config.streams.depth && config.depth != Depth::Diff {
+        return Err(Error::Invalid(
+            "--depth: on spot obrec records the diff stream only: use --depth 0".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Records until a signal or `--run-minutes`.
 pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let config = args.config();
@@ -168,6 +207,7 @@ pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
         ))
         .into());
     }
+    check_market(&config)?;
     // Both directories are checked before either is created: a typo in one must not leave the
     // other behind.
     usable_dir("log dir", &args.log_dir)?;

@@ -42,6 +42,8 @@ type WeightTable = &'static [(u32, u32)];
 
 /// Futures depth weights, both futures markets alike (Binance's "Order Book" endpoint pages).
 const FUTURES_DEPTH_WEIGHTS: WeightTable = &[(50, 2), (100, 5), (500, 10), (1000, 20)];
+/// The limits futures depth snapshots accept; any other is refused (-4021).
+const FUTURES_DEPTH_LIMITS: [usize; 7] = [5, 10, 20, 50, 100, 500, 1000];
 /// Spot depth weights (`/api/v3/depth`, rest-api.md).
 const SPOT_DEPTH_WEIGHTS: WeightTable = &[(100, 5), (500, 25), (1000, 50), (5000, 250)];
 
@@ -113,9 +115,10 @@ impl Market {
         format!("{}/time", self.rest_prefix())
     }
 
-    /// The REST endpoint a request path belongs to, and which one (`depth`, `aggTrades`,
-    /// `time`), across every market's prefix: `None` for any other path.
-    pub fn of_rest_path(path: &str) -> Option<(Market, &str)> {
+    /// The REST endpoint a request target (path, and query if any) belongs to, and which one
+    /// (`depth`, `aggTrades`, `time`), across every market's prefix: `None` for any other path.
+    pub fn of_rest_path(target: &str) -> Option<(Market, &str)> {
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
         Market::ALL.into_iter().find_map(|m| {
             let endpoint = path.strip_prefix(m.rest_prefix())?.strip_prefix('/')?;
             ["depth", "aggTrades", "time"]
@@ -128,6 +131,15 @@ impl Market {
     /// as deep as its snapshot.
     pub fn max_depth_limit(self) -> u32 {
         self.depth_weights().last().map_or(0, |&(limit, _)| limit)
+    }
+
+    /// Whether a depth snapshot of `limit` levels is served: futures take only the limits of
+    /// their weight table's steps (5, 10, 20 below 50), spot any limit up to 5000.
+    pub fn serves_depth_limit(self, limit: usize) -> bool {
+        match self {
+            Market::UsdM | Market::CoinM => FUTURES_DEPTH_LIMITS.contains(&limit),
+            Market::Spot => (1..=self.max_depth_limit() as usize).contains(&limit),
+        }
     }
 
     fn depth_weights(self) -> WeightTable {
@@ -257,6 +269,13 @@ mod tests {
             Some((Market::CoinM, "time"))
         );
         assert_eq!(Market::of_rest_path("/fapi/v1/depthx"), None);
+        assert_eq!(
+            Market::of_rest_path("/fapi/v1/depth?symbol=X&limit=5"),
+            Some((Market::UsdM, "depth"))
+        );
+        assert!(Market::Spot.serves_depth_limit(5000) && Market::Spot.serves_depth_limit(7));
+        assert!(!Market::Spot.serves_depth_limit(5001) && !Market::Spot.serves_depth_limit(0));
+        assert!(Market::CoinM.serves_depth_limit(1000) && !Market::CoinM.serves_depth_limit(7));
         assert_eq!(Market::of_rest_path("/api/v3"), None);
         for market in Market::ALL {
             assert_eq!(market.name().parse(), Ok(market));

@@ -49,7 +49,7 @@ use tungstenite::{Connector, HandshakeError, Message, WebSocket};
 use crate::error::{Error, FeedError, Result};
 use crate::market::frame::{DepthHeader, Frame, KindHeader, parse_frame};
 use crate::market::kind::{Check, Kind, KindIds, Tape};
-use crate::market::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
+use crate::market::sequence::{BookSync, Chain, Continuity, Ids, SnapshotStep, Step, Verdict};
 use crate::market::symbol::SymbolId;
 use crate::market::tee::{Notice, StreamState, Tapped};
 use crate::metrics::tap::Tee;
@@ -94,6 +94,8 @@ const STREAMS_SHOWN: usize = 3;
 pub struct FeedConfig {
     /// Base endpoint of the group's route; the stream URL is `<endpoint>/stream?streams=…`.
     pub endpoint: String,
+    /// The market's depth rule: how snapshots are bridged, and which depth payloads belong.
+    pub continuity: Continuity,
     /// No data for this long replaces a connection of depth streams; streams beside the book
     /// get their kind's patience times this (see [`Kind::patience`]).
     pub stale_after: Duration,
@@ -339,7 +341,11 @@ impl Group {
             requests,
             reply_tx,
             replies,
-            syncs: self.subs.iter().map(|_| BookSync::new()).collect(),
+            syncs: self
+                .subs
+                .iter()
+                .map(|_| BookSync::with(self.config.continuity))
+                .collect(),
             requested: vec![false; self.subs.len()],
             taken: vec![0; self.subs.len()],
             stats: Arc::clone(&self.stats),
@@ -676,6 +682,11 @@ impl Group {
         self.delivered(conn, slot, recv_ns, recv_at);
         let event = match event {
             Parsed::Depth(h) => {
+                if h.continuity != self.config.continuity {
+                    // Chained by the wrong rule, every event would read as a break.
+                    self.bad_frame(conn.id, "depth event of another market (pu present or not)");
+                    return Turn::Continue;
+                }
                 let (ids, event_ms, trade_ms, data) = (h.ids, h.event_ms, h.trade_ms, h.data);
                 let Some(symbol) = self.depth_event(conn, slot, ids, recv_ns) else {
                     return Turn::Continue;

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::market::kind::{Kind, Route, Selection};
 use crate::market::stream::{Depth, Speed, depth_stream};
 use crate::market::symbol::Symbol;
+use crate::market::venue::Market;
 use crate::metrics::exporter::Exporter;
 use crate::metrics::tap::Tee;
 use crate::metrics::{Report, Stats};
@@ -46,6 +47,8 @@ pub struct RecordConfig {
     pub speed: Speed,
     /// Depth, and the streams beside it.
     pub streams: Selection,
+    /// The Binance market recorded: its routes, REST paths and weights, continuity rule.
+    pub market: Market,
     /// The `/public` route (depth, bookTicker, trade), or the one URL that serves everything.
     pub endpoint: String,
     /// The `/market` route (aggTrade, markPrice, forceOrder); `None` derives it from
@@ -69,10 +72,15 @@ pub struct RecordConfig {
     pub tap: Option<Tee>,
 }
 
-/// Where Binance serves USD-M depth streams since the 2026 route split.
-pub const DEFAULT_ENDPOINT: &str = "wss://fstream.binance.com/public";
-/// Where Binance serves USD-M REST snapshots.
-pub const DEFAULT_REST_ENDPOINT: &str = "https://fapi.binance.com";
+/// Where Binance serves `market`'s depth streams: USD-M's `/public` route since the 2026 route
+/// split, the one path of the others.
+pub fn default_endpoint(market: Market) -> String {
+    if market.routed() {
+        format!("{}/{}", market.ws_endpoint(), Route::Public.path())
+    } else {
+        market.ws_endpoint().to_string()
+    }
+}
 /// Binance closes a connection at 24 h; the replacement opens half an hour before.
 const DEFAULT_MAX_CONN_AGE: Duration = Duration::from_secs(23 * 3600 + 1800);
 
@@ -85,9 +93,10 @@ impl Default for RecordConfig {
             depth: Depth::Partial(5),
             speed: Speed::Ms100,
             streams: Selection::default(),
-            endpoint: DEFAULT_ENDPOINT.into(),
+            market: Market::UsdM,
+            endpoint: default_endpoint(Market::UsdM),
             market_endpoint: None,
-            rest_endpoint: DEFAULT_REST_ENDPOINT.into(),
+            rest_endpoint: Market::UsdM.rest_endpoint().into(),
             data_dir: PathBuf::from("data"),
             run_for: None,
             // The seed's SUMMARY interval.
@@ -160,8 +169,14 @@ impl RecordConfig {
                 ));
             }
             for &kind in &self.streams.kinds {
+                // A market without routes serves every kind where it serves depth.
+                let route = if self.market.routed() {
+                    kind.route()
+                } else {
+                    Route::Public
+                };
                 subs.push((
-                    kind.route(),
+                    route,
                     Subscription {
                         target: Target::Stream(next_stream),
                         kind: Some(kind),
@@ -317,6 +332,7 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
     let (backfill_tx, backfill_rx) = crossbeam_channel::unbounded();
     let fetcher = if snapshots || backfills {
         let worker = Fetcher::new(
+            config.market,
             config.rest_endpoint.clone(),
             config.symbols.clone(),
             Arc::clone(&stats),
@@ -334,6 +350,7 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
     for (n, (route, chunk)) in groups.into_iter().enumerate() {
         let feed = FeedConfig {
             endpoint: config.route_endpoint(route),
+            continuity: config.market.continuity(),
             stale_after: config.stale_after,
             ping_every: config.ping_every,
             max_conn_age: config.max_conn_age,
@@ -458,7 +475,7 @@ mod tests {
         let cases = [
             // Binance's own endpoints: the routes side by side.
             (
-                with(DEFAULT_ENDPOINT, None),
+                with(&default_endpoint(Market::UsdM), None),
                 "wss://fstream.binance.com/public",
                 "wss://fstream.binance.com/market",
             ),

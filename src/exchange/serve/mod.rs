@@ -39,6 +39,7 @@ pub use recording::Recording;
 
 use crate::exchange::sim::server::Front;
 use crate::exchange::sim::{DEFAULT_PING, Faults, Sim, SimStats};
+use crate::market::venue::Market;
 use playback::Playback;
 
 /// Fastest `--speed` factor: beyond it every recording plays in an instant anyway; the bound keeps
@@ -92,6 +93,8 @@ pub struct ServeConfig {
     pub pace: Pace,
     /// Interval of the server's pings on each connection.
     pub ping_interval: Duration,
+    /// The market the recording is from: the paths, routes and REST endpoints served.
+    pub market: Market,
 }
 
 impl Default for ServeConfig {
@@ -99,6 +102,7 @@ impl Default for ServeConfig {
         ServeConfig {
             pace: Pace::default(),
             ping_interval: DEFAULT_PING,
+            market: Market::UsdM,
         }
     }
 }
@@ -131,7 +135,7 @@ impl Serve {
             delivery: None,
             limits: None,
         };
-        let source = Playback::new(Arc::new(recording), config.pace);
+        let source = Playback::new(Arc::new(recording), config.pace, config.market);
         let sim = Sim::serve(listen, front, Box::new(source))?;
         Ok(Serve { sim })
     }

@@ -335,7 +335,10 @@ impl Session<'_> {
         // fed: the source does not see them.
         let fed: Vec<String> = new
             .iter()
-            .filter(|s| http::delivers(self.endpoint, s) && !self.shared.injector.mutes_stream(s))
+            .filter(|s| {
+                http::delivers(self.shared.source.market(), self.endpoint, s)
+                    && !self.shared.injector.mutes_stream(s)
+            })
             .cloned()
             .collect();
         if !fed.is_empty() {

@@ -23,6 +23,7 @@ use super::server::Shared;
 use super::source::{Refusal, Source};
 use super::wire::DataFrame;
 use super::{Rate, lock};
+use crate::market::venue::Market;
 use crate::util::clock::wall_ms;
 
 /// How often a `--rate max` pump with no subscriber looks again: it generates nothing meanwhile,
@@ -73,6 +74,8 @@ impl Symbol {
 pub(crate) struct Hub {
     symbols: Vec<Symbol>,
     rate: Rate,
+    /// The market the sim plays: its paths, routes and REST endpoints.
+    market: Market,
     /// Connections cut because their queue overflowed at a fixed rate.
     slow_clients: AtomicU64,
 }
@@ -87,7 +90,7 @@ enum Delivery {
 }
 
 impl Hub {
-    pub(crate) fn new(feeds: Vec<Box<dyn Feed>>, rate: Rate) -> Hub {
+    pub(crate) fn new(feeds: Vec<Box<dyn Feed>>, rate: Rate, market: Market) -> Hub {
         let symbols = feeds
             .into_iter()
             .map(|feed| Symbol {
@@ -105,6 +108,7 @@ impl Hub {
         Hub {
             symbols,
             rate,
+            market,
             slow_clients: AtomicU64::new(0),
         }
     }
@@ -117,6 +121,10 @@ impl Hub {
 }
 
 impl Source for Hub {
+    fn market(&self) -> Market {
+        self.market
+    }
+
     /// One pump per symbol.
     fn workers(&self) -> usize {
         self.symbols.len()

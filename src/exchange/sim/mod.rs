@@ -71,6 +71,7 @@ pub use server::Sim;
 
 use crate::market::stream::is_well_formed;
 use crate::market::symbol::Symbol;
+use crate::market::venue::Market;
 
 /// Default `--listen`: loopback, any free port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:0";
@@ -92,6 +93,8 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Keep every data frame sent, for [`Sim::sent`].
     pub record_sent: bool,
+    /// The market played: its paths, routes, REST endpoints and payload shapes.
+    pub market: Market,
 }
 
 impl Default for SimConfig {
@@ -103,6 +106,7 @@ impl Default for SimConfig {
             ping_interval: DEFAULT_PING,
             faults: Faults::default(),
             record_sent: false,
+            market: Market::UsdM,
         }
     }
 }

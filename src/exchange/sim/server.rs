@@ -24,6 +24,7 @@ use super::hub::Hub;
 use super::source::Source;
 use super::walk::Market;
 use super::{SentFrame, SimConfig, SimStats, conn, lock};
+use crate::market::venue;
 use crate::metrics::tap::TapStats;
 use crate::util::clock::wall_ms;
 
@@ -130,7 +131,9 @@ impl Sim {
         let feeds = config
             .symbols
             .iter()
-            .map(|s| Box::new(Market::new(s, config.seed, now)) as Box<dyn Feed>)
+            .map(|s| {
+                Box::new(Market::new(s, config.seed, now).speaking(config.market)) as Box<dyn Feed>
+            })
             .collect();
         let front = Front {
             ping_interval: config.ping_interval,
@@ -140,7 +143,11 @@ impl Sim {
             delivery: None,
             limits: None,
         };
-        Sim::serve(listen, front, Box::new(Hub::new(feeds, config.rate)))
+        Sim::serve(
+            listen,
+            front,
+            Box::new(Hub::new(feeds, config.rate, config.market)),
+        )
     }
 
     /// Serves `source` behind the front (paths, control messages, REST, pings, faults): the
@@ -333,7 +340,12 @@ fn handle(shared: &Arc<Shared>, tcp: TcpStream) {
             Some(status) => http::error(status, -1, "snapshot refused (fault injection)"),
             None => {
                 let (status, mut body) = http::rest(&head, &*shared.source);
-                if status == 200 && head.target.starts_with("/fapi/v1/depth") {
+                if status == 200
+                    && matches!(
+                        venue::Market::of_rest_path(&head.target),
+                        Some((_, "depth"))
+                    )
+                {
                     shared.injector.pad_snapshot(&mut body);
                 }
                 (status, body)
