@@ -9,23 +9,32 @@ mod common;
 use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
-use std::process::Output;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn assert_ok(out: &Output) {
+/// Runs `cmd` to its end and fails the test, showing its output, unless it succeeded; returns
+/// its stdout.
+fn succeed(cmd: &mut Command) -> String {
+    let out = run_output(cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "exit {:?}\n{}\n{}",
+        "exit {:?}\n{stdout}\n{}",
         out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
+        String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+/// `obrec replay --strict` of a data directory's recordings: its summary.
+fn replay_strict(data: &Path) -> String {
+    succeed(
+        obrec()
+            .args(["replay", "--strict"])
+            .arg(data.join("order_book")),
+    )
 }
 
 /// Best bid and ask, price and quantity, as the exchange spelled them.
@@ -33,12 +42,11 @@ type Best = ((String, String), (String, String));
 
 /// The book's best levels after each event `replay --book 1` applied, by the event's `u`.
 fn books_by_u(data: &Path) -> HashMap<u64, Best> {
-    let out = run_output(
+    let books = succeed(
         obrec()
             .args(["replay", "--book", "1"])
             .arg(data.join("order_book")),
     );
-    assert_ok(&out);
     let level = |side: &serde_json::Value| {
         let l = &side[0];
         (
@@ -46,7 +54,7 @@ fn books_by_u(data: &Path) -> HashMap<u64, Best> {
             l[1].as_str().unwrap().to_string(),
         )
     };
-    text(&out.stdout)
+    books
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|v| v.get("u").is_some())
@@ -102,13 +110,7 @@ fn import_replay_check_export(fixture_name: &str, symbol: &str, events: usize, c
     let dir = tempfile::tempdir().unwrap();
     let data = import_fixture(fixture_name, dir.path());
 
-    let replay = run_output(
-        obrec()
-            .args(["replay", "--strict"])
-            .arg(data.join("order_book")),
-    );
-    assert_ok(&replay);
-    let summary = text(&replay.stdout);
+    let summary = replay_strict(&data);
     let depth = format!("{} events={events} ", symbol.to_ascii_uppercase());
     assert!(summary.contains(&depth), "{summary}");
     assert!(summary.contains("breaks=0 resyncs=0"), "{summary}");
@@ -123,13 +125,13 @@ fn import_replay_check_export(fixture_name: &str, symbol: &str, events: usize, c
     );
 
     let out = dir.path().join("out");
-    assert_ok(&run_output(
+    succeed(
         obrec()
             .args(["export", "--format", "hftbacktest"])
             .arg(data.join("order_book"))
             .arg("-o")
             .arg(&out),
-    ));
+    );
     let exported = gunzip_text(&out.join(format!("{symbol}_20240808.gz")));
     let original = gunzip_text(&fixture(fixture_name));
     assert_eq!(exported.len(), original.len());
@@ -195,7 +197,7 @@ fn record_market(dir: &Path, market: &str, symbols: &str, kinds: &[&str]) -> ser
             .args(["--print-interval", "1", "--flush-ms", "100"]),
     );
     terminate(&mut sim, Duration::from_secs(5));
-    assert_ok(&out);
+    assert!(out.status.success(), "{out:?}");
     let m = metrics(&data);
     assert_eq!(m["continuity"]["breaks"], 0, "{m}");
     assert_eq!(m["silent_streams"], serde_json::json!([]), "{m}");
@@ -227,13 +229,7 @@ fn record_market(dir: &Path, market: &str, symbols: &str, kinds: &[&str]) -> ser
             );
         }
     }
-    let replay = run_output(
-        obrec()
-            .args(["replay", "--strict"])
-            .arg(data.join("order_book")),
-    );
-    assert_ok(&replay);
-    let summary = text(&replay.stdout);
+    let summary = replay_strict(&data);
     for symbol in symbols.split(',') {
         assert!(
             summary.contains(&format!("{symbol} events=")),
@@ -360,6 +356,10 @@ fn each_market_answers_on_its_own_paths_and_refuses_what_it_does_not_publish() {
             "depth,markPrice",
         ]),
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("the spot market publishes no markPrice stream"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the spot market publishes no markPrice stream"),
+        "{stderr}"
+    );
 }

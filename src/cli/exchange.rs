@@ -16,7 +16,6 @@ use crate::exchange::sim::{
     DEFAULT_LISTEN, DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, DEFAULT_SNAPSHOT_STATUS,
     Faults, Rate, SentFrame, Sim, SimConfig, Violation,
 };
-use crate::market::venue::Market;
 use crate::store::staged::write_atomic;
 use crate::util::shutdown::Shutdown;
 
@@ -29,15 +28,8 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 /// ADDR` once ready.
 #[derive(Args, Clone, Debug)]
 pub struct SimArgs {
-    /// Market to play: usdm (/fapi, routes /public and /market), coinm (/dapi, `ps` in payloads,
-    /// one route) or spot (/api/v3, dense ids, no pu or T, no markPrice or forceOrder, one route)
-    #[arg(
-        long,
-        env = "OBREC_MARKET",
-        value_name = "MARKET",
-        default_value = "usdm"
-    )]
-    pub market: Market,
+    #[command(flatten)]
+    pub market_flag: parse::MarketFlag,
     /// Address to listen on; port 0 picks a free port
     #[arg(long, env = "OBREC_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: String,
@@ -75,10 +67,12 @@ pub fn sim(args: &SimArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
         symbols: args.symbol.clone(),
         rate: args.rate,
         seed: args.seed,
-        ping_interval: args.server_ping_sec.unwrap_or(args.market.ping().0),
+        ping_interval: args
+            .server_ping_sec
+            .unwrap_or(args.market_flag.market.ping().0),
         faults: Faults::from(&args.faults),
         record_sent: args.sent_log.is_some(),
-        market: args.market,
+        market: args.market_flag.market,
     };
     let mut sent_log = match &args.sent_log {
         Some(path) => {
@@ -311,15 +305,9 @@ pub struct ServeArgs {
     /// Binance: 180 on futures, 20 on spot)
     #[arg(long, env = "OBREC_SERVER_PING_SEC", value_name = "S", value_parser = parse::seconds)]
     pub server_ping_sec: Option<Duration>,
-    /// Market the recording is from, whose paths are served: usdm (/fapi, routes /public and
-    /// /market), coinm (/dapi) or spot (/api/v3)
-    #[arg(
-        long,
-        env = "OBREC_MARKET",
-        value_name = "MARKET",
-        default_value = "usdm"
-    )]
-    pub market: Market,
+    /// The market the recording is from, whose paths are served
+    #[command(flatten)]
+    pub market_flag: parse::MarketFlag,
 }
 
 /// `obrec serve` until `shutdown` triggers: opens the recording, prints `listening on ADDR`
@@ -333,8 +321,10 @@ pub fn serve(args: &ServeArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> 
     let (files, snapshots) = (recording.files(), recording.snapshots());
     let config = ServeConfig {
         pace: args.pace,
-        ping_interval: args.server_ping_sec.unwrap_or(args.market.ping().0),
-        market: args.market,
+        ping_interval: args
+            .server_ping_sec
+            .unwrap_or(args.market_flag.market.ping().0),
+        market: args.market_flag.market,
     };
     let server = Serve::start(&args.listen, recording, config)
         .with_context(|| format!("cannot serve on {}", args.listen))?;
@@ -355,6 +345,7 @@ pub fn serve(args: &ServeArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> 
 mod tests {
     use super::*;
     use crate::exchange::sim::DEFAULT_PING;
+    use crate::market::venue::Market;
     use clap::{CommandFactory, Parser};
     use std::time::Duration;
 
@@ -386,8 +377,8 @@ mod tests {
         assert_eq!(args.symbol, ["ETHUSDT"]);
         assert_eq!(args.rate, Rate::PerSecond(10.0));
         assert_eq!((args.seed, args.server_ping_sec), (1, None));
-        assert_eq!(args.market, Market::UsdM);
-        assert_eq!(args.market.ping().0, DEFAULT_PING);
+        assert_eq!(args.market_flag.market, Market::UsdM);
+        assert_eq!(args.market_flag.market.ping().0, DEFAULT_PING);
         assert_eq!(Faults::from(&args.faults), Faults::default());
         let config = SimConfig::default();
         assert_eq!(
@@ -541,7 +532,7 @@ mod tests {
             (args.listen.as_str(), args.pace, args.server_ping_sec),
             ("127.0.0.1:0", Pace::Speed(1.0), None)
         );
-        assert_eq!(args.market, Market::UsdM);
+        assert_eq!(args.market_flag.market, Market::UsdM);
         let args = parse_serve(&[
             "a.ndjson.gz",
             "dir",

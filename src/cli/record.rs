@@ -42,16 +42,8 @@ pub struct RecordArgs {
     /// Stop after this many minutes (decimals allowed: 0.1 = 6 s); runs forever when absent.
     #[arg(long, env = "OBREC_RUN_MINUTES", value_parser = parse::minutes_or_zero)]
     pub run_minutes: Option<Duration>,
-    /// Market: usdm (USD-M futures, perpetual and quarterly), coinm (COIN-M futures; sizes are
-    /// contracts) or spot (dense ids; diff depth only, --depth 0). Sets the default endpoints,
-    /// the REST paths and weights, and the continuity rule.
-    #[arg(
-        long,
-        env = "OBREC_MARKET",
-        value_name = "MARKET",
-        default_value = "usdm"
-    )]
-    pub market: Market,
+    #[command(flatten)]
+    pub market_flag: parse::MarketFlag,
     /// WebSocket endpoint of the public route (depth, bookTicker, trade), or of every stream on
     /// markets without routes; streams are read from <endpoint>/stream?streams=…. One URL that
     /// serves every stream works too. Default: the market's (usdm:
@@ -139,16 +131,16 @@ impl RecordArgs {
             depth: self.depth,
             speed: self.speed,
             streams: self.streams.clone(),
-            market: self.market,
+            market: self.market_flag.market,
             endpoint: self
                 .endpoint
                 .clone()
-                .unwrap_or_else(|| default_endpoint(self.market)),
+                .unwrap_or_else(|| default_endpoint(self.market_flag.market)),
             market_endpoint: self.market_endpoint.clone(),
             rest_endpoint: self
                 .rest_endpoint
                 .clone()
-                .unwrap_or_else(|| self.market.rest_endpoint().into()),
+                .unwrap_or_else(|| self.market_flag.market.rest_endpoint().into()),
             data_dir: self.data_dir.clone(),
             run_for: self.run_minutes,
             print_every: self.print_interval,
