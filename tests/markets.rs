@@ -363,3 +363,102 @@ fn each_market_answers_on_its_own_paths_and_refuses_what_it_does_not_publish() {
         "{stderr}"
     );
 }
+
+/// The payloads of `stream` in the collector file `fixture_name`, in order.
+fn capture_payloads(fixture_name: &str, stream: &str) -> Vec<String> {
+    let prefix = format!(r#"{{"stream":"{stream}","data":"#);
+    gunzip_text(&fixture(fixture_name))
+        .iter()
+        .filter_map(|line| {
+            let (_, frame) = line.split_once(' ')?;
+            Some(frame.strip_prefix(&prefix)?.strip_suffix('}')?.to_owned())
+        })
+        .collect()
+}
+
+/// `obrec serve --market` plays each real capture on its market's paths (one route, the
+/// market's REST depth path answering the recorded snapshot), and `obrec record --market`
+/// records it as captured: depth, trades and bookTickers byte for byte, the book bridged by the
+/// market's rule, no break.
+#[test]
+fn serve_plays_each_markets_capture_on_its_paths_and_record_takes_it_whole() {
+    for (fixture_name, market, symbol, speed) in [
+        (
+            "hftbacktest_spot_btcusdt_20240808.gz",
+            "spot",
+            "BTCUSDT",
+            "100ms",
+        ),
+        (
+            "hftbacktest_cm_ethusd_perp_20240808.gz",
+            "coinm",
+            "ETHUSD_PERP",
+            "0ms",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let imported = import_fixture(fixture_name, dir.path());
+        let port_file = dir.path().join("port");
+        let mut serve = obrec()
+            .args(["serve", "--market", market, "--pace", "50"])
+            .arg(imported.join("order_book"))
+            .arg(format!("--port-file={}", port_file.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut port = None;
+        wait_for(Duration::from_secs(10), "serve's port file", || {
+            port = fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<u16>().ok());
+            port.is_some()
+        });
+        let port = port.unwrap();
+        let (data, logs) = (dir.path().join("rec"), dir.path().join("logs"));
+        // 4.8 s at fifty times the pace: most of the capture, ending before serve does.
+        let out = run_output(
+            record_from(
+                &format!("ws://127.0.0.1:{port}"),
+                &format!("http://127.0.0.1:{port}"),
+                &data,
+                &logs,
+            )
+            .args(["--market", market, "--symbol", symbol, "--depth", "0"])
+            .args(["--speed", speed, "--streams", "depth,trade,bookTicker"])
+            .args(["--run-minutes", "0.08", "--flush-ms", "100"]),
+        );
+        terminate(&mut serve, Duration::from_secs(5));
+        assert!(out.status.success(), "{market}: {out:?}");
+        let m = metrics(&data);
+        assert_eq!(m["continuity"]["breaks"], 0, "{market}: {m}");
+        assert_eq!(
+            m["symbols"][symbol]["book"]["synced"], true,
+            "{market}: {m}"
+        );
+        let lower = symbol.to_ascii_lowercase();
+        for (kind, stream) in [
+            ("depth", format!("{lower}@depth@{speed}")),
+            ("trade", format!("{lower}@trade")),
+            ("bookTicker", format!("{lower}@bookTicker")),
+        ] {
+            let files = if kind == "depth" {
+                depth_files(&data)
+            } else {
+                kind_files(&data, kind)
+            };
+            let lines = read_lines(&files);
+            let recorded: Vec<&str> = lines.iter().map(Line::raw_data).collect();
+            let captured = capture_payloads(fixture_name, &stream);
+            assert!(
+                recorded.len() > 100,
+                "{market} {stream}: {}",
+                recorded.len()
+            );
+            assert!(
+                recorded.iter().zip(&captured).all(|(r, c)| r == c),
+                "{market} {stream}: not the capture, byte for byte, in order"
+            );
+        }
+    }
+}

@@ -20,6 +20,9 @@
 //!   connection furthest along (the latest received at or before it, else the first), byte-exact
 //!   whatever the `limit`; `/fapi/v1/time` answers that position's time. `/fapi/v1/aggTrades` is
 //!   not available (404): a recording is played in order, not looked up by id.
+//! * [`ServeConfig::market`] (`serve --market`) names the market the recording is from: its
+//!   paths replace `/fapi/v1/…` (`/dapi/v1/…` for COIN-M, `/api/v3/…` for spot), and on the
+//!   markets without routes every stream plays on any path.
 //!
 //! # Layout
 //! - `recording`: reading the files: lanes (one per symbol and kind) merged by `recv_ns`,
