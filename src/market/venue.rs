@@ -110,11 +110,6 @@ impl Market {
         format!("{}/aggTrades", self.rest_prefix())
     }
 
-    /// The server time path, `/fapi/v1/time`.
-    pub fn time_path(self) -> String {
-        format!("{}/time", self.rest_prefix())
-    }
-
     /// The REST endpoint a request target (path, and query if any) belongs to, and which one
     /// (`depth`, `aggTrades`, `time`), across every market's prefix: `None` for any other path.
     pub fn of_rest_path(target: &str) -> Option<(Market, &str)> {
@@ -191,7 +186,7 @@ impl Market {
 
     /// Messages a client may send a second before the server closes the connection; on spot
     /// pings and pongs count too.
-    pub fn inbound_messages_per_sec(self) -> usize {
+    pub const fn inbound_messages_per_sec(self) -> usize {
         match self {
             Market::UsdM | Market::CoinM => 10,
             Market::Spot => 5,
