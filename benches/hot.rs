@@ -285,7 +285,7 @@ fn tape_check(c: &mut Criterion, trades: &[String]) {
     let ids: Vec<(KindIds, u64)> = trades
         .iter()
         .filter_map(|f| match parse_frame(f) {
-            Ok(Frame::Kind(h)) => Some((h.ids, h.event_ms)),
+            Ok(Frame::Kind(h)) => Some((h.ids, h.event_ms?)),
             _ => None,
         })
         .collect();

@@ -37,7 +37,7 @@
 //! ```text
 //!  exchange ──ws──▶ recorder::feed::Group (one thread per route and ≤200 streams)
 //!                     │  market::frame::parse_frame: header only, payload kept byte-exact
-//!                     │  market::sequence::Chain: pu == last u, per symbol (depth)
+//!                     │  market::sequence::Chain: pu == last u, per symbol (depth; spot: pu = U - 1)
 //!                     │  market::kind::Tape: dense ids, rising ids, cadence (beside the book)
 //!                     ▼
 //!            bounded crossbeam channel of recorder::event::Event (full → counted drop)
@@ -74,8 +74,13 @@
 //!   type, ids, completeness rule), its ids in `market/frame.rs` and `store/line.rs`, its payload
 //!   in the simulator's `exchange/sim/kinds.rs`; file names, connection groups, metrics, replay,
 //!   serve and export take it from there.
-//! * A market: its symbol rule in `market/symbol.rs`, its routes in `market/stream.rs`, its
-//!   listing's path in `Universe::path` (`recorder/universe.rs`; USD-M's is the default).
+//! * A market: a row of the table in `market/venue.rs` (name, endpoints, routes or not, REST
+//!   paths, depth limits and weights, budget, ping cadence, message limit, the kinds it publishes,
+//!   its continuity rule); its payload shapes in `market/frame.rs` (read) and the simulator's
+//!   `exchange/sim/walk.rs` and `kinds.rs` (written). `record --market`, the REST fetcher, the
+//!   feed's book sync, `sim`/`serve --market` and the offline readers take it from there; a new
+//!   continuity rule is a variant of `market::sequence::Continuity`. USD-M, COIN-M (sizes in
+//!   contracts) and spot are in the table.
 //! * A command: its flags in `cli/`, its work in the layer it belongs to.
 //!
 //! # Public API

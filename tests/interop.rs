@@ -17,7 +17,6 @@ use common::*;
 use obrec::{Faults, Rate, Sim, SimConfig};
 
 const FIXTURE: &str = "tests/data/binance/hftbacktest_usdm_btcusdt_20240808.gz";
-const SPOT_FIXTURE: &str = "tests/data/binance/hftbacktest_spot_btcusdt_20240808.gz";
 const COIN_M_FIXTURE: &str = "tests/data/binance/hftbacktest_cm_ethusd_perp_20240808.gz";
 
 fn fixture() -> PathBuf {
@@ -362,20 +361,25 @@ fn existing_files_are_never_overwritten_and_refusals_write_nothing() {
     assert!(before == contents(), "files changed or were added");
 
     // Inputs obrec cannot use: exit 2, one line naming the problem, no output directory.
-    let spot = Path::new(env!("CARGO_MANIFEST_DIR")).join(SPOT_FIXTURE);
+    // A depth event without `U`: nothing obrec can chain.
+    let unchainable = format!(
+        "{} {}",
+        1_723_161_253_937_085_768u64,
+        r#"{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1723161255208,"s":"BTCUSDT","u":50093239202,"b":[],"a":[]}}"#
+    );
     let depth_file = kind_files(&data, "depth").remove(0);
     let not_gzip = dir.path().join("notes.gz");
     fs::write(&not_gzip, "hello\n").unwrap();
     // Named to sort after the good file: that one is converted first, and must not stay written.
-    let late_spot = dir.path().join("zz_spot_btcusdt_20240808.gz");
-    fs::copy(&spot, &late_spot).unwrap();
+    let late_bad = dir.path().join("zz_btcusdt_20240808.gz");
+    write_ndjson_gz(&late_bad, &[unchainable]);
     let fresh = dir.path().join("fresh");
     let cases: Vec<(Output, &str)> = vec![
-        (import(&[&spot], &fresh), "pu"),
+        (import(&[&late_bad], &fresh), "missing U"),
         (import(&[&depth_file], &fresh), "obrec export"),
         (import(&[&ob], &fresh), "directory"),
         (import(&[&not_gzip], &fresh), "gzip"),
-        (import(&[&fixture(), &late_spot], &fresh), "pu"),
+        (import(&[&fixture(), &late_bad], &fresh), "missing U"),
         (export(&[&fixture()], &fresh), "obrec import"),
         (
             export(&[&dir.path().join("missing")], &fresh),

@@ -23,10 +23,13 @@ use crate::util::shutdown::Shutdown;
 /// `--sent-log`: short enough that a signal is obeyed at once.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
-/// Serve a local Binance USD-M look-alike exchange (REST and WebSocket on one port) with fault
-/// injection. Prints `listening on ADDR` once ready.
+/// Serve a local Binance look-alike exchange (REST and WebSocket on one port) with fault
+/// injection: USD-M futures, or with `--market` COIN-M futures or spot. Prints `listening on
+/// ADDR` once ready.
 #[derive(Args, Clone, Debug)]
 pub struct SimArgs {
+    #[command(flatten)]
+    pub market_flag: parse::MarketFlag,
     /// Address to listen on; port 0 picks a free port
     #[arg(long, env = "OBREC_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: String,
@@ -46,9 +49,10 @@ pub struct SimArgs {
     /// Write the port number to this file once listening (for scripts that use port 0)
     #[arg(long, env = "OBREC_PORT_FILE", value_name = "PATH")]
     pub port_file: Option<PathBuf>,
-    /// Seconds between the server's pings on each connection (Binance: 180)
-    #[arg(long, env = "OBREC_SERVER_PING_SEC", value_name = "S", default_value = "180", value_parser = parse::seconds)]
-    pub server_ping_sec: Duration,
+    /// Seconds between the server's pings on each connection (default: the market's, as on
+    /// Binance: 180 on futures, 20 on spot)
+    #[arg(long, env = "OBREC_SERVER_PING_SEC", value_name = "S", value_parser = parse::seconds)]
+    pub server_ping_sec: Option<Duration>,
     /// Append every data frame sent to this file as NDJSON: {"conn":N,"stream":"…","data":{…}}
     #[arg(long, env = "OBREC_SENT_LOG", value_name = "PATH")]
     pub sent_log: Option<PathBuf>,
@@ -82,13 +86,16 @@ pub fn sim(args: &SimArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
             .collect(),
         rate: args.rate,
         seed: args.seed,
-        ping_interval: args.server_ping_sec,
+        ping_interval: args
+            .server_ping_sec
+            .unwrap_or(args.market_flag.market.ping().0),
         faults: Faults::from(&args.faults),
         record_sent: args.sent_log.is_some(),
         listings: Schedule {
             list_after: args.list_after.clone(),
             delist_after: args.delist_after.clone(),
         },
+        market: args.market_flag.market,
     };
     let mut sent_log = match &args.sent_log {
         Some(path) => {
@@ -319,9 +326,13 @@ pub struct ServeArgs {
     /// Write the port number to this file once listening (for scripts that use port 0)
     #[arg(long, env = "OBREC_PORT_FILE", value_name = "PATH")]
     pub port_file: Option<PathBuf>,
-    /// Seconds between the server's pings on each connection (Binance: 180)
-    #[arg(long, env = "OBREC_SERVER_PING_SEC", value_name = "S", default_value = "180", value_parser = parse::seconds)]
-    pub server_ping_sec: Duration,
+    /// Seconds between the server's pings on each connection (default: the market's, as on
+    /// Binance: 180 on futures, 20 on spot)
+    #[arg(long, env = "OBREC_SERVER_PING_SEC", value_name = "S", value_parser = parse::seconds)]
+    pub server_ping_sec: Option<Duration>,
+    /// The market the recording is from, whose paths are served
+    #[command(flatten)]
+    pub market_flag: parse::MarketFlag,
 }
 
 /// `obrec serve` until `shutdown` triggers: opens the recording, prints `listening on ADDR`
@@ -335,7 +346,10 @@ pub fn serve(args: &ServeArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> 
     let (files, snapshots) = (recording.files(), recording.snapshots());
     let config = ServeConfig {
         pace: args.pace,
-        ping_interval: args.server_ping_sec,
+        ping_interval: args
+            .server_ping_sec
+            .unwrap_or(args.market_flag.market.ping().0),
+        market: args.market_flag.market,
     };
     let server = Serve::start(&args.listen, recording, config)
         .with_context(|| format!("cannot serve on {}", args.listen))?;
@@ -356,6 +370,7 @@ pub fn serve(args: &ServeArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> 
 mod tests {
     use super::*;
     use crate::exchange::sim::DEFAULT_PING;
+    use crate::market::venue::Market;
     use clap::{CommandFactory, Parser};
     use std::time::Duration;
 
@@ -386,7 +401,9 @@ mod tests {
         assert_eq!(args.listen, "127.0.0.1:0");
         assert_eq!(args.symbol, ["ETHUSDT"]);
         assert_eq!(args.rate, Rate::PerSecond(10.0));
-        assert_eq!((args.seed, args.server_ping_sec), (1, DEFAULT_PING));
+        assert_eq!((args.seed, args.server_ping_sec), (1, None));
+        assert_eq!(args.market_flag.market, Market::UsdM);
+        assert_eq!(args.market_flag.market.ping().0, DEFAULT_PING);
         assert_eq!(Faults::from(&args.faults), Faults::default());
         let config = SimConfig::default();
         assert_eq!(
@@ -459,7 +476,7 @@ mod tests {
         assert_eq!(args.symbol, ["ETHUSDT", "BTCUSDT", "SOLUSDT"]);
         assert_eq!(
             (args.rate, args.seed, args.server_ping_sec),
-            (Rate::Max, 7, Duration::from_millis(500))
+            (Rate::Max, 7, Some(Duration::from_millis(500)))
         );
         let f = Faults::from(&args.faults);
         assert_eq!(
@@ -538,8 +555,9 @@ mod tests {
         assert_eq!(args.paths, [PathBuf::from("data/order_book")]);
         assert_eq!(
             (args.listen.as_str(), args.pace, args.server_ping_sec),
-            ("127.0.0.1:0", Pace::Speed(1.0), DEFAULT_PING)
+            ("127.0.0.1:0", Pace::Speed(1.0), None)
         );
+        assert_eq!(args.market_flag.market, Market::UsdM);
         let args = parse_serve(&[
             "a.ndjson.gz",
             "dir",
@@ -556,7 +574,7 @@ mod tests {
         assert_eq!(args.paths.len(), 2);
         assert_eq!(
             (args.listen.as_str(), args.pace, args.server_ping_sec),
-            ("0.0.0.0:9000", Pace::Max, Duration::from_millis(500))
+            ("0.0.0.0:9000", Pace::Max, Some(Duration::from_millis(500)))
         );
         assert_eq!(args.port_file, Some(PathBuf::from("port")));
         for bad in [

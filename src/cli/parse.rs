@@ -3,8 +3,26 @@
 
 use std::time::Duration;
 
+use clap::Args;
+
 use crate::market::stream::{Depth, is_well_formed};
 use crate::market::symbol::Symbol;
+use crate::market::venue::Market;
+
+/// `--market`, the same flag on `record`, `sim` and `serve`.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct MarketFlag {
+    /// Binance market: usdm (USD-M futures, perpetual and quarterly: /fapi, routes /public and
+    /// /market), coinm (COIN-M futures, sizes in contracts: /dapi, one route) or spot (/api/v3,
+    /// one route, dense ids, no markPrice or forceOrder)
+    #[arg(
+        long,
+        env = "OBREC_MARKET",
+        value_name = "MARKET",
+        default_value = "usdm"
+    )]
+    pub market: Market,
+}
 
 /// Upper-cases and checks a symbol.
 pub fn symbol(s: &str) -> Result<Symbol, String> {

@@ -14,11 +14,12 @@ use super::parse;
 use crate::error::Error;
 use crate::exchange::tap::{DEFAULT_TAP_QUEUE, HAND_OFF_CAPACITY, Tap, TapConfig};
 use crate::market::kind::Selection;
-use crate::market::listing::{EXCHANGE_INFO_PATH, Filter};
+use crate::market::listing::Filter;
 use crate::market::stream::{Depth, Speed};
 use crate::market::symbol::Symbol;
+use crate::market::venue::Market;
 use crate::metrics::tap::{TapStats, Tee};
-use crate::recorder::{self, DEFAULT_ENDPOINT, DEFAULT_REST_ENDPOINT, RecordConfig, Universe};
+use crate::recorder::{self, RecordConfig, Universe, default_endpoint};
 use crate::util::logging::{self, LogOptions, Rotate};
 use crate::util::shutdown::Shutdown;
 
@@ -55,18 +56,24 @@ pub struct RecordArgs {
     /// Stop after this many minutes (decimals allowed: 0.1 = 6 s); runs forever when absent.
     #[arg(long, env = "OBREC_RUN_MINUTES", value_parser = parse::minutes_or_zero)]
     pub run_minutes: Option<Duration>,
-    /// WebSocket endpoint of the public route (depth, bookTicker, trade); streams are read from
-    /// <endpoint>/stream?streams=…. One URL that serves every stream works too.
-    #[arg(long, env = "OBREC_ENDPOINT", default_value = DEFAULT_ENDPOINT, value_parser = parse::ws_url)]
-    pub endpoint: String,
+    #[command(flatten)]
+    pub market_flag: parse::MarketFlag,
+    /// WebSocket endpoint of the public route (depth, bookTicker, trade), or of every stream on
+    /// markets without routes; streams are read from <endpoint>/stream?streams=…. One URL that
+    /// serves every stream works too. Default: the market's (usdm:
+    /// wss://fstream.binance.com/public, coinm: wss://dstream.binance.com, spot:
+    /// wss://stream.binance.com:9443).
+    #[arg(long, env = "OBREC_ENDPOINT", value_parser = parse::ws_url)]
+    pub endpoint: Option<String>,
     /// WebSocket endpoint of the market route (aggTrade, markPrice, forceOrder); by default
     /// --endpoint with /public swapped for /market, or with /market added when it has no path,
     /// else --endpoint itself.
     #[arg(long, env = "OBREC_MARKET_ENDPOINT", value_parser = parse::ws_url)]
     pub market_endpoint: Option<String>,
-    /// REST endpoint for depth snapshots (--depth 0).
-    #[arg(long, env = "OBREC_REST_ENDPOINT", default_value = DEFAULT_REST_ENDPOINT, value_parser = parse::http_url)]
-    pub rest_endpoint: String,
+    /// REST endpoint for depth snapshots (--depth 0) and aggTrade backfills. Default: the
+    /// market's (https://fapi.binance.com, https://dapi.binance.com, https://api.binance.com).
+    #[arg(long, env = "OBREC_REST_ENDPOINT", value_parser = parse::http_url)]
+    pub rest_endpoint: Option<String>,
     /// Data directory: files and metrics.json go to <data-dir>/order_book/.
     #[arg(long, env = "OBREC_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -148,7 +155,7 @@ impl RecordArgs {
                 pattern: self.symbol_pattern.clone(),
             },
             refresh: self.universe_refresh_sec,
-            path: EXCHANGE_INFO_PATH.into(),
+            path: self.market_flag.market.exchange_info_path(),
         });
         if universe.is_some() {
             symbols.clear();
@@ -158,9 +165,16 @@ impl RecordArgs {
             depth: self.depth,
             speed: self.speed,
             streams: self.streams.clone(),
-            endpoint: self.endpoint.clone(),
+            market: self.market_flag.market,
+            endpoint: self
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| default_endpoint(self.market_flag.market)),
             market_endpoint: self.market_endpoint.clone(),
-            rest_endpoint: self.rest_endpoint.clone(),
+            rest_endpoint: self
+                .rest_endpoint
+                .clone()
+                .unwrap_or_else(|| self.market_flag.market.rest_endpoint().into()),
             data_dir: self.data_dir.clone(),
             run_for: self.run_minutes,
             print_every: self.print_interval,
@@ -192,6 +206,23 @@ impl RecordArgs {
     }
 }
 
+/// Refuses what the market does not publish, or obrec cannot record on it yet.
+fn check_market(config: &RecordConfig) -> Result<(), Error> {
+    let market = config.market;
+    if let Some(kind) = config.streams.kinds.iter().find(|&&k| !market.publishes(k)) {
+        return Err(Error::Invalid(format!(
+            "--streams {kind}: the {market} market publishes no {kind} stream"
+        )));
+    }
+    // Spot's partial book carries neither symbol nor event time: not recorded yet.
+    if market == Market::Spot && config.streams.depth && config.depth != Depth::Diff {
+        return Err(Error::Invalid(
+            "--depth: on spot obrec records the diff stream only: use --depth 0".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Records until a signal or `--run-minutes`.
 pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let mut config = args.config();
@@ -215,6 +246,7 @@ pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
         ))
         .into());
     }
+    check_market(&config)?;
     // Both directories are checked before either is created: a typo in one must not leave the
     // other behind.
     usable_dir("log dir", &args.log_dir)?;

@@ -3,6 +3,11 @@
 //! A frame is parsed only as far as the recorder needs (stream name, event type, `E`, `T`, `s`,
 //! the ids of its kind); the bid and ask arrays are skipped, and the `data` payload is located,
 //! not copied, so that it can travel to the file as the exact bytes received.
+//!
+//! Every market's payloads are read, each by its shape: a `depthUpdate` with `pu` chains by it
+//! (futures); one without is spot's, whose ids are dense, and reads as `pu = U - 1`
+//! ([`Continuity::Dense`]). Spot's `bookTicker` has no `e`, `E` or `T`: it is known by its
+//! stream's name, and has no event time. COIN-M payloads add `ps`, which is not needed.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -12,7 +17,7 @@ use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use crate::market::kind::{Kind, KindIds};
-use crate::market::sequence::Ids;
+use crate::market::sequence::{Continuity, Ids};
 
 /// A text frame, classified.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,6 +48,8 @@ pub struct DepthHeader<'a> {
     pub event_ms: u64,
     pub trade_ms: Option<u64>,
     pub ids: Ids,
+    /// How the event chains, by its shape: with `pu` (futures) or dense (spot, `prev = U - 1`).
+    pub continuity: Continuity,
 }
 
 /// The header fields of an event beside the book, borrowed from the frame.
@@ -54,8 +61,17 @@ pub struct KindHeader<'a> {
     pub data: Range<usize>,
     /// The stream's symbol, as the payload spells it (`s`, or `o.s` for a liquidation).
     pub symbol: Cow<'a, str>,
-    pub event_ms: u64,
+    /// `E`; `None` for spot's bookTicker, which carries no time.
+    pub event_ms: Option<u64>,
     pub ids: KindIds,
+}
+
+impl KindHeader<'_> {
+    /// The event time lines and tapes use: `E`, or for an event without one (spot's bookTicker)
+    /// the receipt time in ms, the nearest the recorder can know.
+    pub fn event_ms_or_receipt(&self, recv_ns: u64) -> u64 {
+        self.event_ms.unwrap_or(recv_ns / 1_000_000)
+    }
 }
 
 /// Why a frame could not be used.
@@ -121,6 +137,22 @@ struct EventFields<'a> {
     o: Option<&'a RawValue>,
 }
 
+/// The one member of a depth payload that tells its market's continuity.
+#[derive(Deserialize)]
+struct DepthShape {
+    pu: Option<IgnoredAny>,
+}
+
+/// How a recorded depth payload chains, by its shape: a `depthUpdate` without `pu` is spot's
+/// (dense ids); anything else, partial depth and payloads that do not parse included, chains by
+/// `pu`. Readers of recordings call it once per symbol, so a recording says its own market.
+pub fn depth_continuity(payload: &str) -> Continuity {
+    match serde_json::from_str::<DepthShape>(payload) {
+        Ok(DepthShape { pu: None }) => Continuity::Dense,
+        _ => Continuity::PrevId,
+    }
+}
+
 /// The part of a liquidation's order that names its symbol.
 #[derive(Deserialize)]
 struct Order<'a> {
@@ -177,6 +209,10 @@ fn classify<'a>(
             Some(kind) => kind_header(stream, kind, data, f).map(Frame::Kind),
             None => Ok(Frame::Other { stream }),
         },
+        // Spot's bookTicker, the one event without a type, named by its stream alone.
+        None if matches!(Kind::parse_stream(&stream), Some((_, Kind::BookTicker))) => {
+            kind_header(stream, Kind::BookTicker, data, f).map(Frame::Kind)
+        }
         None => Ok(Frame::Other { stream }),
     }
 }
@@ -193,7 +229,6 @@ fn depth_header<'a>(
     let event_ms = f.E.ok_or_else(|| missing("E"))?;
     let first = f.U.ok_or_else(|| missing("U"))?;
     let last = f.u.ok_or_else(|| missing("u"))?;
-    let pu = f.pu.ok_or_else(|| missing("pu"))?;
     check_symbol(&stream, &symbol)?;
     check_times(event_ms, f.T)?;
     let range = |what: String| Err(FrameError::Range(what));
@@ -201,10 +236,11 @@ fn depth_header<'a>(
         return range(format!("update ids U={first} u={last}"));
     }
     // Real frames carry `-1` when there is no previous event; the chain reads that as 0.
-    let prev = match pu {
-        -1 => 0,
-        pu => match u64::try_from(pu) {
-            Ok(prev) => prev,
+    let (prev, continuity) = match f.pu {
+        None => (Continuity::dense_prev(first), Continuity::Dense),
+        Some(-1) => (0, Continuity::PrevId),
+        Some(pu) => match u64::try_from(pu) {
+            Ok(prev) => (prev, Continuity::PrevId),
             Err(_) => return range(format!("pu={pu}")),
         },
     };
@@ -215,6 +251,7 @@ fn depth_header<'a>(
         event_ms,
         trade_ms: f.T,
         ids: Ids { first, last, prev },
+        continuity,
     })
 }
 
@@ -235,9 +272,13 @@ fn kind_header<'a>(
         (_, Some(s), _) => s,
         _ => return Err(missing("s")),
     };
-    let event_ms = f.E.ok_or_else(|| missing("E"))?;
+    // Only spot's bookTicker, which has no `e` either, goes without a time.
+    let event_ms = match f.E {
+        None if kind == Kind::BookTicker && f.e.is_none() => None,
+        e => Some(e.ok_or_else(|| missing("E"))?),
+    };
     check_symbol(&stream, &symbol)?;
-    check_times(event_ms, f.T)?;
+    check_times(event_ms.unwrap_or_default(), f.T)?;
     let id = |value: Option<u64>, name: &str| match value {
         Some(id) if id <= MAX_UPDATE_ID => Ok(id),
         Some(id) => Err(FrameError::Range(format!("{name}={id}"))),
@@ -418,6 +459,67 @@ mod tests {
         ));
         let no_id = cases[0].0.replace(r#""t":5266583935,"#, "");
         assert!(matches!(parse_frame(&no_id), Err(FrameError::Fields(_))));
+    }
+
+    /// Real spot and COIN-M frames (the hftbacktest captures of 2024-08-08): spot depth chains
+    /// densely, its bookTicker is known by its stream and has no time; COIN-M reads as futures.
+    #[test]
+    fn spot_and_coin_m_frames_are_read_by_their_shape() {
+        let spot_depth = r#"{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1723161255308,"s":"BTCUSDT","U":50093239203,"u":50093239207,"b":[["55653.87000000","0.00000000"]],"a":[]}}"#;
+        let Ok(Frame::Depth(h)) = parse_frame(spot_depth) else {
+            panic!("spot depth not read")
+        };
+        assert_eq!(
+            (h.ids, h.trade_ms, h.continuity),
+            (
+                Ids {
+                    first: 50093239203,
+                    last: 50093239207,
+                    prev: 50093239202
+                },
+                None,
+                Continuity::Dense
+            )
+        );
+        let spot_ticker = r#"{"stream":"btcusdt@bookTicker","data":{"u":50093239212,"s":"BTCUSDT","b":"61837.63000000","B":"3.78826000","a":"61837.64000000","A":"1.54698000"}}"#;
+        let Ok(Frame::Kind(h)) = parse_frame(spot_ticker) else {
+            panic!("spot bookTicker not read")
+        };
+        assert_eq!(
+            (h.kind, h.ids, h.event_ms),
+            (
+                Kind::BookTicker,
+                KindIds::BookTicker { u: 50093239212 },
+                None
+            )
+        );
+        assert!(spot_ticker[h.data].starts_with(r#"{"u":50093239212,"#));
+        // Without `e`, only a bookTicker stream makes an event; a trade must say what it is.
+        let untyped = spot_ticker.replace("@bookTicker", "@trade");
+        assert!(matches!(parse_frame(&untyped), Ok(Frame::Other { .. })));
+        let coin_m = r#"{"stream":"ethusd_perp@depth@0ms","data":{"e":"depthUpdate","E":1723161257460,"T":1723161257451,"s":"ETHUSD_PERP","ps":"ETHUSD","U":1007198631593,"u":1007198631840,"pu":1007198631578,"b":[],"a":[]}}"#;
+        let Ok(Frame::Depth(h)) = parse_frame(coin_m) else {
+            panic!("COIN-M depth not read")
+        };
+        assert_eq!(
+            (h.ids.prev, h.continuity, &*h.symbol),
+            (1007198631578, Continuity::PrevId, "ETHUSD_PERP")
+        );
+        let coin_m_ticker = r#"{"stream":"ethusd_perp@bookTicker","data":{"u":1007198631825,"e":"bookTicker","s":"ETHUSD_PERP","ps":"ETHUSD","b":"2682.17","B":"159","a":"2682.18","A":"3794","T":1723161257450,"E":1723161257457}}"#;
+        let Ok(Frame::Kind(h)) = parse_frame(coin_m_ticker) else {
+            panic!("COIN-M bookTicker not read")
+        };
+        assert_eq!(h.event_ms, Some(1723161257457));
+        let payload = |frame: &str| match parse_frame(frame) {
+            Ok(Frame::Depth(h)) => frame[h.data].to_string(),
+            _ => panic!("not depth"),
+        };
+        assert_eq!(depth_continuity(&payload(spot_depth)), Continuity::Dense);
+        assert_eq!(depth_continuity(&payload(coin_m)), Continuity::PrevId);
+        assert_eq!(depth_continuity("not json"), Continuity::PrevId);
+        // A futures bookTicker, typed, still needs its time.
+        let untimed = coin_m_ticker.replace(r#","E":1723161257457"#, "");
+        assert!(matches!(parse_frame(&untimed), Err(FrameError::Fields(_))));
     }
 
     #[test]

@@ -10,8 +10,6 @@ use serde::Deserialize;
 
 use crate::market::symbol::Symbol;
 
-/// Where USD-M lists its symbols, on its REST base; other markets list theirs elsewhere.
-pub const EXCHANGE_INFO_PATH: &str = "/fapi/v1/exchangeInfo";
 /// Largest `exchangeInfo` body read. USD-M's is about 1.5 MB for ~550 symbols; eight times that
 /// is still a listing, anything larger is not one, and must not cost its size in memory.
 pub const MAX_LISTING_BYTES: u64 = 12 << 20;

@@ -10,3 +10,4 @@ pub mod sequence;
 pub mod stream;
 pub mod symbol;
 pub mod tee;
+pub mod venue;

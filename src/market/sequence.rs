@@ -1,8 +1,10 @@
 //! Sequence continuity: pure state machines shared by the live recorder and `obrec replay`.
 //!
-//! Binance USD-M depth events carry `U` (first update id), `u` (last) and `pu` (the `u` of the
+//! Binance futures depth events carry `U` (first update id), `u` (last) and `pu` (the `u` of the
 //! previous event of the same symbol). Ids are one exchange-wide sequence, so they are *not* dense
-//! per symbol: continuity is `pu == last u`, never `U == last u + 1`.
+//! per symbol: continuity is `pu == last u`, never `U == last u + 1`. Spot events carry no `pu`,
+//! and their ids are dense per symbol: continuity is `U == last u + 1`, which is `pu == last u`
+//! for `pu = U - 1` ([`Continuity::Dense`]), so one [`Chain`] proves both.
 //!
 //! Two machines live here, both free of I/O so they can be table-tested:
 //!
@@ -11,7 +13,9 @@
 //!   not a break), or a duplicate (the same event delivered again by an overlapping connection).
 //! * [`BookSync`] is the diff-depth snapshot procedure: buffer events, take a REST snapshot,
 //!   drop `u < lastUpdateId`, bridge with `U <= lastUpdateId <= u`, then follow the chain;
-//!   after a break, ask for a new snapshot.
+//!   after a break, ask for a new snapshot. Spot's procedure (as corrected 2025-11-12) is the same
+//!   one step later: drop `u <= lastUpdateId`, bridge with `U <= lastUpdateId + 1 <= u`, fetch
+//!   again when `lastUpdateId + 1 < U` of the first event kept ([`Continuity::bridge_id`]).
 
 use std::collections::VecDeque;
 
@@ -24,6 +28,34 @@ pub struct Ids {
     pub last: u64,
     /// `pu`: final update id of the previous event of this symbol.
     pub prev: u64,
+}
+
+/// How a market's depth ids chain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Continuity {
+    /// Futures: each event names the previous one's `u` in `pu`; ids are exchange-wide, not
+    /// dense per symbol. A snapshot at `L` is bridged by the event with `U <= L <= u`.
+    #[default]
+    PrevId,
+    /// Spot: no `pu`, ids dense per symbol (`U == last u + 1`). A snapshot at `L` is bridged by
+    /// the event with `U <= L + 1 <= u`.
+    Dense,
+}
+
+impl Continuity {
+    /// The id the event that bridges a snapshot at `last_update_id` must hold; events ending
+    /// before it are inside the snapshot.
+    pub fn bridge_id(self, last_update_id: u64) -> u64 {
+        match self {
+            Continuity::PrevId => last_update_id,
+            Continuity::Dense => last_update_id.saturating_add(1),
+        }
+    }
+
+    /// The `pu` a dense event implies: the `u` of the event it follows, `U - 1`.
+    pub fn dense_prev(first: u64) -> u64 {
+        first.saturating_sub(1)
+    }
 }
 
 /// What the chain says about one event.
@@ -174,14 +206,17 @@ pub const MAX_BUFFERED: usize = 8192;
 pub struct BookSync<T> {
     state: SyncState,
     buffer: VecDeque<(Ids, T)>,
+    /// The market's bridge rule.
+    continuity: Continuity,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SyncState {
     /// Waiting for a snapshot; events are buffered.
     NeedSnapshot,
-    /// A snapshot was taken at `last_update_id`; the event that bridges it has not come yet.
-    Pending { last_update_id: u64 },
+    /// A snapshot was taken; the event holding `bridge` (its [`Continuity::bridge_id`]) has not
+    /// come yet.
+    Pending { bridge: u64 },
     /// The book follows the chain.
     Live,
 }
@@ -191,6 +226,7 @@ impl<T> Default for BookSync<T> {
         BookSync {
             state: SyncState::NeedSnapshot,
             buffer: VecDeque::new(),
+            continuity: Continuity::default(),
         }
     }
 }
@@ -198,6 +234,14 @@ impl<T> Default for BookSync<T> {
 impl<T> BookSync<T> {
     pub fn new() -> BookSync<T> {
         BookSync::default()
+    }
+
+    /// A sync that bridges snapshots by `continuity`'s rule.
+    pub fn with(continuity: Continuity) -> BookSync<T> {
+        BookSync {
+            continuity,
+            ..BookSync::default()
+        }
     }
 
     /// True while the book is not following the chain (a snapshot is needed or pending).
@@ -231,10 +275,10 @@ impl<T> BookSync<T> {
                 self.push(ids, item);
                 Step::Buffered
             }
-            SyncState::Pending { last_update_id } => {
-                if ids.last < last_update_id {
+            SyncState::Pending { bridge } => {
+                if ids.last < bridge {
                     Step::Covered
-                } else if ids.first <= last_update_id {
+                } else if ids.first <= bridge {
                     self.state = SyncState::Live;
                     Step::Apply(vec![item])
                 } else {
@@ -249,19 +293,20 @@ impl<T> BookSync<T> {
 
     /// Feeds a REST snapshot's `lastUpdateId`.
     pub fn snapshot(&mut self, last_update_id: u64) -> SnapshotStep<T> {
+        let bridge = self.continuity.bridge_id(last_update_id);
         while self
             .buffer
             .front()
-            .is_some_and(|(ids, _)| ids.last < last_update_id)
+            .is_some_and(|(ids, _)| ids.last < bridge)
         {
             self.buffer.pop_front();
         }
         match self.buffer.front() {
             None => {
-                self.state = SyncState::Pending { last_update_id };
+                self.state = SyncState::Pending { bridge };
                 SnapshotStep::Pending
             }
-            Some((ids, _)) if ids.first <= last_update_id => {
+            Some((ids, _)) if ids.first <= bridge => {
                 self.state = SyncState::Live;
                 SnapshotStep::Bridged(self.buffer.drain(..).map(|(_, item)| item).collect())
             }
@@ -453,6 +498,46 @@ mod tests {
         }
     }
 
+    /// Both bridge rules on one event `U=31, u=40`, for snapshots on either side of it: what
+    /// the snapshot does to the buffered event (futures: `U <= L <= u`, drop `u < L`; spot:
+    /// `U <= L + 1 <= u`, drop `u <= L`, fetch again when `L + 1 < U`).
+    #[test]
+    fn bridge_rules_by_market() {
+        use Continuity::{Dense, PrevId};
+        use SnapshotStep::{Bridged, Pending, TooOld};
+        let table: &[(Continuity, u64, SnapshotStep<()>)] = &[
+            (PrevId, 29, TooOld),
+            (PrevId, 30, TooOld),
+            (PrevId, 31, Bridged(vec![()])),
+            (PrevId, 40, Bridged(vec![()])),
+            (PrevId, 41, Pending),
+            (Dense, 29, TooOld),
+            (Dense, 30, Bridged(vec![()])),
+            (Dense, 39, Bridged(vec![()])),
+            (Dense, 40, Pending),
+            (Dense, 41, Pending),
+        ];
+        for (rule, l, want) in table {
+            let mut sync = BookSync::with(*rule);
+            sync.event(ids(31, 40, 30), Verdict::Start, ());
+            assert_eq!(&sync.snapshot(*l), want, "{rule:?} L={l}");
+        }
+        // Pending on spot: the event ending at L is covered, the one holding L + 1 bridges.
+        let mut sync = BookSync::with(Dense);
+        sync.event(ids(1, 9, 0), Verdict::Start, 'a');
+        assert_eq!(sync.snapshot(20), SnapshotStep::Pending);
+        assert_eq!(
+            sync.event(ids(10, 20, 9), Verdict::Continuous, 'b'),
+            Step::Covered
+        );
+        assert_eq!(
+            sync.event(ids(21, 25, 20), Verdict::Continuous, 'c'),
+            Step::Apply(vec!['c'])
+        );
+        assert_eq!(Continuity::dense_prev(21), 20);
+        assert_eq!(Continuity::dense_prev(0), 0);
+    }
+
     #[test]
     fn snapshot_older_than_buffer_is_refetched() {
         let mut sync = BookSync::new();
@@ -558,14 +643,15 @@ mod tests {
 
         /// What a book has applied since its last snapshot.
         struct Applied {
-            /// The snapshot's `lastUpdateId`, until the first event is applied on it.
+            /// The snapshot's bridge id, until the first event is applied on it.
             base: Option<u64>,
             last: Option<u64>,
         }
 
         impl Applied {
             /// Checks that `ids` may follow what was applied: the first event bridges the
-            /// snapshot (`U <= lastUpdateId <= u`), each later one chains (`pu == last u`).
+            /// snapshot (`U <= bridge <= u`, the bridge id of the market's rule), each later
+            /// one chains (`pu == last u`).
             fn apply(&mut self, ids: Ids) -> Result<(), TestCaseError> {
                 match (self.last, self.base) {
                     (Some(last), _) => prop_assert_eq!(ids.prev, last, "out of order: {:?}", ids),
@@ -617,8 +703,9 @@ mod tests {
             /// and synced by [`BookSync`]: every event applied bridges its snapshot or chains to
             /// the one applied before it.
             #[test]
-            fn book_sync_never_applies_out_of_order(ops in ops()) {
-                let (mut chain, mut sync) = (Chain::new(), BookSync::new());
+            fn book_sync_never_applies_out_of_order(ops in ops(), dense in any::<bool>()) {
+                let rule = if dense { Continuity::Dense } else { Continuity::PrevId };
+                let (mut chain, mut sync) = (Chain::new(), BookSync::with(rule));
                 let mut applied = Applied { base: None, last: None };
                 let (mut last_u, mut conn) = (1_000u64, 1u64);
                 for op in ops {
@@ -647,12 +734,12 @@ mod tests {
                             let id = last_u.saturating_add_signed(offset);
                             match sync.snapshot(id) {
                                 SnapshotStep::Bridged(events) => {
-                                    applied.reset(id);
+                                    applied.reset(rule.bridge_id(id));
                                     for e in events {
                                         applied.apply(e)?;
                                     }
                                 }
-                                SnapshotStep::Pending => applied.reset(id),
+                                SnapshotStep::Pending => applied.reset(rule.bridge_id(id)),
                                 SnapshotStep::TooOld => {}
                             }
                         }

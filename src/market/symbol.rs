@@ -9,18 +9,31 @@ const SYMBOL_LEN: std::ops::RangeInclusive<usize> = 2..=30;
 
 /// A Binance symbol such as `ETHUSDT`, `BTCUSDT_260925` (a quarterly contract) or `BTCUSD_PERP`
 /// (COIN-M): upper-case ASCII letters and digits, and underscores between them. A symbol becomes
-/// part of file names, URLs and stream names, so nothing else gets in: no separators, no dots, and
-/// no non-ASCII letters, which URLs would have to escape (Binance lists a few such symbols; obrec
-/// refuses them by name rather than record them under an altered one).
+/// part of file names, URLs and stream names, so nothing else gets in: no separators, no dots, no
+/// control characters.
+///
+/// Non-ASCII symbols (Binance lists a few, such as `币安人生USDT`) are refused, by name, with
+/// their own error: an escaped form (percent-encoding) would make a file name that no longer
+/// reads as the symbol, case folding is not defined for them the way it is for ASCII (Binance's
+/// stream names lower-case the symbol), and two spellings could map to one file. Refusing keeps
+/// every file name the symbol itself, unique and safe; nothing is ever recorded under an altered
+/// name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Symbol(String);
 
 /// Why a text is not a [`Symbol`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{0:?} is not a symbol (2 to 30 ASCII letters and digits, underscores between them, like ETHUSDT or BTCUSD_PERP)"
-)]
+#[error("{0:?} is not a symbol: {why}", why = why_invalid(.0))]
 pub struct InvalidSymbol(pub String);
+
+/// The reason a text is refused, in words a user can act on.
+fn why_invalid(text: &str) -> &'static str {
+    if text.is_ascii() {
+        "use 2 to 30 ASCII letters and digits, underscores between them, like ETHUSDT or BTCUSD_PERP"
+    } else {
+        "obrec records ASCII symbols only; non-ASCII ones are refused, never recorded under an altered name"
+    }
+}
 
 impl Symbol {
     /// Upper-cases and checks `text`.
@@ -113,6 +126,18 @@ mod tests {
         ] {
             assert!(Symbol::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn non_ascii_symbols_are_refused_by_name() {
+        for bad in ["币安人生USDT", "ÉTHUSDT", "ETH\u{0}USDT", "ETHUSDT\u{200b}"] {
+            let e = Symbol::new(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{bad:?} is not a symbol: ")), "{e}");
+        }
+        let e = Symbol::new("币安人生USDT").unwrap_err().to_string();
+        assert!(e.contains("ASCII symbols only"), "{e}");
+        let e = Symbol::new("../X").unwrap_err().to_string();
+        assert!(e.contains("like ETHUSDT"), "{e}");
     }
 
     #[test]

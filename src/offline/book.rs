@@ -1,6 +1,7 @@
 //! Books rebuilt from recordings, for `replay --book` and `report`: each symbol's depth events
 //! applied to its book, diff events synced from the recorded REST snapshots with Binance's
-//! procedure ([`BookSync`]), partial events each the whole book.
+//! procedure ([`BookSync`]) by the rule of the market the payloads are from (spot bridges one id
+//! later than futures), partial events each the whole book.
 //!
 //! A snapshot is queued when its line is read and taken by the first event of its symbol
 //! received after it. Its body (tens of KB) is read again from its file at that moment rather
@@ -10,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use crate::market::book::Book;
+use crate::market::frame::depth_continuity;
 use crate::market::sequence::{BookSync, SnapshotStep, Step, Verdict};
 use crate::market::stream::is_partial;
 use crate::store::line::{DepthLine, SnapshotLine, parse_snapshot};
@@ -39,6 +41,9 @@ struct RecordedSnapshot {
 struct SymbolBook {
     book: Book,
     sync: BookSync<String>,
+    /// The sync follows the market's bridge rule, read from the first diff payload: a symbol's
+    /// entry may be made by a snapshot, before any payload says which market it is.
+    rule_known: bool,
     /// Snapshots not yet taken, oldest first.
     snapshots: VecDeque<RecordedSnapshot>,
     /// A snapshot of the symbol was ever queued.
@@ -109,6 +114,11 @@ impl Books {
             state.book.replace_partial(h.data).map_err(payload)?;
             applied(&state.book, h.ids.last, h.data)?;
             return Ok(true);
+        }
+        if !state.rule_known {
+            // Nothing was fed to the sync yet: snapshots wait for the first event.
+            state.sync = BookSync::with(depth_continuity(h.data));
+            state.rule_known = true;
         }
         while state
             .snapshots

@@ -1,4 +1,5 @@
-//! aggTrade gaps backfilled from REST `/fapi/v1/aggTrades`: which ids to ask for, page by page,
+//! aggTrade gaps backfilled from REST aggTrades (`/fapi/v1/aggTrades`, or the market's own path,
+//! [`Market::agg_trades_path`](crate::market::venue::Market::agg_trades_path)): which ids to ask for, page by page,
 //! and how an answer becomes records.
 //!
 //! A group whose aggTrade tape reports a gap (on a live connection or across a reconnect) asks
@@ -23,8 +24,6 @@ use crate::recorder::event::{KindRecord, StreamId};
 
 /// Most aggregate trades one answer holds: Binance's largest `limit`.
 pub const PAGE_LIMIT: u64 = 1000;
-/// Request weight of `/fapi/v1/aggTrades`, whatever its limit.
-pub const PAGE_WEIGHT: u32 = 20;
 /// Most pages one gap is backfilled with: 10,000 aggregates are minutes of a busy symbol's
 /// trading, and 200 of the 1200 weight a minute the process allows itself, so even a long
 /// outage's backfill leaves snapshots their room. Past that a gap is reported, not fetched.

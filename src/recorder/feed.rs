@@ -49,7 +49,7 @@ use tungstenite::{Connector, HandshakeError, Message, WebSocket};
 use crate::error::{Error, FeedError, Result};
 use crate::market::frame::{DepthHeader, Frame, KindHeader, parse_frame};
 use crate::market::kind::{Check, Kind, KindIds, Tape};
-use crate::market::sequence::{BookSync, Chain, Ids, SnapshotStep, Step, Verdict};
+use crate::market::sequence::{BookSync, Chain, Continuity, Ids, SnapshotStep, Step, Verdict};
 use crate::market::symbol::{Symbol, SymbolId};
 use crate::market::tee::{Notice, StreamState, Tapped};
 use crate::metrics::tap::Tee;
@@ -94,6 +94,8 @@ const STREAMS_SHOWN: usize = 3;
 pub struct FeedConfig {
     /// Base endpoint of the group's route; the stream URL is `<endpoint>/stream?streams=…`.
     pub endpoint: String,
+    /// The market's depth rule: how snapshots are bridged, and which depth payloads belong.
+    pub continuity: Continuity,
     /// No data for this long replaces a connection of depth streams; streams beside the book
     /// get their kind's patience times this (see [`Kind::patience`]).
     pub stale_after: Duration,
@@ -223,6 +225,8 @@ struct BookSyncs {
     requests: Sender<SnapshotRequest>,
     reply_tx: Sender<SnapshotRecord>,
     replies: crossbeam_channel::Receiver<SnapshotRecord>,
+    /// The market's snapshot bridge rule, for the book syncs of symbols listed later too.
+    continuity: Continuity,
     syncs: Vec<BookSync<()>>,
     /// A request is out for this slot.
     requested: Vec<bool>,
@@ -427,6 +431,7 @@ impl Group {
             requests,
             reply_tx,
             replies,
+            continuity: self.config.continuity,
             syncs: Vec::new(),
             requested: Vec::new(),
             taken: Vec::new(),
@@ -768,6 +773,11 @@ impl Group {
         self.delivered(conn, slot, recv_ns, recv_at);
         let event = match event {
             Parsed::Depth(h) => {
+                if h.continuity != self.config.continuity {
+                    // Chained by the wrong rule, every event would read as a break.
+                    self.bad_frame(conn.id, "depth event of another market (pu present or not)");
+                    return Turn::Continue;
+                }
                 let (ids, event_ms, trade_ms, data) = (h.ids, h.event_ms, h.trade_ms, h.data);
                 let Some(symbol) = self.depth_event(conn, slot, ids, recv_ns) else {
                     return Turn::Continue;
@@ -785,10 +795,11 @@ impl Group {
                 })
             }
             Parsed::Kind(h) => {
-                let Some(stream) = self.kind_event(conn, slot, &h) else {
+                let event_ms = h.event_ms_or_receipt(recv_ns);
+                let Some(stream) = self.kind_event(conn, slot, &h, event_ms) else {
                     return Turn::Continue;
                 };
-                let (ids, event_ms, data) = (h.ids, h.event_ms, h.data);
+                let (ids, data) = (h.ids, h.data);
                 Event::Kind(KindRecord {
                     stream,
                     conn: conn.id,
@@ -897,13 +908,19 @@ impl Group {
     }
 
     /// Checks an event beside the book against its tape; `None` for a duplicate to skip.
-    fn kind_event(&mut self, conn: &Conn, slot: usize, h: &KindHeader) -> Option<StreamId> {
+    fn kind_event(
+        &mut self,
+        conn: &Conn,
+        slot: usize,
+        h: &KindHeader,
+        event_ms: u64,
+    ) -> Option<StreamId> {
         let (Target::Stream(id), Tracker::Kind(tape)) =
             (self.subs[slot].target, &mut self.trackers[slot])
         else {
             return None;
         };
-        let check = tape.check(h.ids, h.event_ms, conn.id);
+        let check = tape.check(h.ids, event_ms, conn.id);
         self.stats.streams[id].count(check);
         let stream = &self.subs[slot].stream;
         match check {
@@ -1300,7 +1317,7 @@ impl Group {
 impl BookSyncs {
     /// Follows the book of the stream in `slot`, if it is a depth stream.
     fn add(&mut self, slot: usize, sub: &Subscription) {
-        self.syncs.push(BookSync::new());
+        self.syncs.push(BookSync::with(self.continuity));
         self.requested.push(false);
         self.taken.push(0);
         self.names.push(sub.symbol.clone());

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::market::kind::{Kind, Route, Selection};
 use crate::market::stream::{Depth, Speed, depth_stream};
 use crate::market::symbol::{Symbol, SymbolId};
+use crate::market::venue::Market;
 use crate::metrics::exporter::Exporter;
 use crate::metrics::tap::Tee;
 use crate::metrics::{Report, Stats};
@@ -50,6 +51,8 @@ pub struct RecordConfig {
     pub speed: Speed,
     /// Depth, and the streams beside it.
     pub streams: Selection,
+    /// The Binance market recorded: its routes, REST paths and weights, continuity rule.
+    pub market: Market,
     /// The `/public` route (depth, bookTicker, trade), or the one URL that serves everything.
     pub endpoint: String,
     /// The `/market` route (aggTrade, markPrice, forceOrder); `None` derives it from
@@ -75,10 +78,15 @@ pub struct RecordConfig {
     pub universe: Option<Universe>,
 }
 
-/// Where Binance serves USD-M depth streams since the 2026 route split.
-pub const DEFAULT_ENDPOINT: &str = "wss://fstream.binance.com/public";
-/// Where Binance serves USD-M REST snapshots.
-pub const DEFAULT_REST_ENDPOINT: &str = "https://fapi.binance.com";
+/// Where Binance serves `market`'s depth streams: USD-M's `/public` route since the 2026 route
+/// split, the one path of the others.
+pub fn default_endpoint(market: Market) -> String {
+    if market.routed() {
+        format!("{}/{}", market.ws_endpoint(), Route::Public.path())
+    } else {
+        market.ws_endpoint().to_string()
+    }
+}
 /// Binance closes a connection at 24 h; the replacement opens half an hour before.
 const DEFAULT_MAX_CONN_AGE: Duration = Duration::from_secs(23 * 3600 + 1800);
 
@@ -91,9 +99,10 @@ impl Default for RecordConfig {
             depth: Depth::Partial(5),
             speed: Speed::Ms100,
             streams: Selection::default(),
-            endpoint: DEFAULT_ENDPOINT.into(),
+            market: Market::UsdM,
+            endpoint: default_endpoint(Market::UsdM),
             market_endpoint: None,
-            rest_endpoint: DEFAULT_REST_ENDPOINT.into(),
+            rest_endpoint: Market::UsdM.rest_endpoint().into(),
             data_dir: PathBuf::from("data"),
             run_for: None,
             // The seed's SUMMARY interval.
@@ -150,6 +159,16 @@ impl RecordConfig {
         }
     }
 
+    /// The route a kind's streams are served on: a market without routes serves every kind where
+    /// it serves depth.
+    fn route_of(&self, kind: Kind) -> Route {
+        if self.market.routed() {
+            kind.route()
+        } else {
+            Route::Public
+        }
+    }
+
     /// Every subscription of the run, with its route: per symbol its depth stream (when
     /// recorded), then its kinds; streams beside the book numbered in that order.
     fn subscriptions(&self) -> Vec<(Route, Subscription)> {
@@ -182,7 +201,7 @@ impl RecordConfig {
         });
         let kinds = self.streams.kinds.iter().enumerate().map(|(i, &kind)| {
             (
-                kind.route(),
+                self.route_of(kind),
                 Subscription {
                     symbol: symbol.clone(),
                     target: Target::Stream(first_stream + i),
@@ -350,7 +369,11 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
     let (snapshot_tx, snapshot_rx) = crossbeam_channel::unbounded();
     let (backfill_tx, backfill_rx) = crossbeam_channel::unbounded();
     let fetcher = if snapshots || backfills {
-        let worker = Fetcher::new(config.rest_endpoint.clone(), Arc::clone(&stats));
+        let worker = Fetcher::new(
+            config.market,
+            config.rest_endpoint.clone(),
+            Arc::clone(&stats),
+        );
         let token = shutdown.clone();
         let handle = thread::Builder::new()
             .name("rest".into())
@@ -481,6 +504,7 @@ impl Readers {
     ) -> Result<thread::JoinHandle<Result<()>>> {
         let feed = FeedConfig {
             endpoint: self.config.route_endpoint(route),
+            continuity: self.config.market.continuity(),
             stale_after: self.config.stale_after,
             ping_every: self.config.ping_every,
             max_conn_age: self.config.max_conn_age,
@@ -555,7 +579,7 @@ mod tests {
         let cases = [
             // Binance's own endpoints: the routes side by side.
             (
-                with(DEFAULT_ENDPOINT, None),
+                with(&default_endpoint(Market::UsdM), None),
                 "wss://fstream.binance.com/public",
                 "wss://fstream.binance.com/market",
             ),

@@ -24,24 +24,14 @@ use serde::Deserialize;
 
 use crate::error::FeedError;
 use crate::market::symbol::{Symbol, SymbolId};
+use crate::market::venue::Market;
 use crate::metrics::Stats;
-use crate::recorder::backfill::{
-    Backfill, BackfillRequest, MAX_ATTEMPTS, MAX_PAGE_BYTES, PAGE_WEIGHT,
-};
+use crate::recorder::backfill::{Backfill, BackfillRequest, MAX_ATTEMPTS, MAX_PAGE_BYTES};
 use crate::recorder::event::SnapshotRecord;
 use crate::util::backoff::Backoff;
 use crate::util::clock::wall_ns;
 use crate::util::shutdown::Shutdown;
 
-/// Levels asked for: the most Binance serves.
-const SNAPSHOT_LIMIT: u32 = 1000;
-/// Request weight of `limit=1000`.
-const SNAPSHOT_WEIGHT: u32 = 20;
-/// Weight this process allows itself per minute: half of Binance's 2400 per IP, leaving room for
-/// other clients (or another recorder) on the same address.
-pub const WEIGHT_BUDGET_PER_MINUTE: u32 = 1200;
-/// The exchange's own per-IP limit, checked against the weight it reports having counted.
-const EXCHANGE_WEIGHT_LIMIT: u32 = 2400;
 /// HTTP timeout for one snapshot.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Wait before retrying after the exchange said "too many requests" without a Retry-After.
@@ -78,12 +68,20 @@ struct Head {
 }
 
 /// Requests made within the last minute and their weights, to stay inside the weight budget.
-#[derive(Default)]
 struct Budget {
     sent: VecDeque<(Instant, u32)>,
+    /// Weight allowed a minute: the market's [`Market::weight_budget`].
+    per_minute: u32,
 }
 
 impl Budget {
+    fn new(per_minute: u32) -> Budget {
+        Budget {
+            sent: VecDeque::new(),
+            per_minute,
+        }
+    }
+
     /// How long to wait before a request of `weight` fits in the budget.
     fn wait(&mut self, now: Instant, weight: u32) -> Duration {
         while self
@@ -94,7 +92,7 @@ impl Budget {
             self.sent.pop_front();
         }
         let spent: u32 = self.sent.iter().map(|(_, w)| w).sum();
-        let fits = spent + weight <= WEIGHT_BUDGET_PER_MINUTE;
+        let fits = spent + weight <= self.per_minute;
         match self.sent.front() {
             Some((oldest, _)) if !fits => {
                 Duration::from_secs(60).saturating_sub(now.duration_since(*oldest))
@@ -115,15 +113,23 @@ enum Job {
 }
 
 impl Job {
-    fn weight(&self) -> u32 {
+    fn weight(&self, market: Market) -> u32 {
         match self {
-            Job::Snapshot(_) => SNAPSHOT_WEIGHT,
-            Job::Backfill(_) => PAGE_WEIGHT,
+            Job::Snapshot(_) => snapshot_weight(market),
+            Job::Backfill(_) => market.agg_trades_weight(),
         }
     }
 }
 
+/// The weight of the snapshots the fetcher asks for: as deep as the market serves, since a
+/// book is only as deep as its snapshot.
+fn snapshot_weight(market: Market) -> u32 {
+    market.depth_weight(market.max_depth_limit())
+}
+
 pub struct Fetcher {
+    /// Whose REST paths, weights and budget apply.
+    market: Market,
     rest_endpoint: String,
     stats: std::sync::Arc<Stats>,
     agent: ureq::Agent,
@@ -140,8 +146,9 @@ pub fn agent() -> ureq::Agent {
 }
 
 impl Fetcher {
-    pub fn new(rest_endpoint: String, stats: std::sync::Arc<Stats>) -> Fetcher {
+    pub fn new(market: Market, rest_endpoint: String, stats: std::sync::Arc<Stats>) -> Fetcher {
         Fetcher {
+            market,
             rest_endpoint,
             stats,
             agent: agent(),
@@ -161,7 +168,7 @@ impl Fetcher {
         let (mut snapshots, mut backfills) = (Some(snapshots), Some(backfills));
         let mut queue: VecDeque<Job> = VecDeque::new();
         let mut queued: HashSet<SymbolId> = HashSet::new();
-        let mut budget = Budget::default();
+        let mut budget = Budget::new(self.market.weight_budget());
         let mut backoff = Backoff::new();
         // Throttling: the exchange's rate limit or its weight counter said wait.
         let mut not_before = Instant::now();
@@ -216,7 +223,7 @@ impl Fetcher {
             };
             let now = Instant::now();
             let wait = budget
-                .wait(now, job.weight())
+                .wait(now, job.weight(self.market))
                 .max(not_before.saturating_duration_since(now))
                 .max(retry_at.saturating_duration_since(now));
             if !wait.is_zero() {
@@ -244,15 +251,21 @@ impl Fetcher {
                 shutdown.wait_timeout(wait);
                 continue;
             }
-            budget.spend(now, job.weight());
+            budget.spend(now, job.weight(self.market));
             let url = match job {
                 Job::Snapshot(req) => format!(
-                    "{}/fapi/v1/depth?symbol={}&limit={SNAPSHOT_LIMIT}",
-                    self.rest_endpoint, req.name
+                    "{}{}?symbol={}&limit={}",
+                    self.rest_endpoint,
+                    self.market.depth_path(),
+                    req.name,
+                    self.market.max_depth_limit()
                 ),
-                Job::Backfill(b) => {
-                    format!("{}/fapi/v1/aggTrades?{}", self.rest_endpoint, b.query())
-                }
+                Job::Backfill(b) => format!(
+                    "{}{}?{}",
+                    self.rest_endpoint,
+                    self.market.agg_trades_path(),
+                    b.query()
+                ),
             };
             let limit = match job {
                 Job::Snapshot(_) => MAX_SNAPSHOT_BYTES,
@@ -269,7 +282,7 @@ impl Fetcher {
                 }
                 Err(Failure::Other(e)) => Err(e),
                 Ok((body, recv_ns, used)) => {
-                    if used.is_some_and(near_limit) {
+                    if used.is_some_and(|used| near_limit(used, self.market)) {
                         // Others on this IP spend the weight too: let the exchange's window roll.
                         log::warn!(
                             "REST weight used this minute is near the limit: pausing snapshots and backfills"
@@ -411,18 +424,18 @@ fn retry_after(secs: u64) -> Duration {
     asked.min(MAX_RETRY_AFTER)
 }
 
-/// Whether the weight the exchange says this IP used leaves less than five requests' room.
+/// Whether the weight the exchange says this IP used leaves less than five snapshots' room.
 /// A count above the exchange's limit (never sent by Binance with a served request) is taken as
 /// the limit, with a warning.
-fn near_limit(used: u64) -> bool {
-    let limit = u64::from(EXCHANGE_WEIGHT_LIMIT);
+fn near_limit(used: u64, market: Market) -> bool {
+    let limit = u64::from(market.exchange_weight_limit());
     if used > limit {
         log::warn!(
             "REST x-mbx-used-weight-1m of {used} is over the exchange's limit: taken as {limit}"
         );
     }
     used.min(limit)
-        .saturating_add(u64::from(SNAPSHOT_WEIGHT) * 5)
+        .saturating_add(u64::from(snapshot_weight(market)) * 5)
         > limit
 }
 
@@ -438,11 +451,18 @@ pub enum Failure {
 mod tests {
     use super::*;
 
+    const SNAPSHOT_WEIGHT: u32 = 20;
+    const PAGE_WEIGHT: u32 = 20;
+
     #[test]
     fn budget_allows_sixty_snapshots_a_minute_then_waits_for_the_oldest() {
-        let mut b = Budget::default();
+        let market = Market::UsdM;
+        assert_eq!(snapshot_weight(market), SNAPSHOT_WEIGHT);
+        assert_eq!(market.agg_trades_weight(), PAGE_WEIGHT);
+        let mut b = Budget::new(market.weight_budget());
         let start = Instant::now();
-        let per_minute = WEIGHT_BUDGET_PER_MINUTE / SNAPSHOT_WEIGHT;
+        let per_minute = market.weight_budget() / SNAPSHOT_WEIGHT;
+        assert_eq!(per_minute, 60);
         for i in 0..per_minute {
             // Snapshots and backfill pages share the budget.
             let weight = [SNAPSHOT_WEIGHT, PAGE_WEIGHT][i as usize % 2];
@@ -462,6 +482,13 @@ mod tests {
         assert_eq!(retry_after(30), Duration::from_secs(30));
         assert_eq!(retry_after(u64::MAX), MAX_RETRY_AFTER);
         assert!(later(Duration::MAX) > Instant::now());
-        assert!(!near_limit(0) && near_limit(2_301) && near_limit(u64::MAX));
+        let usdm = Market::UsdM;
+        assert!(!near_limit(0, usdm) && near_limit(2_301, usdm) && near_limit(u64::MAX, usdm));
+        // Spot's limit is 6000 and its 5000-level snapshot weighs 250: five of them is 1250.
+        assert!(!near_limit(4_750, Market::Spot) && near_limit(4_751, Market::Spot));
+        assert_eq!(
+            Budget::new(Market::Spot.weight_budget()).per_minute / snapshot_weight(Market::Spot),
+            12
+        );
     }
 }

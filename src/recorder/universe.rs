@@ -47,7 +47,7 @@ pub struct Universe {
     pub filter: Filter,
     /// `--universe-refresh-sec`: how often the listing is read again.
     pub refresh: Duration,
-    /// The listing's path on the REST endpoint (`EXCHANGE_INFO_PATH` for USD-M).
+    /// The listing's path on the REST endpoint (`Market::exchange_info_path`).
     pub path: String,
 }
 

@@ -10,7 +10,11 @@
 //! ```
 //!
 //! The seed's keys come first; `data` is the exchange payload byte for byte and comes last, so a
-//! reader can find it without parsing it. A snapshot line is
+//! reader can find it without parsing it. On spot, whose depth events carry neither `T` nor `pu`,
+//! `T` is `null` and `pu` is `U - 1`: spot ids are dense, so that is the `u` the event must
+//! follow, and the one chain check proves `U == last u + 1`; the payload shows which market a
+//! line is from (a spot `depthUpdate` has no `pu`). Spot's bookTicker has no `E`: its line's `E`
+//! (and `timestamp`) is the receipt time in ms. A snapshot line is
 //! `{"recv_ns":…,"symbol":"…","lastUpdateId":…,"data":{…REST body as received…}}`.
 //!
 //! One record, one line: a payload or body holding line breaks (`\n`, `\r`; legal JSON whitespace,

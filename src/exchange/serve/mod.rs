@@ -20,6 +20,9 @@
 //!   connection furthest along (the latest received at or before it, else the first), byte-exact
 //!   whatever the `limit`; `/fapi/v1/time` answers that position's time. `/fapi/v1/aggTrades` is
 //!   not available (404): a recording is played in order, not looked up by id.
+//! * [`ServeConfig::market`] (`serve --market`) names the market the recording is from: its
+//!   paths replace `/fapi/v1/…` (`/dapi/v1/…` for COIN-M, `/api/v3/…` for spot), and on the
+//!   markets without routes every stream plays on any path.
 //!
 //! # Layout
 //! - `recording`: reading the files: lanes (one per symbol and kind) merged by `recv_ns`,
@@ -39,6 +42,7 @@ pub use recording::Recording;
 
 use crate::exchange::sim::server::Front;
 use crate::exchange::sim::{DEFAULT_PING, Faults, Sim, SimStats};
+use crate::market::venue::Market;
 use playback::Playback;
 
 /// Fastest `--speed` factor: beyond it every recording plays in an instant anyway; the bound keeps
@@ -92,6 +96,8 @@ pub struct ServeConfig {
     pub pace: Pace,
     /// Interval of the server's pings on each connection.
     pub ping_interval: Duration,
+    /// The market the recording is from: the paths, routes and REST endpoints served.
+    pub market: Market,
 }
 
 impl Default for ServeConfig {
@@ -99,6 +105,7 @@ impl Default for ServeConfig {
         ServeConfig {
             pace: Pace::default(),
             ping_interval: DEFAULT_PING,
+            market: Market::UsdM,
         }
     }
 }
@@ -131,7 +138,7 @@ impl Serve {
             delivery: None,
             limits: None,
         };
-        let source = Playback::new(Arc::new(recording), config.pace);
+        let source = Playback::new(Arc::new(recording), config.pace, config.market);
         let sim = Sim::serve(listen, front, Box::new(source))?;
         Ok(Serve { sim })
     }

@@ -22,6 +22,7 @@ use crate::exchange::sim::lock;
 use crate::exchange::sim::server::Shared;
 use crate::exchange::sim::source::Source;
 use crate::exchange::sim::wire::DataFrame;
+use crate::market::venue::Market;
 
 /// The Close reason sent after the last event.
 const END_OF_RECORDING: &str = "end of recording";
@@ -30,6 +31,8 @@ const END_OF_RECORDING: &str = "end of recording";
 pub(crate) struct Playback {
     recording: Arc<Recording>,
     pace: Pace,
+    /// The market the recording is from, whose paths the front serves.
+    market: Market,
     /// The running players, by connection id.
     players: Mutex<HashMap<u64, Running>>,
 }
@@ -60,10 +63,11 @@ struct Subscription {
 }
 
 impl Playback {
-    pub(crate) fn new(recording: Arc<Recording>, pace: Pace) -> Playback {
+    pub(crate) fn new(recording: Arc<Recording>, pace: Pace, market: Market) -> Playback {
         Playback {
             recording,
             pace,
+            market,
             players: Mutex::default(),
         }
     }
@@ -86,6 +90,10 @@ impl Playback {
 }
 
 impl Source for Playback {
+    fn market(&self) -> Market {
+        self.market
+    }
+
     fn subscribe(&self, shared: &Arc<Shared>, link: &Arc<Link>, streams: &[String]) {
         let subs: Vec<Subscription> = streams
             .iter()

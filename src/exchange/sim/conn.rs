@@ -27,6 +27,7 @@ use super::http::{self, Route};
 use super::server::Shared;
 use super::wire::{self, DataFrame};
 use super::{SentFrame, lock};
+use crate::market::venue::Market;
 use crate::util::clock::{wall_ms, wall_ns};
 
 /// Frames a connection of the sim or serve may have queued (the tap sets its own bound,
@@ -55,12 +56,20 @@ pub(crate) struct ClientLimits {
     pub streams: usize,
 }
 
+/// Streams Binance lets one connection subscribe, on every market.
+const STREAMS_PER_CONNECTION: usize = 1024;
+
 impl ClientLimits {
     /// USD-M futures: 10 incoming messages per second, 1024 streams per connection.
-    pub(crate) const BINANCE: ClientLimits = ClientLimits {
-        messages_per_sec: 10,
-        streams: 1024,
-    };
+    pub(crate) const BINANCE: ClientLimits = ClientLimits::of(Market::UsdM);
+
+    /// `market`'s limits: its messages a second (spot: 5, pings and pongs included).
+    pub(crate) const fn of(market: Market) -> ClientLimits {
+        ClientLimits {
+            messages_per_sec: market.inbound_messages_per_sec(),
+            streams: STREAMS_PER_CONNECTION,
+        }
+    }
 }
 
 /// The Close reason for a client past [`ClientLimits::messages_per_sec`].
@@ -335,7 +344,10 @@ impl Session<'_> {
         // fed: the source does not see them.
         let fed: Vec<String> = new
             .iter()
-            .filter(|s| http::delivers(self.endpoint, s) && !self.shared.injector.mutes_stream(s))
+            .filter(|s| {
+                http::delivers(self.shared.source.market(), self.endpoint, s)
+                    && !self.shared.injector.mutes_stream(s)
+            })
             .cloned()
             .collect();
         if !fed.is_empty() {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::wire;
+use crate::market::venue::Market;
 
 /// Default `--oversized-bytes`: 2 MiB, far above any real depth frame (the largest in the fixtures
 /// is ~26 KB) and above the 1 MiB limits clients commonly set.
@@ -326,7 +327,7 @@ impl Injector {
 
     /// The status to refuse this REST request with, if it is one of the first N depth snapshots.
     pub(crate) fn rejects_snapshot(&self, target: &str) -> Option<u16> {
-        if !target.starts_with("/fapi/v1/depth") {
+        if !matches!(Market::of_rest_path(target), Some((_, "depth"))) {
             return None;
         }
         let request = self.snapshot_requests.fetch_add(1, Ordering::Relaxed);
@@ -340,10 +341,10 @@ impl Injector {
     /// The headers of a depth snapshot or aggregate trades answer: `Retry-After` on a refused
     /// one, the used weight on every one. None for other requests.
     pub(crate) fn rest_headers(&self, target: &str, refused: bool) -> Vec<(&'static str, u64)> {
-        if !["/fapi/v1/depth", "/fapi/v1/aggTrades"]
-            .iter()
-            .any(|path| target.starts_with(path))
-        {
+        if !matches!(
+            Market::of_rest_path(target),
+            Some((_, "depth" | "aggTrades"))
+        ) {
             return Vec::new();
         }
         let retry_after = self.faults.retry_after.filter(|_| refused);

@@ -1,5 +1,6 @@
 //! The HTTP side of the port: reading a request head without consuming it, routing WebSocket
-//! paths, and answering the REST endpoints (`/fapi/v1/depth`, `/fapi/v1/aggTrades`, `/fapi/v1/time`).
+//! paths, and answering the REST endpoints (`/fapi/v1/depth`, `/fapi/v1/aggTrades`, `/fapi/v1/time`,
+//! or the source's market's own: `/dapi/v1/…` for COIN-M, `/api/v3/…` for spot).
 //!
 //! One port serves both, like Binance's hosts behind their load balancer: the head is peeked, an
 //! upgrade request is left in the socket for tungstenite to read, anything else is answered here
@@ -15,6 +16,7 @@ use super::source::{Refusal, Source};
 use crate::market::kind::{self, Kind};
 use crate::market::stream::{is_well_formed, parse_depth_stream};
 use crate::market::tee::STATE_STREAM;
+use crate::market::venue::Market;
 
 /// A request head must arrive within this time, else the connection is dropped.
 pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,8 +24,6 @@ pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_HEAD: usize = 16 << 10;
 /// Pause between peeks while the rest of a head is in flight.
 const PEEK_WAIT: Duration = Duration::from_millis(1);
-/// Depth limits Binance accepts; anything else is error -4021.
-const DEPTH_LIMITS: [usize; 7] = [5, 10, 20, 50, 100, 500, 1000];
 /// Depth levels when `limit` is absent, as on Binance.
 const DEFAULT_DEPTH_LIMIT: usize = 500;
 /// Aggregate trades when `limit` is absent, and the most one answer holds, as on Binance.
@@ -147,50 +147,53 @@ pub(crate) fn ws_route(target: &str) -> Result<Route, Reply> {
 /// only. A stream refused here is acknowledged and listed like any other, then never sent: the
 /// silence a client on the wrong route meets. A tap's state stream is obrec's own, on every
 /// route: it speaks of streams of both.
-pub(crate) fn delivers(endpoint: kind::Route, stream: &str) -> bool {
+pub(crate) fn delivers(market: Market, endpoint: kind::Route, stream: &str) -> bool {
     if stream == STATE_STREAM {
         return true;
     }
     let route = match parse_depth_stream(stream) {
         Some(_) => Some(kind::Route::Public),
-        None => Kind::parse_stream(stream).map(|(_, kind)| kind.route()),
+        None => Kind::parse_stream(stream)
+            .filter(|&(_, kind)| market.publishes(kind))
+            .map(|(_, kind)| kind.route()),
     };
-    route == Some(endpoint)
+    // A market without routes serves every stream it publishes on any path.
+    route.is_some_and(|route| route == endpoint || !market.routed())
 }
 
 /// Answers a REST request.
 pub(crate) fn rest(head: &Head, source: &dyn Source) -> Reply {
     let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
-    let known = matches!(
-        path,
-        "/fapi/v1/depth" | "/fapi/v1/aggTrades" | "/fapi/v1/time"
-    );
-    if !known {
-        let extra = (head.method == "GET").then(|| source.rest(path, query));
-        return extra
-            .flatten()
-            .unwrap_or_else(|| error(404, -1, "not found"));
-    }
+    let market = source.market();
+    let endpoint = match Market::of_rest_path(path) {
+        Some((of, endpoint)) if of == market => endpoint,
+        _ => {
+            let extra = (head.method == "GET").then(|| source.rest(path, query));
+            return extra
+                .flatten()
+                .unwrap_or_else(|| error(404, -1, "not found"));
+        }
+    };
     if head.method != "GET" {
         return error(405, -1, "method not allowed");
     }
-    let answer = match path {
-        "/fapi/v1/time" => Ok((
+    let answer = match endpoint {
+        "time" => Ok((
             200,
             format!(r#"{{"serverTime":{}}}"#, source.time_ms()).into_bytes(),
         )),
-        "/fapi/v1/depth" => depth(query, source),
+        "depth" => depth(query, market, source),
         _ => agg_trades(query, source),
     };
     answer.unwrap_or_else(|reply| reply)
 }
 
-/// `/fapi/v1/depth?symbol=&limit=`.
-fn depth(query: &str, source: &dyn Source) -> Result<Reply, Reply> {
+/// `/fapi/v1/depth?symbol=&limit=` (or the market's own depth path).
+fn depth(query: &str, market: Market, source: &dyn Source) -> Result<Reply, Reply> {
     let symbol = symbol(query)?;
     let limit = match number(query, "limit")? {
         None => DEFAULT_DEPTH_LIMIT,
-        Some(limit) if DEPTH_LIMITS.contains(&limit) => limit,
+        Some(limit) if market.serves_depth_limit(limit) => limit,
         Some(limit) => {
             return Err(error(
                 400,
@@ -338,6 +341,7 @@ mod tests {
 
     #[test]
     fn each_endpoint_delivers_its_kinds_only() {
+        use crate::market::venue;
         use kind::Route::{Market, Public};
         for (stream, route) in [
             ("ethusdt@depth", Some(Public)),
@@ -353,9 +357,22 @@ mod tests {
         ] {
             for endpoint in kind::Route::ALL {
                 assert_eq!(
-                    delivers(endpoint, stream),
+                    delivers(venue::Market::UsdM, endpoint, stream),
                     route == Some(endpoint),
                     "{stream} on {endpoint:?}"
+                );
+                // Markets without routes serve what they publish on any path.
+                assert_eq!(
+                    delivers(venue::Market::CoinM, endpoint, stream),
+                    route.is_some()
+                );
+                let spot_publishes = route.is_some()
+                    && !stream.contains("@markPrice")
+                    && !stream.contains("@forceOrder");
+                assert_eq!(
+                    delivers(venue::Market::Spot, endpoint, stream),
+                    spot_publishes,
+                    "spot: {stream}"
                 );
             }
         }

@@ -24,7 +24,7 @@ use super::server::Shared;
 use super::source::{Refusal, Source};
 use super::wire::DataFrame;
 use super::{Rate, lock};
-use crate::market::listing::EXCHANGE_INFO_PATH;
+use crate::market::venue::Market;
 use crate::util::clock::wall_ms;
 
 /// How often a `--rate max` pump with no subscriber looks again: it generates nothing meanwhile,
@@ -77,6 +77,8 @@ pub(crate) struct Hub {
     rate: Rate,
     /// Which symbols trade now: the others generate and send nothing.
     calendar: Calendar,
+    /// The market the sim plays: its paths, routes and REST endpoints.
+    market: Market,
     /// Connections cut because their queue overflowed at a fixed rate.
     slow_clients: AtomicU64,
 }
@@ -91,7 +93,12 @@ enum Delivery {
 }
 
 impl Hub {
-    pub(crate) fn new(feeds: Vec<Box<dyn Feed>>, rate: Rate, calendar: Calendar) -> Hub {
+    pub(crate) fn new(
+        feeds: Vec<Box<dyn Feed>>,
+        rate: Rate,
+        calendar: Calendar,
+        market: Market,
+    ) -> Hub {
         let symbols = feeds
             .into_iter()
             .map(|feed| Symbol {
@@ -110,6 +117,7 @@ impl Hub {
             symbols,
             rate,
             calendar,
+            market,
             slow_clients: AtomicU64::new(0),
         }
     }
@@ -122,6 +130,10 @@ impl Hub {
 }
 
 impl Source for Hub {
+    fn market(&self) -> Market {
+        self.market
+    }
+
     /// One pump per symbol.
     fn workers(&self) -> usize {
         self.symbols.len()
@@ -194,9 +206,9 @@ impl Source for Hub {
         Ok(())
     }
 
-    /// `/fapi/v1/exchangeInfo`: every symbol served, with its status now.
+    /// `/fapi/v1/exchangeInfo` (or the market's own): every symbol served, with its status now.
     fn rest(&self, path: &str, _query: &str) -> Option<Reply> {
-        (path == EXCHANGE_INFO_PATH).then(|| {
+        (path == self.market.exchange_info_path()).then(|| {
             let names = self.symbols.iter().map(|s| &*s.name);
             (200, self.calendar.exchange_info(names, wall_ms()))
         })

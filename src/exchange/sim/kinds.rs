@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use super::generator::Header;
 use crate::market::kind::Kind;
+use crate::market::venue::Market;
 
 /// `st`, the symbol type since the CM migration: 1 is USD-M, all the sim serves.
 const SYMBOL_TYPE: u64 = 1;
@@ -164,6 +165,8 @@ pub struct Context<'a> {
     /// Price decimals of the symbol's grid.
     pub decimals: u32,
     pub header: &'a Header,
+    /// The market, whose payloads differ in shape (spot's bookTicker has no `e`, `E`, `T`).
+    pub market: Market,
 }
 
 impl Beside {
@@ -233,13 +236,13 @@ impl Beside {
                     each(&|p| {
                         p.int("E", h.event_ms)
                             .int("T", h.trade_ms)
-                            .symbol(cx.symbol)
+                            .symbol(cx.symbol, cx.market)
                             .int("t", fill.id)
                             .dec("p", fill.price.unsigned_abs(), cx.decimals)
                             .dec("q", fill.lots, QTY_DECIMALS)
                             .text("X", "MARKET")
                             .bool("m", fill.buyer_maker)
-                            .end();
+                            .end(cx.market);
                     });
                 }
             }
@@ -249,44 +252,53 @@ impl Beside {
                     each(&|p| {
                         p.int("E", h.event_ms)
                             .int("a", item.id)
-                            .symbol(cx.symbol)
+                            .symbol(cx.symbol, cx.market)
                             .dec("p", item.price, cx.decimals)
                             .dec("q", item.lots, QTY_DECIMALS)
                             .int("f", item.first)
                             .int("l", item.last)
                             .int("T", item.trade_ms)
                             .bool("m", item.buyer_maker)
-                            .end();
+                            .end(cx.market);
                     });
                 }
             }
             Kind::BookTicker => {
                 if let Some(top) = self.top {
-                    each(&|p| {
-                        p.int("u", h.last)
-                            .symbol(cx.symbol)
-                            .dec("b", top.bid.0.unsigned_abs(), cx.decimals)
-                            .dec("B", top.bid.1, QTY_DECIMALS)
-                            .dec("a", top.ask.0.unsigned_abs(), cx.decimals)
-                            .dec("A", top.ask.1, QTY_DECIMALS)
-                            .int("T", h.trade_ms)
-                            .int("E", h.event_ms)
-                            .end();
-                    });
+                    let start = out.len();
+                    // Spot's bookTicker has no event type and no times.
+                    let spot = cx.market == Market::Spot;
+                    let p = if spot {
+                        Payload::untyped(out, "u", h.last)
+                    } else {
+                        Payload::open(out, kind.event_type()).int("u", h.last)
+                    };
+                    let p = p
+                        .symbol(cx.symbol, cx.market)
+                        .dec("b", top.bid.0.unsigned_abs(), cx.decimals)
+                        .dec("B", top.bid.1, QTY_DECIMALS)
+                        .dec("a", top.ask.0.unsigned_abs(), cx.decimals)
+                        .dec("A", top.ask.1, QTY_DECIMALS);
+                    if spot {
+                        p.end(cx.market);
+                    } else {
+                        p.int("T", h.trade_ms).int("E", h.event_ms).end(cx.market);
+                    }
+                    events.push(start..out.len());
                 }
             }
             Kind::MarkPrice => {
                 if let Some(m) = self.mark {
                     each(&|p| {
                         p.int("E", h.event_ms)
-                            .symbol(cx.symbol)
+                            .symbol(cx.symbol, cx.market)
                             .dec("p", m.mark, MARK_DECIMALS)
                             .dec("ap", m.average, MARK_DECIMALS)
                             .dec("P", m.settle, MARK_DECIMALS)
                             .dec("i", m.index, MARK_DECIMALS)
                             .dec("r", m.funding_rate, MARK_DECIMALS)
                             .int("T", next_funding_ms(h.event_ms))
-                            .end();
+                            .end(cx.market);
                     });
                 }
             }
@@ -294,7 +306,7 @@ impl Beside {
                 if let Some(l) = self.liquidation {
                     each(&|p| {
                         p.int("E", h.event_ms)
-                            .object("o", cx.symbol)
+                            .object("o", cx.symbol, cx.market)
                             .text("S", if l.sell { "SELL" } else { "BUY" })
                             .text("o", "LIMIT")
                             .text("f", "IOC")
@@ -306,7 +318,7 @@ impl Beside {
                             .dec("z", l.lots, QTY_DECIMALS)
                             .int("T", h.trade_ms)
                             .close()
-                            .end();
+                            .end(cx.market);
                     });
                 }
             }
@@ -361,18 +373,36 @@ impl<'a> Payload<'a> {
         p
     }
 
-    /// `s`, and `ps` right after it: a USD-M perpetual's pair is its symbol.
-    pub fn symbol(self, symbol: &str) -> Payload<'a> {
-        self.text("s", symbol).text("ps", symbol)
+    /// `s`, and on futures `ps` right after it: the pair, the symbol up to its contract's
+    /// suffix (`BTCUSDT` for `BTCUSDT` and `BTCUSDT_260925`, `ETHUSD` for `ETHUSD_PERP`).
+    /// Spot payloads have no `ps`.
+    pub fn symbol(self, symbol: &str, market: Market) -> Payload<'a> {
+        self.text("s", symbol).pair(symbol, market)
+    }
+
+    fn pair(self, symbol: &str, market: Market) -> Payload<'a> {
+        if market == Market::Spot {
+            return self;
+        }
+        self.text("ps", symbol.split('_').next().unwrap_or(symbol))
     }
 
     /// Opens a nested object that starts with the symbol (a liquidation's order).
-    fn object(self, key: &str, symbol: &str) -> Payload<'a> {
+    fn object(self, key: &str, symbol: &str, market: Market) -> Payload<'a> {
         let p = self.key(key);
         p.0.extend_from_slice(b"{\"s\":\"");
         p.0.extend_from_slice(symbol.as_bytes());
         p.0.push(b'"');
-        p.text("ps", symbol)
+        p.pair(symbol, market)
+    }
+
+    /// A payload without `e`: spot's bookTicker, which starts with `u`.
+    fn untyped(out: &'a mut Vec<u8>, key: &str, value: u64) -> Payload<'a> {
+        out.extend_from_slice(b"{\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        push_int(out, value);
+        Payload(out)
     }
 
     fn close(self) -> Payload<'a> {
@@ -388,8 +418,13 @@ impl<'a> Payload<'a> {
     }
 
     /// `st`, last, and the closing brace.
-    pub fn end(self) {
-        let p = self.int("st", SYMBOL_TYPE);
+    /// Closes the payload; futures payloads end with `st`, spot's have none.
+    pub fn end(self, market: Market) {
+        let p = if market == Market::Spot {
+            self
+        } else {
+            self.int("st", SYMBOL_TYPE)
+        };
         p.0.push(b'}');
     }
 }
@@ -524,6 +559,7 @@ mod tests {
             symbol: "BTCUSDT",
             decimals: 2,
             header: &header,
+            market: Market::UsdM,
         };
         let (mut out, mut events) = (Vec::new(), Vec::new());
         beside.render(kind, &cx, &mut out, &mut events);

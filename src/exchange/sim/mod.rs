@@ -75,6 +75,7 @@ pub use server::Sim;
 
 use crate::market::stream::is_well_formed;
 use crate::market::symbol::Symbol;
+use crate::market::venue::Market;
 
 /// Default `--listen`: loopback, any free port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:0";
@@ -98,6 +99,8 @@ pub struct SimConfig {
     pub record_sent: bool,
     /// Symbols that start or stop trading during the run; one listed later is served too.
     pub listings: Schedule,
+    /// The market played: its paths, routes, REST endpoints and payload shapes.
+    pub market: Market,
 }
 
 impl Default for SimConfig {
@@ -110,6 +113,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             record_sent: false,
             listings: Schedule::default(),
+            market: Market::UsdM,
         }
     }
 }

@@ -25,6 +25,7 @@ use super::listing::Calendar;
 use super::source::Source;
 use super::walk::Market;
 use super::{SentFrame, SimConfig, SimStats, conn, lock};
+use crate::market::venue;
 use crate::metrics::tap::TapStats;
 use crate::util::clock::wall_ms;
 
@@ -131,7 +132,9 @@ impl Sim {
         let feeds = config
             .symbols
             .iter()
-            .map(|s| Box::new(Market::new(s, config.seed, now)) as Box<dyn Feed>)
+            .map(|s| {
+                Box::new(Market::new(s, config.seed, now).speaking(config.market)) as Box<dyn Feed>
+            })
             .collect();
         let front = Front {
             ping_interval: config.ping_interval,
@@ -145,7 +148,7 @@ impl Sim {
         Sim::serve(
             listen,
             front,
-            Box::new(Hub::new(feeds, config.rate, calendar)),
+            Box::new(Hub::new(feeds, config.rate, calendar, config.market)),
         )
     }
 
@@ -339,7 +342,12 @@ fn handle(shared: &Arc<Shared>, tcp: TcpStream) {
             Some(status) => http::error(status, -1, "snapshot refused (fault injection)"),
             None => {
                 let (status, mut body) = http::rest(&head, &*shared.source);
-                if status == 200 && head.target.starts_with("/fapi/v1/depth") {
+                if status == 200
+                    && matches!(
+                        venue::Market::of_rest_path(&head.target),
+                        Some((_, "depth"))
+                    )
+                {
                     shared.injector.pad_snapshot(&mut body);
                 }
                 (status, body)

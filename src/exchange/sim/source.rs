@@ -13,12 +13,18 @@ use std::sync::Arc;
 use super::conn::Link;
 use super::http::Reply;
 use super::server::Shared;
+use crate::market::venue::Market;
 
 /// What the front asks of whatever produces data frames and REST answers.
 ///
 /// Frames reach a connection through its [`Link`]: `Outbound::Data` in order, then, when the
 /// source has nothing more for it, `Outbound::End`.
 pub(crate) trait Source: Send + Sync {
+    /// The market whose paths, routes and REST endpoints the front speaks.
+    fn market(&self) -> Market {
+        Market::UsdM
+    }
+
     /// Threads the source runs for the server's whole life (the sim's pumps).
     fn workers(&self) -> usize {
         0

@@ -18,6 +18,7 @@ use super::kinds::{
     QTY_DECIMALS, Top, push_int,
 };
 use crate::market::stream::Depth;
+use crate::market::venue;
 /// Largest quantity of one level in lots (25.000): a plausible top-of-book size.
 const MAX_LOTS: u64 = 25_000;
 /// Price steps a side in the starting book: a bit over the 1000 levels a REST snapshot can
@@ -257,6 +258,8 @@ impl SimBook {
 /// One symbol's random-walk book, its id sequence and its latest event.
 pub struct Market {
     symbol: String,
+    /// The Binance market it plays, whose payload shapes and id rule it follows.
+    venue: venue::Market,
     grid: Grid,
     book: SimBook,
     rng: SmallRng,
@@ -319,6 +322,7 @@ impl Market {
         let next_liquidation_ms = now_ms + rng.random_range(LIQUIDATION_GAP_MS);
         Market {
             symbol: symbol.to_owned(),
+            venue: venue::Market::UsdM,
             grid,
             book,
             rng,
@@ -334,6 +338,12 @@ impl Market {
             mark_average: 0,
             next_liquidation_ms,
         }
+    }
+
+    /// The same market, speaking `venue`'s payloads.
+    pub fn speaking(mut self, venue: venue::Market) -> Market {
+        self.venue = venue;
+        self
     }
 
     /// Applies one random change to `side`, remembering the price it touched.
@@ -522,16 +532,22 @@ impl Market {
         }
     }
 
-    /// Appends the latest event as the depth stream `view` shows it.
+    /// Appends the latest event as the depth stream `view` shows it. Spot's has no `T` and no
+    /// `pu`: its ids are dense.
     fn render_depth(&self, view: Depth, out: &mut Vec<u8>) {
         let h = &self.header;
-        let head = Payload::open(out, "depthUpdate")
-            .int("E", h.event_ms)
-            .int("T", h.trade_ms)
-            .symbol(&self.symbol)
+        let futures = self.venue != venue::Market::Spot;
+        let mut head = Payload::open(out, "depthUpdate").int("E", h.event_ms);
+        if futures {
+            head = head.int("T", h.trade_ms);
+        }
+        head = head
+            .symbol(&self.symbol, self.venue)
             .int("U", h.first)
-            .int("u", h.last)
-            .int("pu", h.prev);
+            .int("u", h.last);
+        if futures {
+            head = head.int("pu", h.prev);
+        }
         match view {
             Depth::Diff => head
                 .raw("b", |out| self.push_changes(out, Side::Bid))
@@ -540,7 +556,7 @@ impl Market {
                 .raw("b", |out| self.push_top(out, Side::Bid, n))
                 .raw("a", |out| self.push_top(out, Side::Ask, n)),
         }
-        .end();
+        .end(self.venue);
     }
 
     /// Appends the top `n` levels of `side`, best first.
@@ -588,7 +604,8 @@ impl Feed for Market {
             prices.dedup();
         }
         let prev = self.header.last;
-        let skip = if self.rng.random_bool(DENSE_CHANCE) {
+        // Spot's ids are dense per symbol; futures' are exchange-wide and skip.
+        let skip = if self.venue == venue::Market::Spot || self.rng.random_bool(DENSE_CHANCE) {
             0
         } else {
             self.rng.random_range(1..=MAX_ID_SKIP)
@@ -629,6 +646,7 @@ impl Feed for Market {
                     symbol: &self.symbol,
                     decimals: self.grid.decimals,
                     header: &self.header,
+                    market: self.venue,
                 };
                 self.beside.render(kind, &cx, out, events);
             }
@@ -638,10 +656,13 @@ impl Feed for Market {
     fn snapshot(&self, limit: usize, now_ms: u64, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"lastUpdateId\":");
         push_int(out, self.header.last);
-        out.extend_from_slice(b",\"E\":");
-        push_int(out, now_ms);
-        out.extend_from_slice(b",\"T\":");
-        push_int(out, self.header.trade_ms);
+        // Spot's snapshot has no times.
+        if self.venue != venue::Market::Spot {
+            out.extend_from_slice(b",\"E\":");
+            push_int(out, now_ms);
+            out.extend_from_slice(b",\"T\":");
+            push_int(out, self.header.trade_ms);
+        }
         out.extend_from_slice(b",\"bids\":");
         self.push_top(out, Side::Bid, limit);
         out.extend_from_slice(b",\"asks\":");

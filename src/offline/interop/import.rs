@@ -55,8 +55,8 @@ struct EventType<'a> {
 /// # Errors
 ///
 /// [`Error::Invalid`] for a missing input, a directory, an input not one line of which is in the
-/// hftbacktest format, a depth event obrec cannot represent (no `pu`: spot), several symbols in
-/// one file, or an output file that exists (nothing is written then); [`Error::File`] when an
+/// hftbacktest format, a depth event obrec cannot represent (without `s`, `E`, `U` or `u`),
+/// several symbols in one file, or an output file that exists (nothing is written then); [`Error::File`] when an
 /// output cannot be written.
 pub fn import(
     paths: &[PathBuf],
@@ -208,7 +208,7 @@ impl FileImport {
                     symbol: &h.symbol,
                     stream: &h.stream,
                     data: &json[h.data.clone()],
-                    event_ms: h.event_ms,
+                    event_ms: h.event_ms_or_receipt(recv_ns),
                     ids: h.ids,
                     // As for depth: not in the file.
                     pipeline_us: Some(0),
@@ -246,8 +246,8 @@ impl FileImport {
             },
             Err(FrameError::Fields(e)) if is_depth_update(json) => {
                 return Err(Stop::Refuse(format!(
-                    "a depthUpdate obrec cannot import ({e}): obrec records USD-M futures \
-                     depth, whose events carry s, E, U, u and pu (spot has no pu)"
+                    "a depthUpdate obrec cannot import ({e}): obrec records depth events \
+                     that carry s, E, U and u (and pu on futures)"
                 )));
             }
             Err(FrameError::Fields(_)) => {

@@ -43,15 +43,16 @@
 //! Depth events become obrec depth lines, events of the streams beside the book lines of their
 //! kind's series (`<symbol>_<kind>_<UTC>.ndjson.gz`), each with `conn` from the `_meta` lines of
 //! its route, else 1, and `latency_pipeline_ms` 0.000, since the file does not say; snapshots
-//! become snapshot lines. Other streams (klines, spot's bookTicker without an event type, …),
-//! `serverShutdown` notices and exchange error bodies are counted and left out. Importing and
+//! become snapshot lines, on every market: spot's depth events (no `pu`, no `T`) become depth
+//! lines whose `pu` is `U - 1` and `T` null, spot's bookTicker (no `e`, `E`, `T`) a bookTicker
+//! line whose `E` is its receipt time. Other streams (klines, …), `serverShutdown` notices and exchange error bodies are counted and left out. Importing and
 //! exporting again gives back every line of a collector file byte for byte.
 //!
 //! # Damage and refusal
 //!
 //! Output goes to `<name>.part` files that are linked into place only when the whole conversion
 //! has run, and never over an existing file. An input from which not one line can be read, a
-//! line that obrec cannot represent (a depth event without `pu`, several symbols in one
+//! line that obrec cannot represent (a depth event without `U` or `u`, several symbols in one
 //! hftbacktest file) or an output name that is taken ends the run with [`Error::Invalid`](crate::Error::Invalid) and
 //! nothing written. An input damaged after its first good line (a truncated gzip tail, a cut or
 //! corrupt line) is converted up to the damage, which [`Outcome::damaged`] reports.

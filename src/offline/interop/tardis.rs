@@ -36,6 +36,7 @@ use super::files::{GzLines, Line, OutId, Staged};
 use super::{Outcome, Written};
 use crate::error::{Error, Result};
 use crate::market::book::{Book, Levels};
+use crate::market::frame::depth_continuity;
 use crate::market::sequence::{BookSync, Chain, SnapshotStep, Step, Verdict};
 use crate::market::stream::is_partial;
 use crate::offline::progress::{file_done, progress_bar};
@@ -355,7 +356,13 @@ fn damage(what: impl std::fmt::Display) -> Halt {
 impl<S: Sink> Tardis<S> {
     /// Takes one recorded event.
     fn event(&mut self, h: &DepthLine) -> std::result::Result<(), Halt> {
-        let state = self.symbols.entry(h.symbol.to_string()).or_default();
+        let state = self
+            .symbols
+            .entry(h.symbol.to_string())
+            .or_insert_with(|| SymbolState {
+                sync: BookSync::with(depth_continuity(h.data)),
+                ..SymbolState::default()
+            });
         if is_partial(h.stream) {
             return self.partial(h);
         }
