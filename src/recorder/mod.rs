@@ -1,5 +1,5 @@
-//! `obrec record`: wires reader groups, the bounded queue and the writer together, and shuts
-//! them down in order.
+//! `obrec record`: wires reader groups, the byte-bounded hand-off ([`budget`]) and the writer
+//! together, and shuts them down in order.
 //!
 //! Shutdown (SIGINT, SIGTERM, end of `--run-minutes`) triggers the token; readers notice within a
 //! read tick, close their sockets and drop their senders; the writer sees the channel close,
@@ -12,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod backfill;
+mod budget;
 mod compress;
 mod console;
 mod event;
@@ -31,6 +32,7 @@ use crate::store::lock::{self, DirLock};
 use crate::store::names::{FileKind, book_dir, series};
 use crate::store::{salvage, staged};
 use crate::util::shutdown::Shutdown;
+pub use budget::Budget;
 use console::Console;
 use event::Target;
 use feed::{FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
@@ -61,7 +63,8 @@ pub struct RecordConfig {
     pub max_conn_age: Duration,
     pub file_period: Duration,
     pub flush_every: Duration,
-    pub queue: usize,
+    /// Bounds of the hand-off from the readers to the writer; past them readers wait.
+    pub queue: Budget,
     pub gzip_level: u32,
     /// Serve Prometheus `/metrics` and `/healthz` here.
     pub metrics_addr: Option<String>,
@@ -73,6 +76,10 @@ pub struct RecordConfig {
 pub const DEFAULT_ENDPOINT: &str = "wss://fstream.binance.com/public";
 /// Where Binance serves USD-M REST snapshots.
 pub const DEFAULT_REST_ENDPOINT: &str = "https://fapi.binance.com";
+/// Default `--queue-bytes`: 128 MiB.
+pub const DEFAULT_QUEUE_BYTES: usize = 128 << 20;
+/// Default `--queue`, in events.
+pub const DEFAULT_QUEUE_EVENTS: usize = 1 << 20;
 /// Binance closes a connection at 24 h; the replacement opens half an hour before.
 const DEFAULT_MAX_CONN_AGE: Duration = Duration::from_secs(23 * 3600 + 1800);
 
@@ -101,8 +108,14 @@ impl Default for RecordConfig {
             file_period: Duration::from_secs(3600),
             // Bounds what a kill can cost: the last second.
             flush_every: Duration::from_secs(1),
-            // About 20 s of a whole market (3,000 events/s) for a slow disk to catch up in.
-            queue: 65536,
+            queue: Budget {
+                // Half the 256 MB the whole process keeps to: a minute of a whole market at its
+                // peak, and the 1M-frame burst loses nothing in it (scripts/bench.sh burst).
+                bytes: DEFAULT_QUEUE_BYTES,
+                // Only a safety net: at 200-odd bytes of overhead per event, the byte budget binds
+                // long before a million events.
+                events: DEFAULT_QUEUE_EVENTS,
+            },
             // On real lines 4.97x at 179 MiB/s, against level 6's 5.34x at 65 MiB/s (bench hot).
             gzip_level: 3,
             metrics_addr: None,
@@ -288,7 +301,7 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         }
         None => None,
     };
-    let (tx, rx) = crossbeam_channel::bounded(config.queue);
+    let (tx, rx) = budget::handoff(config.queue, Arc::clone(&stats), shutdown.clone());
 
     let writer = Writer::new(
         WriterConfig {

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::market::kind::Kind;
 use crate::market::symbol::Symbol;
 use crate::metrics::{Metrics, Report, ReportClock, Stats};
+use crate::recorder::budget::Outlet;
 use crate::recorder::compress::{self, Done, Job};
 use crate::recorder::console::Printer;
 use crate::recorder::event::{DepthRecord, Event, KindRecord, MetaRecord, SnapshotRecord, Target};
@@ -210,7 +211,7 @@ impl Writer {
     /// On a file error the run ends: the error is returned after a best effort to finish the other
     /// files and write final metrics, so a supervisor restart starts from intact files. Failures
     /// after the first are logged; the first is left to the caller to report, once.
-    pub fn run(mut self, rx: Receiver<Event>) -> Result<Report> {
+    pub fn run(mut self, rx: Outlet) -> Result<Report> {
         let mut errors = Vec::new();
         errors.extend(self.pump(&rx).err());
         // Stop the readers' sends from piling up while files are finished.
@@ -235,7 +236,8 @@ impl Writer {
         }
     }
 
-    fn pump(&mut self, rx: &Receiver<Event>) -> Result<()> {
+    fn pump(&mut self, outlet: &Outlet) -> Result<()> {
+        let rx = outlet.receiver();
         let check_every =
             (self.config.flush_every / 10).clamp(Duration::from_millis(1), MAX_FLUSH_CHECK);
         let mut next_check = Instant::now() + check_every;
@@ -255,13 +257,17 @@ impl Writer {
             match rx.recv_timeout(if busy { Duration::ZERO } else { timeout }) {
                 Ok(event) => {
                     self.metrics.observe_queue_depth(rx.len());
+                    let mut cost = event.cost();
                     self.handle(event)?;
                     taken = 1;
                     // Take what else is queued before looking at the clocks.
                     for event in rx.try_iter().take(RECV_BATCH) {
+                        cost += event.cost();
                         self.handle(event)?;
                         taken += 1;
                     }
+                    // Once a batch, not once an event: the budget's lock is shared with readers.
+                    outlet.release(cost, taken);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
@@ -476,6 +482,9 @@ impl Writer {
     fn settle(&mut self, done: Done) -> Result<()> {
         self.stage.in_flight -= done.lines;
         self.metrics.add_bytes_written(done.written);
+        for (level, &members) in done.members_by_level.iter().enumerate() {
+            self.metrics.add_members(level as u32, members);
+        }
         done.result
     }
 
