@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::metrics::health::{self, HealthCheck};
 use crate::metrics::http::{Listener, Response};
 use crate::metrics::tap::TapReport;
-use crate::metrics::{FeedState, LatencyMs, Link, Report, Stats, SymbolReport, iso_ms, streams};
+use crate::metrics::{
+    FeedState, LatencyMs, Link, QueueReport, Report, Stats, SymbolReport, iso_ms, streams,
+};
 use crate::util::clock::{wall_ms, wall_ns};
 use crate::util::shutdown::Shutdown;
 
@@ -237,6 +239,23 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
     if let Some(tap) = r.tap {
         tap_metrics(&mut out, tap);
     }
+    if let Some(queue) = r.queue {
+        queue_metrics(&mut out, queue);
+    }
+    if !r.gzip_members.is_empty() {
+        metric(
+            &mut out,
+            "obrec_gzip_members_total",
+            "counter",
+            "gzip members written, by level: below --gzip-level while compression fell behind.",
+        );
+        for (level, members) in &r.gzip_members {
+            let _ = writeln!(
+                out,
+                "obrec_gzip_members_total{{level=\"{level}\"}} {members}"
+            );
+        }
+    }
     metric(
         &mut out,
         "obrec_runtime_seconds",
@@ -411,6 +430,38 @@ fn book_states(out: &mut String, r: &Report) {
 type SymbolFigure = fn(&SymbolReport) -> u64;
 
 /// The `obrec_tap_*` series of a recorder with `--tap`.
+/// The hand-off from the readers to the writer: how full, and what waiting for room cost.
+fn queue_metrics(out: &mut String, queue: QueueReport) {
+    for (name, help, value) in [
+        (
+            "obrec_queue_bytes",
+            "Bytes of events between the readers and the writer.",
+            queue.bytes,
+        ),
+        (
+            "obrec_queue_peak_bytes",
+            "The most bytes between the readers and the writer this run.",
+            queue.peak_bytes,
+        ),
+        (
+            "obrec_queue_budget_bytes",
+            "--queue-bytes: past it the readers wait for the writer.",
+            queue.budget_bytes,
+        ),
+    ] {
+        metric(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    metric(
+        out,
+        "obrec_queue_blocked_seconds_total",
+        "counter",
+        "Time readers waited for room, summed over readers.",
+    );
+    let blocked = queue.blocked_ms as f64 / 1e3;
+    let _ = writeln!(out, "obrec_queue_blocked_seconds_total {blocked}");
+}
+
 fn tap_metrics(out: &mut String, tap: TapReport) {
     metric(out, "obrec_tap_clients", "gauge", "Tap clients connected.");
     let _ = writeln!(out, "obrec_tap_clients {}", tap.clients);
@@ -504,6 +555,28 @@ mod tests {
             "obrec_tap_cuts_total 1",
             "obrec_tap_drops_total 2",
             "obrec_tap_delivery_milliseconds{quantile=\"0.99\"} 1.5",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
+        }
+    }
+
+    #[test]
+    fn queue_series_show_the_budget_and_the_wait_in_seconds() {
+        let mut out = String::new();
+        let queue = QueueReport {
+            bytes: 10,
+            peak_bytes: 20,
+            budget_bytes: 30,
+            blocked_ms: 1_500,
+        };
+        queue_metrics(&mut out, queue);
+        for line in [
+            "# TYPE obrec_queue_bytes gauge",
+            "obrec_queue_bytes 10",
+            "obrec_queue_peak_bytes 20",
+            "obrec_queue_budget_bytes 30",
+            "# TYPE obrec_queue_blocked_seconds_total counter",
+            "obrec_queue_blocked_seconds_total 1.5",
         ] {
             assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
         }
