@@ -76,8 +76,8 @@ pub struct RecordConfig {
 pub const DEFAULT_ENDPOINT: &str = "wss://fstream.binance.com/public";
 /// Where Binance serves USD-M REST snapshots.
 pub const DEFAULT_REST_ENDPOINT: &str = "https://fapi.binance.com";
-/// Default `--queue-bytes`: 128 MiB.
-pub const DEFAULT_QUEUE_BYTES: usize = 128 << 20;
+/// Default `--queue-bytes`: 64 MiB.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 /// Default `--queue`, in events.
 pub const DEFAULT_QUEUE_EVENTS: usize = 1 << 20;
 /// Binance closes a connection at 24 h; the replacement opens half an hour before.
@@ -109,8 +109,10 @@ impl Default for RecordConfig {
             // Bounds what a kill can cost: the last second.
             flush_every: Duration::from_secs(1),
             queue: Budget {
-                // Half the 256 MB the whole process keeps to: a minute of a whole market at its
-                // peak, and the 1M-frame burst loses nothing in it (scripts/bench.sh burst).
+                // A quarter of the 256 MB the whole process keeps to: the writer holds up to
+                // 48 MiB more (its sinks' lines and the compression stage's), and 500 symbols
+                // with every stream took 390 MB at a 10x burst with 128 MiB here. The 1M-frame
+                // burst peaks under 30 MiB (scripts/bench.sh burst).
                 bytes: DEFAULT_QUEUE_BYTES,
                 // Only a safety net: at 200-odd bytes of overhead per event, the byte budget binds
                 // long before a million events.

@@ -42,6 +42,12 @@ const MAX_FLUSH_CHECK: Duration = Duration::from_millis(50);
 /// for the stage, and the queue in front of it absorbs the burst: a bound on memory, sixteen
 /// full members, far more than the stage holds at any rate it keeps up with.
 const MAX_IN_FLIGHT: usize = 16 * MEMBER_BYTES;
+/// Line bytes held in all sinks together before every sink is handed to the compression stage
+/// at once. With hundreds of symbols and streams each holding up to a `--flush-ms` of lines, a
+/// burst would otherwise hold more here than the hand-off's budget; past this the writer hands
+/// everything on, and waits for the stage past [`MAX_IN_FLIGHT`], so readers wait rather than the
+/// writer's memory grow.
+const MAX_PENDING: usize = 32 * MEMBER_BYTES;
 /// Events taken from the queue in one go before the clocks are looked at.
 const RECV_BATCH: usize = 256;
 /// A drain at least this large means events arrive faster than one per wake-up is worth.
@@ -101,6 +107,8 @@ struct Sink {
     series: String,
     /// Lines not yet compressed.
     pending: Vec<u8>,
+    /// The part of `pending`'s length already added to `Writer::pending`.
+    counted: usize,
     /// When the oldest pending line arrived (monotonic, for the flush deadline).
     pending_since: Option<Instant>,
     /// Receipt time of the first line of the current period, which names the file.
@@ -115,6 +123,7 @@ impl Sink {
         Sink {
             series,
             pending: Vec::new(),
+            counted: 0,
             pending_since: None,
             first_ns: 0,
             period: None,
@@ -144,6 +153,8 @@ pub struct Writer {
     /// book ([`Writer::sink_of`]).
     sinks: Vec<Sink>,
     stage: Stage,
+    /// Line bytes held in all sinks: past [`MAX_PENDING`] every sink is handed on.
+    pending: usize,
     metrics: Metrics,
     stats: Arc<Stats>,
     /// SUMMARY lines go to stdout through it, never blocking the writer.
@@ -198,6 +209,7 @@ impl Writer {
                 in_flight: 0,
                 dir,
             },
+            pending: 0,
             metrics,
             stats,
             printer,
@@ -328,12 +340,20 @@ impl Writer {
         self.enter_period(sink, period, recv_ns)
     }
 
-    /// A line was added to `sink`: starts its flush clock, and hands a member's worth on.
+    /// A line was added to `sink`: starts its flush clock, and hands a member's worth on, or
+    /// every sink's lines when all of them together hold [`MAX_PENDING`].
     fn after_line(&mut self, sink: usize) -> Result<()> {
         let taken = &mut self.sinks[sink];
         taken.pending_since.get_or_insert_with(Instant::now);
+        self.pending += taken.pending.len() - taken.counted;
+        taken.counted = taken.pending.len();
         if taken.pending.len() >= MEMBER_BYTES {
             self.emit(sink)?;
+        }
+        if self.pending >= MAX_PENDING {
+            for sink in 0..self.sinks.len() {
+                self.emit(sink)?;
+            }
         }
         Ok(())
     }
@@ -444,6 +464,8 @@ impl Writer {
         let next = Vec::with_capacity(sink.pending.len() + sink.pending.len() / 8);
         let lines = std::mem::replace(&mut sink.pending, next);
         sink.pending_since = None;
+        self.pending -= sink.counted;
+        sink.counted = 0;
         self.queue(Job::Member { file, lines })
     }
 
