@@ -232,10 +232,7 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
             r.server_shutdowns,
         ),
     ];
-    for (name, help, value) in counters {
-        metric(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
+    series(&mut out, "counter", &counters);
     if let Some(tap) = r.tap {
         tap_metrics(&mut out, tap);
     }
@@ -430,9 +427,17 @@ fn book_states(out: &mut String, r: &Report) {
 type SymbolFigure = fn(&SymbolReport) -> u64;
 
 /// The `obrec_tap_*` series of a recorder with `--tap`.
+/// One unlabelled series for each `(name, help, value)`, all of type `kind`.
+fn series(out: &mut String, kind: &str, rows: &[(&str, &str, u64)]) {
+    for &(name, help, value) in rows {
+        metric(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
 /// The hand-off from the readers to the writer: how full, and what waiting for room cost.
 fn queue_metrics(out: &mut String, queue: QueueReport) {
-    for (name, help, value) in [
+    let gauges = [
         (
             "obrec_queue_bytes",
             "Bytes of events between the readers and the writer.",
@@ -448,10 +453,8 @@ fn queue_metrics(out: &mut String, queue: QueueReport) {
             "--queue-bytes: past it the readers wait for the writer.",
             queue.budget_bytes,
         ),
-    ] {
-        metric(out, name, "gauge", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
+    ];
+    series(out, "gauge", &gauges);
     metric(
         out,
         "obrec_queue_blocked_seconds_total",
@@ -465,7 +468,7 @@ fn queue_metrics(out: &mut String, queue: QueueReport) {
 fn tap_metrics(out: &mut String, tap: TapReport) {
     metric(out, "obrec_tap_clients", "gauge", "Tap clients connected.");
     let _ = writeln!(out, "obrec_tap_clients {}", tap.clients);
-    for (name, help, value) in [
+    let counters = [
         (
             "obrec_tap_frames_sent_total",
             "Frames written to tap clients.",
@@ -486,10 +489,8 @@ fn tap_metrics(out: &mut String, tap: TapReport) {
             "Frames the tap lost on its full hand-off queue (the files did not).",
             tap.drops,
         ),
-    ] {
-        metric(out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
+    ];
+    series(out, "counter", &counters);
     metric(
         out,
         "obrec_tap_delivery_milliseconds",
