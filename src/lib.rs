@@ -40,11 +40,13 @@
 //!                     │  market::sequence::Chain: pu == last u, per symbol (depth; spot: pu = U - 1)
 //!                     │  market::kind::Tape: dense ids, rising ids, cadence (beside the book)
 //!                     ▼
-//!            bounded crossbeam channel of recorder::event::Event (full → counted drop)
+//!            recorder::budget: channel of recorder::event::Event bounded by bytes
+//!                     │  (--queue-bytes; spent → the reader waits, TCP holds the exchange back)
 //!                     ▼
 //!                  recorder::writer::Writer (one thread): store::line encodes, member
 //!                     │  boundaries, file periods
-//!                     ├─▶ recorder::compress (one thread): deflate, write, fsync + rename
+//!                     ├─▶ recorder::compress (one thread): deflate (faster while behind),
+//!                     │     write, fsync + rename
 //!                     │     └─▶ <symbol>_<kind>_<UTC>.ndjson.gz(.part)  complete gzip members
 //!                     └─▶ metrics.json + SUMMARY line               metrics::Metrics + Stats
 //!                              │ bounded channel of lines (full → dropped, the log keeps them)
@@ -63,7 +65,8 @@
 //!     (full → the client is cut, tap.cuts) ──▶ the front's writer thread per client
 //! ```
 //!
-//! Data flows one way: readers never wait for the writer, the writer never talks back. The only
+//! Data flows one way: readers wait for the writer only when the hand-off's byte budget is
+//! spent (losing nothing, in bounded memory), the writer never talks back. The only
 //! message going upstream is the compression stage's receipt for each batch (bytes written, or the
 //! error that ends the run). Shutdown is the [`Shutdown`] token: readers see it, drop their
 //! senders, and the writer, seeing its channel close, finishes every file.

@@ -391,49 +391,6 @@ fn exchange_gaps_are_breaks_not_reconnects() {
 }
 
 #[test]
-fn a_full_queue_drops_and_counts_instead_of_stalling() {
-    let run = record_max_rate(&["--queue", "1", "--gzip-level", "9"]);
-    assert!(
-        run.metrics["log_queue"]["drops"].as_u64().unwrap() > 0,
-        "{}",
-        run.metrics
-    );
-    assert_eq!(run.continuity("breaks"), 0, "drops are not exchange breaks");
-    for (symbol, lines) in lines_by_symbol(&run.lines) {
-        assert!(lines.windows(2).all(|p| p[0].u() < p[1].u()), "{symbol}");
-    }
-}
-
-fn record_max_rate(extra: &[&str]) -> Run {
-    let sim = start_sim(&["ETHUSDT"], Rate::Max, faults());
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let out = run_output(
-        record_sim(&sim, dir.path())
-            .args(["--symbol", "ETHUSDT", "--run-minutes", "0.03"])
-            .args(extra),
-    );
-    let ended_ns = now_ns();
-    let stats = sim.stats();
-    sim.shutdown();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = read_lines(&depth_files(&data));
-    let metrics = metrics(&data);
-    Run {
-        _dir: dir,
-        sent: Vec::new(),
-        lines,
-        metrics,
-        stats,
-        ended_ns,
-    }
-}
-
-#[test]
 fn sigkill_leaves_readable_part_files_that_the_next_run_finishes() {
     let sim = start_sim(&["ETHUSDT"], Rate::PerSecond(100.0), faults());
     let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@ use clap::Args;
 use super::parse;
 use crate::exchange::serve::{Pace, Recording, Serve, ServeConfig};
 use crate::exchange::sim::{
-    DEFAULT_LISTEN, DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, DEFAULT_SNAPSHOT_STATUS,
+    Burst, DEFAULT_LISTEN, DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, DEFAULT_SNAPSHOT_STATUS,
     Faults, MAX_GENERATED, Rate, Schedule, SentFrame, Sim, SimConfig, Violation, generated_symbols,
 };
 use crate::store::staged::write_atomic;
@@ -273,6 +273,10 @@ pub struct FaultArgs {
     /// Send each WebSocket upgrade response one byte every S seconds (a large S withholds it)
     #[arg(long, env = "OBREC_HANDSHAKE_DRIP_SEC", value_name = "S", value_parser = parse::seconds)]
     pub handshake_drip_sec: Option<Duration>,
+    /// From START seconds after the sim starts, for SECS seconds, send every symbol's events at
+    /// FACTOR times --rate (e.g. 60:60:10); no effect at --rate max
+    #[arg(long, env = "OBREC_BURST", value_name = "START:SECS:FACTOR")]
+    pub burst: Option<Burst>,
 }
 
 impl From<&FaultArgs> for Faults {
@@ -305,6 +309,7 @@ impl From<&FaultArgs> for Faults {
             violation_every: a.violation_every,
             violation: a.violation,
             handshake_drip: a.handshake_drip_sec,
+            burst: a.burst,
         }
     }
 }

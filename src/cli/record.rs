@@ -19,7 +19,9 @@ use crate::market::stream::{Depth, Speed};
 use crate::market::symbol::Symbol;
 use crate::market::venue::Market;
 use crate::metrics::tap::{TapStats, Tee};
-use crate::recorder::{self, RecordConfig, Universe, default_endpoint};
+use crate::recorder::{
+    self, Budget, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_EVENTS, RecordConfig, Universe, default_endpoint,
+};
 use crate::util::logging::{self, LogOptions, Rotate};
 use crate::util::shutdown::Shutdown;
 
@@ -112,10 +114,17 @@ pub struct RecordArgs {
     /// Most milliseconds received data may sit only in memory before it is written.
     #[arg(long, env = "OBREC_FLUSH_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub flush_ms: u64,
-    /// Capacity of the queue between readers and the writer, in events.
-    #[arg(long, env = "OBREC_QUEUE", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Bytes of received frames the queue between readers and the writer may hold; past it the
+    /// readers wait (the exchange's sends wait in TCP buffers) instead of dropping anything.
+    /// The default keeps the whole process within 256 MB.
+    #[arg(long, env = "OBREC_QUEUE_BYTES", default_value_t = DEFAULT_QUEUE_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub queue_bytes: u64,
+    /// Events the queue between readers and the writer may hold: a safety cap behind
+    /// --queue-bytes; past it the readers wait as well.
+    #[arg(long, env = "OBREC_QUEUE", default_value_t = DEFAULT_QUEUE_EVENTS as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub queue: u64,
-    /// gzip level: 1 is fastest, 9 smallest.
+    /// gzip level: 1 is fastest, 9 smallest. While compression falls behind, members are written
+    /// at level 1, then stored (level 0), until it catches up.
     #[arg(long, env = "OBREC_GZIP_LEVEL", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub gzip_level: u32,
     /// Serve Prometheus metrics on http://ADDR/metrics and a health check on /healthz
@@ -184,7 +193,10 @@ impl RecordArgs {
             // Names carry whole seconds: a shorter period would reuse a name.
             file_period: self.file_minutes.max(Duration::from_secs(1)),
             flush_every: Duration::from_millis(self.flush_ms),
-            queue: usize::try_from(self.queue).unwrap_or(usize::MAX),
+            queue: Budget {
+                bytes: usize::try_from(self.queue_bytes).unwrap_or(usize::MAX),
+                events: usize::try_from(self.queue).unwrap_or(usize::MAX),
+            },
             gzip_level: self.gzip_level,
             metrics_addr: self.metrics_addr.clone(),
             // Started by `record`, which owns the tap's lifetime.

@@ -17,7 +17,8 @@ use crate::metrics::health::{self, HealthCheck};
 use crate::metrics::http::{Listener, Response};
 use crate::metrics::tap::TapReport;
 use crate::metrics::{
-    FeedState, LatencyMs, Link, Report, Stats, SymbolReport, UniverseReport, iso_ms, streams,
+    FeedState, LatencyMs, Link, QueueReport, Report, Stats, SymbolReport, UniverseReport, iso_ms,
+    streams,
 };
 use crate::util::clock::{wall_ms, wall_ns};
 use crate::util::shutdown::Shutdown;
@@ -232,12 +233,29 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
             r.server_shutdowns,
         ),
     ];
-    write_counters(&mut out, &counters);
+    series(&mut out, "counter", &counters);
     if let Some(tap) = r.tap {
         tap_metrics(&mut out, tap);
     }
     if let Some(universe) = r.universe {
         universe_metrics(&mut out, universe);
+    }
+    if let Some(queue) = r.queue {
+        queue_metrics(&mut out, queue);
+    }
+    if !r.gzip_members.is_empty() {
+        metric(
+            &mut out,
+            "obrec_gzip_members_total",
+            "counter",
+            "gzip members written, by level: below --gzip-level while compression fell behind.",
+        );
+        for (level, members) in &r.gzip_members {
+            let _ = writeln!(
+                out,
+                "obrec_gzip_members_total{{level=\"{level}\"}} {members}"
+            );
+        }
     }
     metric(
         &mut out,
@@ -412,14 +430,6 @@ fn book_states(out: &mut String, r: &Report) {
 /// Reads one counter of a symbol's report.
 type SymbolFigure = fn(&SymbolReport) -> u64;
 
-/// Writes each `(name, help, value)` as a Prometheus counter.
-fn write_counters(out: &mut String, counters: &[(&str, &str, u64)]) {
-    for (name, help, value) in counters {
-        metric(out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
-}
-
 /// The `obrec_universe_*` series of a recorder with `--symbol all`.
 fn universe_metrics(out: &mut String, universe: UniverseReport) {
     metric(
@@ -429,52 +439,86 @@ fn universe_metrics(out: &mut String, universe: UniverseReport) {
         "Symbols recorded now (--symbol all).",
     );
     let _ = writeln!(out, "obrec_universe_symbols {}", universe.symbols);
-    write_counters(
+    let counters = [
+        (
+            "obrec_universe_listed_total",
+            "Symbols the exchange listed during the run, subscribed live.",
+            universe.listed,
+        ),
+        (
+            "obrec_universe_delisted_total",
+            "Symbols the exchange stopped trading during the run, their files finished.",
+            universe.delisted,
+        ),
+    ];
+    series(out, "counter", &counters);
+}
+
+/// One unlabelled series for each `(name, help, value)`, all of type `kind`.
+fn series(out: &mut String, kind: &str, rows: &[(&str, &str, u64)]) {
+    for &(name, help, value) in rows {
+        metric(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
+/// The hand-off from the readers to the writer: how full, and what waiting for room cost.
+fn queue_metrics(out: &mut String, queue: QueueReport) {
+    let gauges = [
+        (
+            "obrec_queue_bytes",
+            "Bytes of events between the readers and the writer.",
+            queue.bytes,
+        ),
+        (
+            "obrec_queue_peak_bytes",
+            "The most bytes between the readers and the writer this run.",
+            queue.peak_bytes,
+        ),
+        (
+            "obrec_queue_budget_bytes",
+            "--queue-bytes: past it the readers wait for the writer.",
+            queue.budget_bytes,
+        ),
+    ];
+    series(out, "gauge", &gauges);
+    metric(
         out,
-        &[
-            (
-                "obrec_universe_listed_total",
-                "Symbols the exchange listed during the run, subscribed live.",
-                universe.listed,
-            ),
-            (
-                "obrec_universe_delisted_total",
-                "Symbols the exchange stopped trading during the run, their files finished.",
-                universe.delisted,
-            ),
-        ],
+        "obrec_queue_blocked_seconds_total",
+        "counter",
+        "Time readers waited for room, summed over readers.",
     );
+    let blocked = queue.blocked_ms as f64 / 1e3;
+    let _ = writeln!(out, "obrec_queue_blocked_seconds_total {blocked}");
 }
 
 /// The `obrec_tap_*` series of a recorder with `--tap`.
 fn tap_metrics(out: &mut String, tap: TapReport) {
     metric(out, "obrec_tap_clients", "gauge", "Tap clients connected.");
     let _ = writeln!(out, "obrec_tap_clients {}", tap.clients);
-    write_counters(
-        out,
-        &[
-            (
-                "obrec_tap_frames_sent_total",
-                "Frames written to tap clients.",
-                tap.frames_sent,
-            ),
-            (
-                "obrec_tap_bytes_sent_total",
-                "Bytes written to tap clients.",
-                tap.bytes_sent,
-            ),
-            (
-                "obrec_tap_cuts_total",
-                "Tap clients cut for falling behind.",
-                tap.cuts,
-            ),
-            (
-                "obrec_tap_drops_total",
-                "Frames the tap lost on its full hand-off queue (the files did not).",
-                tap.drops,
-            ),
-        ],
-    );
+    let counters = [
+        (
+            "obrec_tap_frames_sent_total",
+            "Frames written to tap clients.",
+            tap.frames_sent,
+        ),
+        (
+            "obrec_tap_bytes_sent_total",
+            "Bytes written to tap clients.",
+            tap.bytes_sent,
+        ),
+        (
+            "obrec_tap_cuts_total",
+            "Tap clients cut for falling behind.",
+            tap.cuts,
+        ),
+        (
+            "obrec_tap_drops_total",
+            "Frames the tap lost on its full hand-off queue (the files did not).",
+            tap.drops,
+        ),
+    ];
+    series(out, "counter", &counters);
     metric(
         out,
         "obrec_tap_delivery_milliseconds",
@@ -572,5 +616,27 @@ mod tests {
                 "obrec_universe_delisted_total 1",
             ],
         );
+    }
+
+    #[test]
+    fn queue_series_show_the_budget_and_the_wait_in_seconds() {
+        let mut out = String::new();
+        let queue = QueueReport {
+            bytes: 10,
+            peak_bytes: 20,
+            budget_bytes: 30,
+            blocked_ms: 1_500,
+        };
+        queue_metrics(&mut out, queue);
+        for line in [
+            "# TYPE obrec_queue_bytes gauge",
+            "obrec_queue_bytes 10",
+            "obrec_queue_peak_bytes 20",
+            "obrec_queue_budget_bytes 30",
+            "# TYPE obrec_queue_blocked_seconds_total counter",
+            "obrec_queue_blocked_seconds_total 1.5",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
+        }
     }
 }

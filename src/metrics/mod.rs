@@ -54,6 +54,8 @@ pub struct Stats {
     pub tap: Option<Arc<tap::TapStats>>,
     /// `--symbol all` only: the listings and delistings followed.
     pub universe: Option<UniverseStats>,
+    /// The hand-off from the readers to the writer: how full it is and how long readers waited.
+    pub queue: QueueStats,
 }
 
 /// What a `--symbol all` run followed of the exchange's listing.
@@ -84,6 +86,32 @@ pub struct UniverseReport {
     pub listed: u64,
     pub delisted: u64,
     pub symbols: u64,
+}
+
+/// The byte-bounded hand-off between the readers and the writer, as the readers and the writer
+/// account for it: whether a burst reached the budget, and what waiting for room cost.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// Bytes of events handed over and not yet taken by the writer.
+    pub bytes: AtomicU64,
+    /// The most `bytes` has been this run: how close a burst came to the budget.
+    pub peak_bytes: AtomicU64,
+    /// `--queue-bytes`, for the report to put the two above in proportion.
+    pub budget_bytes: AtomicU64,
+    /// Time readers spent waiting for room, summed over readers: the price of losing nothing.
+    pub blocked_ns: AtomicU64,
+}
+
+impl QueueStats {
+    fn report(&self) -> QueueReport {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        QueueReport {
+            bytes: get(&self.bytes),
+            peak_bytes: get(&self.peak_bytes),
+            budget_bytes: get(&self.budget_bytes),
+            blocked_ms: get(&self.blocked_ns) / 1_000_000,
+        }
+    }
 }
 
 /// When a reader group last received a stream event.
@@ -368,6 +396,7 @@ impl Stats {
             server_shutdowns: get(&self.server_shutdowns),
             tap: self.tap.as_ref().map(|t| t.report()),
             universe: self.universe.as_ref().map(UniverseStats::report),
+            queue: Some(self.queue.report()),
         }
     }
 }
@@ -392,6 +421,8 @@ pub struct Counters {
     pub tap: Option<tap::TapReport>,
     /// Live `--symbol all` runs only.
     pub universe: Option<UniverseReport>,
+    /// Live runs only.
+    pub queue: Option<QueueReport>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -509,6 +540,9 @@ pub struct Metrics {
     pipeline_ns: Histogram<u64>,
     queue_depth: Histogram<u64>,
     bytes_written: u64,
+    /// gzip members written, by the level they were compressed at: shows how often the
+    /// compression stage fell behind and sped up.
+    members_by_level: BTreeMap<u32, u64>,
     /// Receipt time (ns since epoch) of the newest event.
     last_recv_ns: Option<u64>,
     /// Report intervals in which something went wrong, oldest first: what `obrec health` and
@@ -542,6 +576,7 @@ impl Metrics {
                 .expect("valid bounds"),
             queue_depth: Histogram::new_with_bounds(1, 1 << 32, SIGFIG).expect("valid bounds"),
             bytes_written: 0,
+            members_by_level: BTreeMap::new(),
             last_recv_ns: None,
             incidents: VecDeque::new(),
             reported: Incidents::default(),
@@ -578,6 +613,13 @@ impl Metrics {
 
     pub fn add_bytes_written(&mut self, n: u64) {
         self.bytes_written += n;
+    }
+
+    /// Counts `n` members written at gzip `level`.
+    pub fn add_members(&mut self, level: u32, n: u64) {
+        if n > 0 {
+            *self.members_by_level.entry(level).or_default() += n;
+        }
     }
 
     /// Builds the report and starts a new window.
@@ -685,6 +727,8 @@ impl Metrics {
                 max: self.pipeline_ns.max() as f64 / 1_000.0,
             },
             bytes_written: self.bytes_written,
+            gzip_members: self.members_by_level.clone(),
+            queue: counters.queue,
             stale_reconnects: counters.stale_reconnects,
             last_message_age_ms: self.last_recv_ns.map(|t| {
                 let now_ns = clock
@@ -773,6 +817,26 @@ pub struct Report {
     /// Live `--symbol all` runs only: listings and delistings followed, symbols recorded now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub universe: Option<UniverseReport>,
+    /// Live runs only: gzip members written, by level (`{"3": 1200, "1": 40}`); a level below
+    /// `--gzip-level` means the compression stage fell behind and sped up.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gzip_members: BTreeMap<u32, u64>,
+    /// Live runs only: the hand-off from the readers to the writer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueReport>,
+}
+
+/// `queue` in `metrics.json`: the byte-bounded hand-off from the readers to the writer.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueueReport {
+    /// Bytes in flight at the report.
+    pub bytes: u64,
+    /// The most bytes in flight this run.
+    pub peak_bytes: u64,
+    /// `--queue-bytes`.
+    pub budget_bytes: u64,
+    /// Time readers spent waiting for room, summed over readers, in ms.
+    pub blocked_ms: u64,
 }
 
 /// Connection groups with a connection up, of all groups.

@@ -165,7 +165,26 @@ pub enum Event {
     Retired(RetiredRecord),
 }
 
+/// Bytes an event costs in the hand-off beyond its text: the record itself, its slot in the
+/// channel and the allocator's rounding of the text, so that a flood of tiny frames is bounded
+/// as surely as one of large ones.
+const EVENT_OVERHEAD: usize = std::mem::size_of::<Event>() + 64;
+
 impl Event {
+    /// What holding this event costs in memory, as the hand-off's byte budget counts it.
+    pub fn cost(&self) -> usize {
+        let text = match self {
+            Event::Depth(r) => r.frame.len(),
+            Event::Kind(r) => r.frame.len(),
+            Event::Snapshot(r) => r.body.len(),
+            Event::Meta(r) => r.frame.len() + std::mem::size_of_val(r.targets.as_slice()),
+            Event::Retired(r) => std::mem::size_of_val(r.targets.as_slice()),
+            // A listing's files and names: a few hundred bytes, once per listing.
+            Event::Listed(_) => 0,
+        };
+        text + EVENT_OVERHEAD
+    }
+
     /// Hands what the tap serves of this event, accepted on `stream`, to `tee`: a depth or kind
     /// frame (the text is shared, not copied), or a snapshot; notices stay with the files.
     pub fn tee(&self, stream: &std::sync::Arc<str>, tee: &Tee) {

@@ -2,9 +2,9 @@
 //! to [`MAX_STREAMS_PER_CONNECTION`] streams.
 //!
 //! A group thread owns its connection(s), the continuity [`Chain`] of each of its symbols and a
-//! sender to the writer. It never blocks on the writer: when the bounded queue is full the event
-//! is dropped and counted, so a slow disk shows up as `drops`, not as a stalled socket that the
-//! exchange then disconnects.
+//! sender to the writer. When the writer falls behind by the whole byte budget of the hand-off
+//! ([`super::budget`]), the group waits for room instead of dropping: its socket goes unread and
+//! TCP holds the exchange's frames back, so a burst is recorded late rather than lost.
 //!
 //! The socket has a short read timeout, so the loop wakes regularly to notice shutdown, send
 //! client pings, flush queued pongs and detect a connection that went silent. Before the
@@ -38,7 +38,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -55,6 +55,7 @@ use crate::market::tee::{Notice, StreamState, Tapped};
 use crate::metrics::tap::Tee;
 use crate::metrics::{BookState, FeedHealth, FeedState, Link, Stats};
 use crate::recorder::backfill::{BackfillRequest, Backfilled, Backfills};
+use crate::recorder::budget::{Closed, Inlet};
 use crate::recorder::event::{
     DepthRecord, Event, KindRecord, MetaRecord, RetiredRecord, SnapshotRecord, StreamId, Target,
 };
@@ -184,7 +185,7 @@ pub struct Group {
     /// A connection with no data for this long is replaced: `stale_after` times the smallest
     /// patience among the group's streams.
     stale_after: Duration,
-    tx: Sender<Event>,
+    tx: Inlet,
     stats: Arc<Stats>,
     shutdown: Shutdown,
     backoff: Backoff,
@@ -308,7 +309,7 @@ impl Group {
         index: usize,
         config: FeedConfig,
         subs: Vec<Subscription>,
-        tx: Sender<Event>,
+        tx: Inlet,
         stats: Arc<Stats>,
         shutdown: Shutdown,
     ) -> Group {
@@ -985,22 +986,12 @@ impl Group {
         notify(self.tee.as_ref(), &self.subs[slot].stream, state, detail);
     }
 
-    /// Hands an event to the writer without ever waiting: a full queue drops it, counted.
+    /// Hands an event to the writer, waiting while the hand-off's budget is spent.
     fn send(&mut self, event: Event, slot: usize) -> Turn {
         if let Some(tee) = &self.tee {
             event.tee(&self.tap_names[slot], tee);
         }
-        match self.tx.try_send(event) {
-            Ok(()) => Turn::Continue,
-            Err(TrySendError::Full(_)) => {
-                match self.subs[slot].target {
-                    Target::Depth(symbol) => Stats::bump(&self.stats.symbols[symbol].drops),
-                    Target::Stream(id) => Stats::bump(&self.stats.streams[id].drops),
-                }
-                Turn::Continue
-            }
-            Err(TrySendError::Disconnected(_)) => Turn::WriterGone,
-        }
+        hand_over(&self.tx, event)
     }
 
     /// The server will close `conn`: open its replacement now rather than at the age limit, and
@@ -1026,11 +1017,7 @@ impl Group {
             frame: text.clone(),
             data,
         };
-        match self.tx.try_send(Event::Meta(meta)) {
-            Err(TrySendError::Disconnected(_)) => Turn::WriterGone,
-            // A full queue loses the notice, not an event: the count and the log keep it.
-            _ => Turn::Continue,
-        }
+        hand_over(&self.tx, Event::Meta(meta))
     }
 
     /// `--symbol all`: takes the listings and delistings handed over, sends their requests at
@@ -1114,23 +1101,13 @@ impl Group {
         }
     }
 
-    /// Hands the writer the delisted streams whose files it is to finish; kept for the next
-    /// turn when its queue is full.
+    /// Hands the writer the delisted streams whose files it is to finish.
     fn tell_retired(&mut self) -> Turn {
         if self.retiring.is_empty() {
             return Turn::Continue;
         }
         let targets = std::mem::take(&mut self.retiring);
-        match self.tx.try_send(Event::Retired(RetiredRecord { targets })) {
-            Ok(()) => Turn::Continue,
-            Err(TrySendError::Full(unsent)) => {
-                if let Event::Retired(unsent) = unsent {
-                    self.retiring = unsent.targets;
-                }
-                Turn::Continue
-            }
-            Err(TrySendError::Disconnected(_)) => Turn::WriterGone,
-        }
+        hand_over(&self.tx, Event::Retired(RetiredRecord { targets }))
     }
 
     /// Records the snapshots that arrived and feeds them to their book sync.
@@ -1169,10 +1146,8 @@ impl Group {
             if let Some(tee) = &self.tee {
                 snap.tee(&self.tap_names[slot], tee);
             }
-            match self.tx.try_send(snap) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => Stats::bump(&self.stats.symbols[symbol].drops),
-                Err(TrySendError::Disconnected(_)) => return Turn::WriterGone,
+            if hand_over(&self.tx, snap) == Turn::WriterGone {
+                return Turn::WriterGone;
             }
             books.request_if_wanted(slot, symbol);
         }
@@ -1202,11 +1177,8 @@ impl Group {
     fn forward_backfill(&mut self, done: Backfilled) -> Turn {
         done.log();
         for record in done.records {
-            let stream = record.stream;
-            match self.tx.try_send(Event::Kind(record)) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => Stats::bump(&self.stats.streams[stream].drops),
-                Err(TrySendError::Disconnected(_)) => return Turn::WriterGone,
+            if hand_over(&self.tx, Event::Kind(record)) == Turn::WriterGone {
+                return Turn::WriterGone;
             }
         }
         Turn::Continue
@@ -1713,6 +1685,15 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
             Arc::new(config)
         })
         .clone()
+}
+
+/// Hands an event to the writer, waiting while the hand-off's budget is spent; a field of the
+/// group's rather than a method, so a group can send while it holds its book syncs.
+fn hand_over(tx: &Inlet, event: Event) -> Turn {
+    match tx.send(event) {
+        Ok(()) => Turn::Continue,
+        Err(Closed) => Turn::WriterGone,
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! `obrec record`: wires reader groups, the bounded queue and the writer together, and shuts
-//! them down in order.
+//! `obrec record`: wires reader groups, the byte-bounded hand-off ([`budget`]) and the writer
+//! together, and shuts them down in order.
 //!
 //! Shutdown (SIGINT, SIGTERM, end of `--run-minutes`) triggers the token; readers notice within a
 //! read tick, close their sockets and drop their senders; the writer sees the channel close,
@@ -14,6 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod backfill;
+mod budget;
 mod compress;
 mod console;
 mod event;
@@ -35,8 +36,10 @@ use crate::store::lock::{self, DirLock};
 use crate::store::names::{FileKind, book_dir, series};
 use crate::store::{salvage, staged};
 use crate::util::shutdown::Shutdown;
+pub use budget::Budget;
+use budget::Inlet;
 use console::Console;
-use event::{Event, StreamFiles, StreamId, SymbolFiles, Target};
+use event::{StreamFiles, StreamId, SymbolFiles, Target};
 use feed::{Change, FeedConfig, Group, MAX_STREAMS_PER_CONNECTION, Subscription};
 use snapshot::Fetcher;
 pub use universe::{Universe, load_symbols};
@@ -68,7 +71,8 @@ pub struct RecordConfig {
     pub max_conn_age: Duration,
     pub file_period: Duration,
     pub flush_every: Duration,
-    pub queue: usize,
+    /// Bounds of the hand-off from the readers to the writer; past them readers wait.
+    pub queue: Budget,
     pub gzip_level: u32,
     /// Serve Prometheus `/metrics` and `/healthz` here.
     pub metrics_addr: Option<String>,
@@ -87,6 +91,10 @@ pub fn default_endpoint(market: Market) -> String {
         market.ws_endpoint().to_string()
     }
 }
+/// Default `--queue-bytes`: 64 MiB.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
+/// Default `--queue`, in events.
+pub const DEFAULT_QUEUE_EVENTS: usize = 1 << 20;
 /// Binance closes a connection at 24 h; the replacement opens half an hour before.
 const DEFAULT_MAX_CONN_AGE: Duration = Duration::from_secs(23 * 3600 + 1800);
 
@@ -116,8 +124,16 @@ impl Default for RecordConfig {
             file_period: Duration::from_secs(3600),
             // Bounds what a kill can cost: the last second.
             flush_every: Duration::from_secs(1),
-            // About 20 s of a whole market (3,000 events/s) for a slow disk to catch up in.
-            queue: 65536,
+            queue: Budget {
+                // A quarter of the 256 MB the whole process keeps to: the writer holds up to
+                // 48 MiB more (its sinks' lines and the compression stage's), and 500 symbols
+                // with every stream took 390 MB at a 10x burst with 128 MiB here. The 1M-frame
+                // burst peaks under 30 MiB (scripts/bench.sh burst).
+                bytes: DEFAULT_QUEUE_BYTES,
+                // Only a safety net: at 200-odd bytes of overhead per event, the byte budget binds
+                // long before a million events.
+                events: DEFAULT_QUEUE_EVENTS,
+            },
             // On real lines 4.97x at 179 MiB/s, against level 6's 5.34x at 65 MiB/s (bench hot).
             gzip_level: 3,
             metrics_addr: None,
@@ -341,7 +357,7 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         }
         None => None,
     };
-    let (tx, rx) = crossbeam_channel::bounded(config.queue);
+    let (tx, rx) = budget::handoff(config.queue, Arc::clone(&stats), shutdown.clone());
 
     let writer = Writer::new(
         WriterConfig {
@@ -483,7 +499,7 @@ struct Readers {
     /// Numbers the groups' connections.
     numbers: Arc<ConnNumbers>,
     /// To the writer.
-    tx: crossbeam_channel::Sender<Event>,
+    tx: Inlet,
     stats: Arc<Stats>,
     shutdown: Shutdown,
     /// Diff depth: where the groups ask for snapshots.

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crossbeam_channel::{SendTimeoutError, Sender};
+use crossbeam_channel::Sender;
 
 use super::Readers;
 use super::event::{Event, ListedRecord};
@@ -37,8 +37,6 @@ use crate::util::shutdown::Shutdown;
 /// Attempts to read the listing at the start before the run is refused: a passing network fault
 /// or a 5xx should not cost a start, a wrong URL should not be retried for long.
 const LOAD_ATTEMPTS: u32 = 3;
-/// How often a watch waiting for the writer's room looks at the shutdown token.
-const SEND_TICK: Duration = Duration::from_millis(100);
 
 /// What `--symbol all` records, and how it follows the listing.
 #[derive(Clone, Debug)]
@@ -352,17 +350,9 @@ impl Follower {
         }
     }
 
-    /// Hands the writer `event`, waiting for room but never past shutdown. False when the run is
-    /// ending.
-    fn send(&self, mut event: Event) -> bool {
-        loop {
-            match self.readers.tx.send_timeout(event, SEND_TICK) {
-                Ok(()) => return true,
-                Err(SendTimeoutError::Timeout(back)) if !self.shutdown.is_triggered() => {
-                    event = back;
-                }
-                Err(_) => return false,
-            }
-        }
+    /// Hands the writer `event`, waiting for room in the hand-off's budget. False once the writer
+    /// has gone.
+    fn send(&self, event: Event) -> bool {
+        self.readers.tx.send(event).is_ok()
     }
 }

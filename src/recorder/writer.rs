@@ -23,6 +23,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, Report, ReportClock, Stats};
+use crate::recorder::budget::Outlet;
 use crate::recorder::compress::{self, Done, Job};
 use crate::recorder::console::Printer;
 use crate::recorder::event::{
@@ -43,6 +44,12 @@ const MAX_FLUSH_CHECK: Duration = Duration::from_millis(50);
 /// for the stage, and the queue in front of it absorbs the burst: a bound on memory, sixteen
 /// full members, far more than the stage holds at any rate it keeps up with.
 const MAX_IN_FLIGHT: usize = 16 * MEMBER_BYTES;
+/// Line bytes held in all sinks together before every sink is handed to the compression stage
+/// at once. With hundreds of symbols and streams each holding up to a `--flush-ms` of lines, a
+/// burst would otherwise hold more here than the hand-off's budget; past this the writer hands
+/// everything on, and waits for the stage past [`MAX_IN_FLIGHT`], so readers wait rather than the
+/// writer's memory grow.
+const MAX_PENDING: usize = 32 * MEMBER_BYTES;
 /// Events taken from the queue in one go before the clocks are looked at.
 const RECV_BATCH: usize = 256;
 /// A drain at least this large means events arrive faster than one per wake-up is worth.
@@ -84,6 +91,8 @@ struct Sink {
     series: String,
     /// Lines not yet compressed.
     pending: Vec<u8>,
+    /// The part of `pending`'s length already added to `Writer::pending`.
+    counted: usize,
     /// When the oldest pending line arrived (monotonic, for the flush deadline).
     pending_since: Option<Instant>,
     /// Receipt time of the first line of the current period, which names the file.
@@ -101,6 +110,7 @@ impl Sink {
         Sink {
             series,
             pending: Vec::new(),
+            counted: 0,
             pending_since: None,
             first_ns: 0,
             period: None,
@@ -132,6 +142,8 @@ pub struct Writer {
     /// Where each series' sink is in `sinks`: a listing adds series while the run goes on.
     sink_index: HashMap<Series, usize>,
     stage: Stage,
+    /// Line bytes held in all sinks: past [`MAX_PENDING`] every sink is handed on.
+    pending: usize,
     metrics: Metrics,
     stats: Arc<Stats>,
     /// SUMMARY lines go to stdout through it, never blocking the writer.
@@ -177,6 +189,7 @@ impl Writer {
                 in_flight: 0,
                 dir,
             },
+            pending: 0,
             metrics,
             stats,
             printer,
@@ -221,7 +234,7 @@ impl Writer {
     /// On a file error the run ends: the error is returned after a best effort to finish the other
     /// files and write final metrics, so a supervisor restart starts from intact files. Failures
     /// after the first are logged; the first is left to the caller to report, once.
-    pub fn run(mut self, rx: Receiver<Event>) -> Result<Report> {
+    pub fn run(mut self, rx: Outlet) -> Result<Report> {
         let mut errors = Vec::new();
         errors.extend(self.pump(&rx).err());
         // Stop the readers' sends from piling up while files are finished.
@@ -246,7 +259,8 @@ impl Writer {
         }
     }
 
-    fn pump(&mut self, rx: &Receiver<Event>) -> Result<()> {
+    fn pump(&mut self, outlet: &Outlet) -> Result<()> {
+        let rx = outlet.receiver();
         let check_every =
             (self.config.flush_every / 10).clamp(Duration::from_millis(1), MAX_FLUSH_CHECK);
         let mut next_check = Instant::now() + check_every;
@@ -266,13 +280,17 @@ impl Writer {
             match rx.recv_timeout(if busy { Duration::ZERO } else { timeout }) {
                 Ok(event) => {
                     self.metrics.observe_queue_depth(rx.len());
+                    let mut cost = event.cost();
                     self.handle(event)?;
                     taken = 1;
                     // Take what else is queued before looking at the clocks.
                     for event in rx.try_iter().take(RECV_BATCH) {
+                        cost += event.cost();
                         self.handle(event)?;
                         taken += 1;
                     }
+                    // Once a batch, not once an event: the budget's lock is shared with readers.
+                    outlet.release(cost, taken);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
@@ -377,12 +395,20 @@ impl Writer {
         self.enter_period(sink, period, recv_ns)
     }
 
-    /// A line was added to `sink`: starts its flush clock, and hands a member's worth on.
+    /// A line was added to `sink`: starts its flush clock, and hands a member's worth on, or
+    /// every sink's lines when all of them together hold [`MAX_PENDING`].
     fn after_line(&mut self, sink: usize) -> Result<()> {
         let taken = &mut self.sinks[sink];
         taken.pending_since.get_or_insert_with(Instant::now);
+        self.pending += taken.pending.len() - taken.counted;
+        taken.counted = taken.pending.len();
         if taken.pending.len() >= MEMBER_BYTES {
             self.emit(sink)?;
+        }
+        if self.pending >= MAX_PENDING {
+            for sink in 0..self.sinks.len() {
+                self.emit(sink)?;
+            }
         }
         Ok(())
     }
@@ -493,6 +519,8 @@ impl Writer {
         let next = Vec::with_capacity(sink.pending.len() + sink.pending.len() / 8);
         let lines = std::mem::replace(&mut sink.pending, next);
         sink.pending_since = None;
+        self.pending -= sink.counted;
+        sink.counted = 0;
         self.queue(Job::Member { file, lines })
     }
 
@@ -531,6 +559,9 @@ impl Writer {
     fn settle(&mut self, done: Done) -> Result<()> {
         self.stage.in_flight -= done.lines;
         self.metrics.add_bytes_written(done.written);
+        for (level, &members) in done.members_by_level.iter().enumerate() {
+            self.metrics.add_members(level as u32, members);
+        }
         done.result
     }
 

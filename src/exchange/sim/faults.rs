@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::burst::Burst;
 use super::wire;
 use crate::market::venue::Market;
 
@@ -96,6 +97,8 @@ pub struct Faults {
     /// Send the upgrade response one byte per this interval: a server that drips its handshake,
     /// or (with a long interval) withholds it.
     pub handshake_drip: Option<Duration>,
+    /// A spell of every symbol's events at a multiple of `--rate`.
+    pub burst: Option<Burst>,
 }
 
 /// A WebSocket protocol violation the sim can send (`--violation`).
@@ -173,6 +176,7 @@ impl Default for Faults {
             violation_every: None,
             violation: Violation::default(),
             handshake_drip: None,
+            burst: None,
         }
     }
 }
@@ -287,6 +291,14 @@ impl Injector {
             .zip(wanted)
             .filter(|(_, on)| *on)
             .map(|(wire, _)| wire.as_slice())
+    }
+
+    /// The interval between a symbol's events `elapsed` after the sim started, `usual` outside a
+    /// `--burst`.
+    pub(crate) fn pace(&self, usual: Duration, elapsed: Duration) -> Duration {
+        self.faults
+            .burst
+            .map_or(usual, |burst| burst.interval(usual, elapsed))
     }
 
     /// Whether event number `n` (1-based, per symbol) is withheld from everyone.

@@ -234,11 +234,12 @@ struct Pump<'a> {
 
 impl Pump<'_> {
     fn run(&self) {
-        let mut due = Instant::now();
+        let started = Instant::now();
+        let mut due = started;
         loop {
             match self.rate.interval() {
                 Some(interval) => {
-                    due += interval;
+                    due += self.injector.pace(interval, started.elapsed());
                     let now = Instant::now();
                     if now > due + MAX_LAG {
                         due = now;

@@ -45,9 +45,11 @@
 //! - `wire`: WebSocket frames as wire bytes.
 //! - `faults`: every injected fault, decided and counted in one place.
 //! - `listing`: `exchangeInfo`, and symbols listed and delisted during a run.
+//! - `burst`: `--burst`, a spell of every symbol's events at a multiple of the rate.
 //! - `server`: [`Sim`]: listener, threads, shutdown.
 
 // The front's parts that `serve` puts in front of a recording are visible to the crate.
+mod burst;
 pub(crate) mod conn;
 mod control;
 mod faults;
@@ -66,6 +68,7 @@ use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+pub use burst::Burst;
 pub use faults::{
     DEFAULT_OVERSIZED_BYTES, DEFAULT_REJECT_STATUS, DEFAULT_SNAPSHOT_STATUS, Fault, Faults,
     Violation,
