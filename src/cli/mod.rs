@@ -2,6 +2,7 @@
 //! are parsed and checked here, turned into the plain configurations of the layers below, and
 //! each command's result into an exit status.
 
+mod archive;
 mod exchange;
 mod offline;
 mod parse;
@@ -73,6 +74,13 @@ enum Command {
     /// `conn` is 1, or what the file's `_meta` connection lines say; `latency_pipeline_ms` is 0.000
     /// (the file does not record it). bookTicker, trade and other streams are counted and left out.
     Import(offline::ImportArgs),
+    /// Write a NATS JetStream stream of recorders (`record --nats`) into recordings.
+    ///
+    /// A durable consumer of the stream OBREC: the same files, names, gzip members, `.part` files
+    /// and crash recovery as the recorder's, each event once however many recorders sent it, in
+    /// the order of its exchange ids. A line is confirmed to the servers only once it is on disk,
+    /// so a restart loses nothing and, skipping what its files already hold, repeats nothing.
+    Archive(archive::ArchiveArgs),
 }
 
 /// Parses the command line (exiting with clap's message on a usage error) and runs the command.
@@ -105,6 +113,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         }
         Some(Command::Health(args)) => offline::health(&args),
         Some(Command::Demo(args)) => offline::demo(&args, &shutdown),
+        Some(Command::Archive(args)) => archive::archive(&args, &shutdown),
     }
 }
 

@@ -16,8 +16,11 @@ use crate::exchange::tap::{DEFAULT_TAP_QUEUE, HAND_OFF_CAPACITY, Tap, TapConfig}
 use crate::market::kind::Selection;
 use crate::market::stream::{Depth, Speed};
 use crate::market::symbol::Symbol;
+use crate::metrics::nats::{NatsStats, Relay};
 use crate::metrics::tap::{TapStats, Tee};
 use crate::recorder::{self, DEFAULT_ENDPOINT, DEFAULT_REST_ENDPOINT, RecordConfig};
+use crate::relay::publish::{PublishConfig, Publisher};
+use crate::store::lock::DirLock;
 use crate::util::logging::{self, LogOptions, Rotate};
 use crate::util::shutdown::Shutdown;
 
@@ -109,10 +112,19 @@ pub struct RecordArgs {
     /// Frames a tap client may fall behind before it is cut.
     #[arg(long, env = "OBREC_TAP_QUEUE", default_value_t = DEFAULT_TAP_QUEUE as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub tap_queue: u64,
+    /// Also publish every recorded line to the NATS JetStream stream OBREC (created when
+    /// missing), on these servers (nats://host:port, comma-separated); the stream stores an event
+    /// once however many recorders publish it. Publishing never holds up the files.
+    #[arg(long, env = "OBREC_NATS", value_name = "URL", value_delimiter = ',', value_parser = parse::nats_url)]
+    pub nats: Vec<String>,
     /// Log filter: error, warn, info, debug (per message), trace; or a RUST_LOG-style spec.
     #[arg(long, env = "OBREC_LOG_LEVEL", default_value = "info", value_parser = parse::log_level)]
     pub log_level: String,
 }
+
+/// Lines the writer may hand the NATS publisher ahead of it: about 20 s of a whole market, the
+/// same slack the writer's own queue gives a slow disk, for a server failing over.
+const NATS_HAND_OFF: usize = 65_536;
 
 impl RecordArgs {
     pub fn config(&self) -> RecordConfig {
@@ -139,8 +151,9 @@ impl RecordArgs {
             queue: usize::try_from(self.queue).unwrap_or(usize::MAX),
             gzip_level: self.gzip_level,
             metrics_addr: self.metrics_addr.clone(),
-            // Started by `record`, which owns the tap's lifetime.
+            // Started by `record`, which owns the tap's and the publisher's lifetimes.
             tap: None,
+            nats: None,
         }
     }
 
@@ -159,7 +172,7 @@ impl RecordArgs {
 
 /// Records until a signal or `--run-minutes`.
 pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
-    let config = args.config();
+    let mut config = args.config();
     if !config.speed.serves(config.depth) {
         return Err(Error::Invalid(format!(
             "--speed {} is served for the diff stream only: use --depth 0, or a speed of 100ms, \
@@ -174,9 +187,37 @@ pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
     usable_dir("data dir", &config.book_dir())?;
     let lock = config.preflight()?;
     let _log = logging::to_files(&args.log_options())?;
+    let publisher = if args.nats.is_empty() {
+        None
+    } else {
+        let stats = Arc::new(NatsStats::default());
+        let (relay, lines) = Relay::new(NATS_HAND_OFF, Arc::clone(&stats));
+        let servers = args.nats.clone();
+        log::info!("publishing to nats {}", servers.join(","));
+        let publisher = Publisher::start(PublishConfig { servers }, lines, stats)?;
+        config.nats = Some(relay);
+        Some(publisher)
+    };
+    // The run owns the config and with it the hand-off's sender: once it is over, the publisher
+    // sees the hand-off close, sends what is left and ends.
+    let recorded = record_with_tap(args, config, &lock, shutdown);
+    if let Some(publisher) = publisher {
+        publisher.join();
+    }
+    recorded?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Records, serving the tap too with `--tap`.
+fn record_with_tap(
+    args: &RecordArgs,
+    config: RecordConfig,
+    lock: &DirLock,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
     let Some(listen) = &args.tap else {
-        recorder::run(&config, &lock, shutdown).context("recording failed")?;
-        return Ok(ExitCode::SUCCESS);
+        recorder::run(&config, lock, shutdown).context("recording failed")?;
+        return Ok(());
     };
     let stats = Arc::new(TapStats::default());
     let (tee, items) = Tee::new(HAND_OFF_CAPACITY, Arc::clone(&stats));
@@ -194,15 +235,15 @@ pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
         tap: Some(tee),
         ..config
     };
-    let recorded = recorder::run(&config, &lock, shutdown);
+    let recorded = recorder::run(&config, lock, shutdown);
     tap.shutdown();
     recorded.context("recording failed")?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Fails with a usage error when `dir` cannot be used or created, creating nothing: its nearest
 /// existing ancestor must be a directory in which a file can be made.
-fn usable_dir(what: &str, dir: &Path) -> Result<(), Error> {
+pub(super) fn usable_dir(what: &str, dir: &Path) -> Result<(), Error> {
     let invalid = |why: String| Error::Invalid(format!("{what} {}: {why}", dir.display()));
     let mut existing = dir;
     while !existing.as_os_str().is_empty() && fs::symlink_metadata(existing).is_err() {

@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 pub mod exporter;
 pub mod health;
 mod http;
+pub mod nats;
 pub mod streams;
 pub mod tap;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,8 @@ pub struct Stats {
     pub latest: Mutex<Option<Report>>,
     /// `--tap` only: the tap's counters.
     pub tap: Option<Arc<tap::TapStats>>,
+    /// `--nats` only: the publisher's counters, and its hand-off for the backlog.
+    pub nats: Option<nats::Relay>,
 }
 
 /// When a reader group last received a stream event.
@@ -253,6 +256,12 @@ impl Stats {
         self
     }
 
+    /// Reports the NATS publisher's counters too, with `--nats`.
+    pub fn with_nats(mut self, relay: Option<nats::Relay>) -> Stats {
+        self.nats = relay;
+        self
+    }
+
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -305,6 +314,7 @@ impl Stats {
             connections_open: get(&self.connections_open),
             server_shutdowns: get(&self.server_shutdowns),
             tap: self.tap.as_ref().map(|t| t.report()),
+            nats: self.nats.as_ref().map(nats::Relay::report),
         }
     }
 }
@@ -327,6 +337,8 @@ pub struct Counters {
     pub connected: Option<Connected>,
     /// Live runs with `--tap` only.
     pub tap: Option<tap::TapReport>,
+    /// Live runs with `--nats` only.
+    pub nats: Option<nats::NatsReport>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -644,6 +656,7 @@ impl Metrics {
             silent_streams: counters.silent_streams.clone(),
             server_shutdowns: counters.server_shutdowns,
             tap: counters.tap,
+            nats: counters.nats,
         }
     }
 }
@@ -704,6 +717,9 @@ pub struct Report {
     /// Live runs with `--tap` only: its clients, what reached them, cuts and drops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tap: Option<tap::TapReport>,
+    /// Live runs with `--nats` only: what reached the stream, duplicates, drops, the backlog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<nats::NatsReport>,
 }
 
 /// Connection groups with a connection up, of all groups.

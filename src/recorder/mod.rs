@@ -24,6 +24,7 @@ use crate::market::kind::{Kind, Route, Selection};
 use crate::market::stream::{Depth, Speed, depth_stream};
 use crate::market::symbol::Symbol;
 use crate::metrics::exporter::Exporter;
+use crate::metrics::nats::Relay;
 use crate::metrics::tap::Tee;
 use crate::metrics::{Report, Stats};
 use crate::store::conn_numbers::ConnNumbers;
@@ -67,6 +68,8 @@ pub struct RecordConfig {
     pub metrics_addr: Option<String>,
     /// `--tap`: every accepted frame and snapshot is also handed here.
     pub tap: Option<Tee>,
+    /// `--nats`: every line written is also handed here, for the publisher.
+    pub nats: Option<Relay>,
 }
 
 /// Where Binance serves USD-M depth streams since the 2026 route split.
@@ -107,6 +110,7 @@ impl Default for RecordConfig {
             gzip_level: 3,
             metrics_addr: None,
             tap: None,
+            nats: None,
         }
     }
 }
@@ -268,7 +272,8 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
                     .iter()
                     .map(|s| (s.stream.clone(), s.symbol.to_string(), s.kind)),
             )
-            .with_tap(config.tap.as_ref().map(|tee| Arc::clone(tee.stats()))),
+            .with_tap(config.tap.as_ref().map(|tee| Arc::clone(tee.stats())))
+            .with_nats(config.nats.clone()),
     );
     let console = Console::start()?;
     let exporter = match &config.metrics_addr {
@@ -299,6 +304,7 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
             flush_every: config.flush_every,
             print_every: config.print_every,
             gzip_level: config.gzip_level,
+            relay: config.nats.clone(),
         },
         Arc::clone(&stats),
         console.printer().clone(),

@@ -23,6 +23,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::error::{Error, Result};
 use crate::market::kind::Kind;
 use crate::market::symbol::Symbol;
+use crate::metrics::nats::Relay;
 use crate::metrics::{Metrics, Report, ReportClock, Stats};
 use crate::recorder::compress::{self, Done, Job};
 use crate::recorder::console::Printer;
@@ -32,6 +33,7 @@ use crate::store::line::{
     MetaLine, SnapshotLine, encode_depth, encode_kind, encode_meta, encode_snapshot,
 };
 use crate::store::names::{FileKind, METRICS_FILE, series};
+use crate::store::relayed::{EventKey, Relayed, Series as RelaySeries};
 use crate::store::staged::{DirWatch, OpenFile, create_unique, write_atomic};
 use crate::util::clock::wall_ns;
 
@@ -84,6 +86,8 @@ pub struct WriterConfig {
     /// SUMMARY and `metrics.json` refresh.
     pub print_every: Duration,
     pub gzip_level: u32,
+    /// `--nats`: every line written is also handed here.
+    pub relay: Option<Relay>,
 }
 
 /// A file series of the run, by the index of its symbol or stream.
@@ -98,6 +102,8 @@ enum Series {
 struct Sink {
     /// The file series, e.g. `ethusdt_depth`.
     series: String,
+    /// The same series for the relay, shared by each line handed to it.
+    relay_as: Arc<RelaySeries>,
     /// Lines not yet compressed.
     pending: Vec<u8>,
     /// When the oldest pending line arrived (monotonic, for the flush deadline).
@@ -110,9 +116,13 @@ struct Sink {
 }
 
 impl Sink {
-    fn new(series: String) -> Sink {
+    fn new(symbol: &Symbol, kind: FileKind) -> Sink {
         Sink {
-            series,
+            series: series(symbol, kind),
+            relay_as: Arc::new(RelaySeries {
+                symbol: symbol.clone(),
+                kind,
+            }),
             pending: Vec::new(),
             pending_since: None,
             first_ns: 0,
@@ -158,7 +168,7 @@ impl Writer {
             config
                 .symbols
                 .iter()
-                .map(move |s| Sink::new(series(&s.symbol, kind)))
+                .map(move |s| Sink::new(&s.symbol, kind))
         };
         let sinks = per_symbol(FileKind::Depth)
             .chain(per_symbol(FileKind::Snapshot))
@@ -166,7 +176,7 @@ impl Writer {
                 config
                     .streams
                     .iter()
-                    .map(|s| Sink::new(series(&s.symbol, FileKind::Stream(s.kind)))),
+                    .map(|s| Sink::new(&s.symbol, FileKind::Stream(s.kind))),
             )
             .collect();
         let metrics = Metrics::new(
@@ -340,7 +350,9 @@ impl Writer {
         let pipeline_ns = rec.recv_at.elapsed().as_nanos() as u64;
         let spec = &self.config.symbols[rec.symbol];
         let line = rec.line(spec.symbol.as_str(), &spec.stream, pipeline_ns / 1_000);
+        let start = self.sinks[sink].pending.len();
         encode_depth(&mut self.sinks[sink].pending, &line);
+        self.relay(sink, start, rec.recv_ns, || EventKey::of_depth(rec.ids));
         self.metrics.observe_pipeline(pipeline_ns);
         self.metrics
             .observe(rec.symbol, rec.recv_ns, rec.event_ms, rec.ids);
@@ -355,7 +367,11 @@ impl Writer {
         let pipeline_ns = rec.recv_at.elapsed().as_nanos() as u64;
         let spec = &self.config.streams[rec.stream];
         let line = rec.line(spec.symbol.as_str(), &spec.stream, pipeline_ns / 1_000);
+        let start = self.sinks[sink].pending.len();
         encode_kind(&mut self.sinks[sink].pending, &line);
+        self.relay(sink, start, rec.recv_ns, || {
+            EventKey::of_kind(rec.ids, rec.event_ms, line.data)
+        });
         self.metrics.observe_pipeline(pipeline_ns);
         if rec.backfill {
             Stats::bump(&self.stats.streams[rec.stream].backfilled);
@@ -378,7 +394,9 @@ impl Writer {
             };
             if let Some(sink) = self.sink_of(series) {
                 self.before_line(sink, meta.recv_ns)?;
+                let start = self.sinks[sink].pending.len();
                 encode_meta(&mut self.sinks[sink].pending, &line);
+                self.relay(sink, start, meta.recv_ns, || EventKey::of_meta(line.data));
                 self.after_line(sink)?;
             }
         }
@@ -397,9 +415,27 @@ impl Writer {
             last_update_id: snap.last_update_id,
             data: &snap.body,
         };
+        let start = self.sinks[sink].pending.len();
         encode_snapshot(&mut self.sinks[sink].pending, &line);
+        self.relay(sink, start, snap.recv_ns, || {
+            EventKey::of_snapshot(snap.last_update_id)
+        });
         // Snapshots are rare and a replay needs them with their events: write at once.
         self.emit(sink)
+    }
+
+    /// With `--nats`, hands the line written to `sink` from `start` on to the relay; without,
+    /// costs nothing, not even the key.
+    fn relay(&self, sink: usize, start: usize, recv_ns: u64, key: impl FnOnce() -> EventKey) {
+        if let Some(relay) = &self.config.relay {
+            let sink = &self.sinks[sink];
+            relay.offer(Relayed {
+                series: Arc::clone(&sink.relay_as),
+                key: key(),
+                recv_ns,
+                line: sink.pending[start..].to_vec(),
+            });
+        }
     }
 
     fn period_of(&self, recv_ns: u64) -> u64 {
