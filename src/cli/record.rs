@@ -117,6 +117,10 @@ pub struct RecordArgs {
     /// once however many recorders publish it. Publishing never holds up the files.
     #[arg(long, env = "OBREC_NATS", value_name = "URL", value_delimiter = ',', value_parser = parse::nats_url)]
     pub nats: Vec<String>,
+    /// Lines that may wait for the NATS publisher (a server failing over, a slow link) before
+    /// further ones are dropped for NATS (the files keep them).
+    #[arg(long, env = "OBREC_NATS_QUEUE", default_value_t = NATS_HAND_OFF as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub nats_queue: u64,
     /// Log filter: error, warn, info, debug (per message), trace; or a RUST_LOG-style spec.
     #[arg(long, env = "OBREC_LOG_LEVEL", default_value = "info", value_parser = parse::log_level)]
     pub log_level: String,
@@ -191,7 +195,8 @@ pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
         None
     } else {
         let stats = Arc::new(NatsStats::default());
-        let (relay, lines) = Relay::new(NATS_HAND_OFF, Arc::clone(&stats));
+        let capacity = usize::try_from(args.nats_queue).unwrap_or(usize::MAX);
+        let (relay, lines) = Relay::new(capacity, Arc::clone(&stats));
         let servers = args.nats.clone();
         log::info!("publishing to nats {}", servers.join(","));
         let publisher = Publisher::start(PublishConfig { servers }, lines, stats)?;

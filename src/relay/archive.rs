@@ -18,7 +18,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, Message, consumer::pull};
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use async_nats::jetstream::{self, Message};
 use futures_util::StreamExt;
 use serde::Serialize;
 
@@ -44,9 +47,10 @@ const FETCH_WAIT: Duration = Duration::from_millis(250);
 /// Unconfirmed lines the server lets the archiver hold: [`HOLD`] of a whole market many times
 /// over, and a bound on the archiver's memory.
 const MAX_ACK_PENDING: i64 = 100_000;
-/// How long the server waits for a confirmation before it sends a line again: far past
-/// [`HOLD`] plus a write.
-const ACK_WAIT: Duration = Duration::from_secs(60);
+/// How long the server waits for a confirmation before it sends a line again: what a restarted
+/// archiver waits for the lines its killed predecessor held, and past [`HOLD`] plus a write
+/// several times over. A line sent again while still held is not written twice.
+const ACK_WAIT: Duration = Duration::from_secs(10);
 /// Events remembered per series to recognise one sent again: more than the server can have
 /// unconfirmed.
 const REMEMBERED: usize = 2 * MAX_ACK_PENDING as usize;
@@ -109,6 +113,7 @@ struct Held {
     position: u64,
     /// Arrival order, which breaks ties (a meta line after the event it followed).
     seq: u64,
+    key: EventKey,
     arrived: Instant,
     recv_ns: u64,
     message: Message,
@@ -118,11 +123,14 @@ struct Held {
 struct SeriesFiles {
     /// `btcusdt_depth`: what its file names start with.
     name: String,
-    /// Events in the files or held, to skip one sent again.
+    /// Events in the files, to skip one sent again.
     seen: HashSet<EventKey>,
     /// The same, oldest first, so the set stays within [`REMEMBERED`].
     seen_order: VecDeque<EventKey>,
     held: Vec<Held>,
+    /// The events of `held`: one sent again meanwhile is left unconfirmed, the held one's
+    /// confirmation being the one that counts.
+    held_keys: HashSet<EventKey>,
     /// The highest position that arrived: a meta line, without one, goes after it.
     top: u64,
     /// The highest position written: a line below it is late.
@@ -228,12 +236,23 @@ impl Archive {
             }
         };
         let durable = self.config.durable.clone();
+        let deliver = loop {
+            match resume_point(&stream, &durable).await {
+                Ok(deliver) => break deliver,
+                Err(e) if shutdown.is_triggered() => return Err(e),
+                Err(e) => {
+                    log::warn!("{e}");
+                    tokio::time::sleep(FETCH_WAIT).await;
+                }
+            }
+        };
         let consumer: jetstream::consumer::Consumer<pull::Config> = stream
             .get_or_create_consumer(
                 &durable,
                 pull::Config {
                     durable_name: Some(durable.clone()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    deliver_policy: deliver,
+                    ack_policy: AckPolicy::Explicit,
                     ack_wait: ACK_WAIT,
                     max_ack_pending: MAX_ACK_PENDING,
                     ..pull::Config::default()
@@ -305,7 +324,10 @@ impl Archive {
             confirm(&message).await;
             return;
         }
-        files.remember(key);
+        if !files.held_keys.insert(key) {
+            self.report.duplicates += 1;
+            return;
+        }
         let position = match key {
             EventKey::Content { ms: 0, .. } => files.top,
             _ => key.position(),
@@ -314,6 +336,7 @@ impl Archive {
         files.held.push(Held {
             position,
             seq,
+            key,
             arrived: Instant::now(),
             recv_ns,
             message,
@@ -331,6 +354,7 @@ impl Archive {
                 seen: HashSet::new(),
                 seen_order: VecDeque::new(),
                 held: Vec::new(),
+                held_keys: HashSet::new(),
                 top: 0,
                 written_top: 0,
                 period: None,
@@ -394,6 +418,8 @@ impl Archive {
                 self.report.late += 1;
             }
             files.written_top = files.written_top.max(held.position);
+            files.held_keys.remove(&held.key);
+            files.remember(held.key);
             self.lines.extend_from_slice(&held.message.payload);
             self.report.written += 1;
             written.push(held.message);
@@ -471,6 +497,36 @@ impl Archive {
         let body = serde_json::to_vec_pretty(&self.report).expect("report serialises");
         write_atomic(&self.dir.join(REPORT_FILE), &body)?;
         Ok(self.report.clone())
+    }
+}
+
+/// Where the durable consumer `durable` takes up the stream: at the start for a new one; else
+/// right after the last line its predecessor confirmed with every line before it, the consumer
+/// being made anew there. The server would send the predecessor's unconfirmed lines again only
+/// after [`ACK_WAIT`], behind newer ones; made anew, it sends them first, in stream order, and
+/// those already in the files are skipped.
+async fn resume_point(stream: &jetstream::stream::Stream, durable: &str) -> Result<DeliverPolicy> {
+    let failed = |e: &dyn std::fmt::Display| Error::Nats(format!("consumer {durable}: {e}"));
+    let floor = match stream.consumer_info(durable).await {
+        Ok(info) => info.ack_floor.stream_sequence,
+        Err(e) if is_not_found(e.kind()) => return Ok(DeliverPolicy::All),
+        Err(e) => return Err(failed(&e)),
+    };
+    stream
+        .delete_consumer(durable)
+        .await
+        .map_err(|e| failed(&e))?;
+    log::info!("consumer {durable} resumes after stream sequence {floor}");
+    Ok(DeliverPolicy::ByStartSequence {
+        start_sequence: floor + 1,
+    })
+}
+
+fn is_not_found(kind: ConsumerInfoErrorKind) -> bool {
+    match kind {
+        ConsumerInfoErrorKind::NotFound => true,
+        ConsumerInfoErrorKind::JetStream(e) => e.error_code() == ErrorCode::CONSUMER_NOT_FOUND,
+        _ => false,
     }
 }
 
