@@ -294,15 +294,15 @@ fn two_recorders_with_their_own_holes_make_one_gap_free_archive_on_a_cluster() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut nats = Nats::start(&dir.path().join("nats"), 3);
-    // About 150 frames a second per connection (depth and trades): each stalls some 3 s after it
-    // opened, for 1 s; the second recorder starts 2 s after the first, so each stall falls
-    // where the other recorder is delivering.
+    // About 180 frames a second per connection (depth and trades): each stalls some 5.5 s after
+    // it opened, for 1 s; the second recorder starts 2.5 s after the first, so each stall falls
+    // where the other recorder is delivering, with a second to spare for a slow start.
     let (sim, port) = spawn_sim(
         dir.path(),
         &[
             "--rate=50",
             "--symbol=BTCUSDT",
-            "--stall-after=450",
+            "--stall-after=1000",
             "--stall-sec=1",
         ],
     );
@@ -314,11 +314,11 @@ fn two_recorders_with_their_own_holes_make_one_gap_free_archive_on_a_cluster() {
     );
     let mut archiving = archiver(&archive, &nats);
     let mut first = recorder(port, &a, &nats, &[]);
-    std::thread::sleep(Duration::from_secs(2));
-    let mut second = recorder(port, &b, &nats, &[]);
     std::thread::sleep(Duration::from_millis(2500));
+    let mut second = recorder(port, &b, &nats, &[]);
+    std::thread::sleep(Duration::from_millis(1500));
     nats.kill_node(1);
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(8));
     assert!(first.terminate().success());
     assert!(second.terminate().success());
 

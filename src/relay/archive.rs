@@ -37,8 +37,12 @@ use crate::store::staged::{OpenFile, create_unique, finish, remove_stale_temps, 
 use crate::util::clock::wall_ns;
 use crate::util::shutdown::Shutdown;
 
-/// How long a line waits for the lines of other recorders that belong before it.
-const HOLD: Duration = Duration::from_secs(1);
+/// How long a line waits for the lines of other recorders that belong before it. A line comes
+/// late when its publisher had to send it again: a confirmation timed out
+/// ([`publish::ACK_TIMEOUT`](super::publish::ACK_TIMEOUT)) while the client moved to another
+/// server or the stream elected a new leader, a few seconds on a cluster losing a node. The
+/// archive is this much behind the recorders; the memory it costs is this long of the stream.
+const HOLD: Duration = Duration::from_secs(10);
 /// Lines asked of the server at a time.
 const FETCH_BATCH: usize = 2048;
 /// How long a fetch waits for lines when the stream has none: also how often held lines are
@@ -47,10 +51,9 @@ const FETCH_WAIT: Duration = Duration::from_millis(250);
 /// Unconfirmed lines the server lets the archiver hold: [`HOLD`] of a whole market many times
 /// over, and a bound on the archiver's memory.
 const MAX_ACK_PENDING: i64 = 100_000;
-/// How long the server waits for a confirmation before it sends a line again: what a restarted
-/// archiver waits for the lines its killed predecessor held, and past [`HOLD`] plus a write
-/// several times over. A line sent again while still held is not written twice.
-const ACK_WAIT: Duration = Duration::from_secs(10);
+/// How long the server waits for a confirmation before it sends a line again: [`HOLD`] plus a
+/// write several times over. A line sent again while still held is not written twice.
+const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Events remembered per series to recognise one sent again: more than the server can have
 /// unconfirmed.
 const REMEMBERED: usize = 2 * MAX_ACK_PENDING as usize;

@@ -3,7 +3,8 @@
 //! Sends are pipelined: up to [`MAX_IN_FLIGHT`] lines await their confirmation at once. A line
 //! whose send fails or goes unconfirmed is sent again, under the same `Nats-Msg-Id`, so a retry of
 //! a line the stream did store is dropped by the server; after [`RETRY_FOR`] it is given up and
-//! counted as dropped. NATS down never reaches the recorder: the hand-off fills and drops, the
+//! counted as dropped. No new line is sent while lines wait to be sent again, so each series
+//! reaches the stream in order even across a server's failure. NATS down never reaches the recorder: the hand-off fills and drops, the
 //! client reconnects on its own, and sending resumes with what the hand-off still holds.
 
 use std::collections::VecDeque;
@@ -30,8 +31,10 @@ const MAX_IN_FLIGHT: usize = 4096;
 /// How long a line is retried: half the stream's duplicate window, so that a retry of a line
 /// already stored is still recognised as its duplicate.
 pub const RETRY_FOR: Duration = Duration::from_secs(60);
-/// Wait for a confirmation before the send counts as failed.
-const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Wait for a confirmation before the send counts as failed and the line is sent again: a
+/// confirmation takes milliseconds, even across hosts, and a line sent again reaches the
+/// archiver late ([`archive`](super::archive) holds lines ten seconds for them).
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause before resending failed lines, and between tries to create the stream: a server that
 /// just went away gets a moment to come back or be replaced by another.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
@@ -135,7 +138,9 @@ async fn publish(config: PublishConfig, mut lines: Receiver<Relayed>, stats: Arc
             log::warn!("nats: {lost} line(s) unconfirmed at the end of the run");
             break;
         }
-        let room = in_flight.len() < MAX_IN_FLIGHT;
+        // Lines to send again go before any new one, so that the stream gets a series in order
+        // after an outage; meanwhile new lines wait in the hand-off.
+        let take_new = in_flight.len() < MAX_IN_FLIGHT && retry.is_empty() && !closed;
         tokio::select! {
             biased;
             Some((pending, acked)) = in_flight.next(), if !in_flight.is_empty() => {
@@ -146,7 +151,7 @@ async fn publish(config: PublishConfig, mut lines: Receiver<Relayed>, stats: Arc
                     send(&js, &stats, pending, &in_flight, &mut retry).await;
                 }
             }
-            line = lines.recv(), if room && !closed => match line {
+            line = lines.recv(), if take_new => match line {
                 Some(line) => {
                     let id = msg_id(&line.series, line.key);
                     let pending = Pending { line, id, first_sent: Instant::now() };
