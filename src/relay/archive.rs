@@ -118,6 +118,8 @@ struct Held {
     seq: u64,
     key: EventKey,
     arrived: Instant,
+    /// When the stream stored it, ns since the Unix epoch (the server's clock).
+    stored_ns: u64,
     recv_ns: u64,
     message: Message,
 }
@@ -168,6 +170,9 @@ struct Archive {
     lines: Vec<u8>,
     member: Vec<u8>,
     next_seq: u64,
+    /// The latest time the stream stored a line received: catching up on a backlog, a line is
+    /// due once lines stored [`HOLD`] after it came, without waiting for the clock.
+    latest_stored_ns: u64,
     report: ArchiveReport,
     started: Instant,
 }
@@ -191,6 +196,7 @@ pub fn run(config: ArchiveConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         lines: Vec::new(),
         member: Vec::new(),
         next_seq: 0,
+        latest_stored_ns: 0,
         report: ArchiveReport::default(),
         started: Instant::now(),
     };
@@ -321,6 +327,10 @@ impl Archive {
         };
         let seq = self.next_seq;
         self.next_seq += 1;
+        let stored_ns = message.info().map_or(0, |i| {
+            u64::try_from(i.published.unix_timestamp_nanos()).unwrap_or(0)
+        });
+        self.latest_stored_ns = self.latest_stored_ns.max(stored_ns);
         let files = self.files_of(series);
         if files.seen.contains(&key) {
             self.report.duplicates += 1;
@@ -341,6 +351,7 @@ impl Archive {
             seq,
             key,
             arrived: Instant::now(),
+            stored_ns,
             recv_ns,
             message,
         });
@@ -376,9 +387,11 @@ impl Archive {
 }
 
 impl Archive {
-    /// Writes the held lines that arrived before `cutoff` (all with `None`), each series' in the
-    /// order of their positions, makes them durable, then confirms them.
+    /// Writes the held lines that arrived before `cutoff`, or that the stream stored [`HOLD`]
+    /// before the latest line received (all with `None`), each series' in the order of their
+    /// positions, makes them durable, then confirms them.
     async fn write_held(&mut self, cutoff: Option<Instant>) -> Result<()> {
+        let stored_by = self.latest_stored_ns.saturating_sub(HOLD.as_nanos() as u64);
         let mut written = Vec::new();
         let keys: Vec<Series> = self.series.keys().cloned().collect();
         for key in keys {
@@ -386,7 +399,7 @@ impl Archive {
             let due: Vec<Held>;
             (due, files.held) = std::mem::take(&mut files.held)
                 .into_iter()
-                .partition(|h| cutoff.is_none_or(|c| h.arrived <= c));
+                .partition(|h| cutoff.is_none_or(|c| h.arrived <= c) || h.stored_ns <= stored_by);
             let result = self.write_series(&mut files, due, &mut written);
             self.series.insert(key, files);
             result?;
