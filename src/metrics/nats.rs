@@ -55,21 +55,30 @@ impl NatsStats {
 /// `nats` in `metrics.json`.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct NatsReport {
+    /// Lines sent, retries included.
     pub published: u64,
+    /// Lines the stream confirmed.
     pub acked: u64,
+    /// Confirmed lines the stream already held: another recorder was first.
     pub duplicates: u64,
+    /// Lines lost for NATS (never for the files).
     pub dropped: u64,
+    /// Sends that failed or went unconfirmed, each retried.
     pub retries: u64,
     /// Lines waiting in the hand-off or for their confirmation.
     pub pending: u64,
+    /// Receipt to confirmation of the latest confirmed line.
     pub lag_ms: u64,
+    /// Whether the client is connected to a server now.
     pub connected: bool,
 }
 
 /// The writer's end of the hand-off to the publisher.
 #[derive(Clone, Debug)]
 pub struct Relay {
+    /// Bounded: a full hand-off drops rather than waits.
     tx: Sender<Relayed>,
+    /// Where a drop is counted.
     stats: Arc<NatsStats>,
 }
 

@@ -77,6 +77,7 @@ pub struct ArchiveConfig {
 /// What the archiver did: `archive.json` and the ARCHIVE line.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ArchiveReport {
+    /// Since this archiver started: the counts below are this run's.
     pub runtime_seconds: u64,
     /// Lines delivered by the server, sent-again ones included.
     pub received: u64,
@@ -120,7 +121,9 @@ struct Held {
     arrived: Instant,
     /// When the stream stored it, ns since the Unix epoch (the server's clock).
     stored_ns: u64,
+    /// The recorder's receipt time: which file period it goes to.
     recv_ns: u64,
+    /// The line, and the handle that confirms it.
     message: Message,
 }
 
@@ -132,6 +135,7 @@ struct SeriesFiles {
     seen: HashSet<EventKey>,
     /// The same, oldest first, so the set stays within [`REMEMBERED`].
     seen_order: VecDeque<EventKey>,
+    /// Lines waiting for [`HOLD`], in arrival order.
     held: Vec<Held>,
     /// The events of `held`: one sent again meanwhile is left unconfirmed, the held one's
     /// confirmation being the one that counts.
@@ -161,19 +165,25 @@ impl SeriesFiles {
 /// Files, the encoder and the report: everything the archiver owns.
 struct Archive {
     config: ArchiveConfig,
+    /// `<data-dir>/order_book`, which the archiver holds the lock of.
     dir: PathBuf,
+    /// Every series met so far.
     series: HashMap<Series, SeriesFiles>,
     /// Each series' newest file at start, read back when the series is first seen.
     newest: HashMap<String, PathBuf>,
+    /// One compressor for every series, as the recorder's, so memory stays flat with many.
     encoder: MemberEncoder,
-    /// Lines of the member being made, and the member.
+    /// Lines of the member being made.
     lines: Vec<u8>,
+    /// The member compressed from them, reused.
     member: Vec<u8>,
+    /// The next line's arrival number ([`Held::seq`]).
     next_seq: u64,
     /// The latest time the stream stored a line received: catching up on a backlog, a line is
     /// due once lines stored [`HOLD`] after it came, without waiting for the clock.
     latest_stored_ns: u64,
     report: ArchiveReport,
+    /// For the report's runtime.
     started: Instant,
 }
 

@@ -50,6 +50,7 @@ pub struct PublishConfig {
 
 /// A line on its way, kept until the stream confirmed it.
 struct Pending {
+    /// The line and its series, kept for a retry.
     line: Relayed,
     /// `Nats-Msg-Id`, the same on every try.
     id: String,
@@ -59,6 +60,7 @@ struct Pending {
 
 /// The running publisher.
 pub struct Publisher {
+    /// Ends on its own once the hand-off closed and its lines were settled.
     thread: JoinHandle<()>,
 }
 

@@ -14,7 +14,9 @@ use crate::store::names::FileKind;
 /// A file series: one symbol's lines of one kind.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Series {
+    /// In subjects and message ids as payloads spell it, in file names in lower case.
     pub symbol: Symbol,
+    /// Which of the symbol's files.
     pub kind: FileKind,
 }
 
