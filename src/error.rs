@@ -37,6 +37,9 @@ pub enum Error {
     /// attempt failed.
     #[error("never connected to {url}: {cause}")]
     NeverConnected { url: String, cause: String },
+    /// NATS JetStream refused or failed a request the run cannot do without (`obrec archive`).
+    #[error("nats: {0}")]
+    Nats(String),
 }
 
 impl Error {

@@ -8,7 +8,7 @@
 //! from the `use crate::…` lines):
 //!
 //! ```text
-//! main ─▶ cli ─▶ demo ─▶ recorder │ offline │ exchange ─▶ metrics ─▶ store ─▶ market ─▶ util, error
+//! main ─▶ cli ─▶ demo ─▶ recorder │ offline │ exchange │ relay ─▶ metrics ─▶ store ─▶ market ─▶ util, error
 //! ```
 //!
 //! * `util` — the clock, retry backoff, shutdown, logging. Knows nothing of markets or files.
@@ -29,6 +29,10 @@
 //!   running recorder's accepted frames, live (`record --tap`, `exchange::tap`). The hand-off
 //!   types are in `market::tee` and `metrics::tap`, so the recorder and the exchange need not
 //!   know each other; the cli wires them.
+//! * `relay` — NATS JetStream: the publisher of `record --nats` (each line written, to a
+//!   replicated stream, de-duplicated across recorders by `Nats-Msg-Id`) and `obrec archive`,
+//!   which writes the stream back into the recorder's files. The hand-off types are in
+//!   `store::relayed` and `metrics::nats`, so the recorder need not know NATS.
 //! * `demo` — sim, record and check in one command.
 //! * `cli` — the only module that knows clap: flags into the plain configs above.
 //!
@@ -63,6 +67,9 @@
 //!  recorder::feed::Group ──tee: bounded 65,536 (full → tap.drops)──▶ exchange::tap dispatcher
 //!     (one thread, --tap): live book + fan-out under one lock ──▶ a bounded queue per client
 //!     (full → the client is cut, tap.cuts) ──▶ the front's writer thread per client
+//!  recorder::writer ──each line written: bounded 65,536 (full → nats.dropped)──▶ relay::publish
+//!     (one thread, --nats, its own one-thread tokio runtime): pipelined JetStream publishes,
+//!     retried under the same Nats-Msg-Id, confirmations counted in metrics.json's `nats`
 //! ```
 //!
 //! Data flows one way: readers wait for the writer only when the hand-off's byte budget is
@@ -101,6 +108,7 @@ mod market;
 mod metrics;
 mod offline;
 mod recorder;
+mod relay;
 mod store;
 mod util;
 

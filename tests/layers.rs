@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// Layers, bottom first, split by `|`; a module may use only modules of a lower layer.
 const LAYERS: &str =
-    "error | util | market | store | metrics | recorder offline exchange | demo | cli";
+    "error | util | market | store | metrics | recorder offline exchange relay | demo | cli";
 
 const CLAP_DERIVES: &[&str] = &["Parser", "Args", "Subcommand", "ValueEnum"];
 

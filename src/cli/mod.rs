@@ -2,6 +2,7 @@
 //! are parsed and checked here, turned into the plain configurations of the layers below, and
 //! each command's result into an exit status.
 
+mod archive;
 mod exchange;
 mod offline;
 mod parse;
@@ -82,6 +83,13 @@ enum Command {
     /// copied as recorded (so `conn` is the delivering recorder's). Writes a new data directory,
     /// read by replay, serve and export as any other.
     Merge(offline::MergeArgs),
+    /// Write a NATS JetStream stream of recorders (`record --nats`) into recordings.
+    ///
+    /// A durable consumer of the stream OBREC: the same files, names, gzip members, `.part` files
+    /// and crash recovery as the recorder's, each event once however many recorders sent it, in
+    /// the order of its exchange ids. A line is confirmed to the servers only once it is on disk,
+    /// so a restart loses nothing and, skipping what its files already hold, repeats nothing.
+    Archive(archive::ArchiveArgs),
 }
 
 /// Parses the command line (exiting with clap's message on a usage error) and runs the command.
@@ -115,6 +123,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         }
         Some(Command::Health(args)) => offline::health(&args),
         Some(Command::Demo(args)) => offline::demo(&args, &shutdown),
+        Some(Command::Archive(args)) => archive::archive(&args, &shutdown),
     }
 }
 

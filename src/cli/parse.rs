@@ -165,6 +165,11 @@ pub fn http_url(s: &str) -> Result<String, String> {
     url(s, &["http", "https"]).map(|u| u.trim_end_matches('/').to_string())
 }
 
+/// A NATS server: `nats://` or `tls://`, a host, an optional port.
+pub fn nats_url(s: &str) -> Result<String, String> {
+    url(s, &["nats", "tls"]).map(str::to_string)
+}
+
 /// Checks a URL the way the connection will use it, so that a typo is a usage error now rather
 /// than a connection failure retried forever.
 fn url<'a>(s: &'a str, schemes: &[&str]) -> Result<&'a str, String> {

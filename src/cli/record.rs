@@ -18,10 +18,13 @@ use crate::market::listing::Filter;
 use crate::market::stream::{Depth, Speed};
 use crate::market::symbol::Symbol;
 use crate::market::venue::Market;
+use crate::metrics::nats::{NatsStats, Relay};
 use crate::metrics::tap::{TapStats, Tee};
 use crate::recorder::{
     self, Budget, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_EVENTS, RecordConfig, Universe, default_endpoint,
 };
+use crate::relay::publish::{PublishConfig, Publisher};
+use crate::store::lock::DirLock;
 use crate::util::logging::{self, LogOptions, Rotate};
 use crate::util::shutdown::Shutdown;
 
@@ -139,6 +142,15 @@ pub struct RecordArgs {
     /// Frames a tap client may fall behind before it is cut.
     #[arg(long, env = "OBREC_TAP_QUEUE", default_value_t = DEFAULT_TAP_QUEUE as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub tap_queue: u64,
+    /// Also publish every recorded line to the NATS JetStream stream OBREC (created when
+    /// missing), on these servers (nats://host:port, comma-separated); the stream stores an event
+    /// once however many recorders publish it. Publishing never holds up the files.
+    #[arg(long, env = "OBREC_NATS", value_name = "URL", value_delimiter = ',', value_parser = parse::nats_url)]
+    pub nats: Vec<String>,
+    /// Lines that may wait for the NATS publisher (a server failing over, a slow link) before
+    /// further ones are dropped for NATS (the files keep them).
+    #[arg(long, env = "OBREC_NATS_QUEUE", default_value_t = NATS_HAND_OFF as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub nats_queue: u64,
     /// Log filter: error, warn, info, debug (per message), trace; or a RUST_LOG-style spec.
     #[arg(long, env = "OBREC_LOG_LEVEL", default_value = "info", value_parser = parse::log_level)]
     pub log_level: String,
@@ -146,6 +158,9 @@ pub struct RecordArgs {
 
 /// What `--symbol` takes for the whole listing.
 const ALL: &str = "ALL";
+/// Lines the writer may hand the NATS publisher ahead of it: about 20 s of a whole market, the
+/// same slack the writer's own queue gives a slow disk, for a server failing over.
+const NATS_HAND_OFF: usize = 65_536;
 
 impl RecordArgs {
     /// `--symbol all`.
@@ -199,9 +214,10 @@ impl RecordArgs {
             },
             gzip_level: self.gzip_level,
             metrics_addr: self.metrics_addr.clone(),
-            // Started by `record`, which owns the tap's lifetime.
+            // Started by `record`, which owns the tap's and the publisher's lifetimes.
             tap: None,
             universe,
+            nats: None,
         }
     }
 
@@ -273,9 +289,45 @@ pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
     }
     let lock = config.preflight()?;
     let _log = logging::to_files(&args.log_options())?;
+    let publisher = if args.nats.is_empty() {
+        None
+    } else {
+        let stats = Arc::new(NatsStats::default());
+        let capacity = usize::try_from(args.nats_queue).unwrap_or(usize::MAX);
+        let (relay, lines) = Relay::new(capacity, Arc::clone(&stats));
+        let servers = args.nats.clone();
+        log::info!("publishing to nats {}", servers.join(","));
+        let publisher = Publisher::start(
+            PublishConfig {
+                servers,
+                market: config.market,
+            },
+            lines,
+            stats,
+        )?;
+        config.nats = Some(relay);
+        Some(publisher)
+    };
+    // The run owns the config and with it the hand-off's sender: once it is over, the publisher
+    // sees the hand-off close, sends what is left and ends.
+    let recorded = record_with_tap(args, config, &lock, shutdown);
+    if let Some(publisher) = publisher {
+        publisher.join();
+    }
+    recorded?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Records, serving the tap too with `--tap`.
+fn record_with_tap(
+    args: &RecordArgs,
+    config: RecordConfig,
+    lock: &DirLock,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
     let Some(listen) = &args.tap else {
-        recorder::run(&config, &lock, shutdown).context("recording failed")?;
-        return Ok(ExitCode::SUCCESS);
+        recorder::run(&config, lock, shutdown).context("recording failed")?;
+        return Ok(());
     };
     let stats = Arc::new(TapStats::default());
     let (tee, items) = Tee::new(HAND_OFF_CAPACITY, Arc::clone(&stats));
@@ -293,15 +345,15 @@ pub fn record(args: &RecordArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCode
         tap: Some(tee),
         ..config
     };
-    let recorded = recorder::run(&config, &lock, shutdown);
+    let recorded = recorder::run(&config, lock, shutdown);
     tap.shutdown();
     recorded.context("recording failed")?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Fails with a usage error when `dir` cannot be used or created, creating nothing: its nearest
 /// existing ancestor must be a directory in which a file can be made.
-fn usable_dir(what: &str, dir: &Path) -> Result<(), Error> {
+pub(super) fn usable_dir(what: &str, dir: &Path) -> Result<(), Error> {
     let invalid = |why: String| Error::Invalid(format!("{what} {}: {why}", dir.display()));
     let mut existing = dir;
     while !existing.as_os_str().is_empty() && fs::symlink_metadata(existing).is_err() {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::metrics::health::{self, HealthCheck};
 use crate::metrics::http::{Listener, Response};
+use crate::metrics::nats::NatsReport;
 use crate::metrics::tap::TapReport;
 use crate::metrics::{
     FeedState, LatencyMs, Link, QueueReport, Report, Stats, SymbolReport, UniverseReport, iso_ms,
@@ -256,6 +257,9 @@ pub fn render(report: Option<&Report>, stats: &Stats) -> String {
                 "obrec_gzip_members_total{{level=\"{level}\"}} {members}"
             );
         }
+    }
+    if let Some(nats) = r.nats {
+        nats_metrics(&mut out, nats);
     }
     metric(
         &mut out,
@@ -535,6 +539,63 @@ fn tap_metrics(out: &mut String, tap: TapReport) {
             out,
             "obrec_tap_delivery_milliseconds{{quantile=\"{q}\"}} {v}"
         );
+    }
+}
+
+/// The `obrec_nats_*` series of a recorder with `--nats`.
+fn nats_metrics(out: &mut String, nats: NatsReport) {
+    for (name, kind, help, value) in [
+        (
+            "obrec_nats_published_total",
+            "counter",
+            "Lines sent to the JetStream stream, retries included.",
+            nats.published,
+        ),
+        (
+            "obrec_nats_acked_total",
+            "counter",
+            "Lines the stream confirmed.",
+            nats.acked,
+        ),
+        (
+            "obrec_nats_duplicates_total",
+            "counter",
+            "Confirmed lines the stream already held under their Nats-Msg-Id.",
+            nats.duplicates,
+        ),
+        (
+            "obrec_nats_dropped_total",
+            "counter",
+            "Lines lost for NATS on a full hand-off or after the last retry (the files kept them).",
+            nats.dropped,
+        ),
+        (
+            "obrec_nats_retries_total",
+            "counter",
+            "Sends that failed or went unconfirmed, each retried.",
+            nats.retries,
+        ),
+        (
+            "obrec_nats_pending",
+            "gauge",
+            "Lines waiting to be sent or confirmed.",
+            nats.pending,
+        ),
+        (
+            "obrec_nats_lag_milliseconds",
+            "gauge",
+            "Receipt to confirmation of the latest confirmed line.",
+            nats.lag_ms,
+        ),
+        (
+            "obrec_nats_connected",
+            "gauge",
+            "1 while connected to a NATS server.",
+            u64::from(nats.connected),
+        ),
+    ] {
+        metric(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
     }
 }
 

@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 pub mod exporter;
 pub mod health;
 mod http;
+pub mod nats;
 pub mod streams;
 pub mod tap;
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,8 @@ pub struct Stats {
     pub universe: Option<UniverseStats>,
     /// The hand-off from the readers to the writer: how full it is and how long readers waited.
     pub queue: QueueStats,
+    /// `--nats` only: the publisher's counters, and its hand-off for the backlog.
+    pub nats: Option<nats::Relay>,
 }
 
 /// What a `--symbol all` run followed of the exchange's listing.
@@ -343,6 +346,12 @@ impl Stats {
         self
     }
 
+    /// Reports the NATS publisher's counters too, with `--nats`.
+    pub fn with_nats(mut self, relay: Option<nats::Relay>) -> Stats {
+        self.nats = relay;
+        self
+    }
+
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -397,6 +406,7 @@ impl Stats {
             tap: self.tap.as_ref().map(|t| t.report()),
             universe: self.universe.as_ref().map(UniverseStats::report),
             queue: Some(self.queue.report()),
+            nats: self.nats.as_ref().map(nats::Relay::report),
         }
     }
 }
@@ -423,6 +433,8 @@ pub struct Counters {
     pub universe: Option<UniverseReport>,
     /// Live runs only.
     pub queue: Option<QueueReport>,
+    /// Live runs with `--nats` only.
+    pub nats: Option<nats::NatsReport>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -754,6 +766,7 @@ impl Metrics {
             server_shutdowns: counters.server_shutdowns,
             tap: counters.tap,
             universe: counters.universe,
+            nats: counters.nats,
         }
     }
 }
@@ -824,6 +837,9 @@ pub struct Report {
     /// Live runs only: the hand-off from the readers to the writer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueReport>,
+    /// Live runs with `--nats` only: what reached the stream, duplicates, drops, the backlog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<nats::NatsReport>,
 }
 
 /// `queue` in `metrics.json`: the byte-bounded hand-off from the readers to the writer.

@@ -29,6 +29,7 @@ use crate::market::stream::{Depth, Speed, depth_stream};
 use crate::market::symbol::{Symbol, SymbolId};
 use crate::market::venue::Market;
 use crate::metrics::exporter::Exporter;
+use crate::metrics::nats::Relay;
 use crate::metrics::tap::Tee;
 use crate::metrics::{Report, Stats};
 use crate::store::conn_numbers::ConnNumbers;
@@ -80,6 +81,8 @@ pub struct RecordConfig {
     pub tap: Option<Tee>,
     /// `--symbol all`: `symbols` is the listing at the start, followed live from here.
     pub universe: Option<Universe>,
+    /// `--nats`: every line written is also handed here, for the publisher.
+    pub nats: Option<Relay>,
 }
 
 /// Where Binance serves `market`'s depth streams: USD-M's `/public` route since the 2026 route
@@ -139,6 +142,7 @@ impl Default for RecordConfig {
             metrics_addr: None,
             tap: None,
             universe: None,
+            nats: None,
         }
     }
 }
@@ -334,7 +338,8 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
                 .iter()
                 .map(|s| (s.stream.clone(), s.symbol.to_string(), s.kind)),
         )
-        .with_tap(config.tap.as_ref().map(|tee| Arc::clone(tee.stats())));
+        .with_tap(config.tap.as_ref().map(|tee| Arc::clone(tee.stats())))
+        .with_nats(config.nats.clone());
     if config.universe.is_some() {
         stats = stats.with_universe(config.symbols.len());
     }
@@ -368,6 +373,7 @@ pub fn run(config: &RecordConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
             flush_every: config.flush_every,
             print_every: config.print_every,
             gzip_level: config.gzip_level,
+            relay: config.nats.clone(),
         },
         Arc::clone(&stats),
         console.printer().clone(),

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::error::{Error, Result};
+use crate::market::symbol::Symbol;
+use crate::metrics::nats::Relay;
 use crate::metrics::{Metrics, Report, ReportClock, Stats};
 use crate::recorder::budget::Outlet;
 use crate::recorder::compress::{self, Done, Job};
@@ -35,6 +37,7 @@ use crate::store::line::{
     MetaLine, SnapshotLine, encode_depth, encode_kind, encode_meta, encode_snapshot,
 };
 use crate::store::names::{FileKind, METRICS_FILE, series};
+use crate::store::relayed::{EventKey, Relayed, Series as RelaySeries};
 use crate::store::staged::{DirWatch, OpenFile, create_unique, write_atomic};
 use crate::util::clock::wall_ns;
 
@@ -75,6 +78,8 @@ pub struct WriterConfig {
     /// SUMMARY and `metrics.json` refresh.
     pub print_every: Duration,
     pub gzip_level: u32,
+    /// `--nats`: every line written is also handed here.
+    pub relay: Option<Relay>,
 }
 
 /// A file series of the run, by the index of its symbol or stream.
@@ -89,6 +94,8 @@ enum Series {
 struct Sink {
     /// The file series, e.g. `ethusdt_depth`.
     series: String,
+    /// The same series for the relay, shared by each line handed to it.
+    relay_as: Arc<RelaySeries>,
     /// Lines not yet compressed.
     pending: Vec<u8>,
     /// The part of `pending`'s length already added to `Writer::pending`.
@@ -106,9 +113,13 @@ struct Sink {
 }
 
 impl Sink {
-    fn new(series: String) -> Sink {
+    fn new(symbol: &Symbol, kind: FileKind) -> Sink {
         Sink {
-            series,
+            series: series(symbol, kind),
+            relay_as: Arc::new(RelaySeries {
+                symbol: symbol.clone(),
+                kind,
+            }),
             pending: Vec::new(),
             counted: 0,
             pending_since: None,
@@ -213,7 +224,7 @@ impl Writer {
             (FileKind::Snapshot, Series::Snapshot(id)),
         ] {
             self.sink_index.insert(of, self.sinks.len());
-            self.sinks.push(Sink::new(series(&files.symbol, kind)));
+            self.sinks.push(Sink::new(&files.symbol, kind));
         }
         self.config.symbols.push(files);
     }
@@ -222,10 +233,8 @@ impl Writer {
     fn add_stream(&mut self, files: StreamFiles) {
         let id = self.config.streams.len();
         self.sink_index.insert(Series::Stream(id), self.sinks.len());
-        self.sinks.push(Sink::new(series(
-            &files.symbol,
-            FileKind::Stream(files.kind),
-        )));
+        self.sinks
+            .push(Sink::new(&files.symbol, FileKind::Stream(files.kind)));
         self.config.streams.push(files);
     }
 
@@ -421,7 +430,9 @@ impl Writer {
         let pipeline_ns = rec.recv_at.elapsed().as_nanos() as u64;
         let spec = &self.config.symbols[rec.symbol];
         let line = rec.line(spec.symbol.as_str(), &spec.stream, pipeline_ns / 1_000);
+        let start = self.sinks[sink].pending.len();
         encode_depth(&mut self.sinks[sink].pending, &line);
+        self.relay(sink, start, rec.recv_ns, || EventKey::of_depth(rec.ids));
         self.metrics.observe_pipeline(pipeline_ns);
         self.metrics
             .observe(rec.symbol, rec.recv_ns, rec.event_ms, rec.ids);
@@ -436,7 +447,11 @@ impl Writer {
         let pipeline_ns = rec.recv_at.elapsed().as_nanos() as u64;
         let spec = &self.config.streams[rec.stream];
         let line = rec.line(spec.symbol.as_str(), &spec.stream, pipeline_ns / 1_000);
+        let start = self.sinks[sink].pending.len();
         encode_kind(&mut self.sinks[sink].pending, &line);
+        self.relay(sink, start, rec.recv_ns, || {
+            EventKey::of_kind(rec.ids, rec.event_ms, line.data)
+        });
         self.metrics.observe_pipeline(pipeline_ns);
         if rec.backfill {
             Stats::bump(&self.stats.streams[rec.stream].backfilled);
@@ -459,7 +474,9 @@ impl Writer {
             };
             if let Some(sink) = self.sink_of(series) {
                 self.before_line(sink, meta.recv_ns)?;
+                let start = self.sinks[sink].pending.len();
                 encode_meta(&mut self.sinks[sink].pending, &line);
+                self.relay(sink, start, meta.recv_ns, || EventKey::of_meta(line.data));
                 self.after_line(sink)?;
             }
         }
@@ -478,9 +495,27 @@ impl Writer {
             last_update_id: snap.last_update_id,
             data: &snap.body,
         };
+        let start = self.sinks[sink].pending.len();
         encode_snapshot(&mut self.sinks[sink].pending, &line);
+        self.relay(sink, start, snap.recv_ns, || {
+            EventKey::of_snapshot(snap.last_update_id)
+        });
         // Snapshots are rare and a replay needs them with their events: write at once.
         self.emit(sink)
+    }
+
+    /// With `--nats`, hands the line written to `sink` from `start` on to the relay; without,
+    /// costs nothing, not even the key.
+    fn relay(&self, sink: usize, start: usize, recv_ns: u64, key: impl FnOnce() -> EventKey) {
+        if let Some(relay) = &self.config.relay {
+            let sink = &self.sinks[sink];
+            relay.offer(Relayed {
+                series: Arc::clone(&sink.relay_as),
+                key: key(),
+                recv_ns,
+                line: sink.pending[start..].to_vec(),
+            });
+        }
     }
 
     fn period_of(&self, recv_ns: u64) -> u64 {

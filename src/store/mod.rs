@@ -8,5 +8,6 @@ pub mod line;
 pub mod lines;
 pub mod lock;
 pub mod names;
+pub mod relayed;
 pub mod salvage;
 pub mod staged;

@@ -21,7 +21,7 @@ const EXTENSION: &str = ".ndjson.gz";
 const PART_SUFFIX: &str = ".part";
 
 /// What a recording file holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {
     /// Depth lines: one per exchange event.
     Depth,
@@ -43,7 +43,7 @@ impl FileKind {
     ];
 
     /// What follows the symbol and `_` in a name.
-    fn marker(self) -> &'static str {
+    pub fn marker(self) -> &'static str {
         match self {
             FileKind::Depth => "depth",
             FileKind::Snapshot => "snapshot",

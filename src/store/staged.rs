@@ -74,6 +74,14 @@ impl OpenFile {
             }
         }
     }
+
+    /// Makes the members appended so far durable: for a writer that confirms what it wrote to
+    /// someone who will not send it again.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::file(&self.part, e))
+    }
 }
 
 /// Creates `part` exclusively and locks it; `Ok(None)` when the name is taken.
