@@ -13,7 +13,7 @@
 //! the first's later ones. Lines are held for [`HOLD`] and written in the order of their
 //! exchange ids.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::market::venue::Market;
 use crate::relay::{ensure_stream, market_subjects, runtime, series_of};
 use crate::store::gzip::MemberEncoder;
+use crate::store::continuity::{Finding, SeriesCheck};
 use crate::store::lines::{MAX_LINE, open_lines};
 use crate::store::lock::DirLock;
 use crate::store::names::{classify, series};
@@ -58,6 +59,9 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Events remembered per series to recognise one sent again: more than the server can have
 /// unconfirmed.
 const REMEMBERED: usize = 2 * MAX_ACK_PENDING as usize;
+/// Breaks listed per series in the report, the latest: enough to find them in the files and in
+/// the log, which names every one; the rest are counted.
+const LATEST_BREAKS: usize = 5;
 /// What the archiver's report is written as, beside the files.
 pub const REPORT_FILE: &str = "archive.json";
 
@@ -97,17 +101,72 @@ pub struct ArchiveReport {
     pub files: u64,
     /// Compressed bytes written.
     pub bytes_written: u64,
+    /// Events lost on one connection, all series: what `obrec replay` counts as breaks in the
+    /// files written.
+    pub breaks: u64,
+    /// Events lost across a recorder's change of connection, all series.
+    pub reconnect_gaps: u64,
+    /// Trade and aggregate ids the breaks and reconnect gaps lack, all series.
+    pub missing_ids: u64,
+    /// Per series written (`btcusdt_depth`): its continuity in the files, this run.
+    pub series: BTreeMap<String, SeriesContinuity>,
+}
+
+/// One series' continuity in the files, as `obrec replay` judges it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SeriesContinuity {
+    /// Events written that the series' rule checks (not snapshots, meta or backfilled lines).
+    pub events: u64,
+    pub breaks: u64,
+    pub reconnect_gaps: u64,
+    pub missing_ids: u64,
+    /// The latest [`LATEST_BREAKS`] breaks, oldest first.
+    pub latest_breaks: VecDeque<BreakIds>,
+}
+
+/// Where a break is: for depth the `u` expected as `pu` and the `pu` received; for trade and
+/// aggTrade the first and last missing ids; for mark price the event times around the gap.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct BreakIds {
+    pub from: u64,
+    pub to: u64,
+}
+
+impl SeriesContinuity {
+    /// Counts what one line written says.
+    fn count(&mut self, finding: Finding) {
+        match finding {
+            Finding::Passed => return,
+            Finding::Event => {}
+            Finding::Break { from, to, missing } => {
+                self.breaks += 1;
+                self.missing_ids += missing;
+                if self.latest_breaks.len() == LATEST_BREAKS {
+                    self.latest_breaks.pop_front();
+                }
+                self.latest_breaks.push_back(BreakIds { from, to });
+            }
+            Finding::ReconnectGap { missing, .. } => {
+                self.reconnect_gaps += 1;
+                self.missing_ids += missing;
+            }
+        }
+        self.events += 1;
+    }
 }
 
 impl ArchiveReport {
     pub fn summary_line(&self) -> String {
         format!(
-            "ARCHIVE | t={}s | received={} | written={} | duplicates={} | late={} | bad={} | files={} | bytes={}",
+            "ARCHIVE | t={}s | received={} | written={} | duplicates={} | late={} | breaks={} reconnect_gaps={} missing={} | bad={} | files={} | bytes={}",
             self.runtime_seconds,
             self.received,
             self.written,
             self.duplicates,
             self.late,
+            self.breaks,
+            self.reconnect_gaps,
+            self.missing_ids,
             self.bad,
             self.files,
             self.bytes_written
@@ -148,6 +207,9 @@ struct SeriesFiles {
     top: u64,
     /// The highest position written: a line below it is late.
     written_top: u64,
+    /// The series' continuity rule, fed the lines in the order written, seeded at start from
+    /// the newest file so a restart shows no break that is not in the files.
+    check: SeriesCheck,
     /// The UTC period of the open file.
     period: Option<u64>,
     open: Option<OpenFile>,
@@ -386,11 +448,12 @@ impl Archive {
                 held_keys: HashSet::new(),
                 top: 0,
                 written_top: 0,
+                check: SeriesCheck::new(kind),
                 period: None,
                 open: None,
             };
             if let Some(path) = newest {
-                for key in read_keys(&path, kind) {
+                for key in read_back(&path, kind, &mut files.check) {
                     files.top = files.top.max(key.position());
                     files.remember(key);
                 }
@@ -449,6 +512,7 @@ impl Archive {
                 self.report.late += 1;
             }
             files.written_top = files.written_top.max(held.position);
+            self.check(files, &held.message.payload);
             files.held_keys.remove(&held.key);
             files.remember(held.key);
             self.lines.extend_from_slice(&held.message.payload);
@@ -456,6 +520,32 @@ impl Archive {
             written.push(held.message);
         }
         self.append(files)
+    }
+
+    /// Runs a line being written through its series' rule and counts what it finds; a break is
+    /// logged once, with its ids.
+    fn check(&mut self, files: &mut SeriesFiles, line: &[u8]) {
+        let finding = files.check.line(line);
+        if finding == Finding::Passed {
+            return;
+        }
+        let series = self.report.series.entry(files.name.clone()).or_default();
+        series.count(finding);
+        match finding {
+            Finding::Break { from, to, missing } => {
+                log::warn!(
+                    "{}: continuity break between ids {from} and {to} ({missing} ids missing)",
+                    files.name
+                );
+                self.report.breaks += 1;
+                self.report.missing_ids += missing;
+            }
+            Finding::ReconnectGap { missing, .. } => {
+                self.report.reconnect_gaps += 1;
+                self.report.missing_ids += missing;
+            }
+            Finding::Passed | Finding::Event => {}
+        }
     }
 
     /// Appends the lines gathered for the series' open file as one member, and syncs it.
@@ -561,14 +651,21 @@ fn is_not_found(kind: ConsumerInfoErrorKind) -> bool {
     }
 }
 
-/// The events in a file the archiver wrote before, to skip them when they are sent again; a
-/// damaged end stops the reading, and what was read counts.
-fn read_keys(path: &Path, kind: crate::store::names::FileKind) -> Vec<EventKey> {
+/// The events in a file the archiver wrote before, to skip them when they are sent again, its
+/// lines run through `check` so the series' rule takes up where the file ends; a damaged end
+/// stops the reading, and what was read counts.
+fn read_back(
+    path: &Path,
+    kind: crate::store::names::FileKind,
+    check: &mut SeriesCheck,
+) -> Vec<EventKey> {
     let mut keys = Vec::new();
     let Ok(mut lines) = open_lines(path) else {
         return keys;
     };
     while let Ok(Some(line)) = lines.next_line() {
+        // What the file holds was reported by the run that wrote it.
+        let _ = check.line(line.bytes);
         if let Some((key, _)) = EventKey::of_line(kind, line.bytes) {
             keys.push(key);
         }
