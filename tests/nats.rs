@@ -467,8 +467,16 @@ fn the_archiver_reports_the_breaks_replay_finds_in_its_files_across_a_restart() 
     let report = archive_report(&archive).unwrap();
     let second = archive_continuity(&report);
     let both = (first.0 + second.0, first.1 + second.1, first.2 + second.2);
-    assert_eq!(both, replay_continuity(&archive), "{first:?} then {second:?}");
-    assert_eq!(both, replay_continuity(&rec.join("data")), "the recorder's own");
+    assert_eq!(
+        both,
+        replay_continuity(&archive),
+        "{first:?} then {second:?}"
+    );
+    assert_eq!(
+        both,
+        replay_continuity(&rec.join("data")),
+        "the recorder's own"
+    );
     assert!(first.0 > 0 && second.0 > 0, "{first:?} then {second:?}");
     assert!(both.2 > 0, "no trade id missing");
     let latest = report["series"]["btcusdt_depth"]["latest_breaks"]

@@ -21,7 +21,8 @@ use crate::market::venue::Market;
 use crate::metrics::nats::{NatsStats, Relay};
 use crate::metrics::tap::{TapStats, Tee};
 use crate::recorder::{
-    self, Budget, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_EVENTS, RecordConfig, Universe, default_endpoint,
+    self, Budget, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_EVENTS, RecordConfig, Universe,
+    default_endpoint,
 };
 use crate::relay::publish::{PublishConfig, Publisher};
 use crate::store::lock::DirLock;

@@ -28,8 +28,8 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::market::venue::Market;
 use crate::relay::{ensure_stream, market_subjects, runtime, series_of};
-use crate::store::gzip::MemberEncoder;
 use crate::store::continuity::{Finding, SeriesCheck};
+use crate::store::gzip::MemberEncoder;
 use crate::store::lines::{MAX_LINE, open_lines};
 use crate::store::lock::DirLock;
 use crate::store::names::{classify, series};
@@ -678,5 +678,45 @@ fn read_back(
 async fn confirm(message: &Message) {
     if let Err(e) = message.ack().await {
         log::debug!("nats: confirmation lost: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::kind::Kind;
+    use crate::store::continuity::tests::trade_on;
+    use crate::store::gzip::MemberEncoder;
+    use crate::store::names::FileKind;
+
+    fn trade(t: u64) -> Vec<u8> {
+        trade_on(t, 1)
+    }
+
+    /// A file read back at start leaves the series' rule where the file ends: the next trade
+    /// follows, and one past a hole is a break with the ids the hole lacks, never a new start.
+    #[test]
+    fn a_file_read_back_seeds_its_series_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let text: Vec<u8> = (10..=14).flat_map(trade).collect();
+        let mut file = Vec::new();
+        MemberEncoder::new(1).encode(&text, &mut file);
+        let path = dir.path().join("btcusdt_trade_20251120T000000Z.ndjson.gz");
+        fs::write(&path, file).unwrap();
+        let kind = FileKind::Stream(Kind::Trade);
+
+        let mut check = SeriesCheck::new(kind);
+        let keys = read_back(&path, kind, &mut check);
+        assert_eq!(keys.len(), 5);
+        let mut gapped = check.clone();
+        assert_eq!(check.line(&trade(15)), Finding::Event);
+        assert_eq!(
+            gapped.line(&trade(17)),
+            Finding::Break {
+                from: 15,
+                to: 16,
+                missing: 2
+            }
+        );
     }
 }

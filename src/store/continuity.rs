@@ -100,12 +100,13 @@ impl SeriesCheck {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::market::kind::KindIds;
     use crate::store::line::{KindLine, encode_kind};
 
-    fn trade(t: u64, conn: u64) -> Vec<u8> {
+    /// A trade line of BTCUSDT with id `t`, delivered by `conn`.
+    pub(crate) fn trade_on(t: u64, conn: u64) -> Vec<u8> {
         let data = format!(r#"{{"e":"trade","s":"BTCUSDT","t":{t}}}"#);
         let mut out = Vec::new();
         encode_kind(
@@ -130,19 +131,19 @@ mod tests {
     #[test]
     fn trade_gaps_are_told_apart_by_connection() {
         let mut check = SeriesCheck::new(FileKind::Stream(Kind::Trade));
-        assert_eq!(check.line(&trade(10, 1)), Finding::Event);
-        assert_eq!(check.line(&trade(11, 1)), Finding::Event);
+        assert_eq!(check.line(&trade_on(10, 1)), Finding::Event);
+        assert_eq!(check.line(&trade_on(11, 1)), Finding::Event);
         assert_eq!(
-            check.line(&trade(14, 1)),
+            check.line(&trade_on(14, 1)),
             Finding::Break {
                 from: 12,
                 to: 13,
                 missing: 2
             }
         );
-        assert_eq!(check.line(&trade(14, 2)), Finding::Event);
+        assert_eq!(check.line(&trade_on(14, 2)), Finding::Event);
         assert_eq!(
-            check.line(&trade(16, 1)),
+            check.line(&trade_on(16, 1)),
             Finding::Break {
                 from: 15,
                 to: 15,
@@ -150,7 +151,7 @@ mod tests {
             }
         );
         assert_eq!(
-            check.line(&trade(20, 3)),
+            check.line(&trade_on(20, 3)),
             Finding::ReconnectGap {
                 from: 17,
                 to: 19,
