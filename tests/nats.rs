@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{gunzip_text, obrec, record_from, run_output, signal, spawn_sim, wait_for};
+use common::{
+    get, gunzip_text, metrics_url, obrec, record_from, run_output, signal, spawn_sim, wait_for,
+};
 
 /// Longest wait for anything in these tests: a cluster electing leaders on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -165,12 +167,19 @@ fn recorder(port: u16, dir: &Path, nats: &Nats, extra: &[&str]) -> Process {
     Process(child)
 }
 
-/// `obrec archive` of `nats` into `dir`.
-fn archiver(dir: &Path, nats: &Nats) -> Process {
-    let child = obrec()
+/// `obrec archive` of `nats` into `dir`, to be started.
+fn archive_command(dir: &Path, nats: &Nats) -> Command {
+    let mut command = obrec();
+    command
         .args(["archive", "--nats", &nats.flag(), "--print-interval", "1"])
         .arg("--data-dir")
-        .arg(dir)
+        .arg(dir);
+    command
+}
+
+/// `obrec archive` of `nats` into `dir`.
+fn archiver(dir: &Path, nats: &Nats) -> Process {
+    let child = archive_command(dir, nats)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -433,7 +442,7 @@ fn a_killed_archiver_resumes_without_loss_or_duplicate() {
 
 /// The exchange loses depth events and trades: the archiver, stopped and started again midway,
 /// reports over its two runs the breaks and missing ids `obrec replay` finds in its files, each
-/// once, and lists the latest with their ids.
+/// once, lists the latest with their ids, and serves its totals on `/metrics`.
 #[test]
 fn the_archiver_reports_the_breaks_replay_finds_in_its_files_across_a_restart() {
     if !nats_available() {
@@ -459,10 +468,19 @@ fn the_archiver_reports_the_breaks_replay_finds_in_its_files_across_a_restart() 
     std::thread::sleep(Duration::from_secs(2));
     assert!(archiving.terminate().success());
     let first = archive_continuity(&archive_report(&archive).unwrap());
-    archiving = archiver(&archive, &nats);
+    let mut child = archive_command(&archive, &nats)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (url, _rest) = metrics_url(&mut child);
+    archiving = Process(child);
     std::thread::sleep(Duration::from_secs(2));
     assert!(recording.terminate().success());
     wait_archived(&archive, events(&rec.join("data")).len());
+    let (status, scraped) = get(&format!("{url}/metrics"));
+    assert_eq!(status, 200);
     assert!(archiving.terminate().success());
     let report = archive_report(&archive).unwrap();
     let second = archive_continuity(&report);
@@ -483,6 +501,18 @@ fn the_archiver_reports_the_breaks_replay_finds_in_its_files_across_a_restart() 
         .as_array()
         .unwrap();
     assert!(!latest.is_empty() && latest[0]["to"].as_u64() > latest[0]["from"].as_u64());
+    let counter = |name: &str| -> u64 {
+        let line = scraped.lines().find(|l| l.starts_with(&format!("{name} ")));
+        line.unwrap_or_else(|| panic!("no {name} in {scraped}"))[name.len() + 1..]
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(counter("obrec_archive_breaks_total"), second.0);
+    assert_eq!(counter("obrec_archive_missing_ids_total"), second.2);
+    assert_eq!(
+        counter("obrec_archive_written_total"),
+        report["written"].as_u64().unwrap()
+    );
 }
 
 /// NATS stops under a running recorder and comes back: the files are whole, the lines the

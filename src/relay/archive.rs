@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::ErrorCode;
@@ -27,6 +28,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::market::venue::Market;
+use crate::metrics::exporter;
+use crate::metrics::http::{Listener, Response};
 use crate::relay::{ensure_stream, market_subjects, runtime, series_of};
 use crate::store::continuity::{Finding, SeriesCheck};
 use crate::store::gzip::MemberEncoder;
@@ -80,6 +83,8 @@ pub struct ArchiveConfig {
     pub gzip_level: u32,
     /// ARCHIVE line and `archive.json` refresh.
     pub print_every: Duration,
+    /// Where Prometheus `/metrics` is served (`--metrics-addr`), if anywhere.
+    pub metrics_addr: Option<String>,
 }
 
 /// What the archiver did: `archive.json` and the ARCHIVE line.
@@ -156,6 +161,62 @@ impl SeriesContinuity {
 }
 
 impl ArchiveReport {
+    /// The report as Prometheus counters, the totals only: per series figures are in
+    /// `archive.json`, and a label per series would grow with the market.
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let counters: [(&str, &str, u64); 10] = [
+            (
+                "obrec_archive_received_total",
+                "Lines delivered by the server.",
+                self.received,
+            ),
+            (
+                "obrec_archive_written_total",
+                "Lines written to files.",
+                self.written,
+            ),
+            (
+                "obrec_archive_duplicates_total",
+                "Lines skipped as already in the files.",
+                self.duplicates,
+            ),
+            (
+                "obrec_archive_late_total",
+                "Lines written after a later line of their series.",
+                self.late,
+            ),
+            (
+                "obrec_archive_bad_total",
+                "Messages that are no line of a series.",
+                self.bad,
+            ),
+            ("obrec_archive_files_total", "Files finished.", self.files),
+            (
+                "obrec_archive_bytes_written_total",
+                "Compressed bytes written.",
+                self.bytes_written,
+            ),
+            (
+                "obrec_archive_breaks_total",
+                "Continuity breaks in the lines written, all series.",
+                self.breaks,
+            ),
+            (
+                "obrec_archive_reconnect_gaps_total",
+                "Gaps across a recorder's change of connection, all series.",
+                self.reconnect_gaps,
+            ),
+            (
+                "obrec_archive_missing_ids_total",
+                "Trade and aggregate ids the gaps lack, all series.",
+                self.missing_ids,
+            ),
+        ];
+        exporter::series(&mut out, "counter", &counters);
+        out
+    }
+
     pub fn summary_line(&self) -> String {
         format!(
             "ARCHIVE | t={}s | received={} | written={} | duplicates={} | late={} | breaks={} reconnect_gaps={} missing={} | bad={} | files={} | bytes={}",
@@ -249,6 +310,8 @@ struct Archive {
     /// due once lines stored [`HOLD`] after it came, without waiting for the clock.
     latest_stored_ns: u64,
     report: ArchiveReport,
+    /// The latest report published, for `/metrics`: what it serves agrees with `archive.json`.
+    latest: Arc<Mutex<ArchiveReport>>,
     /// For the report's runtime.
     started: Instant,
 }
@@ -263,6 +326,13 @@ pub fn run(config: ArchiveConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         log::error!("crash recovery stopped: {e}");
     }
     let (_, newest) = survey(&dir)?;
+    let latest = Arc::new(Mutex::new(ArchiveReport::default()));
+    // Its own token: the server stops once the last report is out, whatever ended the run.
+    let serving = Shutdown::new();
+    let server = match &config.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr, Arc::clone(&latest), &serving)?),
+        None => None,
+    };
     let mut archive = Archive {
         encoder: MemberEncoder::new(config.gzip_level),
         config,
@@ -274,12 +344,55 @@ pub fn run(config: ArchiveConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         next_seq: 0,
         latest_stored_ns: 0,
         report: ArchiveReport::default(),
+        latest,
         started: Instant::now(),
     };
-    runtime()?.block_on(archive.pump(shutdown))?;
-    archive.close_all()?;
-    let report = archive.publish_report()?;
-    Ok(report)
+    let result = runtime().and_then(|rt| rt.block_on(archive.pump(shutdown)));
+    let result = result
+        .and_then(|()| archive.close_all())
+        .and_then(|()| archive.publish_report());
+    serving.trigger();
+    if let Some(server) = server
+        && server.join().is_err()
+    {
+        log::error!("the metrics thread panicked");
+    }
+    result
+}
+
+/// Serves `/metrics` from the latest report on `addr`, on a thread of its own, until `serving`
+/// triggers; says where on standard output, first.
+fn serve_metrics(
+    addr: &str,
+    latest: Arc<Mutex<ArchiveReport>>,
+    serving: &Shutdown,
+) -> Result<std::thread::JoinHandle<()>> {
+    let bind_error = |cause| Error::Bind {
+        addr: addr.to_string(),
+        cause,
+    };
+    let listener = Listener::bind(addr).map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    println!("metrics on http://{local}/metrics");
+    log::info!("metrics on http://{local}/metrics");
+    let serving = serving.clone();
+    std::thread::Builder::new()
+        .name("metrics-http".into())
+        .spawn(move || {
+            listener.serve(&serving, |path| match path {
+                "/metrics" => Response {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4",
+                    body: latest.lock().unwrap_or_else(|e| e.into_inner()).render(),
+                },
+                _ => Response {
+                    status: 404,
+                    content_type: "text/plain",
+                    body: "not found: try /metrics\n".to_string(),
+                },
+            })
+        })
+        .map_err(|e| Error::Spawn("metrics-http", e))
 }
 
 /// The series of the `.part` files in `dir`, and each series' newest finished file.
@@ -617,6 +730,7 @@ impl Archive {
         log::info!("{line}");
         let body = serde_json::to_vec_pretty(&self.report).expect("report serialises");
         write_atomic(&self.dir.join(REPORT_FILE), &body)?;
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = self.report.clone();
         Ok(self.report.clone())
     }
 }
