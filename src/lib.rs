@@ -17,7 +17,8 @@
 //!   listing (`exchangeInfo`) and its filter.
 //! * `store` — the on-disk format, in one home: line layouts (encode, scan, parse), file names and
 //!   which files a command reads, CRC-checked gzip members, the bounded line reader, staged `.part`
-//!   files, the data-dir lock, connection numbers, crash recovery.
+//!   files, the data-dir lock, connection numbers, crash recovery, a file series' continuity read
+//!   line by line (`store::continuity`, the rule replay applies, run by `obrec archive`).
 //! * `metrics` — counters and HdrHistogram figures, the report (`metrics.json`, SUMMARY), the
 //!   Prometheus exporter, `obrec health`.
 //! * `recorder` — the live pipeline: connections, REST snapshots and backfills, the writer, the
@@ -31,7 +32,8 @@
 //!   know each other; the cli wires them.
 //! * `relay` — NATS JetStream: the publisher of `record --nats` (each line written, to a
 //!   replicated stream, de-duplicated across recorders by `Nats-Msg-Id`) and `obrec archive`,
-//!   which writes the stream back into the recorder's files. The hand-off types are in
+//!   which writes the stream back into the recorder's files, checking each series' continuity
+//!   as replay does (`archive.json`, `--metrics-addr`). The hand-off types are in
 //!   `store::relayed` and `metrics::nats`, so the recorder need not know NATS.
 //! * `demo` — sim, record and check in one command.
 //! * `cli` — the only module that knows clap: flags into the plain configs above.

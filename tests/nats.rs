@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{gunzip_text, obrec, record_from, run_output, signal, spawn_sim, wait_for};
+use common::{
+    get, gunzip_text, metrics_url, obrec, record_from, run_output, signal, spawn_sim, wait_for,
+};
 
 /// Longest wait for anything in these tests: a cluster electing leaders on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -165,12 +167,19 @@ fn recorder(port: u16, dir: &Path, nats: &Nats, extra: &[&str]) -> Process {
     Process(child)
 }
 
-/// `obrec archive` of `nats` into `dir`.
-fn archiver(dir: &Path, nats: &Nats) -> Process {
-    let child = obrec()
+/// `obrec archive` of `nats` into `dir`, to be started.
+fn archive_command(dir: &Path, nats: &Nats) -> Command {
+    let mut command = obrec();
+    command
         .args(["archive", "--nats", &nats.flag(), "--print-interval", "1"])
         .arg("--data-dir")
-        .arg(dir)
+        .arg(dir);
+    command
+}
+
+/// `obrec archive` of `nats` into `dir`.
+fn archiver(dir: &Path, nats: &Nats) -> Process {
+    let child = archive_command(dir, nats)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -276,6 +285,41 @@ fn strict_replay_passes(dir: &Path) -> bool {
     strict_replay(dir).0
 }
 
+/// What a report says of continuity, all series: breaks, reconnect gaps, missing ids.
+type Continuity = (u64, u64, u64);
+
+/// The continuity the archiver's report gives.
+fn archive_continuity(report: &serde_json::Value) -> Continuity {
+    let n = |k: &str| report[k].as_u64().unwrap();
+    (n("breaks"), n("reconnect_gaps"), n("missing_ids"))
+}
+
+/// The continuity `obrec replay` finds in a data directory: depth per symbol and the streams
+/// beside the book per series, summed.
+fn replay_continuity(dir: &Path) -> Continuity {
+    let out = run_output(
+        obrec()
+            .args(["replay", "--json", "-"])
+            .arg(dir.join("order_book")),
+    );
+    assert!(out.status.success(), "replay failed");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sum = |list: &serde_json::Value, key: &str| -> u64 {
+        let items: Vec<&serde_json::Value> = match list {
+            serde_json::Value::Object(map) => map.values().collect(),
+            serde_json::Value::Array(items) => items.iter().collect(),
+            _ => Vec::new(),
+        };
+        items.iter().map(|v| v[key].as_u64().unwrap()).sum()
+    };
+    let (symbols, kinds) = (&report["symbols"], &report["kinds"]);
+    (
+        sum(symbols, "breaks") + sum(kinds, "breaks"),
+        sum(symbols, "reconnect_gaps") + sum(kinds, "reconnect_gaps"),
+        sum(kinds, "missing_ids"),
+    )
+}
+
 /// Waits until the archiver has a report: the stream is up and being read.
 fn wait_stream_up(dir: &Path) {
     wait_for(PATIENCE, "the archiver to write", || {
@@ -336,6 +380,9 @@ fn two_recorders_with_their_own_holes_make_one_gap_free_archive_on_a_cluster() {
         "the archive has a break: {said}\n{:?}",
         archive_report(&archive)
     );
+    let report = archive_report(&archive).unwrap();
+    assert_eq!(archive_continuity(&report), replay_continuity(&archive));
+    assert_eq!(report["series"]["btcusdt_depth"]["breaks"], 0);
 }
 
 /// The archiver killed twice mid-run and restarted: its files hold the recorder's lines exactly,
@@ -386,6 +433,86 @@ fn a_killed_archiver_resumes_without_loss_or_duplicate() {
         assert!(archived[series] == *lines, "{series}: payloads differ");
     }
     assert!(strict_replay_passes(&archive));
+    // The last run started on files its predecessors wrote, and took up each series there.
+    let report = archive_report(&archive).unwrap();
+    assert_eq!(archive_continuity(&report), (0, 0, 0), "{report}");
+    assert_eq!(replay_continuity(&archive), (0, 0, 0));
+    assert!(report["series"]["btcusdt_trade"]["events"].as_u64() > Some(0));
+}
+
+/// The exchange loses depth events and trades: the archiver, stopped and started again midway,
+/// reports over its two runs the breaks and missing ids `obrec replay` finds in its files, each
+/// once, lists the latest with their ids, and serves its totals on `/metrics`.
+#[test]
+fn the_archiver_reports_the_breaks_replay_finds_in_its_files_across_a_restart() {
+    if !nats_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"), 1);
+    // About one depth break and a few lost trades a second.
+    let (sim, port) = spawn_sim(
+        dir.path(),
+        &[
+            "--rate=100",
+            "--symbol=BTCUSDT",
+            "--gap-every=100",
+            "--trade-gap-every=30",
+        ],
+    );
+    let _sim = Process(sim);
+    let (rec, archive) = (dir.path().join("rec"), dir.path().join("archive"));
+    let mut recording = recorder(port, &rec, &nats, &[]);
+    let mut archiving = archiver(&archive, &nats);
+    wait_stream_up(&archive);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(archiving.terminate().success());
+    let first = archive_continuity(&archive_report(&archive).unwrap());
+    let mut child = archive_command(&archive, &nats)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (url, _rest) = metrics_url(&mut child);
+    archiving = Process(child);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(recording.terminate().success());
+    wait_archived(&archive, events(&rec.join("data")).len());
+    let (status, scraped) = get(&format!("{url}/metrics"));
+    assert_eq!(status, 200);
+    assert!(archiving.terminate().success());
+    let report = archive_report(&archive).unwrap();
+    let second = archive_continuity(&report);
+    let both = (first.0 + second.0, first.1 + second.1, first.2 + second.2);
+    assert_eq!(
+        both,
+        replay_continuity(&archive),
+        "{first:?} then {second:?}"
+    );
+    assert_eq!(
+        both,
+        replay_continuity(&rec.join("data")),
+        "the recorder's own"
+    );
+    assert!(first.0 > 0 && second.0 > 0, "{first:?} then {second:?}");
+    assert!(both.2 > 0, "no trade id missing");
+    let latest = report["series"]["btcusdt_depth"]["latest_breaks"]
+        .as_array()
+        .unwrap();
+    assert!(!latest.is_empty() && latest[0]["to"].as_u64() > latest[0]["from"].as_u64());
+    let counter = |name: &str| -> u64 {
+        let line = scraped.lines().find(|l| l.starts_with(&format!("{name} ")));
+        line.unwrap_or_else(|| panic!("no {name} in {scraped}"))[name.len() + 1..]
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(counter("obrec_archive_breaks_total"), second.0);
+    assert_eq!(counter("obrec_archive_missing_ids_total"), second.2);
+    assert_eq!(
+        counter("obrec_archive_written_total"),
+        report["written"].as_u64().unwrap()
+    );
 }
 
 /// NATS stops under a running recorder and comes back: the files are whole, the lines the

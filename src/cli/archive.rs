@@ -40,6 +40,10 @@ pub struct ArchiveArgs {
     /// Seconds between ARCHIVE lines and archive.json refreshes.
     #[arg(long, env = "OBREC_PRINT_INTERVAL", default_value = "10", value_parser = parse::seconds)]
     pub print_interval: Duration,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9465; port 0 picks a
+    /// free port, printed at start).
+    #[arg(long, env = "OBREC_METRICS_ADDR", value_name = "ADDR", value_parser = parse::socket_addr)]
+    pub metrics_addr: Option<String>,
 }
 
 /// Archives the stream until a signal; SIGTERM finishes every file and exits 0.
@@ -58,6 +62,7 @@ pub fn archive(args: &ArchiveArgs, shutdown: &Shutdown) -> anyhow::Result<ExitCo
         file_period: args.file_minutes.max(Duration::from_secs(1)),
         gzip_level: args.gzip_level,
         print_every: args.print_interval,
+        metrics_addr: args.metrics_addr.clone(),
     };
     archive::run(config, &lock, shutdown).context("archiving failed")?;
     Ok(ExitCode::SUCCESS)

@@ -144,6 +144,17 @@ impl Kind {
     pub fn has_gaps(self) -> bool {
         self != Kind::ForceOrder
     }
+
+    /// Whether a line's ids are this kind's: a line that is not is damage, not an event.
+    pub fn fits(self, ids: KindIds) -> bool {
+        matches!(
+            (self, ids),
+            (Kind::Trade, KindIds::Trade { .. })
+                | (Kind::AggTrade, KindIds::AggTrade { .. })
+                | (Kind::BookTicker, KindIds::BookTicker { .. })
+                | (Kind::MarkPrice | Kind::ForceOrder, KindIds::None)
+        )
+    }
 }
 
 impl fmt::Display for Kind {

@@ -459,7 +459,7 @@ fn universe_metrics(out: &mut String, universe: UniverseReport) {
 }
 
 /// One unlabelled series for each `(name, help, value)`, all of type `kind`.
-fn series(out: &mut String, kind: &str, rows: &[(&str, &str, u64)]) {
+pub fn series(out: &mut String, kind: &str, rows: &[(&str, &str, u64)]) {
     for &(name, help, value) in rows {
         metric(out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");

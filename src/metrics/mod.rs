@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 
 pub mod exporter;
 pub mod health;
-mod http;
+pub mod http;
 pub mod nats;
 pub mod streams;
 pub mod tap;

@@ -194,7 +194,7 @@ impl Kinds {
         line_no: u64,
         max_series: usize,
     ) -> Result<(), Refused> {
-        if !fits(kind, line.ids) {
+        if !kind.fits(line.ids) {
             return Err(Refused::Damage(format!(
                 "not a {kind} line: ids of another kind"
             )));
@@ -365,17 +365,6 @@ fn backfill_id(ids: KindIds) -> Option<u64> {
         KindIds::AggTrade { a, .. } => Some(a),
         KindIds::BookTicker { .. } | KindIds::None => None,
     }
-}
-
-/// Whether a line's ids are those of `kind`.
-fn fits(kind: Kind, ids: KindIds) -> bool {
-    matches!(
-        (kind, ids),
-        (Kind::Trade, KindIds::Trade { .. })
-            | (Kind::AggTrade, KindIds::AggTrade { .. })
-            | (Kind::BookTicker, KindIds::BookTicker { .. })
-            | (Kind::MarkPrice | Kind::ForceOrder, KindIds::None)
-    )
 }
 
 #[cfg(test)]

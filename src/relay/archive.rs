@@ -13,9 +13,10 @@
 //! the first's later ones. Lines are held for [`HOLD`] and written in the order of their
 //! exchange ids.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::ErrorCode;
@@ -27,7 +28,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::market::venue::Market;
+use crate::metrics::exporter;
+use crate::metrics::http::{Listener, Response};
 use crate::relay::{ensure_stream, market_subjects, runtime, series_of};
+use crate::store::continuity::{Finding, SeriesCheck};
 use crate::store::gzip::MemberEncoder;
 use crate::store::lines::{MAX_LINE, open_lines};
 use crate::store::lock::DirLock;
@@ -58,6 +62,9 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Events remembered per series to recognise one sent again: more than the server can have
 /// unconfirmed.
 const REMEMBERED: usize = 2 * MAX_ACK_PENDING as usize;
+/// Breaks listed per series in the report, the latest: enough to find them in the files and in
+/// the log, which names every one; the rest are counted.
+const LATEST_BREAKS: usize = 5;
 /// What the archiver's report is written as, beside the files.
 pub const REPORT_FILE: &str = "archive.json";
 
@@ -76,6 +83,8 @@ pub struct ArchiveConfig {
     pub gzip_level: u32,
     /// ARCHIVE line and `archive.json` refresh.
     pub print_every: Duration,
+    /// Where Prometheus `/metrics` is served (`--metrics-addr`), if anywhere.
+    pub metrics_addr: Option<String>,
 }
 
 /// What the archiver did: `archive.json` and the ARCHIVE line.
@@ -97,17 +106,128 @@ pub struct ArchiveReport {
     pub files: u64,
     /// Compressed bytes written.
     pub bytes_written: u64,
+    /// Events lost on one connection, all series: what `obrec replay` counts as breaks in the
+    /// files written.
+    pub breaks: u64,
+    /// Events lost across a recorder's change of connection, all series.
+    pub reconnect_gaps: u64,
+    /// Trade and aggregate ids the breaks and reconnect gaps lack, all series.
+    pub missing_ids: u64,
+    /// Per series written (`btcusdt_depth`): its continuity in the files, this run.
+    pub series: BTreeMap<String, SeriesContinuity>,
+}
+
+/// One series' continuity in the files, as `obrec replay` judges it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SeriesContinuity {
+    /// Events written that the series' rule checks (not snapshots, meta or backfilled lines).
+    pub events: u64,
+    pub breaks: u64,
+    pub reconnect_gaps: u64,
+    pub missing_ids: u64,
+    /// The latest [`LATEST_BREAKS`] breaks, oldest first.
+    pub latest_breaks: VecDeque<BreakIds>,
+}
+
+/// Where a break is: for depth the `u` expected as `pu` and the `pu` received; for trade and
+/// aggTrade the first and last missing ids; for mark price the event times around the gap.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct BreakIds {
+    pub from: u64,
+    pub to: u64,
+}
+
+impl SeriesContinuity {
+    /// Counts what one line written says.
+    fn count(&mut self, finding: Finding) {
+        match finding {
+            Finding::Passed => return,
+            Finding::Event => {}
+            Finding::Break { from, to, missing } => {
+                self.breaks += 1;
+                self.missing_ids += missing;
+                if self.latest_breaks.len() == LATEST_BREAKS {
+                    self.latest_breaks.pop_front();
+                }
+                self.latest_breaks.push_back(BreakIds { from, to });
+            }
+            Finding::ReconnectGap { missing, .. } => {
+                self.reconnect_gaps += 1;
+                self.missing_ids += missing;
+            }
+        }
+        self.events += 1;
+    }
 }
 
 impl ArchiveReport {
+    /// The report as Prometheus counters, the totals only: per series figures are in
+    /// `archive.json`, and a label per series would grow with the market.
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let counters: [(&str, &str, u64); 10] = [
+            (
+                "obrec_archive_received_total",
+                "Lines delivered by the server.",
+                self.received,
+            ),
+            (
+                "obrec_archive_written_total",
+                "Lines written to files.",
+                self.written,
+            ),
+            (
+                "obrec_archive_duplicates_total",
+                "Lines skipped as already in the files.",
+                self.duplicates,
+            ),
+            (
+                "obrec_archive_late_total",
+                "Lines written after a later line of their series.",
+                self.late,
+            ),
+            (
+                "obrec_archive_bad_total",
+                "Messages that are no line of a series.",
+                self.bad,
+            ),
+            ("obrec_archive_files_total", "Files finished.", self.files),
+            (
+                "obrec_archive_bytes_written_total",
+                "Compressed bytes written.",
+                self.bytes_written,
+            ),
+            (
+                "obrec_archive_breaks_total",
+                "Continuity breaks in the lines written, all series.",
+                self.breaks,
+            ),
+            (
+                "obrec_archive_reconnect_gaps_total",
+                "Gaps across a recorder's change of connection, all series.",
+                self.reconnect_gaps,
+            ),
+            (
+                "obrec_archive_missing_ids_total",
+                "Trade and aggregate ids the gaps lack, all series.",
+                self.missing_ids,
+            ),
+        ];
+        exporter::series(&mut out, "counter", &counters);
+        out
+    }
+
     pub fn summary_line(&self) -> String {
         format!(
-            "ARCHIVE | t={}s | received={} | written={} | duplicates={} | late={} | bad={} | files={} | bytes={}",
+            "ARCHIVE | t={}s | received={} | written={} | duplicates={} | late={} | breaks={} reconnect_gaps={} missing={} | bad={} | files={} | bytes={}",
             self.runtime_seconds,
             self.received,
             self.written,
             self.duplicates,
             self.late,
+            self.breaks,
+            self.reconnect_gaps,
+            self.missing_ids,
             self.bad,
             self.files,
             self.bytes_written
@@ -148,6 +268,9 @@ struct SeriesFiles {
     top: u64,
     /// The highest position written: a line below it is late.
     written_top: u64,
+    /// The series' continuity rule, fed the lines in the order written, seeded at start from
+    /// the newest file so a restart shows no break that is not in the files.
+    check: SeriesCheck,
     /// The UTC period of the open file.
     period: Option<u64>,
     open: Option<OpenFile>,
@@ -187,6 +310,8 @@ struct Archive {
     /// due once lines stored [`HOLD`] after it came, without waiting for the clock.
     latest_stored_ns: u64,
     report: ArchiveReport,
+    /// The latest report published, for `/metrics`: what it serves agrees with `archive.json`.
+    latest: Arc<Mutex<ArchiveReport>>,
     /// For the report's runtime.
     started: Instant,
 }
@@ -201,6 +326,13 @@ pub fn run(config: ArchiveConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         log::error!("crash recovery stopped: {e}");
     }
     let (_, newest) = survey(&dir)?;
+    let latest = Arc::new(Mutex::new(ArchiveReport::default()));
+    // Its own token: the server stops once the last report is out, whatever ended the run.
+    let serving = Shutdown::new();
+    let server = match &config.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr, Arc::clone(&latest), &serving)?),
+        None => None,
+    };
     let mut archive = Archive {
         encoder: MemberEncoder::new(config.gzip_level),
         config,
@@ -212,12 +344,55 @@ pub fn run(config: ArchiveConfig, lock: &DirLock, shutdown: &Shutdown) -> Result
         next_seq: 0,
         latest_stored_ns: 0,
         report: ArchiveReport::default(),
+        latest,
         started: Instant::now(),
     };
-    runtime()?.block_on(archive.pump(shutdown))?;
-    archive.close_all()?;
-    let report = archive.publish_report()?;
-    Ok(report)
+    let result = runtime().and_then(|rt| rt.block_on(archive.pump(shutdown)));
+    let result = result
+        .and_then(|()| archive.close_all())
+        .and_then(|()| archive.publish_report());
+    serving.trigger();
+    if let Some(server) = server
+        && server.join().is_err()
+    {
+        log::error!("the metrics thread panicked");
+    }
+    result
+}
+
+/// Serves `/metrics` from the latest report on `addr`, on a thread of its own, until `serving`
+/// triggers; says where on standard output, first.
+fn serve_metrics(
+    addr: &str,
+    latest: Arc<Mutex<ArchiveReport>>,
+    serving: &Shutdown,
+) -> Result<std::thread::JoinHandle<()>> {
+    let bind_error = |cause| Error::Bind {
+        addr: addr.to_string(),
+        cause,
+    };
+    let listener = Listener::bind(addr).map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    println!("metrics on http://{local}/metrics");
+    log::info!("metrics on http://{local}/metrics");
+    let serving = serving.clone();
+    std::thread::Builder::new()
+        .name("metrics-http".into())
+        .spawn(move || {
+            listener.serve(&serving, |path| match path {
+                "/metrics" => Response {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4",
+                    body: latest.lock().unwrap_or_else(|e| e.into_inner()).render(),
+                },
+                _ => Response {
+                    status: 404,
+                    content_type: "text/plain",
+                    body: "not found: try /metrics\n".to_string(),
+                },
+            })
+        })
+        .map_err(|e| Error::Spawn("metrics-http", e))
 }
 
 /// The series of the `.part` files in `dir`, and each series' newest finished file.
@@ -386,11 +561,12 @@ impl Archive {
                 held_keys: HashSet::new(),
                 top: 0,
                 written_top: 0,
+                check: SeriesCheck::new(kind),
                 period: None,
                 open: None,
             };
             if let Some(path) = newest {
-                for key in read_keys(&path, kind) {
+                for key in read_back(&path, kind, &mut files.check) {
                     files.top = files.top.max(key.position());
                     files.remember(key);
                 }
@@ -449,6 +625,7 @@ impl Archive {
                 self.report.late += 1;
             }
             files.written_top = files.written_top.max(held.position);
+            self.check(files, &held.message.payload);
             files.held_keys.remove(&held.key);
             files.remember(held.key);
             self.lines.extend_from_slice(&held.message.payload);
@@ -456,6 +633,32 @@ impl Archive {
             written.push(held.message);
         }
         self.append(files)
+    }
+
+    /// Runs a line being written through its series' rule and counts what it finds; a break is
+    /// logged once, with its ids.
+    fn check(&mut self, files: &mut SeriesFiles, line: &[u8]) {
+        let finding = files.check.line(line);
+        if finding == Finding::Passed {
+            return;
+        }
+        let series = self.report.series.entry(files.name.clone()).or_default();
+        series.count(finding);
+        match finding {
+            Finding::Break { from, to, missing } => {
+                log::warn!(
+                    "{}: continuity break between ids {from} and {to} ({missing} ids missing)",
+                    files.name
+                );
+                self.report.breaks += 1;
+                self.report.missing_ids += missing;
+            }
+            Finding::ReconnectGap { missing, .. } => {
+                self.report.reconnect_gaps += 1;
+                self.report.missing_ids += missing;
+            }
+            Finding::Passed | Finding::Event => {}
+        }
     }
 
     /// Appends the lines gathered for the series' open file as one member, and syncs it.
@@ -527,6 +730,7 @@ impl Archive {
         log::info!("{line}");
         let body = serde_json::to_vec_pretty(&self.report).expect("report serialises");
         write_atomic(&self.dir.join(REPORT_FILE), &body)?;
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = self.report.clone();
         Ok(self.report.clone())
     }
 }
@@ -561,14 +765,21 @@ fn is_not_found(kind: ConsumerInfoErrorKind) -> bool {
     }
 }
 
-/// The events in a file the archiver wrote before, to skip them when they are sent again; a
-/// damaged end stops the reading, and what was read counts.
-fn read_keys(path: &Path, kind: crate::store::names::FileKind) -> Vec<EventKey> {
+/// The events in a file the archiver wrote before, to skip them when they are sent again, its
+/// lines run through `check` so the series' rule takes up where the file ends; a damaged end
+/// stops the reading, and what was read counts.
+fn read_back(
+    path: &Path,
+    kind: crate::store::names::FileKind,
+    check: &mut SeriesCheck,
+) -> Vec<EventKey> {
     let mut keys = Vec::new();
     let Ok(mut lines) = open_lines(path) else {
         return keys;
     };
     while let Ok(Some(line)) = lines.next_line() {
+        // What the file holds was reported by the run that wrote it.
+        let _ = check.line(line.bytes);
         if let Some((key, _)) = EventKey::of_line(kind, line.bytes) {
             keys.push(key);
         }
@@ -581,5 +792,45 @@ fn read_keys(path: &Path, kind: crate::store::names::FileKind) -> Vec<EventKey> 
 async fn confirm(message: &Message) {
     if let Err(e) = message.ack().await {
         log::debug!("nats: confirmation lost: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::kind::Kind;
+    use crate::store::continuity::tests::trade_on;
+    use crate::store::gzip::MemberEncoder;
+    use crate::store::names::FileKind;
+
+    fn trade(t: u64) -> Vec<u8> {
+        trade_on(t, 1)
+    }
+
+    /// A file read back at start leaves the series' rule where the file ends: the next trade
+    /// follows, and one past a hole is a break with the ids the hole lacks, never a new start.
+    #[test]
+    fn a_file_read_back_seeds_its_series_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let text: Vec<u8> = (10..=14).flat_map(trade).collect();
+        let mut file = Vec::new();
+        MemberEncoder::new(1).encode(&text, &mut file);
+        let path = dir.path().join("btcusdt_trade_20251120T000000Z.ndjson.gz");
+        fs::write(&path, file).unwrap();
+        let kind = FileKind::Stream(Kind::Trade);
+
+        let mut check = SeriesCheck::new(kind);
+        let keys = read_back(&path, kind, &mut check);
+        assert_eq!(keys.len(), 5);
+        let mut gapped = check.clone();
+        assert_eq!(check.line(&trade(15)), Finding::Event);
+        assert_eq!(
+            gapped.line(&trade(17)),
+            Finding::Break {
+                from: 15,
+                to: 16,
+                missing: 2
+            }
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! it; nothing else knows what a recording looks like.
 
 pub mod conn_numbers;
+pub mod continuity;
 pub mod gzip;
 pub mod line;
 pub mod lines;
