@@ -779,8 +779,9 @@ impl Group {
                     self.bad_frame(conn.id, "depth event of another market (pu present or not)");
                     return Turn::Continue;
                 }
-                let (ids, event_ms, trade_ms, data) = (h.ids, h.event_ms, h.trade_ms, h.data);
-                let Some(symbol) = self.depth_event(conn, slot, ids, recv_ns) else {
+                let event_ms = h.event_ms_or_receipt(recv_ns);
+                let (trade_ms, data) = (h.trade_ms, h.data);
+                let Some((symbol, ids)) = self.depth_event(conn, slot, h.ids, recv_ns) else {
                     return Turn::Continue;
                 };
                 Event::Depth(DepthRecord {
@@ -847,18 +848,21 @@ impl Group {
     }
 
     /// Checks a depth event's continuity and follows its book; `None` for a duplicate to skip.
+    /// The ids returned are the ones checked, which the line keeps: spot's partial book gets the
+    /// previous event's id as its `pu` ([`Continuity::chained`]).
     fn depth_event(
         &mut self,
         conn: &Conn,
         slot: usize,
         ids: Ids,
         recv_ns: u64,
-    ) -> Option<SymbolId> {
+    ) -> Option<(SymbolId, Ids)> {
         let (Target::Depth(symbol), Tracker::Depth(chain)) =
             (self.subs[slot].target, &mut self.trackers[slot])
         else {
             return None;
         };
+        let ids = self.config.continuity.chained(ids, chain.last_u());
         let counters = &self.stats.symbols[symbol];
         let verdict = chain.check(ids, conn.id);
         let stream = &self.subs[slot].stream;
@@ -905,7 +909,7 @@ impl Group {
         if let Some(books) = &mut self.books {
             books.event(slot, symbol, ids, verdict, stream, recv_ns);
         }
-        Some(symbol)
+        Some((symbol, ids))
     }
 
     /// Checks an event beside the book against its tape; `None` for a duplicate to skip.

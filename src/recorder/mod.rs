@@ -526,7 +526,7 @@ impl Readers {
     ) -> Result<thread::JoinHandle<Result<()>>> {
         let feed = FeedConfig {
             endpoint: self.config.route_endpoint(route),
-            continuity: self.config.market.continuity(),
+            continuity: self.config.market.continuity(self.config.depth),
             stale_after: self.config.stale_after,
             ping_every: self.config.ping_every,
             max_conn_age: self.config.max_conn_age,

@@ -112,7 +112,10 @@ mod tests {
             symbol: Symbol::new("BTCUSDT").unwrap(),
             kind: FileKind::Stream(crate::market::kind::Kind::AggTrade),
         };
-        assert_eq!(subject(Market::UsdM, &series), "obrec.usdm.aggTrade.BTCUSDT");
+        assert_eq!(
+            subject(Market::UsdM, &series),
+            "obrec.usdm.aggTrade.BTCUSDT"
+        );
         assert_eq!(
             series_of(Market::UsdM, &subject(Market::UsdM, &series)),
             Some(series.clone())
@@ -128,7 +131,11 @@ mod tests {
             "usdm.BTCUSDT.aggTrade.42"
         );
         assert_eq!(
-            msg_id(Market::UsdM, &series, EventKey::Content { ms: 7, crc: 0xab }),
+            msg_id(
+                Market::UsdM,
+                &series,
+                EventKey::Content { ms: 7, crc: 0xab }
+            ),
             "usdm.BTCUSDT.aggTrade.7-000000ab"
         );
     }
