@@ -531,6 +531,7 @@ impl Readers {
             ping_every: self.config.ping_every,
             max_conn_age: self.config.max_conn_age,
             numbers: Arc::clone(&self.numbers),
+            change_gap: feed::change_gap(self.config.market),
         };
         let mut group = Group::new(
             index,
