@@ -297,6 +297,17 @@ fn spot_is_recorded_from_the_sim_with_every_kind_it_publishes_and_no_break() {
     assert!(!read_lines(&snapshot_files(&data)).is_empty());
 }
 
+/// `obrec record` from the exchange (sim or serve) on `port` of this machine, streams and REST.
+fn record_from_port(port: u16, data: &Path, logs: &Path) -> Command {
+    let host = format!("127.0.0.1:{port}");
+    record_from(
+        &format!("ws://{host}"),
+        &format!("http://{host}"),
+        data,
+        logs,
+    )
+}
+
 /// The raw `data` member of a line or frame that ends with it, as its bytes were.
 fn raw_data(text: &str) -> &str {
     let start = text.find(",\"data\":").unwrap() + ",\"data\":".len();
@@ -321,15 +332,10 @@ fn spot_partial_depth_is_recorded_from_the_sim_byte_exact_and_strictly_increasin
     );
     let (data, logs) = (dir.path().join("data"), dir.path().join("logs"));
     let out = run_output(
-        record_from(
-            &format!("ws://127.0.0.1:{port}"),
-            &format!("http://127.0.0.1:{port}"),
-            &data,
-            &logs,
-        )
-        .args(["--market", "spot", "--symbol", symbols])
-        .args(["--depth", "10", "--speed", "100ms", "--streams", "depth"])
-        .args(["--run-minutes", "0.1", "--flush-ms", "100"]),
+        record_from_port(port, &data, &logs)
+            .args(["--market", "spot", "--symbol", symbols])
+            .args(["--depth", "10", "--speed", "100ms", "--streams", "depth"])
+            .args(["--run-minutes", "0.1", "--flush-ms", "100"]),
     );
     terminate(&mut sim, Duration::from_secs(5));
     assert!(out.status.success(), "{out:?}");
@@ -517,15 +523,10 @@ fn serve_plays_each_markets_capture_on_its_paths_and_record_takes_it_whole() {
         let (data, logs) = (dir.path().join("rec"), dir.path().join("logs"));
         // 4.8 s at fifty times the pace: most of the capture, ending before serve does.
         let out = run_output(
-            record_from(
-                &format!("ws://127.0.0.1:{port}"),
-                &format!("http://127.0.0.1:{port}"),
-                &data,
-                &logs,
-            )
-            .args(["--market", market, "--symbol", symbol, "--depth", "0"])
-            .args(["--speed", speed, "--streams", "depth,trade,bookTicker"])
-            .args(["--run-minutes", "0.08", "--flush-ms", "100"]),
+            record_from_port(port, &data, &logs)
+                .args(["--market", market, "--symbol", symbol, "--depth", "0"])
+                .args(["--speed", speed, "--streams", "depth,trade,bookTicker"])
+                .args(["--run-minutes", "0.08", "--flush-ms", "100"]),
         );
         terminate(&mut serve, Duration::from_secs(5));
         assert!(out.status.success(), "{market}: {out:?}");

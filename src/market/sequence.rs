@@ -441,30 +441,21 @@ mod tests {
     #[test]
     fn increasing_ids_table() {
         use Verdict::*;
+        // The chain's own `pu` is the last id, so a break names it twice (the line keeps `u`).
+        let not_above = |last| Break {
+            expected_pu: last,
+            got_pu: last,
+        };
         // (lastUpdateId, conn, expected verdict) applied in order to one chain.
-        let table: &[(u64, u64, Verdict)] = &[
+        let table = [
             (160, 1, Start),
             (161, 1, Continuous),
             // Not dense: any rise is continuous.
             (175, 1, Continuous),
             // The same id again on the same connection: not strictly increasing.
-            (
-                175,
-                1,
-                Break {
-                    expected_pu: 175,
-                    got_pu: 175,
-                },
-            ),
-            // Lower on the same connection (the `pu` is the chain's own; the line keeps the id).
-            (
-                170,
-                1,
-                Break {
-                    expected_pu: 175,
-                    got_pu: 175,
-                },
-            ),
+            (175, 1, not_above(175)),
+            // Lower on the same connection.
+            (170, 1, not_above(175)),
             (180, 1, Continuous),
             // A replacement connection overlaps: its copy of 180 is a duplicate, its next
             // event continues, and the old connection's copy of that one is a duplicate too.
@@ -484,7 +475,7 @@ mod tests {
             (151, 3, Continuous),
         ];
         let mut chain = Chain::new();
-        for (i, &(id, conn, want)) in table.iter().enumerate() {
+        for (i, (id, conn, want)) in table.into_iter().enumerate() {
             let ids = Continuity::Increasing.chained(ids(id, id, 0), chain.last_u());
             assert_eq!(chain.check(ids, conn), want, "row {i}");
         }
