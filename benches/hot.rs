@@ -172,7 +172,8 @@ fn record(received: &Received) -> Record {
     let Ok(Frame::Depth(h)) = parse_frame(&received.frame) else {
         unreachable!("only depth frames are kept");
     };
-    let (event_ms, trade_ms, ids, data) = (h.event_ms, h.trade_ms, h.ids, h.data);
+    let event_ms = h.event_ms_or_receipt(received.recv_ns);
+    let (trade_ms, ids, data) = (h.trade_ms, h.ids, h.data);
     Record {
         frame: received.frame.clone(),
         recv_ns: received.recv_ns,

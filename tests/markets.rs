@@ -297,6 +297,111 @@ fn spot_is_recorded_from_the_sim_with_every_kind_it_publishes_and_no_break() {
     assert!(!read_lines(&snapshot_files(&data)).is_empty());
 }
 
+/// `obrec record` from the exchange (sim or serve) on `port` of this machine, streams and REST.
+fn record_from_port(port: u16, data: &Path, logs: &Path) -> Command {
+    let host = format!("127.0.0.1:{port}");
+    record_from(
+        &format!("ws://{host}"),
+        &format!("http://{host}"),
+        data,
+        logs,
+    )
+}
+
+/// The raw `data` member of a line or frame that ends with it, as its bytes were.
+fn raw_data(text: &str) -> &str {
+    let start = text.find(",\"data\":").unwrap() + ",\"data\":".len();
+    &text[start..text.len() - 1]
+}
+
+/// Spot's partial book from the sim: `{lastUpdateId,bids,asks}`, named only by its stream. Each
+/// line takes its symbol from the stream, `E` from the receipt, `U = u = lastUpdateId` and as
+/// `pu` the previous line's id, so the chain proves the ids strictly increase; payloads are the
+/// sim's bytes exactly; `replay --strict` rebuilds every line's book without a break.
+#[test]
+fn spot_partial_depth_is_recorded_from_the_sim_byte_exact_and_strictly_increasing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sent_log = dir.path().join("sent.ndjson");
+    let sent_arg = format!("--sent-log={}", sent_log.display());
+    let symbols = "BTCUSDT,ETHUSDT";
+    let (mut sim, port) = spawn_sim(
+        dir.path(),
+        &[
+            "--market", "spot", "--symbol", symbols, "--rate", "20", &sent_arg,
+        ],
+    );
+    let (data, logs) = (dir.path().join("data"), dir.path().join("logs"));
+    let out = run_output(
+        record_from_port(port, &data, &logs)
+            .args(["--market", "spot", "--symbol", symbols])
+            .args(["--depth", "10", "--speed", "100ms", "--streams", "depth"])
+            .args(["--run-minutes", "0.1", "--flush-ms", "100"]),
+    );
+    terminate(&mut sim, Duration::from_secs(5));
+    assert!(out.status.success(), "{out:?}");
+    let m = metrics(&data);
+    assert_eq!(m["continuity"]["breaks"], 0, "{m}");
+    let sent: std::collections::HashSet<(String, String)> = fs::read_to_string(&sent_log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["stream"].as_str().unwrap().to_string(),
+                raw_data(l).to_string(),
+            )
+        })
+        .collect();
+    let depth = read_lines(&depth_files(&data));
+    for (symbol, lines) in lines_by_symbol(&depth) {
+        assert!(lines.len() >= 10, "{symbol}: {} lines", lines.len());
+        let stream = format!("{}@depth10@100ms", symbol.to_ascii_lowercase());
+        let mut prev = None;
+        for line in &lines {
+            let (j, payload) = (&line.json, raw_data(&line.text));
+            assert_eq!(j["stream"], stream.as_str());
+            assert!(
+                sent.contains(&(stream.clone(), payload.to_string())),
+                "not sent: {payload}"
+            );
+            let id = j["data"]["lastUpdateId"].as_u64().unwrap();
+            assert_eq!((j["U"].as_u64(), j["u"].as_u64()), (Some(id), Some(id)));
+            assert!(j["T"].is_null() && j["E"].as_u64().is_some(), "{j}");
+            assert_eq!(j["data"]["bids"].as_array().unwrap().len(), 10);
+            if let Some(prev) = prev {
+                assert!(id > prev, "{symbol}: {id} after {prev}");
+                assert_eq!(j["pu"].as_u64(), Some(prev));
+            }
+            prev = Some(id);
+        }
+    }
+    let summary = replay_strict(&data);
+    for symbol in symbols.split(',') {
+        assert!(summary.contains(&format!("{symbol} events=")), "{summary}");
+    }
+    // Every line's book (by its id, where only one symbol has it) has the top recorded: replay
+    // reads spot's shape.
+    let books = books_by_u(&data);
+    let mut owners: HashMap<u64, usize> = HashMap::new();
+    for line in &depth {
+        *owners.entry(line.u()).or_default() += 1;
+    }
+    let unique: Vec<_> = depth.iter().filter(|l| owners[&l.u()] == 1).collect();
+    assert!(
+        unique.len() >= 10,
+        "{} lines with an id of their own",
+        unique.len()
+    );
+    for line in unique {
+        let best_bid = &line.json["data"]["bids"][0];
+        let ((price, qty), _) = &books[&line.u()];
+        assert_eq!(
+            (best_bid[0].as_str(), best_bid[1].as_str()),
+            (Some(&**price), Some(&**qty))
+        );
+    }
+}
+
 /// A USD-M quarterly contract (`BTCUSDT_260925`) beside a perpetual, every kind from its route.
 #[test]
 fn a_usd_m_quarterly_is_recorded_from_the_sim_with_every_kind_and_no_break() {
@@ -418,15 +523,10 @@ fn serve_plays_each_markets_capture_on_its_paths_and_record_takes_it_whole() {
         let (data, logs) = (dir.path().join("rec"), dir.path().join("logs"));
         // 4.8 s at fifty times the pace: most of the capture, ending before serve does.
         let out = run_output(
-            record_from(
-                &format!("ws://127.0.0.1:{port}"),
-                &format!("http://127.0.0.1:{port}"),
-                &data,
-                &logs,
-            )
-            .args(["--market", market, "--symbol", symbol, "--depth", "0"])
-            .args(["--speed", speed, "--streams", "depth,trade,bookTicker"])
-            .args(["--run-minutes", "0.08", "--flush-ms", "100"]),
+            record_from_port(port, &data, &logs)
+                .args(["--market", market, "--symbol", symbol, "--depth", "0"])
+                .args(["--speed", speed, "--streams", "depth,trade,bookTicker"])
+                .args(["--run-minutes", "0.08", "--flush-ms", "100"]),
         );
         terminate(&mut serve, Duration::from_secs(5));
         assert!(out.status.success(), "{market}: {out:?}");

@@ -17,7 +17,6 @@ use crate::market::kind::Selection;
 use crate::market::listing::Filter;
 use crate::market::stream::{Depth, Speed};
 use crate::market::symbol::Symbol;
-use crate::market::venue::Market;
 use crate::metrics::nats::{NatsStats, Relay};
 use crate::metrics::tap::{TapStats, Tee};
 use crate::recorder::{
@@ -242,12 +241,6 @@ fn check_market(config: &RecordConfig) -> Result<(), Error> {
         return Err(Error::Invalid(format!(
             "--streams {kind}: the {market} market publishes no {kind} stream"
         )));
-    }
-    // Spot's partial book carries neither symbol nor event time: not recorded yet.
-    if market == Market::Spot && config.streams.depth && config.depth != Depth::Diff {
-        return Err(Error::Invalid(
-            "--depth: on spot obrec records the diff stream only: use --depth 0".into(),
-        ));
     }
     Ok(())
 }

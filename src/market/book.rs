@@ -126,14 +126,23 @@ impl Book {
         Ok(id)
     }
 
-    /// Replaces the book with a partial-depth event (`<sym>@depth<N>`) and returns its `u`.
-    /// Such an event is the whole top N of the book, so nothing of the previous book survives.
+    /// Replaces the book with a partial-depth event (`<sym>@depth<N>`) and returns its `u`
+    /// (spot's: its `lastUpdateId`). Such an event is the whole top N of the book, so nothing of
+    /// the previous book survives.
     ///
     /// # Errors
     ///
     /// A malformed payload; the book is then unchanged.
     pub fn replace_partial(&mut self, partial_payload: &str) -> Result<u64, BookError> {
-        let id = self.scratch.parse(partial_payload, &DIFF)?;
+        // Futures send a `depthUpdate` (`u`, `b`, `a`); spot sends its REST snapshot's shape,
+        // the only one of the two that has the word.
+        let fields =
+            if memchr::memmem::find(partial_payload.as_bytes(), SNAPSHOT.id.as_bytes()).is_some() {
+                &SNAPSHOT
+            } else {
+                &DIFF
+            };
+        let id = self.scratch.parse(partial_payload, fields)?;
         self.replace_with_scratch(id);
         Ok(id)
     }
@@ -986,6 +995,12 @@ mod tests {
         assert_eq!(book.update_id(), Some(200));
         assert_eq!(side(book.bids()), pairs(&[("98.0", "1"), ("97.5", "2")]));
         assert_eq!(side(book.asks()), pairs(&[("98.5", "3")]));
+        // Spot's partial book is its snapshot's shape.
+        let spot =
+            r#"{"lastUpdateId":201,"bids":[["98.1","4"]],"asks":[["98.4","5"],["98.6","6"]]}"#;
+        assert_eq!(book.replace_partial(spot), Ok(201));
+        assert_eq!(side(book.bids()), pairs(&[("98.1", "4")]));
+        assert_eq!(side(book.asks()), pairs(&[("98.4", "5"), ("98.6", "6")]));
     }
 
     #[test]
@@ -1096,8 +1111,12 @@ mod tests {
             Err(BookError::Missing("bids"))
         );
         assert_eq!(
-            book.replace_partial(r#"{"lastUpdateId":1,"bids":[],"asks":[]}"#),
+            book.replace_partial(r#"{"u":1,"bids":[],"asks":[]}"#),
             Err(BookError::Missing("b"))
+        );
+        assert_eq!(
+            book.replace_partial(r#"{"lastUpdateId":1,"b":[],"a":[]}"#),
+            Err(BookError::Missing("bids"))
         );
         // Escaped keys and unknown fields are fine.
         assert_eq!(

@@ -7,7 +7,10 @@
 //! Every market's payloads are read, each by its shape: a `depthUpdate` with `pu` chains by it
 //! (futures); one without is spot's, whose ids are dense, and reads as `pu = U - 1`
 //! ([`Continuity::Dense`]). Spot's `bookTicker` has no `e`, `E` or `T`: it is known by its
-//! stream's name, and has no event time. COIN-M payloads add `ps`, which is not needed.
+//! stream's name, and has no event time. Spot's partial book, `{"lastUpdateId":…,"bids":…,
+//! "asks":…}`, has no `e`, `E`, `T` or `s` either: known by its stream's name too, its symbol is
+//! the stream's, its one id is `U` and `u` alike ([`Continuity::Increasing`]). COIN-M payloads add
+//! `ps`, which is not needed.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -18,6 +21,7 @@ use serde_json::value::RawValue;
 
 use crate::market::kind::{Kind, KindIds};
 use crate::market::sequence::{Continuity, Ids};
+use crate::market::stream::{Depth, parse_depth_stream};
 
 /// A text frame, classified.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,13 +47,31 @@ pub struct DepthHeader<'a> {
     pub stream: Cow<'a, str>,
     /// Where the `data` payload lies in the frame.
     pub data: Range<usize>,
-    /// The stream's symbol, as the payload spells it (checked against the stream name).
+    /// The stream's symbol, as the payload spells it (checked against the stream name); for
+    /// spot's partial book, which names none, the stream's, in upper case.
     pub symbol: Cow<'a, str>,
-    pub event_ms: u64,
+    /// `E`; `None` for spot's partial book, which carries no time.
+    pub event_ms: Option<u64>,
     pub trade_ms: Option<u64>,
+    /// For spot's partial book `U = u = lastUpdateId` and `pu = 0`, until
+    /// [`Continuity::chained`] gives it the previous event's id.
     pub ids: Ids,
-    /// How the event chains, by its shape: with `pu` (futures) or dense (spot, `prev = U - 1`).
+    /// How the event chains, by its shape: with `pu` (futures), dense (spot, `prev = U - 1`) or
+    /// increasing (spot's partial book).
     pub continuity: Continuity,
+}
+
+impl DepthHeader<'_> {
+    /// The event time lines use: `E`, or the receipt time for spot's partial book.
+    pub fn event_ms_or_receipt(&self, recv_ns: u64) -> u64 {
+        or_receipt(self.event_ms, recv_ns)
+    }
+}
+
+/// `event_ms`, or for an event without a time the receipt time in ms, the nearest the recorder
+/// can know.
+fn or_receipt(event_ms: Option<u64>, recv_ns: u64) -> u64 {
+    event_ms.unwrap_or(recv_ns / 1_000_000)
 }
 
 /// The header fields of an event beside the book, borrowed from the frame.
@@ -70,7 +92,7 @@ impl KindHeader<'_> {
     /// The event time lines and tapes use: `E`, or for an event without one (spot's bookTicker)
     /// the receipt time in ms, the nearest the recorder can know.
     pub fn event_ms_or_receipt(&self, recv_ns: u64) -> u64 {
-        self.event_ms.unwrap_or(recv_ns / 1_000_000)
+        or_receipt(self.event_ms, recv_ns)
     }
 }
 
@@ -135,20 +157,30 @@ struct EventFields<'a> {
     /// A liquidation's order, which holds its symbol.
     #[serde(borrow)]
     o: Option<&'a RawValue>,
+    /// Spot's partial book: its one id.
+    #[serde(rename = "lastUpdateId")]
+    last_update_id: Option<u64>,
 }
 
-/// The one member of a depth payload that tells its market's continuity.
+/// The members of a depth payload that tell its market's continuity.
 #[derive(Deserialize)]
 struct DepthShape {
     pu: Option<IgnoredAny>,
+    #[serde(rename = "lastUpdateId")]
+    last_update_id: Option<IgnoredAny>,
 }
 
-/// How a recorded depth payload chains, by its shape: a `depthUpdate` without `pu` is spot's
-/// (dense ids); anything else, partial depth and payloads that do not parse included, chains by
-/// `pu`. Readers of recordings call it once per symbol, so a recording says its own market.
+/// How a recorded depth payload chains, by its shape: spot's partial book has a
+/// `lastUpdateId` (increasing); a `depthUpdate` without `pu` is spot's diff (dense ids); anything
+/// else, futures partial depth and payloads that do not parse included, chains by `pu`. Readers
+/// of recordings call it once per symbol, so a recording says its own market.
 pub fn depth_continuity(payload: &str) -> Continuity {
     match serde_json::from_str::<DepthShape>(payload) {
-        Ok(DepthShape { pu: None }) => Continuity::Dense,
+        Ok(DepthShape {
+            last_update_id: Some(_),
+            ..
+        }) => Continuity::Increasing,
+        Ok(DepthShape { pu: None, .. }) => Continuity::Dense,
         _ => Continuity::PrevId,
     }
 }
@@ -209,9 +241,13 @@ fn classify<'a>(
             Some(kind) => kind_header(stream, kind, data, f).map(Frame::Kind),
             None => Ok(Frame::Other { stream }),
         },
-        // Spot's bookTicker, the one event without a type, named by its stream alone.
+        // Spot's bookTicker and partial book, the events without a type, named by their
+        // stream alone.
         None if matches!(Kind::parse_stream(&stream), Some((_, Kind::BookTicker))) => {
             kind_header(stream, Kind::BookTicker, data, f).map(Frame::Kind)
+        }
+        None if matches!(parse_depth_stream(&stream), Some((_, Depth::Partial(_)))) => {
+            partial_header(stream, data, f).map(Frame::Depth)
         }
         None => Ok(Frame::Other { stream }),
     }
@@ -248,10 +284,40 @@ fn depth_header<'a>(
         stream,
         data,
         symbol,
-        event_ms,
+        event_ms: Some(event_ms),
         trade_ms: f.T,
         ids: Ids { first, last, prev },
         continuity,
+    })
+}
+
+/// The header of spot's partial book, `{"lastUpdateId":…,"bids":…,"asks":…}`: the symbol is the
+/// stream's (the payload names none), the id is both `U` and `u`.
+fn partial_header<'a>(
+    stream: Cow<'a, str>,
+    data: Range<usize>,
+    f: EventFields<'a>,
+) -> Result<DepthHeader<'a>, FrameError> {
+    let id = f
+        .last_update_id
+        .ok_or_else(|| FrameError::Fields("missing lastUpdateId".into()))?;
+    if id > MAX_UPDATE_ID {
+        return Err(FrameError::Range(format!("lastUpdateId={id}")));
+    }
+    let named = stream.split('@').next().unwrap_or_default();
+    let symbol = Cow::Owned(named.to_ascii_uppercase());
+    Ok(DepthHeader {
+        stream,
+        data,
+        symbol,
+        event_ms: None,
+        trade_ms: None,
+        ids: Ids {
+            first: id,
+            last: id,
+            prev: 0,
+        },
+        continuity: Continuity::Increasing,
     })
 }
 
@@ -373,7 +439,7 @@ mod tests {
         };
         assert_eq!(h.stream, "btcusdt@depth@0ms");
         assert_eq!(h.symbol, "BTCUSDT");
-        assert_eq!(h.event_ms, 1723161256184);
+        assert_eq!(h.event_ms, Some(1723161256184));
         assert_eq!(h.trade_ms, Some(1723161256177));
         assert_eq!(
             h.ids,
@@ -520,6 +586,51 @@ mod tests {
         // A futures bookTicker, typed, still needs its time.
         let untimed = coin_m_ticker.replace(r#","E":1723161257457"#, "");
         assert!(matches!(parse_frame(&untimed), Err(FrameError::Fields(_))));
+    }
+
+    /// A real spot partial book (crypto-crawler-rs sample): no type, time or symbol; the symbol
+    /// comes from the stream, the one id is `U` and `u`, and the chain rule is `Increasing`.
+    #[test]
+    fn spot_partial_book_is_read_by_its_stream() {
+        let frame = r#"{"stream":"ethusdt@depth20","data":{"lastUpdateId":17044571457,"bids":[["1782.00000000","6.48300000"],["1781.95000000","0.03000000"]],"asks":[["1782.01000000","15.46080000"],["1782.02000000","0.00780000"]]}}"#;
+        let Ok(Frame::Depth(h)) = parse_frame(frame) else {
+            panic!("spot partial book not read")
+        };
+        assert_eq!(
+            (&*h.symbol, h.event_ms, h.trade_ms, h.continuity),
+            ("ETHUSDT", None, None, Continuity::Increasing)
+        );
+        let id = 17044571457;
+        assert_eq!(
+            h.ids,
+            Ids {
+                first: id,
+                last: id,
+                prev: 0
+            }
+        );
+        assert_eq!(h.event_ms_or_receipt(7_000_000), 7);
+        let payload = &frame[h.data.clone()];
+        assert!(payload.starts_with(r#"{"lastUpdateId":17044571457,"#) && payload.ends_with("]]}"));
+        assert_eq!(depth_continuity(payload), Continuity::Increasing);
+        assert_eq!(general_path(frame), Ok(Frame::Depth(h)));
+        // On any stream but a partial book's, the same payload is no depth event.
+        let diff = frame.replace("@depth20", "@depth@100ms");
+        assert!(matches!(parse_frame(&diff), Ok(Frame::Other { .. })));
+        for (bad, why) in [
+            (
+                frame.replace(r#""lastUpdateId":17044571457,"#, ""),
+                "lastUpdateId",
+            ),
+            (
+                frame.replace("17044571457", "18446744073709551615"),
+                "lastUpdateId=",
+            ),
+            (frame.replace("17044571457", "-1"), "invalid"),
+        ] {
+            let e = parse_frame(&bad).unwrap_err();
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -670,7 +781,7 @@ mod tests {
             prop_assert_eq!(&h.stream, &e.stream);
             prop_assert_eq!(&h.symbol, &e.symbol);
             prop_assert_eq!(&text[h.data.clone()], payload);
-            prop_assert_eq!((h.event_ms, h.trade_ms), (e.event_ms, e.trade_ms));
+            prop_assert_eq!((h.event_ms, h.trade_ms), (Some(e.event_ms), e.trade_ms));
             let prev = if e.pu == -1 { 0 } else { e.pu as u64 };
             prop_assert_eq!(
                 h.ids,

@@ -40,6 +40,12 @@ pub enum Continuity {
     /// Spot: no `pu`, ids dense per symbol (`U == last u + 1`). A snapshot at `L` is bridged by
     /// the event with `U <= L + 1 <= u`.
     Dense,
+    /// Spot's partial book (`{lastUpdateId,bids,asks}`): one id per event, strictly increasing,
+    /// neither dense nor naming its predecessor. [`Continuity::chained`] makes the previous
+    /// accepted id its `pu`, so the [`Chain`] proves the increase (and recognises an overlapping
+    /// connection's copy) as it proves `pu`; lines keep that `pu`, and readers chain them alike.
+    /// Never bridged to a snapshot: each event is the whole top of the book.
+    Increasing,
 }
 
 impl Continuity {
@@ -47,8 +53,21 @@ impl Continuity {
     /// before it are inside the snapshot.
     pub fn bridge_id(self, last_update_id: u64) -> u64 {
         match self {
-            Continuity::PrevId => last_update_id,
+            Continuity::PrevId | Continuity::Increasing => last_update_id,
             Continuity::Dense => last_update_id.saturating_add(1),
+        }
+    }
+
+    /// The ids the [`Chain`] checks, given the `u` it accepted last: an increasing event's `pu`
+    /// is that `u` (0 before any), so it is continuous exactly when its id is above it; the
+    /// other rules' events name their predecessor themselves and pass unchanged.
+    pub fn chained(self, ids: Ids, last_u: Option<u64>) -> Ids {
+        match self {
+            Continuity::Increasing => Ids {
+                prev: last_u.unwrap_or_default(),
+                ..ids
+            },
+            Continuity::PrevId | Continuity::Dense => ids,
         }
     }
 
@@ -414,6 +433,56 @@ mod tests {
             assert_eq!(got, want, "row {i}");
         }
         assert_eq!(chain.last_u(), Some(5));
+    }
+
+    /// Spot partial depth: each event's one id must rise; equal or lower on the same connection
+    /// is a break, a copy from an overlapping connection a duplicate, and a higher id on a new
+    /// connection simply continues (each event is the whole top of the book).
+    #[test]
+    fn increasing_ids_table() {
+        use Verdict::*;
+        // The chain's own `pu` is the last id, so a break names it twice (the line keeps `u`).
+        let not_above = |last| Break {
+            expected_pu: last,
+            got_pu: last,
+        };
+        // (lastUpdateId, conn, expected verdict) applied in order to one chain.
+        let table = [
+            (160, 1, Start),
+            (161, 1, Continuous),
+            // Not dense: any rise is continuous.
+            (175, 1, Continuous),
+            // The same id again on the same connection: not strictly increasing.
+            (175, 1, not_above(175)),
+            // Lower on the same connection.
+            (170, 1, not_above(175)),
+            (180, 1, Continuous),
+            // A replacement connection overlaps: its copy of 180 is a duplicate, its next
+            // event continues, and the old connection's copy of that one is a duplicate too.
+            (180, 2, Duplicate),
+            (190, 2, Continuous),
+            (190, 1, Duplicate),
+            (200, 1, Continuous),
+            // Lower on another connection that never delivered it: a new chain.
+            (
+                150,
+                3,
+                Reconnected {
+                    expected_pu: 200,
+                    got_pu: 200,
+                },
+            ),
+            (151, 3, Continuous),
+        ];
+        let mut chain = Chain::new();
+        for (i, (id, conn, want)) in table.into_iter().enumerate() {
+            let ids = Continuity::Increasing.chained(ids(id, id, 0), chain.last_u());
+            assert_eq!(chain.check(ids, conn), want, "row {i}");
+        }
+        // The other rules' events keep the `pu` they carry.
+        let futures = ids(5, 9, 4);
+        assert_eq!(Continuity::PrevId.chained(futures, Some(1)), futures);
+        assert_eq!(Continuity::Dense.chained(futures, Some(1)), futures);
     }
 
     /// One bogus id before a reconnect used to make every later event a "duplicate".

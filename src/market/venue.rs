@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | streams | `fstream`, routed `/public`, `/market` | `dstream`, one route | `stream:9443`, one route |
 //! | depth REST | `/fapi/v1/depth`, ≤ 1000 | `/dapi/v1/depth`, ≤ 1000 | `/api/v3/depth`, ≤ 5000 |
-//! | continuity | `pu == last u` | `pu == last u` | `U == last u + 1` |
+//! | continuity | `pu == last u` | `pu == last u` | `U == last u + 1`; partial: `lastUpdateId` rises |
 //! | snapshot bridge | `U <= L <= u` | `U <= L <= u` | `U <= L + 1 <= u` |
 //! | client messages | 10 a second | 10 a second | 5 a second, pings and pongs included |
 //! | server ping | every 3 min, pong within 10 min | same | every 20 s, pong within 1 min |
@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use crate::market::kind::Kind;
 use crate::market::sequence::Continuity;
+use crate::market::stream::Depth;
 
 /// A Binance market.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -203,11 +204,13 @@ impl Market {
         self != Market::Spot || !matches!(kind, Kind::MarkPrice | Kind::ForceOrder)
     }
 
-    /// How depth events chain and bridge a snapshot.
-    pub fn continuity(self) -> Continuity {
-        match self {
-            Market::UsdM | Market::CoinM => Continuity::PrevId,
-            Market::Spot => Continuity::Dense,
+    /// How the events of `depth` chain and bridge a snapshot: futures partial depth is a
+    /// `depthUpdate` like the diff stream's, spot's carries only a rising `lastUpdateId`.
+    pub fn continuity(self, depth: Depth) -> Continuity {
+        match (self, depth) {
+            (Market::UsdM | Market::CoinM, _) => Continuity::PrevId,
+            (Market::Spot, Depth::Diff) => Continuity::Dense,
+            (Market::Spot, Depth::Partial(_)) => Continuity::Increasing,
         }
     }
 }
@@ -286,7 +289,14 @@ mod tests {
         assert!(Kind::ALL.iter().all(|&k| Market::CoinM.publishes(k)));
         assert!(!Market::Spot.publishes(Kind::MarkPrice) && Market::Spot.publishes(Kind::AggTrade));
         assert_eq!(Market::Spot.inbound_messages_per_sec(), 5);
-        assert_eq!(Market::Spot.continuity(), Continuity::Dense);
-        assert_eq!(Market::CoinM.continuity(), Continuity::PrevId);
+        assert_eq!(Market::Spot.continuity(Depth::Diff), Continuity::Dense);
+        assert_eq!(
+            Market::Spot.continuity(Depth::Partial(5)),
+            Continuity::Increasing
+        );
+        assert_eq!(
+            Market::CoinM.continuity(Depth::Partial(20)),
+            Continuity::PrevId
+        );
     }
 }

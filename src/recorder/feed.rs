@@ -52,6 +52,7 @@ use crate::market::kind::{Check, Kind, KindIds, Tape};
 use crate::market::sequence::{BookSync, Chain, Continuity, Ids, SnapshotStep, Step, Verdict};
 use crate::market::symbol::{Symbol, SymbolId};
 use crate::market::tee::{Notice, StreamState, Tapped};
+use crate::market::venue::Market;
 use crate::metrics::tap::Tee;
 use crate::metrics::{BookState, FeedHealth, FeedState, Link, Stats};
 use crate::recorder::backfill::{BackfillRequest, Backfilled, Backfills};
@@ -106,6 +107,9 @@ pub struct FeedConfig {
     pub max_conn_age: Duration,
     /// Numbers connections above every number used before in the data dir.
     pub numbers: Arc<ConnNumbers>,
+    /// Least time between two change requests: the market's message limit allows no less
+    /// ([`change_gap`]).
+    pub change_gap: Duration,
 }
 
 /// One subscribed stream of a group.
@@ -151,10 +155,20 @@ struct Request {
     streams: Vec<String>,
 }
 
-/// Least time between two requests of a group's changes: Binance takes at most 10 incoming
-/// messages a second per connection, and four leave room for pongs and the silence watch's
+/// The share of a connection's message limit ([`Market::inbound_messages_per_sec`]) a group's
+/// SUBSCRIBE and UNSUBSCRIBE changes may use, as (messages, of every): two of every five; the
+/// rest stays free for pongs and pings (which count on spot) and the silence watch's
 /// re-subscriptions.
-const CHANGE_GAP: Duration = Duration::from_millis(250);
+const CHANGE_SHARE: (u32, u32) = (2, 5);
+
+/// Least time between two requests of a group's changes on `market`: the second divided among
+/// [`CHANGE_SHARE`] of its message limit. USD-M's and COIN-M's 10 messages a second make 250 ms,
+/// spot's 5 (pings and pongs included) 500 ms.
+pub fn change_gap(market: Market) -> Duration {
+    let (share, of) = CHANGE_SHARE;
+    let limit = u32::try_from(market.inbound_messages_per_sec()).unwrap_or(u32::MAX);
+    Duration::from_secs(1) * of / share.saturating_mul(limit).max(1)
+}
 
 /// The continuity check of one subscribed stream.
 enum Tracker {
@@ -212,7 +226,7 @@ pub struct Group {
     /// Per stream, whether its symbol was delisted: the slot stays (ids index it), but the
     /// stream is neither recorded nor judged, and a new connection leaves it out.
     retired: Vec<bool>,
-    /// Requests of changes not sent yet: one goes every [`CHANGE_GAP`].
+    /// Requests of changes not sent yet: one goes every [`FeedConfig::change_gap`].
     requests: VecDeque<Request>,
     /// When the next request may go.
     next_request_at: Instant,
@@ -779,8 +793,9 @@ impl Group {
                     self.bad_frame(conn.id, "depth event of another market (pu present or not)");
                     return Turn::Continue;
                 }
-                let (ids, event_ms, trade_ms, data) = (h.ids, h.event_ms, h.trade_ms, h.data);
-                let Some(symbol) = self.depth_event(conn, slot, ids, recv_ns) else {
+                let event_ms = h.event_ms_or_receipt(recv_ns);
+                let (trade_ms, data) = (h.trade_ms, h.data);
+                let Some((symbol, ids)) = self.depth_event(conn, slot, h.ids, recv_ns) else {
                     return Turn::Continue;
                 };
                 Event::Depth(DepthRecord {
@@ -847,18 +862,21 @@ impl Group {
     }
 
     /// Checks a depth event's continuity and follows its book; `None` for a duplicate to skip.
+    /// The ids returned are the ones checked, which the line keeps: spot's partial book gets the
+    /// previous event's id as its `pu` ([`Continuity::chained`]).
     fn depth_event(
         &mut self,
         conn: &Conn,
         slot: usize,
         ids: Ids,
         recv_ns: u64,
-    ) -> Option<SymbolId> {
+    ) -> Option<(SymbolId, Ids)> {
         let (Target::Depth(symbol), Tracker::Depth(chain)) =
             (self.subs[slot].target, &mut self.trackers[slot])
         else {
             return None;
         };
+        let ids = self.config.continuity.chained(ids, chain.last_u());
         let counters = &self.stats.symbols[symbol];
         let verdict = chain.check(ids, conn.id);
         let stream = &self.subs[slot].stream;
@@ -905,7 +923,7 @@ impl Group {
         if let Some(books) = &mut self.books {
             books.event(slot, symbol, ids, verdict, stream, recv_ns);
         }
-        Some(symbol)
+        Some((symbol, ids))
     }
 
     /// Checks an event beside the book against its tape; `None` for a duplicate to skip.
@@ -1033,7 +1051,7 @@ impl Group {
         if now >= self.next_request_at
             && let Some(request) = self.requests.pop_front()
         {
-            self.next_request_at = now + CHANGE_GAP;
+            self.next_request_at = now + self.config.change_gap;
             // A connection opened since has the change in its URL already; on Binance a repeated
             // SUBSCRIBE or an UNSUBSCRIBE of an unknown stream changes nothing.
             for conn in conns.iter_mut() {
@@ -1699,6 +1717,23 @@ fn hand_over(tx: &Inlet, event: Event) -> Turn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Changes use two fifths of each market's limit: futures' 250 ms, spot's 500 ms, whose
+    /// limit counts pings and pongs; what remains a second is at least three messages.
+    #[test]
+    fn change_requests_are_paced_by_the_market_limit() {
+        let gaps = Market::ALL.map(change_gap);
+        assert_eq!(
+            gaps,
+            [250, 250, 500].map(Duration::from_millis),
+            "usdm, coinm, spot"
+        );
+        for market in Market::ALL {
+            let per_sec = Duration::from_secs(1).as_millis() / change_gap(market).as_millis();
+            let left = market.inbound_messages_per_sec() as u128 - per_sec;
+            assert!(left >= 3, "{market}: {left} a second left");
+        }
+    }
 
     #[test]
     fn a_stream_is_silent_after_its_window_or_fifty_of_its_own_gaps() {

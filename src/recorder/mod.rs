@@ -526,11 +526,12 @@ impl Readers {
     ) -> Result<thread::JoinHandle<Result<()>>> {
         let feed = FeedConfig {
             endpoint: self.config.route_endpoint(route),
-            continuity: self.config.market.continuity(),
+            continuity: self.config.market.continuity(self.config.depth),
             stale_after: self.config.stale_after,
             ping_every: self.config.ping_every,
             max_conn_age: self.config.max_conn_age,
             numbers: Arc::clone(&self.numbers),
+            change_gap: feed::change_gap(self.config.market),
         };
         let mut group = Group::new(
             index,

@@ -13,8 +13,12 @@
 //! reader can find it without parsing it. On spot, whose depth events carry neither `T` nor `pu`,
 //! `T` is `null` and `pu` is `U - 1`: spot ids are dense, so that is the `u` the event must
 //! follow, and the one chain check proves `U == last u + 1`; the payload shows which market a
-//! line is from (a spot `depthUpdate` has no `pu`). Spot's bookTicker has no `E`: its line's `E`
-//! (and `timestamp`) is the receipt time in ms. A snapshot line is
+//! line is from (a spot `depthUpdate` has no `pu`). Spot's partial book
+//! (`{"lastUpdateId":…,"bids":…,"asks":…}`) has no `E`, `T`, `s` or `pu` and one id: its line's
+//! `symbol` is its stream's, `E` (and `timestamp`) the receipt time in ms, `T` `null`,
+//! `U` = `u` = `lastUpdateId`, and `pu` the previous line's `u` of the symbol (0 for the first):
+//! so the one chain check proves the ids strictly increase. Spot's bookTicker has no `E`: its
+//! line's `E` (and `timestamp`) is the receipt time in ms. A snapshot line is
 //! `{"recv_ns":…,"symbol":"…","lastUpdateId":…,"data":{…REST body as received…}}`.
 //!
 //! One record, one line: a payload or body holding line breaks (`\n`, `\r`; legal JSON whitespace,

@@ -537,6 +537,10 @@ impl Market {
     fn render_depth(&self, view: Depth, out: &mut Vec<u8>) {
         let h = &self.header;
         let futures = self.venue != venue::Market::Spot;
+        if let (Depth::Partial(n), false) = (view, futures) {
+            // Spot's partial book is its REST snapshot's shape: no type, time or symbol.
+            return self.push_book(out, n, None);
+        }
         let mut head = Payload::open(out, "depthUpdate").int("E", h.event_ms);
         if futures {
             head = head.int("T", h.trade_ms);
@@ -557,6 +561,24 @@ impl Market {
                 .raw("a", |out| self.push_top(out, Side::Ask, n)),
         }
         .end(self.venue);
+    }
+
+    /// Appends `{"lastUpdateId":…[,"E":…,"T":…],"bids":…,"asks":…}` with the top `limit` levels
+    /// a side: a REST snapshot, with its times when `event_ms` is given, or spot's partial book.
+    fn push_book(&self, out: &mut Vec<u8>, limit: usize, event_ms: Option<u64>) {
+        out.extend_from_slice(b"{\"lastUpdateId\":");
+        push_int(out, self.header.last);
+        if let Some(event_ms) = event_ms {
+            out.extend_from_slice(b",\"E\":");
+            push_int(out, event_ms);
+            out.extend_from_slice(b",\"T\":");
+            push_int(out, self.header.trade_ms);
+        }
+        out.extend_from_slice(b",\"bids\":");
+        self.push_top(out, Side::Bid, limit);
+        out.extend_from_slice(b",\"asks\":");
+        self.push_top(out, Side::Ask, limit);
+        out.push(b'}');
     }
 
     /// Appends the top `n` levels of `side`, best first.
@@ -654,20 +676,9 @@ impl Feed for Market {
     }
 
     fn snapshot(&self, limit: usize, now_ms: u64, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"lastUpdateId\":");
-        push_int(out, self.header.last);
         // Spot's snapshot has no times.
-        if self.venue != venue::Market::Spot {
-            out.extend_from_slice(b",\"E\":");
-            push_int(out, now_ms);
-            out.extend_from_slice(b",\"T\":");
-            push_int(out, self.header.trade_ms);
-        }
-        out.extend_from_slice(b",\"bids\":");
-        self.push_top(out, Side::Bid, limit);
-        out.extend_from_slice(b",\"asks\":");
-        self.push_top(out, Side::Ask, limit);
-        out.push(b'}');
+        let futures = self.venue != venue::Market::Spot;
+        self.push_book(out, limit, futures.then_some(now_ms));
     }
 
     fn agg_trades(&self, from_id: u64, limit: usize, out: &mut Vec<u8>) {

@@ -107,6 +107,9 @@ struct FileImport {
     snapshots: Vec<(u64, u64, u64)>,
     /// Scratch for one output line.
     encoded: Vec<u8>,
+    /// The last depth event's `u`: spot's partial book names no predecessor, its line's `pu` is
+    /// this, as the recorder writes it.
+    last_depth_u: Option<u64>,
 }
 
 /// Why a line stops the import of its file.
@@ -139,6 +142,7 @@ fn import_file(
         conns: Conns::new(),
         snapshots: Vec::new(),
         encoded: Vec::new(),
+        last_depth_u: None,
     };
     let mut bytes = Vec::new();
     while lines.next_line(&mut bytes, outcome)? {
@@ -185,13 +189,15 @@ impl FileImport {
         match parse_frame(json) {
             Ok(Frame::Depth(h)) => {
                 let out = self.out(&h.symbol, &h.stream, FileKind::Depth, recv_ns, staged)?;
+                let ids = h.continuity.chained(h.ids, self.last_depth_u);
+                self.last_depth_u = Some(ids.last);
                 let line = DepthLine {
                     symbol: &h.symbol,
                     stream: &h.stream,
                     data: &json[h.data.clone()],
-                    event_ms: h.event_ms,
+                    event_ms: h.event_ms_or_receipt(recv_ns),
                     trade_ms: h.trade_ms,
-                    ids: h.ids,
+                    ids,
                     // The pipeline latency is not in the file: 0.
                     pipeline_us: Some(0),
                     recv_ns,
