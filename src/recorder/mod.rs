@@ -94,8 +94,8 @@ pub fn default_endpoint(market: Market) -> String {
         market.ws_endpoint().to_string()
     }
 }
-/// Default `--queue-bytes`: 64 MiB.
-pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
+/// Default `--queue-bytes`: 48 MiB.
+pub const DEFAULT_QUEUE_BYTES: usize = 48 << 20;
 /// Default `--queue`, in events.
 pub const DEFAULT_QUEUE_EVENTS: usize = 1 << 20;
 /// Binance closes a connection at 24 h; the replacement opens half an hour before.
@@ -128,10 +128,10 @@ impl Default for RecordConfig {
             // Bounds what a kill can cost: the last second.
             flush_every: Duration::from_secs(1),
             queue: Budget {
-                // A quarter of the 256 MB the whole process keeps to: the writer holds up to
+                // A fifth of the 256 MB the whole process keeps to: the writer holds up to
                 // 48 MiB more (its sinks' lines and the compression stage's), and 500 symbols
-                // with every stream took 390 MB at a 10x burst with 128 MiB here. The 1M-frame
-                // burst peaks under 30 MiB (scripts/bench.sh burst).
+                // with every stream peaked at 258 MB in a 10x burst with 64 MiB here (390 MB
+                // with 128 MiB). The 1M-frame burst peaks under 30 MiB (scripts/bench.sh burst).
                 bytes: DEFAULT_QUEUE_BYTES,
                 // Only a safety net: at 200-odd bytes of overhead per event, the byte budget binds
                 // long before a million events.
